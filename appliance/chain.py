@@ -1,0 +1,82 @@
+"""Hash chains over the append-only tables (the score ledger and the audit log).
+
+Each row stores ``prev_hash`` (the hash of the row before it, or GENESIS) and ``hash`` =
+sha256(prev_hash + canonical JSON of the row's own fields). Changing, removing or reordering any
+row breaks the chain at that row, and ``verify_chain`` names the first row that does not hold.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.canonical import GENESIS, chain_hash
+
+# The fields each chained table hashes, in addition to the chain links themselves.
+CHAINED_FIELDS: dict[str, tuple[str, ...]] = {
+    "sheets": (
+        "seq", "sheet_id", "event_id", "entry_id", "judge_id", "device_id", "score_values", "comment",
+        "submitted_at", "received_at", "supersedes", "content_hash",
+    ),
+    "audit_log": ("seq", "at", "actor", "action", "detail", "request_id"),
+}
+
+
+def head(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
+    """(seq, hash) of the last row, or (0, GENESIS) for an empty table."""
+    row = conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
+    return (row[0], row[1]) if row else (0, GENESIS)
+
+
+def append(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Insert ``row`` (without seq) at the end of the chain; returns it with seq and hashes.
+
+    Must run inside the writer's transaction, so nobody else can append between reading the head
+    and inserting."""
+    last_seq, prev_hash = head(conn, table)
+    row = {**row, "seq": last_seq + 1}
+    row["prev_hash"] = prev_hash
+    row["hash"] = chain_hash(prev_hash, {field: row.get(field) for field in CHAINED_FIELDS[table]})
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+    return row
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    table: str
+    rows: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
+    """Walk the whole chain in order and report the first row that does not hold."""
+    fields = CHAINED_FIELDS[table]
+    cursor = conn.execute(f"SELECT {', '.join(fields)}, prev_hash, hash FROM {table} ORDER BY seq")
+    expected_prev = GENESIS
+    expected_seq = 1
+    count = 0
+    for values in cursor:
+        row = dict(zip((*fields, "prev_hash", "hash"), values))
+        seq = row["seq"]
+        if seq != expected_seq:
+            return ChainReport(table, count, expected_prev, expected_seq,
+                               f"row {expected_seq} is missing (next row is {seq})")
+        if row["prev_hash"] != expected_prev:
+            return ChainReport(table, count, expected_prev, seq,
+                               f"row {seq} does not link to row {seq - 1} (rows removed or reordered)")
+        recomputed = chain_hash(row["prev_hash"], {field: row[field] for field in fields})
+        if recomputed != row["hash"]:
+            return ChainReport(table, count, expected_prev, seq, f"row {seq} was altered after it was written")
+        expected_prev = row["hash"]
+        expected_seq += 1
+        count += 1
+    return ChainReport(table, count, expected_prev)

@@ -1,0 +1,141 @@
+"""The box's configuration: one typed object, read once.
+
+Precedence, lowest to highest: built-in defaults, ``<data dir>/venuebox.toml``, ``VENUEBOX_*``
+environment variables, then CLI flags. Zero configuration works: every field has a default.
+The data dir itself comes from ``--data-dir``, else ``$VENUEBOX_DATA_DIR``, else
+``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``), else ``./venuebox-data``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+CONFIG_FILE = "venuebox.toml"
+ENV_PREFIX = "VENUEBOX_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: Path = Path("venuebox-data")
+    # Tablet API: on every interface, the tablets are on the venue LAN.
+    host: str = "0.0.0.0"
+    port: int = msgspec.field(default=8080)
+    # Admin API: loopback only unless a tech explicitly says otherwise.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    admin_allow_remote: bool = False
+    # Presence thresholds (seconds since the last heartbeat) and the interval tablets are told.
+    heartbeat_interval_s: int = 10
+    presence_online_s: int = 30
+    presence_stale_s: int = 120
+    heartbeat_history_per_device: int = 360
+    # Limits.
+    max_body_bytes: int = 1_048_576
+    batch_max_sheets: int = 500
+    comment_max_chars: int = 2000
+    device_rate_per_s: float = 20.0
+    device_burst: int = 100
+    pair_attempts_per_minute: int = 10
+    pairing_code_ttl_s: int = 600
+    freeze_retry_after_s: int = 30
+    write_timeout_s: float = 10.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "venuebox.sqlite"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def data_key_path(self) -> Path:
+        return self.data_dir / "personal-data.key"
+
+    @property
+    def admin_url(self) -> str:
+        host = "127.0.0.1" if self.admin_host in ("0.0.0.0", "") else self.admin_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.admin_port}"
+
+
+_FIELDS = {name: field for name, field in zip(Config.__struct_fields__, msgspec.structs.fields(Config))}
+
+
+def resolve_data_dir(cli_value: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """Where the box keeps its state, by the documented precedence."""
+    if cli_value:
+        return Path(cli_value)
+    for var in ("VENUEBOX_DATA_DIR", "STATE_DIRECTORY"):
+        value = environ.get(var)
+        if value:
+            # systemd may pass several colon-separated state directories; the first is ours.
+            return Path(value.split(":")[0])
+    return Path("venuebox-data")
+
+
+def load_config(
+    data_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config from file, environment and explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    directory = resolve_data_dir(data_dir, environ)
+    values: dict[str, Any] = {}
+
+    path = directory / CONFIG_FILE
+    if path.exists():
+        try:
+            values.update(_flatten(tomllib.loads(path.read_text(encoding="utf-8"))))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        unknown = sorted(set(values) - set(_FIELDS) - {"data_dir"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+
+    for name in _FIELDS:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None and name != "data_dir":
+            values[name] = env_value
+
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values["data_dir"] = str(directory)
+    try:
+        config = msgspec.convert(values, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc
+    _check(config)
+    return config
+
+
+def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Allow ``[api] port = 80`` as well as ``port = 80``; sections are for humans only."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _check(config: Config) -> None:
+    for name in ("port", "admin_port"):
+        port = getattr(config, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+    if not 0 < config.presence_online_s < config.presence_stale_s:
+        raise ConfigError("presence thresholds must satisfy 0 < presence_online_s < presence_stale_s")
+    if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:
+        raise ConfigError("batch_max_sheets must be >= 1 and max_body_bytes >= 1024")

@@ -1,0 +1,77 @@
+"""Domain errors. Domain code raises these; only ``edge_api/errors.py`` knows HTTP status codes
+and only the CLI turns them into an exit code and one line on stderr."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error a person or a client is meant to read."""
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    """A request is well-formed JSON but its fields break the rules (per-field ``errors``)."""
+
+    def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(detail, errors=errors)
+        self.errors = errors
+
+
+class MalformedRequest(DomainError):
+    """The body is not JSON at all (or not UTF-8)."""
+
+
+class UnknownEntry(DomainError):
+    """The sheet names an entry the event does not have."""
+
+
+class EntryNotOnPanel(DomainError):
+    """The entry exists but belongs to a session this judge does not score."""
+
+
+class SheetConflict(DomainError):
+    """A second original for (entry, judge), or a correction of a sheet that is not the head."""
+
+
+class IdempotencyMismatch(DomainError):
+    """The same sheet_id was sent before with different content."""
+
+
+class Frozen(DomainError):
+    """The box is frozen; competition writes are refused until a tech unfreezes it."""
+
+
+class NotAuthenticated(DomainError):
+    """Unknown, revoked or malformed device token."""
+
+
+class PairingRefused(DomainError):
+    """Wrong, expired or used pairing code (one answer for all three, on purpose)."""
+
+
+class TooManyRequests(DomainError):
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class NoEvent(DomainError):
+    """No event has been imported on this box yet."""
+
+
+class NotFound(DomainError):
+    """A named thing (device, judge, record) does not exist."""
+
+
+class Unavailable(DomainError):
+    """The store could not take the write now (locked by another process too long, shutting down)."""
+
+
+class NotInitialised(DomainError):
+    """The data dir has no box yet: ``venuebox init`` first."""

@@ -1,0 +1,212 @@
+"""The database schema, as versioned migrations.
+
+Migrations are sqlite-utils ``Migrations`` (recorded in ``_sqlite_migrations``); after they run,
+``PRAGMA user_version`` is set to the number applied, so a plain ``sqlite3`` session (or a tech with
+``PRAGMA user_version;``) can tell the schema version without our code. Migrations are append-only:
+never edit one that has shipped, add the next.
+
+The score ledger (``sheets``) and the ``audit_log`` are append-only, enforced by triggers that abort
+any UPDATE or DELETE, and hash-chained (see ``appliance/chain.py``).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("venuebox")
+
+
+def _append_only(db: Database, table: str) -> None:
+    for op in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        )
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE box (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            box_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            event_id TEXT,
+            frozen INTEGER NOT NULL DEFAULT 0,
+            freeze_reason TEXT,
+            frozen_at TEXT,
+            frozen_by TEXT
+        );
+
+        CREATE TABLE events (
+            event_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            snapshot_id TEXT NOT NULL,
+            imported_at TEXT NOT NULL,
+            extra TEXT NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE criteria (
+            event_id TEXT NOT NULL REFERENCES events(event_id),
+            key TEXT NOT NULL,
+            label TEXT NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            step REAL NOT NULL,
+            position INTEGER NOT NULL,
+            extra TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (event_id, key)
+        );
+
+        CREATE TABLE sessions (
+            event_id TEXT NOT NULL REFERENCES events(event_id),
+            session_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            stage TEXT,
+            starts_at TEXT,
+            position INTEGER NOT NULL,
+            extra TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (event_id, session_id)
+        );
+
+        CREATE TABLE entries (
+            event_id TEXT NOT NULL,
+            entry_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            running_order INTEGER NOT NULL,
+            scheduled_at TEXT,
+            title TEXT NOT NULL,
+            category TEXT,
+            division TEXT,
+            level TEXT,
+            studio TEXT,
+            -- AES-256-GCM ciphertext (appliance/personal.py), never plaintext.
+            participants_enc TEXT,
+            extra TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (event_id, entry_id),
+            FOREIGN KEY (event_id, session_id) REFERENCES sessions(event_id, session_id)
+        );
+        CREATE INDEX entries_by_session ON entries(event_id, session_id, running_order);
+
+        CREATE TABLE judges (
+            event_id TEXT NOT NULL REFERENCES events(event_id),
+            judge_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            all_sessions INTEGER NOT NULL DEFAULT 0,
+            extra TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (event_id, judge_id)
+        );
+
+        CREATE TABLE panels (
+            event_id TEXT NOT NULL,
+            judge_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            PRIMARY KEY (event_id, judge_id, session_id),
+            FOREIGN KEY (event_id, judge_id) REFERENCES judges(event_id, judge_id),
+            FOREIGN KEY (event_id, session_id) REFERENCES sessions(event_id, session_id)
+        );
+
+        CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            judge_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            paired_at TEXT NOT NULL,
+            paired_from TEXT,
+            revoked_at TEXT
+        );
+
+        CREATE TABLE pairing_codes (
+            code_id TEXT PRIMARY KEY,
+            code_hash TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
+            judge_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT,
+            device_id TEXT
+        );
+
+        -- The score ledger. seq orders the hash chain; sheet_id is the client's idempotency key.
+        CREATE TABLE sheets (
+            seq INTEGER PRIMARY KEY,
+            sheet_id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
+            entry_id TEXT NOT NULL,
+            judge_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            score_values TEXT NOT NULL,
+            comment TEXT,
+            submitted_at TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            supersedes TEXT REFERENCES sheets(sheet_id),
+            content_hash TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        -- One original per (entry, judge) and no forks in a correction chain: the database itself
+        -- refuses what the 409 rules refuse, so a bug above cannot store a second head.
+        CREATE UNIQUE INDEX sheets_one_original ON sheets(event_id, entry_id, judge_id)
+            WHERE supersedes IS NULL;
+        CREATE UNIQUE INDEX sheets_one_successor ON sheets(supersedes) WHERE supersedes IS NOT NULL;
+        CREATE INDEX sheets_by_entry_judge ON sheets(event_id, entry_id, judge_id);
+        CREATE INDEX sheets_by_received ON sheets(received_at);
+
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            request_id TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            record_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            payload TEXT NOT NULL
+        );
+
+        CREATE TABLE presence (
+            device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
+            last_seen_at TEXT NOT NULL,
+            sent_at TEXT,
+            clock_skew_s REAL,
+            battery INTEGER,
+            app_version TEXT,
+            queue_depth INTEGER,
+            address TEXT
+        );
+
+        CREATE TABLE heartbeats (
+            id INTEGER PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            sent_at TEXT,
+            battery INTEGER,
+            app_version TEXT,
+            queue_depth INTEGER
+        );
+        CREATE INDEX heartbeats_by_device ON heartbeats(device_id, id);
+        """
+    )
+    _append_only(db, "sheets")
+    _append_only(db, "audit_log")
+
+
+def migrate(db: Database) -> int:
+    """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
+    migrations.apply(db)
+    version = len(migrations.applied(db))
+    db.execute(f"PRAGMA user_version = {int(version)}")
+    return version
+

@@ -1,0 +1,1 @@
+"""The venue console (Textual). Arrives with the console issue."""
