@@ -25,7 +25,9 @@ def ensure_not_frozen(conn: sqlite3.Connection) -> None:
         raise Frozen(row[1] or "frozen by the venue tech")
 
 
-def freeze(conn: sqlite3.Connection, reason: str, actor: str, request_id: str | None = None) -> dict[str, Any]:
+def freeze(
+    conn: sqlite3.Connection, reason: str, actor: str, request_id: str | None = None
+) -> dict[str, Any]:
     reason = reason.strip()
     if not reason:
         raise ValueError("a freeze needs a reason (the judges see it)")
@@ -46,6 +48,8 @@ def unfreeze(conn: sqlite3.Connection, actor: str, request_id: str | None = None
     box = get_box(conn)
     if not box["frozen"]:
         return box
-    conn.execute("UPDATE box SET frozen = 0, freeze_reason = NULL, frozen_at = NULL, frozen_by = NULL WHERE id = 1")
+    conn.execute(
+        "UPDATE box SET frozen = 0, freeze_reason = NULL, frozen_at = NULL, frozen_by = NULL WHERE id = 1"
+    )
     audit.record(conn, actor, "unfreeze", {"was": box["freeze_reason"]}, request_id)
     return get_box(conn)

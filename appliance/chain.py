@@ -16,8 +16,18 @@ from appliance.canonical import GENESIS, chain_hash
 # The fields each chained table hashes, in addition to the chain links themselves.
 CHAINED_FIELDS: dict[str, tuple[str, ...]] = {
     "sheets": (
-        "seq", "sheet_id", "event_id", "entry_id", "judge_id", "device_id", "score_values", "comment",
-        "submitted_at", "received_at", "supersedes", "content_hash",
+        "seq",
+        "sheet_id",
+        "event_id",
+        "entry_id",
+        "judge_id",
+        "device_id",
+        "score_values",
+        "comment",
+        "submitted_at",
+        "received_at",
+        "supersedes",
+        "content_hash",
     ),
     "audit_log": ("seq", "at", "actor", "action", "detail", "request_id"),
 }
@@ -65,17 +75,29 @@ def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
     expected_seq = 1
     count = 0
     for values in cursor:
-        row = dict(zip((*fields, "prev_hash", "hash"), values))
+        row = dict(zip((*fields, "prev_hash", "hash"), values, strict=True))
         seq = row["seq"]
         if seq != expected_seq:
-            return ChainReport(table, count, expected_prev, expected_seq,
-                               f"row {expected_seq} is missing (next row is {seq})")
+            return ChainReport(
+                table,
+                count,
+                expected_prev,
+                expected_seq,
+                f"row {expected_seq} is missing (next row is {seq})",
+            )
         if row["prev_hash"] != expected_prev:
-            return ChainReport(table, count, expected_prev, seq,
-                               f"row {seq} does not link to row {seq - 1} (rows removed or reordered)")
+            return ChainReport(
+                table,
+                count,
+                expected_prev,
+                seq,
+                f"row {seq} does not link to row {seq - 1} (rows removed or reordered)",
+            )
         recomputed = chain_hash(row["prev_hash"], {field: row[field] for field in fields})
         if recomputed != row["hash"]:
-            return ChainReport(table, count, expected_prev, seq, f"row {seq} was altered after it was written")
+            return ChainReport(
+                table, count, expected_prev, seq, f"row {seq} was altered after it was written"
+            )
         expected_prev = row["hash"]
         expected_seq += 1
         count += 1

@@ -69,7 +69,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return f"http://{host}:{self.admin_port}"
 
 
-_FIELDS = {name: field for name, field in zip(Config.__struct_fields__, msgspec.structs.fields(Config))}
+_FIELDS = set(Config.__struct_fields__)
 
 
 def resolve_data_dir(cli_value: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -112,11 +112,17 @@ def load_config(
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     values["data_dir"] = str(directory)
     try:
-        config = msgspec.convert(values, Config, strict=False)
+        config = msgspec.convert(values, Config, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
     _check(config)
     return config
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"cannot read a {kind.__name__} from configuration")
 
 
 def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:

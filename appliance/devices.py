@@ -67,12 +67,21 @@ def list_devices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def revoke(conn: sqlite3.Connection, device_id: str, actor: str, request_id: str | None = None) -> dict[str, Any]:
-    row = conn.execute("SELECT device_id, judge_id, revoked_at FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+def revoke(
+    conn: sqlite3.Connection, device_id: str, actor: str, request_id: str | None = None
+) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT device_id, judge_id, revoked_at FROM devices WHERE device_id = ?", (device_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"no device {device_id!r}: `venuebox devices` lists them")
     if row["revoked_at"] is None:
         conn.execute("UPDATE devices SET revoked_at = ? WHERE device_id = ?", (now_rfc3339(), device_id))
-        audit.record(conn, actor, "device.revoke", {"device_id": device_id, "judge_id": row["judge_id"]}, request_id)
-    return dict(conn.execute("SELECT device_id, judge_id, name, revoked_at FROM devices WHERE device_id = ?",
-                             (device_id,)).fetchone())
+        audit.record(
+            conn, actor, "device.revoke", {"device_id": device_id, "judge_id": row["judge_id"]}, request_id
+        )
+    return dict(
+        conn.execute(
+            "SELECT device_id, judge_id, name, revoked_at FROM devices WHERE device_id = ?", (device_id,)
+        ).fetchone()
+    )

@@ -39,7 +39,7 @@ def encrypt(key: bytes, table: str, column: str, row_id: str, plaintext: str) ->
 def decrypt(key: bytes, table: str, column: str, row_id: str, token: str) -> str:
     if not token.startswith(PREFIX):
         raise ValueError("not a venuebox personal-data ciphertext")
-    raw = base64.b64decode(token[len(PREFIX):])
+    raw = base64.b64decode(token[len(PREFIX) :])
     return AESGCM(key).decrypt(raw[:12], raw[12:], _aad(table, column, row_id)).decode("utf-8")
 
 

@@ -6,9 +6,7 @@ import re
 from datetime import UTC, datetime
 
 # RFC 3339 date-time: a date, "T" (or space, which RFC 3339 allows), a time and a mandatory offset.
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def utcnow() -> datetime:

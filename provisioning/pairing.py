@@ -59,10 +59,21 @@ def create_code(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (code_id, _code_hash(code), event_id, judge_id, to_rfc3339(now), expires_at),
     )
-    audit.record(conn, actor, "pairing.code", {"code_id": code_id, "judge_id": judge_id, "expires_at": expires_at},
-                 request_id)
-    return {"code": format_code(code), "code_id": code_id, "judge": {"id": judge_id, "name": judge["name"]},
-            "event_id": event_id, "expires_at": expires_at, "ttl_s": ttl_s}
+    audit.record(
+        conn,
+        actor,
+        "pairing.code",
+        {"code_id": code_id, "judge_id": judge_id, "expires_at": expires_at},
+        request_id,
+    )
+    return {
+        "code": format_code(code),
+        "code_id": code_id,
+        "judge": {"id": judge_id, "name": judge["name"]},
+        "event_id": event_id,
+        "expires_at": expires_at,
+        "ttl_s": ttl_s,
+    }
 
 
 def redeem(
@@ -82,14 +93,30 @@ def redeem(
     conn.execute(
         "INSERT INTO devices (device_id, event_id, judge_id, name, token_hash, paired_at, paired_from)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (device_id, row["event_id"], row["judge_id"], device_name, devices.token_hash(token), to_rfc3339(now), address),
+        (
+            device_id,
+            row["event_id"],
+            row["judge_id"],
+            device_name,
+            devices.token_hash(token),
+            to_rfc3339(now),
+            address,
+        ),
     )
-    conn.execute("UPDATE pairing_codes SET used_at = ?, device_id = ? WHERE code_id = ?",
-                 (to_rfc3339(now), device_id, row["code_id"]))
-    audit.record(conn, f"device:{device_id}", "device.pair",
-                 {"device_id": device_id, "judge_id": row["judge_id"], "code_id": row["code_id"]}, request_id)
-    judge = conn.execute("SELECT name FROM judges WHERE event_id = ? AND judge_id = ?",
-                         (row["event_id"], row["judge_id"])).fetchone()
+    conn.execute(
+        "UPDATE pairing_codes SET used_at = ?, device_id = ? WHERE code_id = ?",
+        (to_rfc3339(now), device_id, row["code_id"]),
+    )
+    audit.record(
+        conn,
+        f"device:{device_id}",
+        "device.pair",
+        {"device_id": device_id, "judge_id": row["judge_id"], "code_id": row["code_id"]},
+        request_id,
+    )
+    judge = conn.execute(
+        "SELECT name FROM judges WHERE event_id = ? AND judge_id = ?", (row["event_id"], row["judge_id"])
+    ).fetchone()
     event = conn.execute("SELECT name FROM events WHERE event_id = ?", (row["event_id"],)).fetchone()
     return {
         "device_id": device_id,

@@ -82,7 +82,9 @@ class Store:
             raise NotInitialised(f"no database at {self.path}: run `venuebox init` first")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
-        self._read_pool = concurrent.futures.ThreadPoolExecutor(read_threads, thread_name_prefix="venuebox-read")
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(
+            read_threads, thread_name_prefix="venuebox-read"
+        )
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._closed = False
@@ -130,6 +132,11 @@ class Store:
 
     @staticmethod
     def _run_group(conn: sqlite3.Connection, group: list[_Job]) -> None:
+        # A caller that gave up (timeout, disconnect) before its job started cancelled it: such a
+        # job never runs, so "not stored" was a true answer. Once running, it can't be cancelled.
+        group = [job for job in group if job.future.set_running_or_notify_cancel()]
+        if not group:
+            return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -142,7 +149,7 @@ class Store:
             conn.execute("SAVEPOINT job")
             try:
                 result = job.fn(conn)
-            except BaseException as exc:  # noqa: BLE001 - the caller gets its own exception back
+            except BaseException as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 outcomes.append((job, None, exc))

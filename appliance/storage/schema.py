@@ -209,4 +209,3 @@ def migrate(db: Database) -> int:
     version = len(migrations.applied(db))
     db.execute(f"PRAGMA user_version = {int(version)}")
     return version
-

@@ -1,0 +1,321 @@
+"""The `venuebox` command: a thin layer over library functions (the sqlite-utils shape).
+
+Each command opens the data dir's store, calls one function that a test could call, and prints.
+Errors a person can act on are one line on stderr and exit status 1; usage errors exit 2.
+Heavy imports live inside the commands: start-up time matters on a Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from appliance.config import Config, ConfigError, load_config
+from appliance.errors import DomainError
+from appliance.secrets_files import InsecureSecretFile
+
+T = TypeVar("T")
+
+
+class VenueboxGroup(click.Group):
+    """Turns every error a person can act on into one readable line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DomainError, ConfigError, InsecureSecretFile, ValueError, OSError, sqlite3.Error) as exc:
+            detail = getattr(exc, "detail", None) or str(exc)
+            click.echo(f"venuebox: error: {detail}", err=True)
+            problems = getattr(exc, "problems", None)
+            if problems:
+                for problem in problems:
+                    click.echo(problem, err=True)
+            ctx.exit(1)
+
+
+def _config(ctx: click.Context, **overrides: Any) -> Config:
+    return load_config(ctx.obj["data_dir"], overrides=overrides)
+
+
+def _with_store(config: Config, fn: Callable[[Any], T]) -> T:
+    from appliance.storage.db import Store
+
+    if not config.db_path.exists():
+        raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
+    with Store(config.db_path) as store:
+        return fn(store)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=VenueboxGroup)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the box keeps its state (default: $VENUEBOX_DATA_DIR, $STATE_DIRECTORY, ./venuebox-data).",
+)
+@click.version_option(package_name="venuebox")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None) -> None:
+    """venuebox: the on-site scoring box."""
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
+
+
+@cli.command()
+@click.option("--name", help="Display name on the LAN (mDNS instance name), e.g. 'Main stage box'.")
+@click.pass_context
+def init(ctx: click.Context, name: str | None) -> None:
+    """Create the data dir: database, box identity, admin token (0600), personal-data key (0600)."""
+    from provisioning.first_boot import init_box
+
+    result = init_box(_config(ctx), name)
+    box = result["box"]
+    what = ", ".join(result["created"]) or "nothing (already initialised)"
+    click.echo(f"box {box['box_id']} ({box['name']}) in {result['data_dir']}: created {what}")
+
+
+@cli.group()
+def event() -> None:
+    """The event on this box."""
+
+
+@event.command("import")
+@click.argument("package", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+@click.pass_context
+def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
+    """Import an event package (folder or .zip): all or nothing."""
+    from provisioning.event_import import import_package, load_package
+
+    from appliance import personal
+
+    config = _config(ctx)
+    loaded = load_package(package)
+    key = personal.load_key(config.data_key_path)
+    report = _with_store(
+        config, lambda store: store.write_sync(lambda conn: import_package(conn, loaded, key, "cli"))
+    )
+    if as_json:
+        _print_json(report.as_dict() if hasattr(report, "as_dict") else report.__dict__)
+        return
+    counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
+    click.echo(f"imported {report.event_id} (snapshot {report.snapshot_id[:12]}): {counts}")
+    for line in report.added:
+        click.echo(f"  added: {line}")
+    for line in report.refused:
+        click.echo(f"  refused: {line}")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def pair(ctx: click.Context) -> None:
+    """Pairing codes for judges' tablets."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@pair.command("new")
+@click.option("--judge", "judge_id", required=True, help="Judge id from judges.csv, e.g. J1.")
+@click.option("--ttl", "ttl_s", type=int, default=None, help="Seconds the code stays valid (default 600).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pair_new(ctx: click.Context, judge_id: str, ttl_s: int | None, as_json: bool) -> None:
+    """Make a one-time pairing code for a judge (printed on the last line)."""
+    from provisioning.pairing import create_code
+
+    config = _config(ctx)
+    ttl = ttl_s or config.pairing_code_ttl_s
+    code = _with_store(
+        config, lambda store: store.write_sync(lambda conn: create_code(conn, judge_id, ttl, "cli"))
+    )
+    if as_json:
+        _print_json(code)
+        return
+    click.echo(f"pairing code for {code['judge']['name']} ({judge_id}), valid until {code['expires_at']}:")
+    click.echo(code["code"])
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def devices(ctx: click.Context, as_json: bool) -> None:
+    """List paired tablets (and `devices revoke ID`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from appliance.devices import list_devices
+
+    rows = _with_store(_config(ctx), lambda store: store.query(list_devices))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no paired tablets")
+        return
+    for row in rows:
+        state = "revoked" if row["revoked_at"] else f"last seen {row['last_seen_at'] or 'never'}"
+        click.echo(f"{row['device_id']}  {row['judge_id']:<6} {row['name'][:24]:<24} {state}")
+
+
+@devices.command("revoke")
+@click.argument("device_id")
+@click.pass_context
+def devices_revoke(ctx: click.Context, device_id: str) -> None:
+    """Revoke a tablet's token at once (it must pair again)."""
+    from appliance.devices import revoke
+
+    row = _with_store(
+        _config(ctx), lambda store: store.write_sync(lambda conn: revoke(conn, device_id, "cli"))
+    )
+    click.echo(f"revoked {row['device_id']} ({row['judge_id']}, {row['name']})")
+
+
+@cli.command()
+@click.option("--reason", required=True, help="Shown to every judge, e.g. 'dispute on entry 142'.")
+@click.pass_context
+def freeze(ctx: click.Context, reason: str) -> None:
+    """Halt all competition writes (takes effect on a running box at once)."""
+    from appliance.box import freeze as do_freeze
+
+    state = _with_store(
+        _config(ctx), lambda store: store.write_sync(lambda conn: do_freeze(conn, reason, "cli"))
+    )
+    click.echo(f"FROZEN since {state['frozen_at']}: {state['freeze_reason']}")
+
+
+@cli.command()
+@click.pass_context
+def unfreeze(ctx: click.Context) -> None:
+    """Resume competition writes."""
+    from appliance.box import unfreeze as do_unfreeze
+
+    _with_store(_config(ctx), lambda store: store.write_sync(lambda conn: do_unfreeze(conn, "cli")))
+    click.echo("unfrozen: scoring resumes")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """A summary of the box: event, freeze, tablets, sheets, outbox."""
+    from appliance.daemon import runtime_info
+    from appliance.status import snapshot
+
+    config = _config(ctx)
+    snap = _with_store(config, lambda store: store.query(lambda conn: snapshot(conn, config)))
+    snap["daemon"] = runtime_info(config)
+    if as_json:
+        _print_json(snap)
+        return
+    box, ev, fr = snap["box"], snap["event"], snap["freeze"]
+    click.echo(f"box      {box['id']} ({box['name']}), venuebox {box['version']}")
+    daemon = snap["daemon"]
+    click.echo(f"daemon   {'running, tablets at ' + daemon['tablet_url'] if daemon else 'not running'}")
+    click.echo(f"event    {ev['id'] + ' - ' + ev['name'] if ev else 'none imported'}")
+    click.echo(f"freeze   {'FROZEN: ' + fr['reason'] if fr['frozen'] else 'not frozen'}")
+    t = snap["tablets"]
+    click.echo(f"tablets  {t['online']} online, {t['stale']} stale, {t['offline']} offline")
+    s = snap["sheets"]
+    click.echo(f"sheets   {s['total']} stored, {s['last_5_min']} in the last 5 min")
+    click.echo(f"outbox   {snap['outbox']['records']} records waiting")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the ledger and audit hash chains; exits 1 naming the first altered row."""
+    from appliance.chain import verify_chain
+
+    reports = _with_store(
+        _config(ctx),
+        lambda store: store.query(
+            lambda conn: [verify_chain(conn, table) for table in ("sheets", "audit_log")]
+        ),
+    )
+    if as_json:
+        _print_json([r.__dict__ | {"ok": r.ok} for r in reports])
+    else:
+        for r in reports:
+            if r.ok:
+                click.echo(f"{r.table}: {r.rows} rows, chain intact (head {r.head_hash[:16]})")
+            else:
+                click.echo(f"{r.table}: BROKEN at row {r.first_bad_seq}: {r.problem}", err=True)
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Tablet API address (default 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="Tablet API port (default 8080; 0 = any free port).")
+@click.option("--admin-port", type=int, default=None, help="Admin API port on loopback (default 8081).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, admin_port: int | None) -> None:
+    """Serve the tablet and admin APIs on this data dir until SIGTERM / Ctrl-C."""
+    from appliance.daemon import run
+
+    config = _config(ctx, host=host, port=port, admin_port=admin_port)
+    if not config.db_path.exists():
+        raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
+    _setup_logging()
+    run(
+        config,
+        on_ready=lambda rt: click.echo(
+            f"venuebox serving: tablets {rt['tablet_url']}, admin {rt['admin_url']}", err=True
+        ),
+    )
+
+
+@cli.command()
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--fresh", is_flag=True, help="Start from an empty demo data dir.")
+@click.pass_context
+def demo(ctx: click.Context, port: int, fresh: bool) -> None:
+    """A demo box: the shipped sample event, pairing codes for every judge, the API served."""
+    import shutil
+
+    from appliance.daemon import run
+    from provisioning.demo import prepare_demo
+
+    data_dir = ctx.obj["data_dir"] or Path("venuebox-demo")
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    config = load_config(data_dir, overrides={"port": port})
+    codes = prepare_demo(config)
+    _setup_logging()
+
+    def ready(runtime: dict[str, Any]) -> None:
+        click.echo(f"venuebox demo: data dir {config.data_dir}")
+        click.echo(f"  tablet API  {runtime['tablet_url']}/api/v1/health   (OpenAPI at /schema/openapi.json)")
+        click.echo(
+            f"  admin API   {runtime['admin_url']}/admin/v1/status (token in {config.admin_token_path})"
+        )
+        click.echo("  pairing codes (valid 1 hour):")
+        for code in codes:
+            click.echo(f"    {code['judge']['id']:<4} {code['judge']['name']:<24} {code['code']}")
+        click.echo(
+            f"  pair a tablet:  curl -s -X POST {runtime['tablet_url']}/api/v1/pair "
+            f'-H \'content-type: application/json\' -d \'{{"code": "{codes[0]["code"]}", '
+            '"device_name": "tablet 1"}\''
+        )
+        click.echo("  Ctrl-C stops the box.")
+
+    run(config, on_ready=ready)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    cli(prog_name="venuebox")

@@ -1,0 +1,104 @@
+"""Reading the imported event: what a judge's tablet downloads."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from appliance.errors import NoEvent
+from appliance.ledger import sheets_for_judge
+
+
+def current_event_id(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
+    return row[0] if row else None
+
+
+def judge_event(conn: sqlite3.Connection, event_id: str, judge_id: str) -> dict[str, Any]:
+    """Event meta, criteria, all sessions (flagged on/off the judge's panel), the entries of the
+    judge's sessions in running order, and the judge's current sheets. No personal data."""
+    event = conn.execute(
+        "SELECT event_id, name, timezone, snapshot_id FROM events WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    if event is None:
+        raise NoEvent(f"event {event_id!r} is no longer on this box")
+    judge = conn.execute(
+        "SELECT judge_id, name FROM judges WHERE event_id = ? AND judge_id = ?", (event_id, judge_id)
+    ).fetchone()
+    panel = {
+        r[0]
+        for r in conn.execute(
+            "SELECT session_id FROM panels WHERE event_id = ? AND judge_id = ?", (event_id, judge_id)
+        )
+    }
+    criteria = [
+        {"key": r["key"], "label": r["label"], "min": r["min"], "max": r["max"], "step": r["step"]}
+        for r in conn.execute("SELECT * FROM criteria WHERE event_id = ? ORDER BY position", (event_id,))
+    ]
+    sessions = []
+    for s in conn.execute("SELECT * FROM sessions WHERE event_id = ? ORDER BY position", (event_id,)):
+        on_panel = s["session_id"] in panel
+        entries = []
+        if on_panel:
+            entries = [
+                {
+                    "entry_id": e["entry_id"],
+                    "order": e["running_order"],
+                    "scheduled_at": e["scheduled_at"],
+                    "title": e["title"],
+                    "category": e["category"],
+                    "division": e["division"],
+                    "level": e["level"],
+                    "studio": e["studio"],
+                }
+                for e in conn.execute(
+                    "SELECT * FROM entries WHERE event_id = ? AND session_id = ? ORDER BY running_order",
+                    (event_id, s["session_id"]),
+                )
+            ]
+        sessions.append(
+            {
+                "id": s["session_id"],
+                "name": s["name"],
+                "stage": s["stage"],
+                "starts_at": s["starts_at"],
+                "on_panel": on_panel,
+                "entries": entries,
+            }
+        )
+    return {
+        "event": {
+            "id": event["event_id"],
+            "name": event["name"],
+            "timezone": event["timezone"],
+            "snapshot_id": event["snapshot_id"],
+        },
+        "judge": {"id": judge_id, "name": judge["name"] if judge else judge_id},
+        "criteria": criteria,
+        "sessions": sessions,
+        "sheets": sheets_for_judge(conn, event_id, judge_id),
+    }
+
+
+def event_summary(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    event_id = current_event_id(conn)
+    if event_id is None:
+        return None
+    row = conn.execute(
+        "SELECT event_id, name, timezone, snapshot_id, imported_at, extra FROM events WHERE event_id = ?",
+        (event_id,),
+    ).fetchone()
+    counts = {
+        table: conn.execute(f"SELECT count(*) FROM {table} WHERE event_id = ?", (event_id,)).fetchone()[0]
+        for table in ("sessions", "entries", "judges", "criteria")
+    }
+    return {
+        "id": row["event_id"],
+        "name": row["name"],
+        "timezone": row["timezone"],
+        "snapshot_id": row["snapshot_id"],
+        "imported_at": row["imported_at"],
+        "extra": json.loads(row["extra"]),
+        **counts,
+    }

@@ -1,0 +1,144 @@
+"""The admin API (console and CLI): status, freeze, pairing codes, devices, audit, verify.
+
+Served by its own listener (loopback by default), guarded by the admin token and, unless
+``admin_allow_remote`` is set, by the client address too: a tablet's token is never accepted here."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from appliance import audit, box, chain, devices, status
+from edge_api.body import decode
+from edge_api.context import context_of
+from edge_api.middleware import request_id_of
+from edge_api.responses import json_response as _json
+from edge_api.responses import problems
+from edge_api.schemas import FreezeIn, PairingCodeIn
+from provisioning import pairing
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    ctx = connection.app.state.ctx
+    if not ctx.config.admin_allow_remote and not _is_loopback(
+        connection.client.host if connection.client else ""
+    ):
+        raise PermissionDeniedException("the admin API only answers on this box (loopback)")
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = connection.app.state.admin_token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise NotAuthorizedException("admin token missing or wrong (it is in the data dir's admin.token)")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # Unix socket peers have no IP address; the socket's file permissions guard them.
+        return host in ("", "unix")
+
+
+class AdminController(Controller):
+    path = "/admin/v1"
+    guards = [admin_guard]
+    tags = ["admin"]
+
+    @get("/status", responses=problems(401))
+    async def status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        return _json(await ctx.store.read(lambda conn: status.snapshot(conn, ctx.config)))
+
+    @post("/freeze", status_code=200, responses=problems(400, 401, 422, 503))
+    async def freeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        body = decode(await request.body(), FreezeIn)
+        rid = request_id_of(request.scope)
+        state = await ctx.write(lambda conn: box.freeze(conn, body.reason, "admin-api", rid))
+        return _json(_freeze_view(state))
+
+    @post("/unfreeze", status_code=200, responses=problems(401, 503))
+    async def unfreeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        rid = request_id_of(request.scope)
+        state = await ctx.write(lambda conn: box.unfreeze(conn, "admin-api", rid))
+        return _json(_freeze_view(state))
+
+    @post("/pairing-codes", status_code=201, responses=problems(400, 401, 404, 422, 503))
+    async def new_code(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        body = decode(await request.body(), PairingCodeIn)
+        rid = request_id_of(request.scope)
+        ttl = body.ttl_s or ctx.config.pairing_code_ttl_s
+        code = await ctx.write(lambda conn: pairing.create_code(conn, body.judge_id, ttl, "admin-api", rid))
+        return _json(code, 201)
+
+    @get("/pairing-codes", responses=problems(401))
+    async def codes(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
+        return _json(await context_of(request).store.read(pairing.active_codes))
+
+    @get("/devices", responses=problems(401))
+    async def devices(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
+        return _json(await context_of(request).store.read(devices.list_devices))
+
+    @post("/devices/{device_id:str}/revoke", status_code=200, responses=problems(401, 404, 503))
+    async def revoke(self, request: Request[Any, Any, Any], device_id: str) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        rid = request_id_of(request.scope)
+        return _json(await ctx.write(lambda conn: devices.revoke(conn, device_id, "admin-api", rid)))
+
+    @get("/judges", responses=problems(401))
+    async def judges(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
+        def read(conn: Any) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT j.judge_id, j.name, group_concat(p.session_id, ';') AS sessions FROM judges j"
+                " JOIN box b ON b.event_id = j.event_id"
+                " LEFT JOIN panels p ON p.event_id = j.event_id AND p.judge_id = j.judge_id"
+                " GROUP BY j.judge_id, j.name ORDER BY j.judge_id"
+            )
+            return [dict(r) for r in rows]
+
+        return _json(await context_of(request).store.read(read))
+
+    @get("/audit", responses=problems(401, 422))
+    async def audit_tail(
+        self, request: Request[Any, Any, Any], limit: int = 50, action: str | None = None
+    ) -> Response[list[dict[str, Any]]]:
+        limit = max(1, min(limit, 1000))
+        return _json(await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action)))
+
+    @get("/verify", responses=problems(401))
+    async def verify(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        def run(conn: Any) -> dict[str, Any]:
+            reports = [chain.verify_chain(conn, table) for table in ("sheets", "audit_log")]
+            return {
+                "ok": all(r.ok for r in reports),
+                "chains": [
+                    {
+                        "table": r.table,
+                        "rows": r.rows,
+                        "ok": r.ok,
+                        "first_bad_seq": r.first_bad_seq,
+                        "problem": r.problem,
+                        "head_hash": r.head_hash,
+                    }
+                    for r in reports
+                ],
+            }
+
+        return _json(await context_of(request).store.read(run))
+
+
+def _freeze_view(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "frozen": bool(state["frozen"]),
+        "reason": state["freeze_reason"],
+        "since": state["frozen_at"],
+        "by": state["frozen_by"],
+    }

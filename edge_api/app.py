@@ -1,0 +1,52 @@
+"""App factories: the tablet API and the admin API, each a Litestar app built from its dependencies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from appliance import __version__
+from appliance.config import Config
+from appliance.storage.db import Store
+from edge_api.admin.controllers import AdminController
+from edge_api.context import ApiContext
+from edge_api.errors import DESCRIPTIONS, make_exception_handlers
+from edge_api.middleware import RequestIdMiddleware
+from edge_api.openapi import FinishedOpenAPIPlugin
+from edge_api.tablet.controllers import TabletController
+
+
+@get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
+async def problem_type(slug: str) -> str:
+    """Where a problem's ``type`` URI leads: one line saying what it means."""
+    return DESCRIPTIONS.get(slug, "Unknown problem type") + "\n"
+
+
+def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, **state: Any) -> Litestar:
+    return Litestar(
+        route_handlers=[*handlers, problem_type],
+        exception_handlers=make_exception_handlers(config.freeze_retry_after_s),
+        middleware=[RequestIdMiddleware],
+        request_max_body_size=config.max_body_bytes,
+        state=State({"ctx": ctx, **state}),
+        openapi_config=OpenAPIConfig(
+            title=title, version=__version__, path="/schema", render_plugins=[FinishedOpenAPIPlugin()]
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def create_app(store: Store, config: Config, box_id: str) -> Litestar:
+    """The tablet API (PROTOCOL.md), served to the venue LAN."""
+    ctx = ApiContext(store=store, config=config, box_id=box_id)
+    return _litestar(config, ctx, [TabletController], "venuebox tablet API")
+
+
+def create_admin_app(store: Store, config: Config, box_id: str, admin_token: str) -> Litestar:
+    """The admin API (console, CLI), served on loopback."""
+    ctx = ApiContext(store=store, config=config, box_id=box_id)
+    return _litestar(config, ctx, [AdminController], "venuebox admin API", admin_token=admin_token)

@@ -1,0 +1,47 @@
+"""ASGI middleware: request ids. Plain ASGI (not a framework class) because it sits on every request."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+REQUEST_ID_KEY = "venuebox.request_id"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(scope: dict[str, Any]) -> str:
+    rid = scope.get(REQUEST_ID_KEY)
+    if rid is None:
+        rid = scope[REQUEST_ID_KEY] = uuid.uuid4().hex
+    return rid
+
+
+class RequestIdMiddleware:
+    """Echo a sane client ``X-Request-ID`` (else make one), put it in the scope and on every response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_ID.match(candidate):
+                    rid = candidate
+                break
+        if rid is None:
+            rid = uuid.uuid4().hex
+        scope[REQUEST_ID_KEY] = rid
+        header = (b"x-request-id", rid.encode("ascii"))
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,47 @@
+"""Response helpers shared by the tablet and admin controllers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Response
+from litestar.openapi.datastructures import ResponseSpec
+
+from edge_api.errors import PROBLEM_JSON
+from edge_api.schemas import Problem
+
+_STATUS_WORDS = {
+    400: "Malformed JSON body",
+    401: "Device token missing, unknown or revoked",
+    403: "Forbidden (pairing code not valid, entry not on the judge's panel, or not from loopback)",
+    404: "No such thing (device, judge)",
+    409: "Conflicts with the judge's current sheet for the entry",
+    413: "Request body too large",
+    422: "Invalid fields, unknown entry, or sheet_id reused with different content",
+    423: "The box is frozen: competition writes are paused",
+    429: "Rate limited; see Retry-After",
+    503: "The box cannot take this now (busy, or no event loaded); retry later",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers an endpoint can give."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_STATUS_WORDS[status],
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/json",
+        headers=headers or {},
+    )

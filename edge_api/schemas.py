@@ -1,0 +1,169 @@
+"""Wire types of the tablet and admin APIs (msgspec Structs): validation happens here, at the edge."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
+EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
+Comment = Annotated[str, Meta(max_length=2000)]
+Rfc3339 = Annotated[str, Meta(min_length=20, max_length=40, description="RFC 3339 date-time with offset")]
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str
+    errors: list[dict[str, str]] | None = None
+    current_sheet_id: str | None = None
+    sheet_id: str | None = None
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    box: str
+    event: str | None
+    frozen: bool
+    version: str
+
+
+class PairIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    code: Annotated[str, Meta(min_length=1, max_length=32)]
+    device_name: ShortText
+
+
+class Named(msgspec.Struct):
+    id: str
+    name: str
+
+
+class PairOut(msgspec.Struct, kw_only=True):
+    device_id: str
+    token: str
+    judge: Named
+    event: Named
+
+
+class SheetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    sheet_id: uuid.UUID
+    entry_id: EntryId
+    values: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], float], Meta(max_length=64)]
+    submitted_at: Rfc3339
+    comment: Comment | None = None
+    supersedes: uuid.UUID | None = None
+
+
+class SheetOut(msgspec.Struct, kw_only=True):
+    sheet_id: str
+    entry_id: str
+    judge_id: str
+    supersedes: str | None
+    seq: int
+    received_at: str
+    hash: str
+
+
+class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Items are checked one by one (each is independent), so the list holds raw JSON here.
+    sheets: list[msgspec.Raw]
+
+
+class BatchItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    sheet_id: str | None
+    status: int
+    problem: Problem | None = None
+    sheet: SheetOut | None = None
+
+
+class BatchOut(msgspec.Struct, kw_only=True):
+    results: list[BatchItem]
+
+
+class HeartbeatIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    sent_at: Rfc3339
+    battery: Annotated[int, Meta(ge=0, le=100)] | None = None
+    app_version: Annotated[str, Meta(max_length=64)] | None = None
+    queue_depth: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+
+
+class HeartbeatOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    server_time: str
+    frozen: bool
+    next_heartbeat_s: int
+    freeze_reason: str | None = None
+
+
+class Criterion(msgspec.Struct, kw_only=True):
+    key: str
+    label: str
+    min: float
+    max: float
+    step: float
+
+
+class EntryView(msgspec.Struct, kw_only=True):
+    entry_id: str
+    order: int
+    scheduled_at: str | None
+    title: str
+    category: str | None
+    division: str | None
+    level: str | None
+    studio: str | None
+
+
+class SessionView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    stage: str | None
+    starts_at: str | None
+    on_panel: bool
+    entries: list[EntryView]
+
+
+class EventMeta(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    timezone: str
+    snapshot_id: str
+
+
+class CurrentSheet(msgspec.Struct, kw_only=True):
+    sheet_id: str
+    entry_id: str
+    values: dict[str, float]
+    comment: str | None
+    submitted_at: str
+    received_at: str
+    supersedes: str | None
+
+
+class EventOut(msgspec.Struct, kw_only=True):
+    event: EventMeta
+    judge: Named
+    criteria: list[Criterion]
+    sessions: list[SessionView]
+    sheets: list[CurrentSheet]
+
+
+# -- admin --------------------------------------------------------------------------------------
+
+
+class FreezeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+
+
+class PairingCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    judge_id: ShortText
+    ttl_s: Annotated[int, Meta(ge=10, le=7 * 24 * 3600)] | None = None
+
+
+AnyJson = dict[str, Any]

@@ -1,0 +1,252 @@
+"""The tablet API (PROTOCOL.md v1): health, pairing, event download, sheets, heartbeats."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+
+from appliance import errors as domain
+from appliance.box import get_box
+from appliance.event import judge_event
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheet
+from appliance.presence import record_heartbeat
+from edge_api.body import check_time, decode
+from edge_api.context import context_of
+from edge_api.errors import problem_for
+from edge_api.middleware import request_id_of
+from edge_api.responses import json_response as _json
+from edge_api.responses import problems
+from edge_api.schemas import (
+    BatchIn,
+    BatchItem,
+    BatchOut,
+    EventOut,
+    Health,
+    HeartbeatIn,
+    HeartbeatOut,
+    PairIn,
+    PairOut,
+    SheetIn,
+    SheetOut,
+)
+from provisioning.pairing import redeem
+
+
+def parse_sheet(raw: bytes) -> SheetSubmission:
+    """A sheet body -> SheetSubmission, or MalformedRequest / InvalidInput."""
+    try:
+        sheet = decode(raw, SheetIn)
+    except domain.InvalidInput as exc:
+        raise _name_the_value(raw, exc) from None
+    errors: list[dict[str, str]] = []
+    check_time("submitted_at", sheet.submitted_at, errors)
+    if errors:
+        raise domain.InvalidInput("submitted_at: " + errors[0]["message"], errors)
+    return SheetSubmission(
+        sheet_id=str(sheet.sheet_id),
+        entry_id=sheet.entry_id,
+        values=sheet.values,
+        submitted_at=sheet.submitted_at,
+        comment=sheet.comment,
+        supersedes=str(sheet.supersedes) if sheet.supersedes else None,
+    )
+
+
+def _name_the_value(raw: bytes, exc: domain.InvalidInput) -> domain.InvalidInput:
+    """msgspec says ``values[...]`` for a bad score; say which criterion instead."""
+    if not exc.errors or not exc.errors[0]["field"].startswith("values["):
+        return exc
+    values = msgspec.json.decode(raw).get("values", {})
+    errors = [
+        {"field": f"values.{key}", "message": "must be a number"}
+        for key, value in values.items()
+        if isinstance(value, bool) or not isinstance(value, int | float)
+    ]
+    return domain.InvalidInput(exc.detail, errors or exc.errors)
+
+
+class TabletController(Controller):
+    path = "/api/v1"
+    tags = ["tablet"]
+
+    @get("/health", summary="Is the box up, which event, is it frozen", responses=problems(429))
+    async def health(self, request: Request[Any, Any, Any]) -> Response[Health]:
+        ctx = context_of(request)
+        try:
+            box = ctx.store.query(get_box)
+            body = Health(
+                status="ok",
+                box=box["box_id"],
+                event=box["event_id"],
+                frozen=bool(box["frozen"]),
+                version=ctx.version,
+            )
+        except (sqlite3.Error, domain.DomainError):
+            body = Health(status="degraded", box=ctx.box_id, event=None, frozen=False, version=ctx.version)
+        return _json(body)
+
+    @post(
+        "/pair",
+        summary="Trade a one-time pairing code for a device token",
+        status_code=201,
+        responses=problems(400, 403, 413, 422, 429, 503),
+    )
+    async def pair(self, request: Request[Any, Any, Any]) -> Response[PairOut]:
+        ctx = context_of(request)
+        address = request.client.host if request.client else "unknown"
+        ctx.pair_limits.take(address, "pairing attempts from this address")
+        body = decode(await request.body(), PairIn)
+        rid = request_id_of(request.scope)
+        paired = await ctx.write(lambda conn: redeem(conn, body.code, body.device_name, address, rid))
+        return _json(paired, 201)
+
+    @get(
+        "/event",
+        summary="The event as this judge needs it (ETag / If-None-Match)",
+        responses={
+            304: ResponseSpec(None, description="Not modified since the ETag sent"),
+            **problems(401, 429, 503),
+        },
+    )
+    async def event(self, request: Request[Any, Any, Any]) -> Response[EventOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        view = await ctx.store.read(lambda conn: judge_event(conn, device.event_id, device.judge_id))
+        content = msgspec.json.encode(view)
+        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(content=b"", status_code=304, headers=headers)
+        return Response(content=content, status_code=200, media_type="application/json", headers=headers)
+
+    @post(
+        "/sheets",
+        summary="Submit one score sheet",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                SheetOut, description="Replay: the sheet was already stored", generate_examples=False
+            ),
+            **problems(400, 401, 403, 409, 413, 422, 423, 429, 503),
+        },
+    )
+    async def submit(self, request: Request[Any, Any, Any]) -> Response[SheetOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        sheet = parse_sheet(await request.body())
+        rid = request_id_of(request.scope)
+        receipt: SheetReceipt = await ctx.write(lambda conn: submit_sheet(conn, device, sheet, rid))
+        return _json(receipt.body, receipt.status)
+
+    @post(
+        "/sheets/batch",
+        summary="Submit up to 500 sheets; each item answered as the single call would",
+        status_code=200,
+        responses=problems(400, 401, 413, 422, 429, 503),
+    )
+    async def batch(self, request: Request[Any, Any, Any]) -> Response[BatchOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        batch = decode(await request.body(), BatchIn)
+        limit = ctx.config.batch_max_sheets
+        if len(batch.sheets) > limit:
+            raise domain.InvalidInput(
+                f"a batch holds at most {limit} sheets, got {len(batch.sheets)}",
+                [{"field": "sheets", "message": f"at most {limit} items"}],
+            )
+        rid = request_id_of(request.scope)
+        parsed: list[SheetSubmission | domain.DomainError] = []
+        sheet_ids: list[str | None] = []
+        for raw in batch.sheets:
+            try:
+                sheet = parse_sheet(bytes(raw))
+                parsed.append(sheet)
+                sheet_ids.append(sheet.sheet_id)
+            except domain.DomainError as exc:
+                parsed.append(exc)
+                sheet_ids.append(_readable_sheet_id(bytes(raw)))
+
+        def store_all(conn: sqlite3.Connection) -> list[SheetReceipt | domain.DomainError]:
+            outcomes: list[SheetReceipt | domain.DomainError] = []
+            for item in parsed:
+                if isinstance(item, domain.DomainError):
+                    outcomes.append(item)
+                    continue
+                # Each item in its own savepoint: one bad sheet never takes the others with it.
+                conn.execute("SAVEPOINT item")
+                try:
+                    outcomes.append(submit_sheet(conn, device, item, rid))
+                    conn.execute("RELEASE item")
+                except domain.DomainError as exc:
+                    conn.execute("ROLLBACK TO item")
+                    conn.execute("RELEASE item")
+                    outcomes.append(exc)
+            return outcomes
+
+        outcomes = await ctx.write(store_all)
+        results = []
+        for sheet_id, outcome in zip(sheet_ids, outcomes, strict=True):
+            if isinstance(outcome, SheetReceipt):
+                results.append(
+                    BatchItem(
+                        sheet_id=sheet_id,
+                        status=outcome.status,
+                        sheet=msgspec.convert(outcome.body, SheetOut),
+                    )
+                )
+            else:
+                problem, _ = problem_for(outcome, rid, ctx.config.freeze_retry_after_s)
+                results.append(BatchItem(sheet_id=sheet_id, status=problem.status, problem=problem))
+        return _json(BatchOut(results=results))
+
+    @post(
+        "/heartbeat",
+        summary="Tablet heartbeat; the answer carries freeze state",
+        status_code=200,
+        responses=problems(400, 401, 413, 422, 429, 503),
+    )
+    async def heartbeat(self, request: Request[Any, Any, Any]) -> Response[HeartbeatOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        beat = decode(await request.body(), HeartbeatIn)
+        errors: list[dict[str, str]] = []
+        check_time("sent_at", beat.sent_at, errors)
+        if errors:
+            raise domain.InvalidInput("sent_at: " + errors[0]["message"], errors)
+        address = request.client.host if request.client else None
+        state = await ctx.write(
+            lambda conn: record_heartbeat(
+                conn,
+                device,
+                beat.sent_at,
+                beat.battery,
+                beat.app_version,
+                beat.queue_depth,
+                address,
+                ctx.config.heartbeat_history_per_device,
+            )
+        )
+        return _json(
+            HeartbeatOut(
+                server_time=state["server_time"],
+                frozen=state["frozen"],
+                freeze_reason=state["freeze_reason"] if state["frozen"] else None,
+                next_heartbeat_s=ctx.config.heartbeat_interval_s,
+            )
+        )
+
+
+def _readable_sheet_id(raw: bytes) -> str | None:
+    # A sheet that failed validation may still carry a readable id; the tablet needs it to match
+    # the answer to its queued sheet.
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    sheet_id = value.get("sheet_id") if isinstance(value, dict) else None
+    return sheet_id if isinstance(sheet_id, str) and len(sheet_id) <= 100 else None

@@ -1,0 +1,34 @@
+"""The demo box: a data dir with the shipped sample event and a pairing code for every judge."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from appliance import personal
+from appliance.config import Config
+from appliance.event import current_event_id
+from appliance.storage.db import Store
+from provisioning.event_import import import_package, load_package
+from provisioning.first_boot import init_box
+from provisioning.pairing import create_code
+
+SAMPLE_EVENT = Path(__file__).parent / "sample_event"
+
+
+def prepare_demo(config: Config, code_ttl_s: int = 3600) -> list[dict[str, Any]]:
+    """Init the box if needed, import the sample event if none is loaded, and make fresh codes."""
+    init_box(config, name="venuebox-demo")
+    key = personal.load_key(config.data_key_path)
+    with Store(config.db_path) as store:
+        if store.query(current_event_id) is None:
+            package = load_package(SAMPLE_EVENT)
+            store.write_sync(lambda conn: import_package(conn, package, key, "demo"))
+        judges = store.query(_judge_ids)
+        return [store.write_sync(lambda conn, j=j: create_code(conn, j, code_ttl_s, "demo")) for j in judges]
+
+
+def _judge_ids(conn: sqlite3.Connection) -> list[str]:
+    sql = "SELECT judge_id FROM judges WHERE event_id = (SELECT event_id FROM box) ORDER BY judge_id"
+    return [row[0] for row in conn.execute(sql)]

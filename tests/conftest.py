@@ -1,0 +1,178 @@
+"""Fixtures that build real things: a real data dir and SQLite file, a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from provisioning.event_import import import_package, load_package
+
+from appliance import personal
+from appliance.config import Config, load_config
+from appliance.storage.db import Store
+from provisioning.first_boot import init_box
+from provisioning.pairing import create_code
+
+SAMPLE_EVENT = Path(__file__).resolve().parents[1] / "provisioning" / "sample_event"
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: Any) -> Config:
+    """A real initialised data dir (database, tokens, keys) with the sample event imported."""
+    config = load_config(data_dir, overrides=settings, environ={})
+    init_box(config, name="test-box")
+    if package is not None:
+        key = personal.load_key(config.data_key_path)
+        loaded = load_package(package)
+        with Store(config.db_path) as store:
+            store.write_sync(lambda conn: import_package(conn, loaded, key, "test"))
+    return config
+
+
+def new_code(config: Config, judge_id: str, ttl_s: int = 600) -> str:
+    with Store(config.db_path) as store:
+        return store.write_sync(lambda conn: create_code(conn, judge_id, ttl_s, "test"))["code"]
+
+
+@pytest.fixture
+def box_config(tmp_path: Path) -> Config:
+    return make_box(tmp_path / "box")
+
+
+@dataclass
+class RunningBox:
+    """A `venuebox serve` process on ephemeral ports, driven over real HTTP."""
+
+    config: Config
+    process: subprocess.Popen[bytes] | None = None
+    tablet_url: str = ""
+    admin_url: str = ""
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, timeout: float = 15.0) -> RunningBox:
+        runtime = self.config.data_dir / "daemon.json"
+        runtime.unlink(missing_ok=True)
+        self.log_path = self.config.data_dir / "serve.log"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "--data-dir",
+                str(self.config.data_dir),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            if runtime.exists():
+                info = json.loads(runtime.read_text())
+                if info["pid"] == self.process.pid:
+                    self.tablet_url, self.admin_url = info["tablet_url"], info["admin_url"]
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.tablet_url, timeout=TIMEOUT)
+
+    def admin(self) -> httpx.Client:
+        token = self.config.admin_token_path.read_text().strip()
+        return httpx.Client(
+            base_url=self.admin_url, timeout=TIMEOUT, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def pair(self, judge_id: str, device_name: str = "test tablet") -> Tablet:
+        with self.admin() as admin:
+            code = (
+                admin.post("/admin/v1/pairing-codes", json={"judge_id": judge_id}).raise_for_status().json()
+            )
+        with self.client() as client:
+            paired = client.post("/api/v1/pair", json={"code": code["code"], "device_name": device_name})
+        assert paired.status_code == 201, paired.text
+        return Tablet(self, paired.json())
+
+
+@dataclass
+class Tablet:
+    """A paired judge tablet (the test's own minimal client of PROTOCOL.md)."""
+
+    box: RunningBox
+    pairing: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.pairing['token']}"}
+
+    @property
+    def judge_id(self) -> str:
+        return self.pairing["judge"]["id"]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.box.tablet_url, timeout=TIMEOUT, headers=self.headers)
+
+    def event(self) -> dict[str, Any]:
+        with self.client() as c:
+            return c.get("/api/v1/event").raise_for_status().json()
+
+    def sheet_for(self, entry_id: str, **fields: Any) -> dict[str, Any]:
+        event = self.event()
+        values = {c["key"]: c["min"] + c["step"] * 3 for c in event["criteria"]}
+        return {
+            "sheet_id": str(uuid.uuid4()),
+            "entry_id": entry_id,
+            "values": values,
+            "submitted_at": datetime.now(UTC).isoformat(),
+            **fields,
+        }
+
+
+def panel_entries(event: dict[str, Any]) -> list[str]:
+    return [e["entry_id"] for s in event["sessions"] if s["on_panel"] for e in s["entries"]]
+
+
+@pytest.fixture
+def running_box(tmp_path: Path) -> Iterator[RunningBox]:
+    box = RunningBox(make_box(tmp_path / "box", device_rate_per_s=1000.0, device_burst=1000)).start()
+    yield box
+    box.stop()

@@ -1,0 +1,113 @@
+"""Pure rules: score values on criteria, times, body errors, config precedence, rate limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.config import ConfigError, load_config, resolve_data_dir
+from appliance.errors import InvalidInput, MalformedRequest, TooManyRequests
+from appliance.ledger import on_step, value_problem
+from appliance.times import parse_rfc3339
+from edge_api.body import decode
+from edge_api.limits import TokenBuckets
+from edge_api.schemas import HeartbeatIn, SheetIn
+from edge_api.tablet.controllers import parse_sheet
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (9.4, True),
+        (0.1 * 3, True),
+        (10, True),
+        (0, True),
+        (10.0000000001, True),
+        (9.45, False),
+        (10.1, False),
+        (-0.1, False),
+        (True, False),
+        ("9", False),
+    ],
+)
+def test_value_must_be_in_range_and_on_step(value, ok) -> None:
+    assert (value_problem(value, 0, 10, 0.1) is None) is ok
+
+
+def test_float_noise_is_read_as_its_step_point() -> None:
+    assert on_step(0.1 * 3, 0, 0.1) == 0.3
+    assert on_step(7.5, 0, 0.5) == 7.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-14T10:42:07-05:00",
+        "2026-03-14T15:42:07Z",
+        "2026-03-14T15:42:07.123456789Z",
+        "2026-03-14 15:42:07+00:00",
+    ],
+)
+def test_rfc3339_accepts_times_with_offsets(text) -> None:
+    assert parse_rfc3339(text).utcoffset() is not None
+
+
+@pytest.mark.parametrize("text", ["2026-03-14T10:42:07", "2026-03-14", "yesterday", "2026-13-14T10:42:07Z"])
+def test_rfc3339_refuses_the_rest(text) -> None:
+    with pytest.raises(ValueError):
+        parse_rfc3339(text)
+
+
+def test_body_errors_tell_400_from_422_and_name_the_field() -> None:
+    with pytest.raises(MalformedRequest):
+        decode(b"{nope", SheetIn)
+    with pytest.raises(InvalidInput) as info:
+        decode(b'{"sent_at": "2026-03-14T10:42:07Z", "battery": 140}', HeartbeatIn)
+    assert info.value.errors[0]["field"] == "battery"
+    with pytest.raises(InvalidInput) as info:
+        parse_sheet(
+            b'{"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "entry_id": "1",'
+            b' "values": {"a": 1, "t": "x"}, "submitted_at": "2026-03-14T10:42:07Z"}'
+        )
+    assert info.value.errors == [{"field": "values.t", "message": "must be a number"}]
+    with pytest.raises(InvalidInput) as info:
+        parse_sheet(
+            b'{"sheet_id": "not-a-uuid", "entry_id": "1", "values": {},'
+            b' "submitted_at": "2026-03-14T10:42:07Z"}'
+        )
+    assert info.value.errors[0]["field"] == "sheet_id"
+
+
+def test_config_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    (tmp_path / "venuebox.toml").write_text("port = 9000\n[limits]\nbatch_max_sheets = 100\n")
+    config = load_config(tmp_path, environ={"VENUEBOX_PORT": "9100", "VENUEBOX_ADMIN_PORT": "9101"})
+    assert (config.port, config.admin_port, config.batch_max_sheets) == (9100, 9101, 100)
+    assert load_config(tmp_path, overrides={"port": 9200}, environ={"VENUEBOX_PORT": "9100"}).port == 9200
+    assert load_config(tmp_path / "empty", environ={}).port == 8080
+
+
+def test_config_errors_are_readable(tmp_path: Path) -> None:
+    (tmp_path / "venuebox.toml").write_text("prot = 9000\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(tmp_path, environ={})
+    with pytest.raises(ConfigError, match="port"):
+        load_config(tmp_path / "x", environ={"VENUEBOX_PORT": "http"})
+
+
+def test_data_dir_precedence() -> None:
+    env = {"VENUEBOX_DATA_DIR": "/a", "STATE_DIRECTORY": "/b:/c"}
+    assert resolve_data_dir("/cli", env) == Path("/cli")
+    assert resolve_data_dir(None, env) == Path("/a")
+    assert resolve_data_dir(None, {"STATE_DIRECTORY": "/b:/c"}) == Path("/b")
+    assert resolve_data_dir(None, {}) == Path("venuebox-data")
+
+
+def test_token_bucket_refuses_past_the_burst_and_says_when() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=2)
+    buckets.take("a")
+    buckets.take("a")
+    with pytest.raises(TooManyRequests) as info:
+        buckets.take("a")
+    assert info.value.retry_after >= 1
+    buckets.take("b")  # another key has its own bucket
