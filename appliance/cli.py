@@ -107,12 +107,14 @@ def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
         config, lambda store: store.write_sync(lambda conn: import_package(conn, loaded, key, "cli"))
     )
     if as_json:
-        _print_json(report.as_dict() if hasattr(report, "as_dict") else report.__dict__)
+        _print_json(report.as_dict())
         return
     counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
     click.echo(f"imported {report.event_id} (snapshot {report.snapshot_id[:12]}): {counts}")
     for line in report.added:
         click.echo(f"  added: {line}")
+    for line in report.removed:
+        click.echo(f"  removed: {line}")
     for line in report.refused:
         click.echo(f"  refused: {line}")
 

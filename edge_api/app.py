@@ -29,7 +29,6 @@ def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, 
     return Litestar(
         route_handlers=[*handlers, problem_type],
         exception_handlers=make_exception_handlers(config.freeze_retry_after_s),
-        middleware=[RequestIdMiddleware],
         request_max_body_size=config.max_body_bytes,
         state=State({"ctx": ctx, **state}),
         openapi_config=OpenAPIConfig(
@@ -40,13 +39,19 @@ def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, 
     )
 
 
-def create_app(store: Store, config: Config, box_id: str) -> Litestar:
-    """The tablet API (PROTOCOL.md), served to the venue LAN."""
-    ctx = ApiContext(store=store, config=config, box_id=box_id)
-    return _litestar(config, ctx, [TabletController], "venuebox tablet API")
+# The request id wraps the whole Litestar app, not a route: a 404 or 405 for a path no route
+# matches must carry it too, and Litestar's own middleware only runs for matched routes.
 
 
-def create_admin_app(store: Store, config: Config, box_id: str, admin_token: str) -> Litestar:
-    """The admin API (console, CLI), served on loopback."""
+def create_app(store: Store, config: Config, box_id: str) -> RequestIdMiddleware:
+    """The tablet API (PROTOCOL.md), served to the venue LAN. ``.app`` is the Litestar app."""
     ctx = ApiContext(store=store, config=config, box_id=box_id)
-    return _litestar(config, ctx, [AdminController], "venuebox admin API", admin_token=admin_token)
+    return RequestIdMiddleware(_litestar(config, ctx, [TabletController], "venuebox tablet API"))
+
+
+def create_admin_app(store: Store, config: Config, box_id: str, admin_token: str) -> RequestIdMiddleware:
+    """The admin API (console, CLI), served on loopback. ``.app`` is the Litestar app."""
+    ctx = ApiContext(store=store, config=config, box_id=box_id)
+    return RequestIdMiddleware(
+        _litestar(config, ctx, [AdminController], "venuebox admin API", admin_token=admin_token)
+    )

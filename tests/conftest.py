@@ -30,8 +30,13 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: Any) -> Config:
-    """A real initialised data dir (database, tokens, keys) with the sample event imported."""
-    config = load_config(data_dir, overrides=settings, environ={})
+    """A real initialised data dir (database, tokens, keys) with the sample event imported.
+
+    ``settings`` go into the data dir's venuebox.toml, so a server started on it uses them too."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # JSON scalars (numbers, true/false, quoted strings) are valid TOML values.
+    (data_dir / "venuebox.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    config = load_config(data_dir, environ={})
     init_box(config, name="test-box")
     if package is not None:
         key = personal.load_key(config.data_key_path)
