@@ -39,19 +39,29 @@ def head(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
+def link(table: str, tail: tuple[int, str], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (without seq) made the next link after ``tail`` = (seq, hash): seq and hashes set."""
+    last_seq, prev_hash = tail
+    row = {**row, "seq": last_seq + 1, "prev_hash": prev_hash}
+    row["hash"] = chain_hash(prev_hash, {field: row.get(field) for field in CHAINED_FIELDS[table]})
+    return row
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert linked rows (all with the same columns, in chain order)."""
+    columns = list(rows[0])
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
 def append(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> dict[str, Any]:
     """Insert ``row`` (without seq) at the end of the chain; returns it with seq and hashes.
 
     Must run inside the writer's transaction, so nobody else can append between reading the head
     and inserting."""
-    last_seq, prev_hash = head(conn, table)
-    row = {**row, "seq": last_seq + 1}
-    row["prev_hash"] = prev_hash
-    row["hash"] = chain_hash(prev_hash, {field: row.get(field) for field in CHAINED_FIELDS[table]})
-    columns = ", ".join(row)
-    marks = ", ".join("?" for _ in row)
-    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
-    return row
+    linked = link(table, head(conn, table), row)
+    insert_rows(conn, table, [linked])
+    return linked
 
 
 @dataclass(frozen=True)

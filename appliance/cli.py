@@ -96,9 +96,8 @@ def event() -> None:
 @click.pass_context
 def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
     """Import an event package (folder or .zip): all or nothing."""
-    from provisioning.event_import import import_package, load_package
-
     from appliance import personal
+    from provisioning.event_import import import_package, load_package
 
     config = _config(ctx)
     loaded = load_package(package)

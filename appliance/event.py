@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
+from appliance.devices import Device, ensure_active
 from appliance.errors import NoEvent
 from appliance.ledger import sheets_for_judge
 
@@ -15,9 +16,12 @@ def current_event_id(conn: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
-def judge_event(conn: sqlite3.Connection, event_id: str, judge_id: str) -> dict[str, Any]:
+def judge_event(conn: sqlite3.Connection, device: Device) -> dict[str, Any]:
     """Event meta, criteria, all sessions (flagged on/off the judge's panel), the entries of the
-    judge's sessions in running order, and the judge's current sheets. No personal data."""
+    judge's sessions in running order, and the judge's current sheets. No personal data.
+    Re-checks the device in the same read, so a revoke answers 401 here at once too."""
+    ensure_active(conn, device)
+    event_id, judge_id = device.event_id, device.judge_id
     event = conn.execute(
         "SELECT event_id, name, timezone, snapshot_id FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()

@@ -12,6 +12,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from appliance import chain, outbox
@@ -19,10 +20,12 @@ from appliance.box import ensure_not_frozen
 from appliance.canonical import canonical_json, content_hash
 from appliance.devices import Device, ensure_active
 from appliance.errors import (
+    DomainError,
     EntryNotOnPanel,
     IdempotencyMismatch,
     InvalidInput,
     NoEvent,
+    NotAuthenticated,
     SheetConflict,
     UnknownEntry,
 )
@@ -56,6 +59,7 @@ class SheetSubmission:
 class SheetReceipt:
     status: int  # 201 stored now, 200 replay of a stored sheet
     body: dict[str, Any]
+    values: dict[str, float]  # the values as stored (on their steps)
 
 
 def receipt_body(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
@@ -71,42 +75,160 @@ def receipt_body(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def submit_sheet(
-    conn: sqlite3.Connection, device: Device, sheet: SheetSubmission, request_id: str | None = None
-) -> SheetReceipt:
+@dataclass(frozen=True, slots=True)
+class DeviceScope:
+    """What every sheet of one device shares inside one transaction: read once per single call or
+    per batch, inside the writer's transaction, so it is exactly the state the sheets go into."""
+
+    event_id: str
+    criteria: dict[str, tuple[str, float, float, float]]  # key -> (label, min, max, step)
+    panel: frozenset[str]
+
+
+def open_scope(conn: sqlite3.Connection, device: Device) -> DeviceScope:
+    """Freeze, revocation and event checks for a competition write by ``device``."""
     ensure_not_frozen(conn)
     ensure_active(conn, device)
     event_id = _current_event(conn)
-    values = _checked_values(conn, event_id, sheet.values)
+    if device.event_id != event_id:
+        raise NotAuthenticated("this tablet was paired for another event: pair it again")
+    criteria = {
+        row[0]: (row[1], row[2], row[3], row[4])
+        for row in conn.execute(
+            "SELECT key, label, min, max, step FROM criteria WHERE event_id = ?", (event_id,)
+        )
+    }
+    panel = frozenset(
+        row[0]
+        for row in conn.execute(
+            "SELECT session_id FROM panels WHERE event_id = ? AND judge_id = ?", (event_id, device.judge_id)
+        )
+    )
+    return DeviceScope(event_id, criteria, panel)
+
+
+def submit_sheet(
+    conn: sqlite3.Connection, device: Device, sheet: SheetSubmission, request_id: str | None = None
+) -> SheetReceipt:
+    """Store one sheet (inside the writer's transaction) or raise the domain error that refuses it."""
+    outcome = submit_batch(conn, device, [sheet])[0]
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def submit_batch(
+    conn: sqlite3.Connection, device: Device, items: list[SheetSubmission | DomainError]
+) -> list[SheetReceipt | DomainError]:
+    """Decide every sheet in order, then store the accepted ones together; items that are already
+    errors (they failed validation at the edge) pass through. Each sheet is decided on its own, so
+    one bad sheet never takes the others along, and later sheets see earlier ones (a batch may hold
+    a sheet and its correction)."""
+    try:
+        scope = open_scope(conn, device)
+    except DomainError as refused:  # frozen, revoked, no event: every sheet gets that answer
+        return [item if isinstance(item, DomainError) else refused for item in items]
+    sheets = [item for item in items if isinstance(item, SheetSubmission)]
+    view = _read_view(conn, scope, device.judge_id, sheets)
+    received_at = now_rfc3339()
+    outcomes: list[SheetReceipt | DomainError] = []
+    accepted: list[tuple[dict[str, Any], dict[str, float]]] = []
+    for item in items:
+        if isinstance(item, DomainError):
+            outcomes.append(item)
+            continue
+        try:
+            receipt, row = decide(scope, view, device, item, received_at)
+        except DomainError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(receipt)
+        if row is not None:
+            accepted.append((row, receipt.values))
+    if accepted:
+        chain.insert_rows(conn, "sheets", [row for row, _ in accepted])
+        outbox.enqueue_many(conn, "sheet", [sheet_record(row, values) for row, values in accepted])
+    return outcomes
+
+
+@dataclass(slots=True)
+class LedgerView:
+    """What the rules need to know of the ledger for the sheets at hand, read once per call and
+    kept current in memory as sheets are decided (inside one transaction, nobody else writes)."""
+
+    stored: dict[str, Any]  # sheet_id -> stored row, for the sheet ids at hand
+    entry_sessions: dict[str, str]  # entry_id -> session_id, for known entries at hand
+    heads: dict[str, str]  # entry_id -> this judge's current sheet_id
+    tail: tuple[int, str]  # the ledger chain's last (seq, hash)
+
+
+def _read_view(
+    conn: sqlite3.Connection, scope: DeviceScope, judge_id: str, sheets: list[SheetSubmission]
+) -> LedgerView:
+    sheet_ids = list({s.sheet_id for s in sheets})
+    entry_ids = list({s.entry_id for s in sheets})
+    stored: dict[str, Any] = {}
+    for chunk in _chunks(sheet_ids):
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT * FROM sheets WHERE sheet_id IN ({marks})", chunk):
+            stored[row["sheet_id"]] = row
+    entry_sessions: dict[str, str] = {}
+    heads: dict[str, str] = {}
+    for chunk in _chunks(entry_ids):
+        marks = ",".join("?" * len(chunk))
+        entry_sessions.update(
+            conn.execute(
+                f"SELECT entry_id, session_id FROM entries WHERE event_id = ? AND entry_id IN ({marks})",
+                (scope.event_id, *chunk),
+            ).fetchall()
+        )
+        # The chain of (entry, judge) is linear (one original, no forks: unique indexes) and a
+        # correction must supersede the head, so the head is always the pair's newest sheet.
+        heads.update(
+            conn.execute(
+                f"SELECT entry_id, sheet_id FROM sheets WHERE seq IN (SELECT max(seq) FROM sheets"
+                f" WHERE event_id = ? AND judge_id = ? AND entry_id IN ({marks}) GROUP BY entry_id)",
+                (scope.event_id, judge_id, *chunk),
+            ).fetchall()
+        )
+    return LedgerView(stored, entry_sessions, heads, chain.head(conn, "sheets"))
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def decide(
+    scope: DeviceScope, view: LedgerView, device: Device, sheet: SheetSubmission, received_at: str
+) -> tuple[SheetReceipt, dict[str, Any] | None]:
+    """Every rule for one sheet, in one place: the receipt, plus the new ledger row to insert (None
+    for a replay), or the DomainError that refuses it. Updates ``view`` for the sheets after it."""
+    values = _checked_values(scope.criteria, sheet.values)
     sheet = replace(sheet, values=values)
     fingerprint = content_hash(sheet.idempotency_content(device.judge_id))
 
-    stored = conn.execute("SELECT * FROM sheets WHERE sheet_id = ?", (sheet.sheet_id,)).fetchone()
+    stored = view.stored.get(sheet.sheet_id)
     if stored is not None:
         if stored["content_hash"] == fingerprint:
-            return SheetReceipt(200, receipt_body(stored))
+            return SheetReceipt(200, receipt_body(stored), values), None
         raise IdempotencyMismatch(
             f"sheet {sheet.sheet_id} was already stored with different content; "
             "a changed sheet needs a new sheet_id (and `supersedes` to correct)",
             sheet_id=sheet.sheet_id,
         )
 
-    entry = conn.execute(
-        "SELECT session_id FROM entries WHERE event_id = ? AND entry_id = ?", (event_id, sheet.entry_id)
-    ).fetchone()
-    if entry is None:
-        raise UnknownEntry(f"entry {sheet.entry_id!r} is not in event {event_id!r}", entry_id=sheet.entry_id)
-    on_panel = conn.execute(
-        "SELECT 1 FROM panels WHERE event_id = ? AND judge_id = ? AND session_id = ?",
-        (event_id, device.judge_id, entry["session_id"]),
-    ).fetchone()
-    if on_panel is None or device.event_id != event_id:
+    session_id = view.entry_sessions.get(sheet.entry_id)
+    if session_id is None:
+        raise UnknownEntry(
+            f"entry {sheet.entry_id!r} is not in event {scope.event_id!r}", entry_id=sheet.entry_id
+        )
+    if session_id not in scope.panel:
         raise EntryNotOnPanel(
-            f"entry {sheet.entry_id!r} is in session {entry['session_id']!r}, "
+            f"entry {sheet.entry_id!r} is in session {session_id!r}, "
             f"which is not on judge {device.judge_id!r}'s panel"
         )
 
-    current = current_sheet_id(conn, event_id, sheet.entry_id, device.judge_id)
+    current = view.heads.get(sheet.entry_id)
     if sheet.supersedes is None and current is not None:
         raise SheetConflict(
             f"judge {device.judge_id!r} already has a sheet for entry {sheet.entry_id!r}; "
@@ -120,34 +242,36 @@ def submit_sheet(
             current_sheet_id=current,
         )
 
-    row = chain.append(
-        conn,
+    row = chain.link(
         "sheets",
+        view.tail,
         {
             "sheet_id": sheet.sheet_id,
-            "event_id": event_id,
+            "event_id": scope.event_id,
             "entry_id": sheet.entry_id,
             "judge_id": device.judge_id,
             "device_id": device.device_id,
             "score_values": canonical_json(values),
             "comment": sheet.comment or None,
             "submitted_at": sheet.submitted_at,
-            "received_at": now_rfc3339(),
+            "received_at": received_at,
             "supersedes": sheet.supersedes,
             "content_hash": fingerprint,
         },
     )
-    outbox.enqueue(conn, "sheet", sheet_record(row))
-    return SheetReceipt(201, receipt_body(row))
+    view.tail = (row["seq"], row["hash"])
+    view.stored[sheet.sheet_id] = row
+    view.heads[sheet.entry_id] = sheet.sheet_id
+    return SheetReceipt(201, receipt_body(row), values), row
 
 
-def sheet_record(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def sheet_record(row: sqlite3.Row | dict[str, Any], values: dict[str, float] | None = None) -> dict[str, Any]:
     """A stored sheet as it travels (uplink, exports)."""
     return {
         **receipt_body(row),
         "event_id": row["event_id"],
         "device_id": row["device_id"],
-        "values": json.loads(row["score_values"]),
+        "values": values if values is not None else json.loads(row["score_values"]),
         "comment": row["comment"],
         "submitted_at": row["submitted_at"],
         "prev_hash": row["prev_hash"],
@@ -161,43 +285,37 @@ def _current_event(conn: sqlite3.Connection) -> str:
     return row[0]
 
 
-def current_sheet_id(conn: sqlite3.Connection, event_id: str, entry_id: str, judge_id: str) -> str | None:
-    """The head of the (entry, judge) correction chain: the one sheet nobody supersedes."""
-    row = conn.execute(
-        """
-        SELECT s.sheet_id FROM sheets s
-        WHERE s.event_id = ? AND s.entry_id = ? AND s.judge_id = ?
-          AND NOT EXISTS (SELECT 1 FROM sheets t WHERE t.supersedes = s.sheet_id)
-        """,
-        (event_id, entry_id, judge_id),
-    ).fetchone()
-    return row[0] if row else None
-
-
-def _checked_values(conn: sqlite3.Connection, event_id: str, values: dict[str, float]) -> dict[str, float]:
+def _checked_values(
+    criteria: dict[str, tuple[str, float, float, float]], values: dict[str, float]
+) -> dict[str, float]:
     """The values on their criteria's steps (see ``on_step``), or InvalidInput naming each bad one."""
-    criteria = {
-        row["key"]: row
-        for row in conn.execute(
-            "SELECT key, label, min, max, step FROM criteria WHERE event_id = ?", (event_id,)
-        )
-    }
     errors: list[dict[str, str]] = []
     for key in sorted(set(criteria) - set(values)):
-        errors.append({"field": f"values.{key}", "message": f"missing a score for {criteria[key]['label']}"})
+        errors.append({"field": f"values.{key}", "message": f"missing a score for {criteria[key][0]}"})
     for key in sorted(set(values) - set(criteria)):
         errors.append({"field": f"values.{key}", "message": "not a criterion of this event"})
     checked: dict[str, float] = {}
     for key in sorted(set(values) & set(criteria)):
-        c = criteria[key]
-        problem = value_problem(values[key], c["min"], c["max"], c["step"])
+        _, minimum, maximum, step = criteria[key]
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.append({"field": f"values.{key}", "message": "must be a number"})
+            continue
+        problem, normalised = _verdict(float(value), minimum, maximum, step)
         if problem:
             errors.append({"field": f"values.{key}", "message": problem})
         else:
-            checked[key] = on_step(values[key], c["min"], c["step"])
+            checked[key] = normalised
     if errors:
         raise InvalidInput("the scores do not fit the event's criteria", errors)
     return checked
+
+
+@lru_cache(maxsize=8192)
+def _verdict(value: float, minimum: float, maximum: float, step: float) -> tuple[str | None, float]:
+    # Scores come from a small set (0-10 on a 0.1 step is 101 values), so the decimal work is cached.
+    problem = value_problem(value, minimum, maximum, step)
+    return problem, (value if problem else on_step(value, minimum, step))
 
 
 # A value within this fraction of a step from a step point is that step point: binary floating
@@ -243,10 +361,9 @@ def sheets_for_judge(conn: sqlite3.Connection, event_id: str, judge_id: str) -> 
     """The judge's current sheets (heads of their chains), for the tablet's event download."""
     rows = conn.execute(
         """
-        SELECT s.* FROM sheets s
-        WHERE s.event_id = ? AND s.judge_id = ?
-          AND NOT EXISTS (SELECT 1 FROM sheets t WHERE t.supersedes = s.sheet_id)
-        ORDER BY s.seq
+        SELECT * FROM sheets WHERE seq IN (
+            SELECT max(seq) FROM sheets WHERE event_id = ? AND judge_id = ? GROUP BY entry_id)
+        ORDER BY seq
         """,
         (event_id, judge_id),
     )

@@ -11,12 +11,15 @@ from appliance.times import now_rfc3339
 
 
 def enqueue(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> str:
-    record_id = str(uuid.uuid4())
-    conn.execute(
-        "INSERT INTO outbox (record_id, kind, created_at, payload) VALUES (?, ?, ?, ?)",
-        (record_id, kind, now_rfc3339(), canonical_json(payload)),
-    )
-    return record_id
+    return enqueue_many(conn, kind, [payload])[0]
+
+
+def enqueue_many(conn: sqlite3.Connection, kind: str, payloads: list[dict[str, Any]]) -> list[str]:
+    """Queue records for the uplink, in order, inside the caller's transaction; returns their ids."""
+    created_at = now_rfc3339()
+    rows = [(str(uuid.uuid4()), kind, created_at, canonical_json(payload)) for payload in payloads]
+    conn.executemany("INSERT INTO outbox (record_id, kind, created_at, payload) VALUES (?, ?, ?, ?)", rows)
+    return [row[0] for row in rows]
 
 
 def backlog(conn: sqlite3.Connection) -> dict[str, Any]:

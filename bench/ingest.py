@@ -11,7 +11,9 @@ What it does, in one run:
   tablet, each tablet sending sequentially. Every sheet is new; a judge has one original per entry,
   so each tablet keeps its own correction chain on a few entries of its panel (entries of a judge
   are split between that judge's tablets): an original first, then corrections that each supersede
-  the previous sheet. Anything but 201 is an error and is counted;
+  the previous sheet. Anything but 201 is an error and is counted. The sample event has only
+  200 (entry, judge) pairs, so chains grow to hundreds or thousands of sheets, far longer than at
+  a real event (the report prints the average): a cost that grows with chain length shows here;
 * phase 3, batches: ``POST /api/v1/sheets/batch`` with ``--batch-size`` items (default 500) from
   ``--batch-clients`` tablets at once; the items continue each tablet's chains, in order inside the
   batch; every item must answer 201;
@@ -415,7 +417,7 @@ def pair_tablets(box: Any, count: int, entries_per_tablet: int) -> list[BenchTab
                 index=i,
                 judge_id=judge_id,
                 token=paired[i].pairing["token"],
-                entries=entries[k :: len(indexes)][:entries_per_tablet],
+                entries=entries[k :: len(indexes)][: entries_per_tablet or None],
                 values_json=valid_values(event["criteria"], i),
                 submitted_at=submitted_at,
             )
@@ -467,7 +469,7 @@ def _close(conns: list[Conn]) -> None:
 
 
 def _progress(phase: Phase) -> None:
-    print(f"  ... {phase.name}: {phase.rate:,.0f} {phase.unit}/s", file=sys.stderr, flush=True)
+    print(f"  ... {phase.name}: {phase.rate:,.0f} {phase.unit}/s", flush=True)
 
 
 def run_loop(coro: Awaitable[list[Phase]]) -> tuple[list[Phase], str]:
@@ -551,15 +553,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-clients", type=int, default=4, help="concurrent batch senders (4)")
     parser.add_argument("--batch-size", type=int, default=500, help="sheets per batch (500)")
     parser.add_argument(
-        "--entries-per-tablet", type=int, default=4, help="entries each tablet keeps a chain on (4)"
+        "--entries-per-tablet",
+        type=int,
+        default=0,
+        help="entries each tablet keeps a chain on (0 = all of its share of its judge's panel, 3-10)",
     )
     parser.add_argument(
         "--max-requests", type=int, default=2_000_000, help="per-phase bound on requests sent"
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dir (its path is printed)")
     args = parser.parse_args(argv)
-    if args.concurrency < 1 or args.seconds <= 0 or args.warmup < 0 or args.entries_per_tablet < 1:
-        parser.error("--concurrency, --seconds and --entries-per-tablet must be positive")
+    if args.concurrency < 1 or args.seconds <= 0 or args.warmup < 0 or args.entries_per_tablet < 0:
+        parser.error("--concurrency and --seconds must be positive, --entries-per-tablet >= 0")
     args.batch_clients = max(1, min(args.batch_clients, args.concurrency))
     return args
 
@@ -572,11 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     box = None
     try:
         config = make_box(data_dir, **HIGH_LIMITS)
-        # make_box's settings stay in this process; the server reads its own config, so it gets
-        # the raised limits through the environment (VENUEBOX_<SETTING>).
+        # make_box writes the settings to the data dir's venuebox.toml; the environment
+        # (VENUEBOX_<SETTING>, which wins over the file) says the same, so the server process gets
+        # the raised limits even with a fixture that does not persist them.
         env = {f"VENUEBOX_{k.upper()}": str(v) for k, v in HIGH_LIMITS.items()}
         box = running_box(config, env=env).start()
-        print(f"bench: box on {box.tablet_url} (pid {box.process.pid}), data dir {data_dir}", file=sys.stderr)
+        print(f"bench: box on {box.tablet_url} (pid {box.process.pid}), data dir {data_dir}", flush=True)
         tablets = pair_tablets(box, args.concurrency, args.entries_per_tablet)
         phases, loop_name = run_loop(bench(box, tablets, args))
         pid = box.process.pid

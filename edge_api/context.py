@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from litestar import Request
 from appliance import __version__
 from appliance.config import Config
 from appliance.devices import Device, authenticate
-from appliance.errors import Unavailable
 from appliance.storage.db import Store
 from edge_api.limits import TokenBuckets
 
@@ -28,6 +26,7 @@ class ApiContext:
     version: str = __version__
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
+    _known: dict[str, Device] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.device_limits = TokenBuckets(self.config.device_rate_per_s, self.config.device_burst)
@@ -35,20 +34,24 @@ class ApiContext:
             self.config.pair_attempts_per_minute / 60.0, self.config.pair_attempts_per_minute
         )
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """A write with the configured deadline; past it the client hears 503 and retries safely."""
-        try:
-            return await asyncio.wait_for(self.store.write(fn), self.config.write_timeout_s)
-        except TimeoutError:
-            raise Unavailable("the box is too busy to store this right now; retry shortly") from None
+    async def write(self, fn: Callable[[sqlite3.Connection], T], weight: int = 1) -> T:
+        """A write with the configured start deadline: a job the writer could not start in time is
+        never run and answers 503, which the client retries safely."""
+        return await self.store.write(fn, weight, self.config.write_timeout_s)
 
     def device(self, request: Request[Any, Any, Any]) -> Device:
-        """The paired device behind the request's bearer token (401 otherwise), rate-limited."""
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        device = self.store.query(
-            lambda conn: authenticate(conn, token.strip() if scheme.lower() == "bearer" else None)
-        )
+        """The paired device behind the request's bearer token (401 otherwise), rate-limited.
+
+        Known tokens are remembered in memory; that is safe because every tablet endpoint re-checks
+        the device inside its own transaction (``ensure_active``), so a revoke still wins at once."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        device = self._known.get(token)
+        if device is None:
+            device = self.store.query(lambda conn: authenticate(conn, token))
+            if len(self._known) >= 10_000:
+                self._known.clear()
+            self._known[token] = device
         self.device_limits.take(device.device_id)
         return device
 

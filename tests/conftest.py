@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from provisioning.event_import import import_package, load_package
 
 from appliance import personal
 from appliance.config import Config, load_config
 from appliance.storage.db import Store
+from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
 from provisioning.pairing import create_code
 

@@ -25,6 +25,7 @@ import concurrent.futures
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,9 @@ from appliance.errors import NotInitialised, Unavailable
 from appliance.storage.schema import migrate
 
 T = TypeVar("T")
-GROUP_MAX = 256
+# A group closes at this many sheets' worth of work (a batch job weighs its sheet count), so a big
+# batch never holds single sheets behind it for long.
+GROUP_WEIGHT = 600
 BUSY_TIMEOUT_MS = 5000
 _STOP = object()
 
@@ -66,10 +69,12 @@ def create_database(path: Path) -> int:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("deadline", "fn", "future", "weight")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], weight: int, deadline: float | None) -> None:
         self.fn = fn
+        self.weight = weight
+        self.deadline = deadline
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
 
@@ -95,16 +100,22 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], weight: int = 1, timeout: float | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Queue ``fn``; with ``timeout``, a job the writer has not started by then never runs and
+        fails with Unavailable, so "not stored, retry" is a true answer."""
         if self._closed:
             raise Unavailable("the box is shutting down; try again in a moment")
-        job = _Job(fn)
+        job = _Job(fn, weight, None if timeout is None else time.monotonic() + timeout)
         self._queue.put(job)
         return job.future
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], weight: int = 1, timeout: float | None = None
+    ) -> T:
         """Run ``fn(conn)`` in the writer's transaction; returns once it is committed."""
-        return await asyncio.wrap_future(self.submit(fn))
+        return await asyncio.wrap_future(self.submit(fn, weight, timeout))
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float | None = 30.0) -> T:
         return self.submit(fn).result(timeout)
@@ -117,7 +128,8 @@ class Store:
                 if first is _STOP:
                     return
                 group = [first]
-                while len(group) < GROUP_MAX:
+                weight = first.weight
+                while weight < GROUP_WEIGHT:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
@@ -126,6 +138,7 @@ class Store:
                         self._queue.put(_STOP)
                         break
                     group.append(nxt)
+                    weight += nxt.weight
                 self._run_group(conn, group)
         finally:
             conn.close()
@@ -135,6 +148,13 @@ class Store:
         # A caller that gave up (timeout, disconnect) before its job started cancelled it: such a
         # job never runs, so "not stored" was a true answer. Once running, it can't be cancelled.
         group = [job for job in group if job.future.set_running_or_notify_cancel()]
+        now = time.monotonic()
+        late = [job for job in group if job.deadline is not None and now > job.deadline]
+        for job in late:
+            job.future.set_exception(
+                Unavailable("the box was too busy to store this in time; nothing was stored, retry")
+            )
+        group = [job for job in group if job not in late] if late else group
         if not group:
             return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []

@@ -13,7 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from appliance import errors as domain
 from appliance.box import get_box
 from appliance.event import judge_event
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheet
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch, submit_sheet
 from appliance.presence import record_heartbeat
 from edge_api.body import check_time, decode
 from edge_api.context import context_of
@@ -116,7 +116,7 @@ class TabletController(Controller):
     async def event(self, request: Request[Any, Any, Any]) -> Response[EventOut]:
         ctx = context_of(request)
         device = ctx.device(request)
-        view = await ctx.store.read(lambda conn: judge_event(conn, device.event_id, device.judge_id))
+        view = await ctx.store.read(lambda conn: judge_event(conn, device))
         content = msgspec.json.encode(view)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -171,24 +171,7 @@ class TabletController(Controller):
                 parsed.append(exc)
                 sheet_ids.append(_readable_sheet_id(bytes(raw)))
 
-        def store_all(conn: sqlite3.Connection) -> list[SheetReceipt | domain.DomainError]:
-            outcomes: list[SheetReceipt | domain.DomainError] = []
-            for item in parsed:
-                if isinstance(item, domain.DomainError):
-                    outcomes.append(item)
-                    continue
-                # Each item in its own savepoint: one bad sheet never takes the others with it.
-                conn.execute("SAVEPOINT item")
-                try:
-                    outcomes.append(submit_sheet(conn, device, item, rid))
-                    conn.execute("RELEASE item")
-                except domain.DomainError as exc:
-                    conn.execute("ROLLBACK TO item")
-                    conn.execute("RELEASE item")
-                    outcomes.append(exc)
-            return outcomes
-
-        outcomes = await ctx.write(store_all)
+        outcomes = await ctx.write(lambda conn: submit_batch(conn, device, parsed), weight=len(parsed))
         results = []
         for sheet_id, outcome in zip(sheet_ids, outcomes, strict=True):
             if isinstance(outcome, SheetReceipt):
