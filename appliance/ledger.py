@@ -18,7 +18,7 @@ from typing import Any
 from appliance import chain, outbox
 from appliance.box import ensure_not_frozen
 from appliance.canonical import canonical_json, content_hash
-from appliance.devices import Device, ensure_active
+from appliance.devices import Device
 from appliance.errors import (
     DomainError,
     EntryNotOnPanel,
@@ -76,42 +76,20 @@ def receipt_body(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceScope:
-    """What every sheet of one device shares inside one transaction: read once per single call or
-    per batch, inside the writer's transaction, so it is exactly the state the sheets go into."""
+class LedgerScope:
+    """What the rules need of the event, read once per call inside the writer's transaction, so it
+    is exactly the state the sheets go into."""
 
     event_id: str
     criteria: dict[str, tuple[str, float, float, float]]  # key -> (label, min, max, step)
-    panel: frozenset[str]
-
-
-def open_scope(conn: sqlite3.Connection, device: Device) -> DeviceScope:
-    """Freeze, revocation and event checks for a competition write by ``device``."""
-    ensure_not_frozen(conn)
-    ensure_active(conn, device)
-    event_id = _current_event(conn)
-    if device.event_id != event_id:
-        raise NotAuthenticated("this tablet was paired for another event: pair it again")
-    criteria = {
-        row[0]: (row[1], row[2], row[3], row[4])
-        for row in conn.execute(
-            "SELECT key, label, min, max, step FROM criteria WHERE event_id = ?", (event_id,)
-        )
-    }
-    panel = frozenset(
-        row[0]
-        for row in conn.execute(
-            "SELECT session_id FROM panels WHERE event_id = ? AND judge_id = ?", (event_id, device.judge_id)
-        )
-    )
-    return DeviceScope(event_id, criteria, panel)
+    panels: dict[str, frozenset[str]]  # judge_id -> the sessions they score
 
 
 def submit_sheet(
     conn: sqlite3.Connection, device: Device, sheet: SheetSubmission, request_id: str | None = None
 ) -> SheetReceipt:
     """Store one sheet (inside the writer's transaction) or raise the domain error that refuses it."""
-    outcome = submit_batch(conn, device, [sheet])[0]
+    outcome = submit_sheets(conn, [(device, sheet)])[0]
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
@@ -120,22 +98,42 @@ def submit_sheet(
 def submit_batch(
     conn: sqlite3.Connection, device: Device, items: list[SheetSubmission | DomainError]
 ) -> list[SheetReceipt | DomainError]:
-    """Decide every sheet in order, then store the accepted ones together; items that are already
-    errors (they failed validation at the edge) pass through. Each sheet is decided on its own, so
-    one bad sheet never takes the others along, and later sheets see earlier ones (a batch may hold
-    a sheet and its correction)."""
+    """A tablet's batch: every item answered as the single call would answer it."""
+    return submit_sheets(conn, [(device, item) for item in items])
+
+
+def submit_sheets(
+    conn: sqlite3.Connection, items: list[tuple[Device, SheetSubmission | DomainError]]
+) -> list[SheetReceipt | DomainError]:
+    """Decide every sheet in order, then store the accepted ones together, inside the caller's
+    (writer) transaction. Items that are already errors (refused at the edge) pass through. Each
+    sheet is decided on its own, so one bad sheet never takes the others along, and later sheets
+    see earlier ones (a batch may hold a sheet and its correction). The sheets may come from many
+    devices: concurrent single submissions share one call (see ``edge_api.context.SheetIntake``)."""
     try:
-        scope = open_scope(conn, device)
-    except DomainError as refused:  # frozen, revoked, no event: every sheet gets that answer
-        return [item if isinstance(item, DomainError) else refused for item in items]
-    sheets = [item for item in items if isinstance(item, SheetSubmission)]
-    view = _read_view(conn, scope, device.judge_id, sheets)
+        ensure_not_frozen(conn)
+        event_id = _current_event(conn)
+    except DomainError as refused:  # frozen, or no event: every sheet gets that answer
+        return [item if isinstance(item, DomainError) else refused for _, item in items]
+    refused_devices = _refused_devices(conn, event_id, {device for device, _ in items})
+    scope = LedgerScope(
+        event_id,
+        _criteria(conn, event_id),
+        _panels(conn, event_id, {d.judge_id for d, _ in items if d not in refused_devices}),
+    )
+    sheets = [
+        item for device, item in items if isinstance(item, SheetSubmission) and device not in refused_devices
+    ]
+    view = _read_view(conn, event_id, sheets)
     received_at = now_rfc3339()
     outcomes: list[SheetReceipt | DomainError] = []
     accepted: list[tuple[dict[str, Any], dict[str, float]]] = []
-    for item in items:
+    for device, item in items:
         if isinstance(item, DomainError):
             outcomes.append(item)
+            continue
+        if device in refused_devices:
+            outcomes.append(refused_devices[device])
             continue
         try:
             receipt, row = decide(scope, view, device, item, received_at)
@@ -151,6 +149,43 @@ def submit_batch(
     return outcomes
 
 
+def _refused_devices(
+    conn: sqlite3.Connection, event_id: str, devices: set[Device]
+) -> dict[Device, DomainError]:
+    """Devices that may not write now: revoked (a revoke that committed first always wins), or
+    paired for an event that is no longer on the box."""
+    ids = [d.device_id for d in devices]
+    active: set[str] = set()
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT device_id FROM devices WHERE revoked_at IS NULL AND device_id IN ({marks})"
+        active.update(row[0] for row in conn.execute(sql, chunk))
+    refused: dict[Device, DomainError] = {}
+    for device in devices:
+        if device.device_id not in active:
+            refused[device] = NotAuthenticated("this device was revoked: pair this tablet again")
+        elif device.event_id != event_id:
+            refused[device] = NotAuthenticated("this tablet was paired for another event: pair it again")
+    return refused
+
+
+def _criteria(conn: sqlite3.Connection, event_id: str) -> dict[str, tuple[str, float, float, float]]:
+    rows = conn.execute("SELECT key, label, min, max, step FROM criteria WHERE event_id = ?", (event_id,))
+    return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+
+
+def _panels(conn: sqlite3.Connection, event_id: str, judge_ids: set[str]) -> dict[str, frozenset[str]]:
+    found: dict[str, set[str]] = {judge_id: set() for judge_id in judge_ids}
+    for chunk in _chunks(list(judge_ids)):
+        marks = ",".join("?" * len(chunk))
+        for judge_id, session_id in conn.execute(
+            f"SELECT judge_id, session_id FROM panels WHERE event_id = ? AND judge_id IN ({marks})",
+            (event_id, *chunk),
+        ):
+            found[judge_id].add(session_id)
+    return {judge_id: frozenset(sessions) for judge_id, sessions in found.items()}
+
+
 @dataclass(slots=True)
 class LedgerView:
     """What the rules need to know of the ledger for the sheets at hand, read once per call and
@@ -158,13 +193,11 @@ class LedgerView:
 
     stored: dict[str, Any]  # sheet_id -> stored row, for the sheet ids at hand
     entry_sessions: dict[str, str]  # entry_id -> session_id, for known entries at hand
-    heads: dict[str, str]  # entry_id -> this judge's current sheet_id
+    heads: dict[tuple[str, str], str]  # (entry_id, judge_id) -> current sheet_id
     tail: tuple[int, str]  # the ledger chain's last (seq, hash)
 
 
-def _read_view(
-    conn: sqlite3.Connection, scope: DeviceScope, judge_id: str, sheets: list[SheetSubmission]
-) -> LedgerView:
+def _read_view(conn: sqlite3.Connection, event_id: str, sheets: list[SheetSubmission]) -> LedgerView:
     sheet_ids = list({s.sheet_id for s in sheets})
     entry_ids = list({s.entry_id for s in sheets})
     stored: dict[str, Any] = {}
@@ -173,24 +206,23 @@ def _read_view(
         for row in conn.execute(f"SELECT * FROM sheets WHERE sheet_id IN ({marks})", chunk):
             stored[row["sheet_id"]] = row
     entry_sessions: dict[str, str] = {}
-    heads: dict[str, str] = {}
+    heads: dict[tuple[str, str], str] = {}
     for chunk in _chunks(entry_ids):
         marks = ",".join("?" * len(chunk))
         entry_sessions.update(
             conn.execute(
                 f"SELECT entry_id, session_id FROM entries WHERE event_id = ? AND entry_id IN ({marks})",
-                (scope.event_id, *chunk),
+                (event_id, *chunk),
             ).fetchall()
         )
         # The chain of (entry, judge) is linear (one original, no forks: unique indexes) and a
         # correction must supersede the head, so the head is always the pair's newest sheet.
-        heads.update(
-            conn.execute(
-                f"SELECT entry_id, sheet_id FROM sheets WHERE seq IN (SELECT max(seq) FROM sheets"
-                f" WHERE event_id = ? AND judge_id = ? AND entry_id IN ({marks}) GROUP BY entry_id)",
-                (scope.event_id, judge_id, *chunk),
-            ).fetchall()
-        )
+        for entry_id, judge_id, sheet_id in conn.execute(
+            f"SELECT entry_id, judge_id, sheet_id FROM sheets WHERE seq IN (SELECT max(seq) FROM sheets"
+            f" WHERE event_id = ? AND entry_id IN ({marks}) GROUP BY entry_id, judge_id)",
+            (event_id, *chunk),
+        ):
+            heads[(entry_id, judge_id)] = sheet_id
     return LedgerView(stored, entry_sessions, heads, chain.head(conn, "sheets"))
 
 
@@ -199,7 +231,7 @@ def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
 
 
 def decide(
-    scope: DeviceScope, view: LedgerView, device: Device, sheet: SheetSubmission, received_at: str
+    scope: LedgerScope, view: LedgerView, device: Device, sheet: SheetSubmission, received_at: str
 ) -> tuple[SheetReceipt, dict[str, Any] | None]:
     """Every rule for one sheet, in one place: the receipt, plus the new ledger row to insert (None
     for a replay), or the DomainError that refuses it. Updates ``view`` for the sheets after it."""
@@ -222,13 +254,13 @@ def decide(
         raise UnknownEntry(
             f"entry {sheet.entry_id!r} is not in event {scope.event_id!r}", entry_id=sheet.entry_id
         )
-    if session_id not in scope.panel:
+    if session_id not in scope.panels.get(device.judge_id, ()):
         raise EntryNotOnPanel(
             f"entry {sheet.entry_id!r} is in session {session_id!r}, "
             f"which is not on judge {device.judge_id!r}'s panel"
         )
 
-    current = view.heads.get(sheet.entry_id)
+    current = view.heads.get((sheet.entry_id, device.judge_id))
     if sheet.supersedes is None and current is not None:
         raise SheetConflict(
             f"judge {device.judge_id!r} already has a sheet for entry {sheet.entry_id!r}; "
@@ -261,7 +293,7 @@ def decide(
     )
     view.tail = (row["seq"], row["hash"])
     view.stored[sheet.sheet_id] = row
-    view.heads[sheet.entry_id] = sheet.sheet_id
+    view.heads[(sheet.entry_id, device.judge_id)] = sheet.sheet_id
     return SheetReceipt(201, receipt_body(row), values), row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,10 +13,54 @@ from litestar import Request
 from appliance import __version__
 from appliance.config import Config
 from appliance.devices import Device, authenticate
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
 from edge_api.limits import TokenBuckets
 
 T = TypeVar("T")
+
+
+class SheetIntake:
+    """Single-sheet submissions that arrive while the previous ones are being stored are stored
+    together in one writer call (``submit_sheets``): the per-transaction reads are shared and the
+    inserts go in together, while every request still gets exactly its own answer. At most one
+    intake job is in flight; under light load each sheet goes alone, at once."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+        self._pending: list[tuple[Device, SheetSubmission, asyncio.Future[SheetReceipt]]] = []
+        self._draining = False
+        self._task: asyncio.Future[None] | None = None
+
+    async def submit(self, device: Device, sheet: SheetSubmission) -> SheetReceipt:
+        future: asyncio.Future[SheetReceipt] = asyncio.get_running_loop().create_future()
+        self._pending.append((device, sheet, future))
+        if not self._draining:
+            self._draining = True
+            # Keep a reference: the loop holds tasks only weakly.
+            self._task = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                taken, self._pending = self._pending, []
+                items = [(device, sheet) for device, sheet, _ in taken]
+                try:
+                    outcomes = await self._ctx.write(
+                        lambda conn, items=items: submit_sheets(conn, items), len(items)
+                    )
+                except Exception as exc:
+                    outcomes = [exc] * len(taken)
+                for (_, _, future), outcome in zip(taken, outcomes, strict=True):
+                    if future.done():  # the client went away; the sheet may be stored, a resend replays
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._draining = False
 
 
 @dataclass
@@ -27,12 +72,14 @@ class ApiContext:
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)
+    sheets: SheetIntake = field(init=False)
 
     def __post_init__(self) -> None:
         self.device_limits = TokenBuckets(self.config.device_rate_per_s, self.config.device_burst)
         self.pair_limits = TokenBuckets(
             self.config.pair_attempts_per_minute / 60.0, self.config.pair_attempts_per_minute
         )
+        self.sheets = SheetIntake(self)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], weight: int = 1) -> T:
         """A write with the configured start deadline: a job the writer could not start in time is

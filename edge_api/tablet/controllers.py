@@ -13,7 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from appliance import errors as domain
 from appliance.box import get_box
 from appliance.event import judge_event
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch, submit_sheet
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.presence import record_heartbeat
 from edge_api.body import check_time, decode
 from edge_api.context import context_of
@@ -139,8 +139,7 @@ class TabletController(Controller):
         ctx = context_of(request)
         device = ctx.device(request)
         sheet = parse_sheet(await request.body())
-        rid = request_id_of(request.scope)
-        receipt: SheetReceipt = await ctx.write(lambda conn: submit_sheet(conn, device, sheet, rid))
+        receipt = await ctx.sheets.submit(device, sheet)
         return _json(receipt.body, receipt.status)
 
     @post(
