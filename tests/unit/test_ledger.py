@@ -1,0 +1,74 @@
+"""The ledger's rules on a real SQLite file, called as the writer calls them."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from appliance import chain
+from appliance.devices import Device, revoke
+from appliance.errors import EntryNotOnPanel, InvalidInput, NotAuthenticated, SheetConflict
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.storage.db import Store
+from provisioning.pairing import create_code, redeem
+from tests.conftest import make_box
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    config = make_box(tmp_path / "box")
+    with Store(config.db_path) as s:
+        yield s
+
+
+def pair(store: Store, judge_id: str) -> Device:
+    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test"))["code"]
+    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None))
+    return Device(paired["device_id"], paired["event"]["id"], judge_id, f"{judge_id} tablet")
+
+
+def sheet(entry_id: str, supersedes: str | None = None, **values: float) -> SheetSubmission:
+    scores = {"technique": 9.4, "performance": 9.1, "choreography": 8.5} | values
+    return SheetSubmission(str(uuid.uuid4()), entry_id, scores, "2026-03-14T10:42:07-04:00", None, supersedes)
+
+
+def entries_of(store: Store, judge_id: str) -> list[str]:
+    sql = (
+        "SELECT entry_id FROM entries WHERE session_id IN (SELECT session_id FROM panels WHERE judge_id = ?)"
+        " ORDER BY session_id, running_order"
+    )
+    return store.query(lambda c: [row[0] for row in c.execute(sql, (judge_id,))])
+
+
+def test_one_call_answers_each_sheet_of_many_devices_on_its_own(store: Store) -> None:
+    j1, j3, gone = pair(store, "J1"), pair(store, "J3"), pair(store, "J3")
+    store.write_sync(lambda c: revoke(c, gone.device_id, "test"))
+    entry = entries_of(store, "J1")[0]
+    first = sheet(entry)
+    other_judge = sheet(entry)  # J3 scores the same entry: a different (entry, judge) chain
+    items = [
+        (j1, first),
+        (gone, sheet(entry)),
+        (j1, sheet(entry, technique=11)),
+        (j3, other_judge),
+        (j1, sheet(entry, supersedes=first.sheet_id)),
+        (j1, sheet(entry)),
+        (j1, first),
+    ]
+    outcomes = store.write_sync(lambda c: submit_sheets(c, items))
+    kinds = [o.status if isinstance(o, SheetReceipt) else type(o) for o in outcomes]
+    assert kinds == [201, NotAuthenticated, InvalidInput, 201, 201, SheetConflict, 200]
+    assert outcomes[6].body == outcomes[0].body
+    stored = store.query(lambda c: [r[0] for r in c.execute("SELECT sheet_id FROM sheets ORDER BY seq")])
+    assert stored == [first.sheet_id, other_judge.sheet_id, items[4][1].sheet_id]
+    assert store.query(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 3
+    assert store.query(lambda c: chain.verify_chain(c, "sheets")).ok
+
+
+def test_an_entry_off_the_judges_panel_is_refused(store: Store) -> None:
+    j5 = pair(store, "J5")
+    off_panel = next(e for e in entries_of(store, "J1") if e not in entries_of(store, "J5"))
+    [outcome] = store.write_sync(lambda c: submit_sheets(c, [(j5, sheet(off_panel))]))
+    assert isinstance(outcome, EntryNotOnPanel)
