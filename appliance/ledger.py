@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -43,12 +43,13 @@ class SheetSubmission:
     comment: str | None = None
     supersedes: str | None = None
 
-    def idempotency_content(self, judge_id: str) -> dict[str, Any]:
-        # What "the same sheet" means: everything the judge decided, plus who decided it.
+    def idempotency_content(self, judge_id: str, values: dict[str, float]) -> dict[str, Any]:
+        """What "the same sheet" means: everything the judge decided (``values`` as stored, on
+        their steps), plus who decided it."""
         return {
             "entry_id": self.entry_id,
             "judge_id": judge_id,
-            "values": {k: float(v) for k, v in sorted(self.values.items())},
+            "values": values,
             "comment": self.comment or None,
             "submitted_at": self.submitted_at,
             "supersedes": self.supersedes,
@@ -115,25 +116,27 @@ def submit_sheets(
         event_id = _current_event(conn)
     except DomainError as refused:  # frozen, or no event: every sheet gets that answer
         return [item if isinstance(item, DomainError) else refused for _, item in items]
-    refused_devices = _refused_devices(conn, event_id, {device for device, _ in items})
+    refused_devices = _refused_devices(conn, event_id, {device.device_id: device for device, _ in items})
     scope = LedgerScope(
         event_id,
         _criteria(conn, event_id),
-        _panels(conn, event_id, {d.judge_id for d, _ in items if d not in refused_devices}),
+        _panels(conn, event_id, {d.judge_id for d, _ in items if d.device_id not in refused_devices}),
     )
     sheets = [
-        item for device, item in items if isinstance(item, SheetSubmission) and device not in refused_devices
+        (device, item)
+        for device, item in items
+        if isinstance(item, SheetSubmission) and device.device_id not in refused_devices
     ]
     view = _read_view(conn, event_id, sheets)
     received_at = now_rfc3339()
     outcomes: list[SheetReceipt | DomainError] = []
-    accepted: list[tuple[dict[str, Any], dict[str, float]]] = []
+    accepted: list[tuple[dict[str, Any], dict[str, float]]] = []  # (ledger row, values)
     for device, item in items:
         if isinstance(item, DomainError):
             outcomes.append(item)
             continue
-        if device in refused_devices:
-            outcomes.append(refused_devices[device])
+        if device.device_id in refused_devices:
+            outcomes.append(refused_devices[device.device_id])
             continue
         try:
             receipt, row = decide(scope, view, device, item, received_at)
@@ -145,7 +148,7 @@ def submit_sheets(
             accepted.append((row, receipt.values))
     if accepted:
         chain.insert_rows(conn, "sheets", [row for row, _ in accepted])
-        outbox.enqueue_many(conn, "sheet", [sheet_record(row, values) for row, values in accepted])
+        outbox.enqueue_sheets(conn, [row["seq"] for row, _ in accepted])
     return outcomes
 
 
@@ -154,18 +157,18 @@ def _refused_devices(
 ) -> dict[Device, DomainError]:
     """Devices that may not write now: revoked (a revoke that committed first always wins), or
     paired for an event that is no longer on the box."""
-    ids = [d.device_id for d in devices]
+    ids = list(devices)
     active: set[str] = set()
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT device_id FROM devices WHERE revoked_at IS NULL AND device_id IN ({marks})"
         active.update(row[0] for row in conn.execute(sql, chunk))
-    refused: dict[Device, DomainError] = {}
-    for device in devices:
-        if device.device_id not in active:
-            refused[device] = NotAuthenticated("this device was revoked: pair this tablet again")
+    refused: dict[str, DomainError] = {}
+    for device_id, device in devices.items():
+        if device_id not in active:
+            refused[device_id] = NotAuthenticated("this device was revoked: pair this tablet again")
         elif device.event_id != event_id:
-            refused[device] = NotAuthenticated("this tablet was paired for another event: pair it again")
+            refused[device_id] = NotAuthenticated("this tablet was paired for another event: pair it again")
     return refused
 
 
@@ -197,9 +200,11 @@ class LedgerView:
     tail: tuple[int, str]  # the ledger chain's last (seq, hash)
 
 
-def _read_view(conn: sqlite3.Connection, event_id: str, sheets: list[SheetSubmission]) -> LedgerView:
-    sheet_ids = list({s.sheet_id for s in sheets})
-    entry_ids = list({s.entry_id for s in sheets})
+def _read_view(
+    conn: sqlite3.Connection, event_id: str, sheets: list[tuple[Device, SheetSubmission]]
+) -> LedgerView:
+    sheet_ids = list({sheet.sheet_id for _, sheet in sheets})
+    entry_ids = list({sheet.entry_id for _, sheet in sheets})
     stored: dict[str, Any] = {}
     for chunk in _chunks(sheet_ids):
         marks = ",".join("?" * len(chunk))
@@ -215,14 +220,17 @@ def _read_view(conn: sqlite3.Connection, event_id: str, sheets: list[SheetSubmis
                 (event_id, *chunk),
             ).fetchall()
         )
-        # The chain of (entry, judge) is linear (one original, no forks: unique indexes) and a
-        # correction must supersede the head, so the head is always the pair's newest sheet.
-        for entry_id, judge_id, sheet_id in conn.execute(
-            f"SELECT entry_id, judge_id, sheet_id FROM sheets WHERE seq IN (SELECT max(seq) FROM sheets"
-            f" WHERE event_id = ? AND entry_id IN ({marks}) GROUP BY entry_id, judge_id)",
-            (event_id, *chunk),
-        ):
-            heads[(entry_id, judge_id)] = sheet_id
+    # The chain of (entry, judge) is linear (one original, no forks: unique indexes) and a
+    # correction must supersede the head, so the head is always the pair's newest sheet: one
+    # index lookup per pair, however long its chain.
+    for entry_id, judge_id in {(sheet.entry_id, device.judge_id) for device, sheet in sheets}:
+        row = conn.execute(
+            "SELECT sheet_id FROM sheets WHERE event_id = ? AND entry_id = ? AND judge_id = ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (event_id, entry_id, judge_id),
+        ).fetchone()
+        if row is not None:
+            heads[(entry_id, judge_id)] = row[0]
     return LedgerView(stored, entry_sessions, heads, chain.head(conn, "sheets"))
 
 
@@ -236,8 +244,7 @@ def decide(
     """Every rule for one sheet, in one place: the receipt, plus the new ledger row to insert (None
     for a replay), or the DomainError that refuses it. Updates ``view`` for the sheets after it."""
     values = _checked_values(scope.criteria, sheet.values)
-    sheet = replace(sheet, values=values)
-    fingerprint = content_hash(sheet.idempotency_content(device.judge_id))
+    fingerprint = content_hash(sheet.idempotency_content(device.judge_id, values))
 
     stored = view.stored.get(sheet.sheet_id)
     if stored is not None:
@@ -320,24 +327,27 @@ def _current_event(conn: sqlite3.Connection) -> str:
 def _checked_values(
     criteria: dict[str, tuple[str, float, float, float]], values: dict[str, float]
 ) -> dict[str, float]:
-    """The values on their criteria's steps (see ``on_step``), or InvalidInput naming each bad one."""
-    errors: list[dict[str, str]] = []
-    for key in sorted(set(criteria) - set(values)):
-        errors.append({"field": f"values.{key}", "message": f"missing a score for {criteria[key][0]}"})
-    for key in sorted(set(values) - set(criteria)):
-        errors.append({"field": f"values.{key}", "message": "not a criterion of this event"})
+    """The values on their criteria's steps (see ``on_step``), keyed in criterion order, or
+    InvalidInput naming each bad one."""
     checked: dict[str, float] = {}
-    for key in sorted(set(values) & set(criteria)):
-        _, minimum, maximum, step = criteria[key]
-        value = values[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    errors: list[dict[str, str]] = []
+    for key, (label, minimum, maximum, step) in criteria.items():
+        value = values.get(key)
+        if value is None:
+            errors.append({"field": f"values.{key}", "message": f"missing a score for {label}"})
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             errors.append({"field": f"values.{key}", "message": "must be a number"})
-            continue
-        problem, normalised = _verdict(float(value), minimum, maximum, step)
-        if problem:
-            errors.append({"field": f"values.{key}", "message": problem})
         else:
-            checked[key] = normalised
+            problem, normalised = _verdict(float(value), minimum, maximum, step)
+            if problem:
+                errors.append({"field": f"values.{key}", "message": problem})
+            else:
+                checked[key] = normalised
+    if len(values) != len(checked) + len(errors):
+        errors.extend(
+            {"field": f"values.{key}", "message": "not a criterion of this event"}
+            for key in sorted(set(values) - set(criteria))
+        )
     if errors:
         raise InvalidInput("the scores do not fit the event's criteria", errors)
     return checked

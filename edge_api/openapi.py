@@ -6,24 +6,18 @@ handlers decode with, and adds the bearer security schemes."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
-from msgspec import Meta
 
-from edge_api.schemas import FreezeIn, HeartbeatIn, PairIn, PairingCodeIn, SheetIn
-
-
-class SheetBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    sheets: Annotated[list[SheetIn], Meta(max_length=500)]
-
+from edge_api.schemas import FreezeIn, HeartbeatIn, PairIn, PairingCodeIn, SheetBatchIn, SheetIn
 
 REQUEST_BODIES: dict[tuple[str, str], type] = {
     ("/api/v1/pair", "post"): PairIn,
     ("/api/v1/sheets", "post"): SheetIn,
-    ("/api/v1/sheets/batch", "post"): SheetBatch,
+    ("/api/v1/sheets/batch", "post"): SheetBatchIn,
     ("/api/v1/heartbeat", "post"): HeartbeatIn,
     ("/admin/v1/freeze", "post"): FreezeIn,
     ("/admin/v1/pairing-codes", "post"): PairingCodeIn,

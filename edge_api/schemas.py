@@ -76,6 +76,12 @@ class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sheets: list[msgspec.Raw]
 
 
+class SheetBatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A batch whose items are all well-formed (the fast path; also the documented body)."""
+
+    sheets: Annotated[list[SheetIn], Meta(max_length=500)]
+
+
 class BatchItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     sheet_id: str | None
     status: int

@@ -168,12 +168,16 @@ def m001_initial(db: Database) -> None:
             hash TEXT NOT NULL
         );
 
+        -- Records for the uplink. A sheet's record points at its (append-only) ledger row instead
+        -- of copying it; other kinds carry their payload.
         CREATE TABLE outbox (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             record_id TEXT NOT NULL UNIQUE,
             kind TEXT NOT NULL,
             created_at TEXT NOT NULL,
-            payload TEXT NOT NULL
+            payload TEXT,
+            sheet_seq INTEGER REFERENCES sheets(seq),
+            CHECK ((kind = 'sheet') = (sheet_seq IS NOT NULL) AND (payload IS NULL) = (sheet_seq IS NOT NULL))
         );
 
         CREATE TABLE presence (
