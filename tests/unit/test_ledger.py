@@ -72,3 +72,16 @@ def test_an_entry_off_the_judges_panel_is_refused(store: Store) -> None:
     off_panel = next(e for e in entries_of(store, "J1") if e not in entries_of(store, "J5"))
     [outcome] = store.write_sync(lambda c: submit_sheets(c, [(j5, sheet(off_panel))]))
     assert isinstance(outcome, EntryNotOnPanel)
+
+
+def test_outbox_records_point_at_their_sheets_and_travel_whole(store: Store) -> None:
+    from appliance import outbox
+
+    j1 = pair(store, "J1")
+    first = sheet(entries_of(store, "J1")[0])
+    store.write_sync(lambda c: submit_sheets(c, [(j1, first)]))
+    [record] = store.query(outbox.pending)
+    assert record["kind"] == "sheet" and record["id"]
+    assert record["payload"]["sheet_id"] == first.sheet_id
+    assert record["payload"]["values"] == {"technique": 9.4, "performance": 9.1, "choreography": 8.5}
+    assert record["payload"]["judge_id"] == "J1" and record["payload"]["hash"]
