@@ -8,7 +8,7 @@ Heavy imports live inside the commands: start-up time matters on a Pi.
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -19,6 +19,7 @@ import click
 
 from appliance.config import Config, ConfigError, load_config
 from appliance.errors import DomainError
+from appliance.logs import setup_logging
 from appliance.secrets_files import InsecureSecretFile
 
 T = TypeVar("T")
@@ -256,25 +257,35 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         sys.exit(1)
 
 
-@cli.command()
+@cli.command("run")
 @click.option("--host", default=None, help="Tablet API address (default 0.0.0.0).")
 @click.option("--port", type=int, default=None, help="Tablet API port (default 8080; 0 = any free port).")
 @click.option("--admin-port", type=int, default=None, help="Admin API port on loopback (default 8081).")
+@click.option("--no-mdns", is_flag=True, help="Do not advertise the box on the LAN.")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, admin_port: int | None) -> None:
-    """Serve the tablet and admin APIs on this data dir until SIGTERM / Ctrl-C."""
+def run_daemon(
+    ctx: click.Context, host: str | None, port: int | None, admin_port: int | None, no_mdns: bool
+) -> None:
+    """Run the appliance (what systemd starts): tablet and admin APIs, mDNS, health watchdog."""
     from appliance.daemon import run
 
-    config = _config(ctx, host=host, port=port, admin_port=admin_port)
+    overrides: dict[str, Any] = {"host": host, "port": port, "admin_port": admin_port}
+    if no_mdns:
+        overrides["mdns_enabled"] = False
+    config = _config(ctx, **overrides)
     if not config.db_path.exists():
         raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
-    _setup_logging()
+    setup_logging(os.environ.get("VENUEBOX_LOG_LEVEL", "INFO"))
     run(
         config,
         on_ready=lambda rt: click.echo(
-            f"venuebox serving: tablets {rt['tablet_url']}, admin {rt['admin_url']}", err=True
+            f"venuebox running: tablets {rt['tablet_url']}, admin {rt['admin_url']}", err=True
         ),
     )
+
+
+# `serve` was the name before the daemon existed; scripts that use it keep working.
+cli.add_command(run_daemon, "serve")
 
 
 @cli.command()
@@ -293,7 +304,7 @@ def demo(ctx: click.Context, port: int, fresh: bool) -> None:
         shutil.rmtree(data_dir)
     config = load_config(data_dir, overrides={"port": port})
     codes = prepare_demo(config)
-    _setup_logging()
+    setup_logging(os.environ.get("VENUEBOX_LOG_LEVEL", "WARNING"))
 
     def ready(runtime: dict[str, Any]) -> None:
         click.echo(f"venuebox demo: data dir {config.data_dir}")
@@ -312,10 +323,6 @@ def demo(ctx: click.Context, port: int, fresh: bool) -> None:
         click.echo("  Ctrl-C stops the box.")
 
     run(config, on_ready=ready)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main() -> None:

@@ -48,6 +48,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pairing_code_ttl_s: int = 600
     freeze_retry_after_s: int = 30
     write_timeout_s: float = 10.0
+    # Daemon: mDNS advertisement, systemd STATUS refresh, health watchdog.
+    mdns_enabled: bool = True
+    mdns_interfaces: list[str] = msgspec.field(default_factory=list)
+    status_interval_s: float = 10.0
+    loop_lag_critical_s: float = 2.0
 
     @property
     def db_path(self) -> Path:
@@ -107,7 +112,9 @@ def load_config(
     for name in _FIELDS:
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value is not None and name != "data_dir":
-            values[name] = env_value
+            # Lists in the environment are comma-separated: VENUEBOX_MDNS_INTERFACES=eth0,wlan0
+            is_list = isinstance(getattr(Config(), name), list)
+            values[name] = [v.strip() for v in env_value.split(",") if v.strip()] if is_list else env_value
 
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     values["data_dir"] = str(directory)

@@ -1,7 +1,12 @@
-"""The composition root: builds config, storage and the API servers, runs them, stops them in order.
+"""The composition root: `venuebox run` builds everything, starts it in order, stops it in reverse.
+
+Start: store -> API servers (tablet on the LAN, admin on loopback) -> mDNS advertisement ->
+health watchdog (scheduler + event-loop probe) -> systemd READY=1 and the watchdog feeder.
+Stop (SIGTERM/SIGINT): STOPPING=1 -> scheduler -> servers stop accepting and finish in-flight
+requests -> mDNS goodbyes -> store (queued writes committed, WAL checkpointed) -> exit 0.
 
 Only this module and ``cli.py`` (the other entry point) import the outer packages (edge_api,
-provisioning). The tablet API listens on the LAN; the admin API on loopback unless configured.
+provisioning).
 """
 
 from __future__ import annotations
@@ -13,15 +18,21 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from appliance import sdnotify, status
+from appliance.alerts import active_counts
 from appliance.box import get_box
 from appliance.config import Config
+from appliance.mdns import Advertisement
 from appliance.secrets_files import read_secret
 from appliance.storage.db import Store
+from appliance.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
 
 log = logging.getLogger("venuebox.daemon")
 RUNTIME_FILE = "daemon.json"
@@ -61,71 +72,165 @@ def runtime_info(config: Config) -> dict[str, Any] | None:
         return None
 
 
-async def serve(config: Config, *, on_ready: Any = None) -> None:
-    """Run the tablet and admin APIs until SIGTERM/SIGINT, then stop in reverse order."""
-    from edge_api.app import create_admin_app, create_app
+def _status_line(snap: dict[str, Any]) -> str:
+    """One line a tech reads in `systemctl status venuebox`."""
+    t = snap["tablets"]
+    frozen = f"FROZEN ({snap['freeze']['reason']})" if snap["freeze"]["frozen"] else "scoring open"
+    alerts = snap.get("alerts_active") or {}
+    worst = next((f"{alerts[s]} {s} alert(s)" for s in ("critical", "warning") if alerts.get(s)), "no alerts")
+    return (
+        f"{frozen}; tablets {t['online']} online, {t['stale']} stale, {t['offline']} offline; "
+        f"{snap['sheets']['total']} sheets; outbox {snap['outbox']['records']}; {worst}"
+    )
 
-    store = Store(config.db_path)
-    try:
-        box = store.query(get_box)
-        admin_token = read_secret(config.admin_token_path)
-        tablet_sock = _bind(config.host, config.port)
-        admin_sock = _bind(config.admin_host, config.admin_port)
-        servers = [
-            _EmbeddedServer(
-                uvicorn.Config(
-                    app,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="on",
-                    timeout_graceful_shutdown=5,
-                    loop="none",
-                    http="auto",
-                )
-            )
-            for app in (
-                create_app(store, config, box["box_id"]),
-                create_admin_app(store, config, box["box_id"], admin_token),
-            )
-        ]
-        tasks = [
-            asyncio.create_task(server.serve(sockets=[sock]))
-            for server, sock in zip(servers, (tablet_sock, admin_sock), strict=True)
-        ]
 
-        def stop(signum: int) -> None:
-            log.info("signal %s: stopping", signal.Signals(signum).name)
-            for server in servers:
-                server.should_exit = True
+def full_status(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
+    """The status snapshot plus active alert counts by severity."""
+    snap = status.snapshot(conn, config)
+    snap["alerts_active"] = active_counts(conn)
+    return snap
 
+
+class Daemon:
+    """One box process: servers, advertisement, watchdog, systemd integration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.servers: list[_EmbeddedServer] = []
+        self.advertisement: Advertisement | None = None
+        self.probe = LoopLagProbe()
+        self.runtime: dict[str, Any] = {}
+        self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
+        self._stopping = asyncio.Event()
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: %s", reason)
+            sdnotify.notify("STOPPING=1", f"STATUS=stopping ({reason})")
+            self._stopping.set()
+
+    async def run(self, on_ready: Any = None) -> None:
+        from edge_api.app import create_admin_app, create_app
+        from edge_api.metrics import Metrics
+
+        metrics = Metrics(snapshot=lambda: self.last_status)
+
+        config = self.config
+        started = time.monotonic()
+        self.store = store = Store(config.db_path)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop, signum)
-
-        while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.01)
-        runtime = {
-            "pid": os.getpid(),
-            "box_id": box["box_id"],
-            "tablet_url": _url(tablet_sock),
-            "admin_url": _url(admin_sock),
-        }
-        _write_runtime(config.data_dir / RUNTIME_FILE, runtime)
-        log.info("serving tablets on %s, admin on %s", runtime["tablet_url"], runtime["admin_url"])
-        if on_ready:
-            on_ready(runtime)
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        scheduler = None
+        server_tasks: list[asyncio.Task[Any]] = []
+        background: list[asyncio.Task[Any]] = []
         try:
-            await asyncio.gather(*tasks)
+            box = store.query(get_box)
+            admin_token = read_secret(config.admin_token_path)
+            sockets = (_bind(config.host, config.port), _bind(config.admin_host, config.admin_port))
+            apps = (
+                create_app(store, config, box["box_id"], metrics),
+                create_admin_app(store, config, box["box_id"], admin_token, metrics),
+            )
+            self.servers = [
+                _EmbeddedServer(
+                    uvicorn.Config(
+                        app,
+                        log_config=None,
+                        access_log=False,
+                        lifespan="on",
+                        timeout_graceful_shutdown=5,
+                        loop="none",
+                        http="auto",
+                    )
+                )
+                for app in apps
+            ]
+            server_tasks = [
+                asyncio.create_task(server.serve(sockets=[sock]))
+                for server, sock in zip(self.servers, sockets, strict=True)
+            ]
+            while not all(server.started for server in self.servers):
+                if any(task.done() for task in server_tasks):
+                    await asyncio.gather(*server_tasks)  # a server that could not start: its error propagates
+                await asyncio.sleep(0.01)
+
+            if config.mdns_enabled:
+                self.advertisement = Advertisement(
+                    name=box["name"],
+                    box_id=box["box_id"],
+                    event_id=box["event_id"],
+                    port=sockets[0].getsockname()[1],
+                    interfaces=config.mdns_interfaces or None,
+                )
+                await self.advertisement.start()
+
+            self.probe.start()
+            scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
+            scheduler.start()
+            background.append(asyncio.create_task(self._feed_systemd()))
+
+            self.runtime = {
+                "pid": os.getpid(),
+                "box_id": box["box_id"],
+                "tablet_url": _url(sockets[0]),
+                "admin_url": _url(sockets[1]),
+                "mdns_name": self.advertisement.instance_name if self.advertisement else None,
+                "ready_after_s": round(time.monotonic() - started, 3),
+            }
+            _write_runtime(config.data_dir / RUNTIME_FILE, self.runtime)
+            self.last_status = store.query(lambda c: full_status(c, config))
+            sdnotify.notify("READY=1", "STATUS=" + _status_line(self.last_status))
+            log.info("ready", extra={k: v for k, v in self.runtime.items() if k != "pid"})
+            if on_ready:
+                on_ready(self.runtime)
+
+            await self._stopping.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-            with contextlib.suppress(OSError):
-                (config.data_dir / RUNTIME_FILE).unlink()
-    finally:
-        # Last: every queued write is committed and the WAL checkpointed before the process exits.
-        store.close()
+            await self._shutdown(scheduler, server_tasks, background)
+
+    async def _shutdown(
+        self, scheduler: Any, server_tasks: list[asyncio.Task[Any]], background: list[asyncio.Task[Any]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        self.probe.stop()
+        for task in background:
+            task.cancel()
+        for server in self.servers:
+            server.should_exit = True
+        # Servers stop accepting and finish what is in flight (uvicorn's graceful shutdown).
+        await asyncio.gather(*server_tasks, *background, return_exceptions=True)
+        if self.advertisement is not None:
+            await self.advertisement.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        with contextlib.suppress(OSError):
+            (self.config.data_dir / RUNTIME_FILE).unlink()
+        if self.store is not None:
+            # Last: every queued write committed, the WAL checkpointed, before the process exits.
+            self.store.close()
+
+    async def _feed_systemd(self) -> None:
+        """WATCHDOG=1 only while the event loop runs (this task runs on it) and the database takes a
+        write through the single writer; a hung daemon stops feeding and systemd restarts it."""
+        assert self.store is not None
+        interval = sdnotify.watchdog_interval_s() or self.config.status_interval_s
+        while True:
+            try:
+                snap = await asyncio.wait_for(
+                    self.store.write(lambda c: full_status(c, self.config)), timeout=max(interval, 1.0)
+                )
+            except Exception as exc:  # any failure means: do not feed
+                log.warning("health: database did not answer (%s); not feeding the systemd watchdog", exc)
+                sdnotify.notify(f"STATUS=database not answering: {exc}")
+            else:
+                self.last_status = snap
+                if self.probe.is_healthy(self.config.loop_lag_critical_s):
+                    sdnotify.notify("WATCHDOG=1", "STATUS=" + _status_line(snap))
+            await asyncio.sleep(interval)
 
 
 def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:
@@ -135,9 +240,14 @@ def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:
 
 
 def run(config: Config, on_ready: Any = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT; returns after a clean stop (exit status 0)."""
+
+    async def main() -> None:
+        await Daemon(config).run(on_ready)
+
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config, on_ready=on_ready))
+        asyncio.run(main())
     else:
-        uvloop.run(serve(config, on_ready=on_ready))
+        uvloop.run(main())

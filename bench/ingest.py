@@ -3,7 +3,7 @@
 What it does, in one run:
 
 * builds a fresh, temporary data dir with the shipped sample event (``tests.conftest.make_box``),
-  starts the real server as a subprocess (``python -m appliance ... serve``, via
+  starts the real server as a subprocess (``python -m appliance ... run``, via
   ``tests.conftest.RunningBox``) with the rate limits raised so they never throttle the bench, and
   pairs ``--concurrency`` tablets (judges J1..J5, round robin) through the real admin + pairing API;
 * phase 1, baseline: ``GET /api/v1/health`` requests/s over ``--concurrency`` keep-alive connections;

@@ -10,10 +10,12 @@ from litestar.openapi import OpenAPIConfig
 
 from appliance import __version__
 from appliance.config import Config
+from appliance.logs import LogContextMiddleware
 from appliance.storage.db import Store
-from edge_api.admin.controllers import AdminController
+from edge_api.admin.controllers import AdminController, admin_guard
 from edge_api.context import ApiContext
 from edge_api.errors import DESCRIPTIONS, make_exception_handlers
+from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
 from edge_api.middleware import RequestIdMiddleware
 from edge_api.openapi import FinishedOpenAPIPlugin
 from edge_api.tablet.controllers import TabletController
@@ -39,19 +41,29 @@ def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, 
     )
 
 
-# The request id wraps the whole Litestar app, not a route: a 404 or 405 for a path no route
-# matches must carry it too, and Litestar's own middleware only runs for matched routes.
+def _wrap(app: Litestar, metrics: Metrics | None, name: str) -> RequestIdMiddleware:
+    # Plain ASGI layers around the whole Litestar app, not per route: a 404 or 405 for a path no
+    # route matches must carry its request id and be counted too.
+    inner: Any = app if metrics is None else MetricsMiddleware(app, metrics, name)
+    return RequestIdMiddleware(LogContextMiddleware(inner))  # the log context reads the request id
 
 
-def create_app(store: Store, config: Config, box_id: str) -> RequestIdMiddleware:
-    """The tablet API (PROTOCOL.md), served to the venue LAN. ``.app`` is the Litestar app."""
-    ctx = ApiContext(store=store, config=config, box_id=box_id)
-    return RequestIdMiddleware(_litestar(config, ctx, [TabletController], "venuebox tablet API"))
+def create_app(
+    store: Store, config: Config, box_id: str, metrics: Metrics | None = None
+) -> RequestIdMiddleware:
+    """The tablet API (PROTOCOL.md), served to the venue LAN."""
+    ctx = ApiContext(store=store, config=config, box_id=box_id, metrics=metrics)
+    return _wrap(_litestar(config, ctx, [TabletController], "venuebox tablet API"), metrics, "tablet")
 
 
-def create_admin_app(store: Store, config: Config, box_id: str, admin_token: str) -> RequestIdMiddleware:
-    """The admin API (console, CLI), served on loopback. ``.app`` is the Litestar app."""
-    ctx = ApiContext(store=store, config=config, box_id=box_id)
-    return RequestIdMiddleware(
-        _litestar(config, ctx, [AdminController], "venuebox admin API", admin_token=admin_token)
+def create_admin_app(
+    store: Store, config: Config, box_id: str, admin_token: str, metrics: Metrics | None = None
+) -> RequestIdMiddleware:
+    """The admin API (console, CLI), served on loopback; Prometheus metrics at /metrics."""
+    ctx = ApiContext(store=store, config=config, box_id=box_id, metrics=metrics)
+    handlers: list[Any] = [AdminController]
+    if metrics is not None:
+        handlers.append(metrics_route(metrics, guards=[admin_guard]))
+    return _wrap(
+        _litestar(config, ctx, handlers, "venuebox admin API", admin_token=admin_token), metrics, "admin"
     )

@@ -16,6 +16,7 @@ from appliance.devices import Device, authenticate
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
 from edge_api.limits import TokenBuckets
+from edge_api.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -68,6 +69,7 @@ class ApiContext:
     store: Store
     config: Config
     box_id: str
+    metrics: Metrics | None = None
     version: str = __version__
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)

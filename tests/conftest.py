@@ -34,6 +34,8 @@ def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: An
 
     ``settings`` go into the data dir's venuebox.toml, so a server started on it uses them too."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Test boxes do not advertise on the LAN unless a test is about that (faster start, no noise).
+    settings = {"mdns_enabled": False, **settings}
     # JSON scalars (numbers, true/false, quoted strings) are valid TOML values.
     (data_dir / "venuebox.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
     config = load_config(data_dir, environ={})
@@ -58,7 +60,7 @@ def box_config(tmp_path: Path) -> Config:
 
 @dataclass
 class RunningBox:
-    """A `venuebox serve` process on ephemeral ports, driven over real HTTP."""
+    """A `venuebox run` daemon process on ephemeral ports, driven over real HTTP."""
 
     config: Config
     process: subprocess.Popen[bytes] | None = None
@@ -70,7 +72,7 @@ class RunningBox:
     def start(self, timeout: float = 15.0) -> RunningBox:
         runtime = self.config.data_dir / "daemon.json"
         runtime.unlink(missing_ok=True)
-        self.log_path = self.config.data_dir / "serve.log"
+        self.log_path = self.config.data_dir / "daemon.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -79,7 +81,7 @@ class RunningBox:
                 "appliance",
                 "--data-dir",
                 str(self.config.data_dir),
-                "serve",
+                "run",
                 "--host",
                 "127.0.0.1",
                 "--port",

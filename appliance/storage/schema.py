@@ -207,6 +207,30 @@ def m001_initial(db: Database) -> None:
     _append_only(db, "audit_log")
 
 
+@migrations()
+def m002_alerts(db: Database) -> None:
+    # One row per condition (fingerprint): a condition that clears and comes back re-activates its
+    # row and bumps ``count``, so a flapping tablet is one line for the tech, not a hundred.
+    db.executescript(
+        """
+        CREATE TABLE alerts (
+            fingerprint TEXT PRIMARY KEY,
+            severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+            title TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
+            active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+            cleared_at TEXT,
+            acknowledged_at TEXT,
+            acknowledged_by TEXT
+        );
+        CREATE INDEX alerts_active ON alerts(active);
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

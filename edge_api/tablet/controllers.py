@@ -145,6 +145,8 @@ class TabletController(Controller):
         device = ctx.device(request)
         sheet = parse_sheet(await request.body())
         receipt = await ctx.sheets.submit(device, sheet)
+        if receipt.status == 201 and ctx.metrics is not None:
+            ctx.metrics.sheets_accepted.inc()
         return _json(receipt.body, receipt.status)
 
     @post(
@@ -167,6 +169,10 @@ class TabletController(Controller):
         rid = request_id_of(request.scope)
         parsed, sheet_ids = _parse_batch(body, batch)
         outcomes = await ctx.write(lambda conn: submit_batch(conn, device, parsed), weight=len(parsed))
+        if ctx.metrics is not None:
+            ctx.metrics.sheets_accepted.inc(
+                sum(isinstance(o, SheetReceipt) and o.status == 201 for o in outcomes)
+            )
         results: list[dict[str, Any]] = []
         for sheet_id, outcome in zip(sheet_ids, outcomes, strict=True):
             if isinstance(outcome, SheetReceipt):

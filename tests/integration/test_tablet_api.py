@@ -1,4 +1,4 @@
-"""The tablet protocol against a real `venuebox serve` process over real HTTP."""
+"""The tablet protocol against a real `venuebox run` process over real HTTP."""
 
 from __future__ import annotations
 

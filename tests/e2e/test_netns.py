@@ -1,0 +1,148 @@
+"""Two real hosts: the box in one network namespace, judges' tablets in another, joined by a veth
+pair with real multicast. The tablets find the box by mDNS, pair and score over the "LAN"."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_box
+
+# Addresses from TEST-NET-2 (RFC 5737): documentation space, never routed anywhere, and here only
+# inside namespaces this test creates and removes.
+BOX_ADDRESS, TABLET_ADDRESS = "198.51.100.1", "198.51.100.2"
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, str]]:
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 (`ip`) is not installed")
+    if os.geteuid() != 0:
+        pytest.skip("creating network namespaces needs root")
+    tag = uuid.uuid4().hex[:6]
+    box_ns, tablet_ns = f"vb-box-{tag}", f"vb-tab-{tag}"
+    made = _ip("netns", "add", box_ns)
+    if made.returncode != 0:
+        pytest.skip(f"network namespaces cannot be made here: {made.stderr.strip()}")
+    try:
+        steps = [
+            ("netns", "add", tablet_ns),
+            ("link", "add", f"vbb{tag}", "type", "veth", "peer", "name", f"vbt{tag}"),
+            ("link", "set", f"vbb{tag}", "netns", box_ns),
+            ("link", "set", f"vbt{tag}", "netns", tablet_ns),
+            ("-n", box_ns, "addr", "add", f"{BOX_ADDRESS}/24", "dev", f"vbb{tag}"),
+            ("-n", tablet_ns, "addr", "add", f"{TABLET_ADDRESS}/24", "dev", f"vbt{tag}"),
+            ("-n", box_ns, "link", "set", "lo", "up"),
+            ("-n", tablet_ns, "link", "set", "lo", "up"),
+            ("-n", box_ns, "link", "set", f"vbb{tag}", "up", "multicast", "on"),
+            ("-n", tablet_ns, "link", "set", f"vbt{tag}", "up", "multicast", "on"),
+            ("-n", box_ns, "route", "add", "224.0.0.0/4", "dev", f"vbb{tag}"),
+            ("-n", tablet_ns, "route", "add", "224.0.0.0/4", "dev", f"vbt{tag}"),
+        ]
+        for step in steps:
+            result = _ip(*step)
+            if result.returncode != 0:
+                pytest.skip(f"cannot set up the test network ({' '.join(step)}): {result.stderr.strip()}")
+        yield box_ns, tablet_ns
+    finally:
+        _ip("netns", "del", box_ns)
+        _ip("netns", "del", tablet_ns)
+
+
+TABLETS = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+    from edge_api.tablet_client import TabletClient, discover, make_sheet
+
+    async def main(codes, state):
+        found = []
+        for _ in range(20):
+            found = discover(timeout_s=2.0)
+            if found:
+                break
+        box = found[0]
+        results = {"discovered": box.name, "box_id": box.box_id, "url": box.base_url, "stored": []}
+        for index, code in enumerate(codes):
+            client = TabletClient(box.base_url, Path(state) / f"tablet{index}")
+            try:
+                await client.pair(code, f"netns tablet {index}")
+                event = await client.event()
+                entries = [e["entry_id"] for s in event["sessions"] if s["on_panel"] for e in s["entries"]]
+                values = {c["key"]: c["max"] for c in event["criteria"]}
+                for entry_id in entries[:3]:
+                    await client.submit(make_sheet(entry_id, values))
+                await client.flush()
+                results["stored"].extend(client.acknowledged)
+            finally:
+                await client.aclose()
+        print(json.dumps(results))
+
+    asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2]))
+    """
+)
+
+
+def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Path) -> None:
+    box_ns, tablet_ns = two_hosts
+    config = make_box(tmp_path / "box", mdns_enabled=True)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", box_ns, sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir),
+         "run", "--host", "0.0.0.0", "--port", "8080", "--admin-port", "8081"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (config.data_dir / "daemon.json").exists():
+            assert daemon.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+            time.sleep(0.1)
+        codes = []
+        for judge in ("J1", "J2"):
+            made = subprocess.run(
+                ["ip", "netns", "exec", box_ns, sys.executable, "-m", "appliance", "--data-dir",
+                 str(config.data_dir), "pair", "new", "--judge", judge, "--json"],
+                capture_output=True, text=True, timeout=60, env=env,
+            )
+            assert made.returncode == 0, made.stderr
+            codes.append(json.loads(made.stdout)["code"])
+
+        tablets = subprocess.run(
+            ["ip", "netns", "exec", tablet_ns, sys.executable, "-c", TABLETS, json.dumps(codes),
+             str(tmp_path / "tablets")],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        assert tablets.returncode == 0, tablets.stderr
+        result = json.loads(tablets.stdout.strip().splitlines()[-1])
+        assert result["url"].startswith(f"http://{BOX_ADDRESS}:8080")
+        assert len(result["stored"]) == 6
+
+        # The admin API is not on the LAN: the tablets' host cannot even connect to it.
+        admin = subprocess.run(
+            ["ip", "netns", "exec", tablet_ns, sys.executable, "-c",
+             f"import httpx; httpx.get('http://{BOX_ADDRESS}:8081/admin/v1/status', timeout=3)"],
+            capture_output=True, text=True, timeout=30, env=env,
+        )
+        assert admin.returncode != 0 and "ConnectError" in admin.stderr
+    finally:
+        daemon.terminate()
+        assert daemon.wait(15) == 0
+    stored = {r[0] for r in sqlite3.connect(config.db_path).execute("SELECT sheet_id FROM sheets")}
+    assert set(result["stored"]) == stored

@@ -1,0 +1,219 @@
+"""Metrics: request timings by route template, statuses counted, state gauges read at scrape time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from prometheus_client.parser import text_string_to_metric_families
+
+from appliance.box import get_box
+from appliance.config import Config
+from appliance.status import snapshot
+from appliance.storage.db import Store
+from edge_api.app import create_admin_app, create_app
+from edge_api.metrics import Metrics, MetricsMiddleware, metrics_response, metrics_route
+from tests.conftest import make_box
+
+ADMIN_TOKEN = "test-admin-token"
+DURATION = "venuebox_http_request_duration_seconds"
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[tuple[Store, Config, str]]:
+    config = make_box(tmp_path / "box")
+    with Store(config.db_path) as store:
+        yield store, config, store.query(get_box)["box_id"]
+
+
+def samples(metrics: Metrics, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """The samples called ``name`` in the exposition text, keyed by their labels."""
+    body, _ = metrics_response(metrics)
+    return {
+        frozenset(sample.labels.items()): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def labels(**pairs: str) -> frozenset[tuple[str, str]]:
+    return frozenset(pairs.items())
+
+
+def drive(app: Any, requests: list[tuple[str, str]], **headers: str) -> list[int]:
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://box", headers=headers) as client:
+            return [(await client.request(method, path)).status_code for method, path in requests]
+
+    return asyncio.run(go())
+
+
+def test_durations_are_labelled_with_the_route_template_not_the_raw_ids(
+    box: tuple[Store, Config, str],
+) -> None:
+    store, config, box_id = box
+    metrics = Metrics()
+    app = MetricsMiddleware(create_admin_app(store, config, box_id, ADMIN_TOKEN), metrics, "admin")
+    device_ids = [uuid.uuid4().hex for _ in range(3)]
+
+    statuses = drive(
+        app,
+        [("GET", "/admin/v1/status"), *(("POST", f"/admin/v1/devices/{d}/revoke") for d in device_ids)],
+        authorization=f"Bearer {ADMIN_TOKEN}",
+    )
+
+    assert statuses == [200, 404, 404, 404]
+    counts = samples(metrics, f"{DURATION}_count")
+    assert counts == {
+        labels(app="admin", method="GET", route="/admin/v1/status", status="200"): 1.0,
+        labels(app="admin", method="POST", route="/admin/v1/devices/{device_id}/revoke", status="404"): 3.0,
+    }
+    text = metrics_response(metrics)[0].decode()
+    assert not any(device_id in text for device_id in device_ids)
+    buckets = samples(metrics, f"{DURATION}_bucket")
+    assert {dict(key)["le"] for key in buckets} >= {"0.001", "5.0", "+Inf"}
+
+
+def test_client_errors_are_counted_by_status(box: tuple[Store, Config, str]) -> None:
+    store, config, box_id = box
+    metrics = Metrics()
+    app = MetricsMiddleware(create_app(store, config, box_id), metrics, "tablet")
+
+    statuses = drive(app, [("GET", "/api/v1/health"), ("GET", "/api/v1/event"), ("GET", "/api/v1/event")])
+
+    assert statuses == [200, 401, 401]
+    assert samples(metrics, "venuebox_http_responses_total") == {
+        labels(app="tablet", status="200"): 1.0,
+        labels(app="tablet", status="401"): 2.0,
+    }
+    counts = samples(metrics, f"{DURATION}_count")
+    assert counts[labels(app="tablet", method="GET", route="/api/v1/event", status="401")] == 2.0
+
+
+def test_unknown_paths_share_one_other_label(box: tuple[Store, Config, str]) -> None:
+    store, config, box_id = box
+    metrics = Metrics()
+    app = MetricsMiddleware(create_app(store, config, box_id), metrics, "tablet")
+    paths = [f"/probe/{uuid.uuid4().hex}" for _ in range(100)]
+
+    statuses = drive(app, [("GET", path) for path in paths])
+
+    assert set(statuses) == {404}
+    assert samples(metrics, f"{DURATION}_count") == {
+        labels(app="tablet", method="GET", route="other", status="404"): 100.0
+    }
+    assert samples(metrics, "venuebox_http_responses_total") == {labels(app="tablet", status="404"): 100.0}
+
+
+def test_odd_methods_are_bucketed_too(box: tuple[Store, Config, str]) -> None:
+    store, config, box_id = box
+    metrics = Metrics()
+    app = MetricsMiddleware(create_app(store, config, box_id), metrics, "tablet")
+
+    drive(app, [("BREW", "/api/v1/health"), ("DELETE", "/api/v1/health")])
+
+    assert {dict(key)["method"] for key in samples(metrics, f"{DURATION}_count")} == {"other", "DELETE"}
+
+
+def test_state_gauges_come_from_the_snapshot_at_scrape_time() -> None:
+    state: dict[str, Any] = {
+        "tablets": {"online": 5, "stale": 1, "offline": 2},
+        "outbox": {"records": 17, "oldest_created_at": "2026-03-14T10:00:00.000000Z"},
+        "sheets": {"total": 340, "last_5_min": 12, "head_hash": "ab" * 32},
+        "freeze": {"frozen": True, "reason": "protest", "since": None, "by": "admin-api"},
+        "alerts_active": {"critical": 1, "warning": 3},
+    }
+    metrics = Metrics(snapshot=lambda: state)
+
+    assert samples(metrics, "venuebox_tablets") == {
+        labels(state="online"): 5.0,
+        labels(state="stale"): 1.0,
+        labels(state="offline"): 2.0,
+    }
+    assert samples(metrics, "venuebox_outbox_records") == {labels(): 17.0}
+    assert samples(metrics, "venuebox_sheets_total") == {labels(): 340.0}
+    assert samples(metrics, "venuebox_frozen") == {labels(): 1.0}
+    assert samples(metrics, "venuebox_alerts_active") == {
+        labels(severity="critical"): 1.0,
+        labels(severity="warning"): 3.0,
+        labels(severity="info"): 0.0,
+    }
+
+    state["freeze"]["frozen"] = False
+    state["sheets"]["total"] = 341
+    assert samples(metrics, "venuebox_frozen") == {labels(): 0.0}
+    assert samples(metrics, "venuebox_sheets_total") == {labels(): 341.0}
+
+
+def test_real_status_snapshot_fills_the_gauges_and_no_alerts_means_no_samples(
+    box: tuple[Store, Config, str],
+) -> None:
+    store, config, _ = box
+    metrics = Metrics(snapshot=lambda: store.query(lambda conn: snapshot(conn, config)))
+
+    assert samples(metrics, "venuebox_sheets_total") == {labels(): 0.0}
+    assert samples(metrics, "venuebox_outbox_records") == {labels(): 0.0}
+    assert samples(metrics, "venuebox_frozen") == {labels(): 0.0}
+    assert set(samples(metrics, "venuebox_tablets")) == {
+        labels(state="online"),
+        labels(state="stale"),
+        labels(state="offline"),
+    }
+    assert samples(metrics, "venuebox_alerts_active") == {}
+
+
+def test_a_failing_snapshot_drops_the_gauges_and_is_counted() -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("database is locked")
+
+    metrics = Metrics(snapshot=broken)
+
+    assert samples(metrics, "venuebox_tablets") == {}
+    assert samples(metrics, "venuebox_status_snapshot_errors_total") == {labels(): 2.0}
+
+
+def test_sheets_accepted_counter_and_content_type() -> None:
+    metrics = Metrics()
+    metrics.sheets_accepted.inc(3)
+
+    body, content_type = metrics_response(metrics)
+
+    assert content_type.startswith("text/plain; version=")
+    assert samples(metrics, "venuebox_sheets_accepted_total") == {labels(): 3.0}
+    assert b"venuebox_tablets" not in body
+
+
+def test_two_metrics_in_one_process_do_not_clash() -> None:
+    first, second = Metrics(), Metrics()
+    first.sheets_accepted.inc()
+
+    assert samples(first, "venuebox_sheets_accepted_total") == {labels(): 1.0}
+    assert samples(second, "venuebox_sheets_accepted_total") == {labels(): 0.0}
+
+
+def test_metrics_route_serves_the_exposition_with_its_content_type() -> None:
+    metrics = Metrics(snapshot=lambda: {"freeze": {"frozen": False}})
+    metrics.sheets_accepted.inc(2)
+    app = MetricsMiddleware(Litestar([metrics_route(metrics)], logging_config=None), metrics, "admin")
+
+    async def scrape() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://box") as client:
+            await client.get("/metrics")
+            return await client.get("/metrics")
+
+    response = asyncio.run(scrape())
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == metrics_response(metrics)[1]
+    assert "venuebox_sheets_accepted_total 2.0" in response.text
+    assert "venuebox_frozen 0.0" in response.text
+    assert 'route="/metrics",status="200"' in response.text
