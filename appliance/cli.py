@@ -289,14 +289,58 @@ cli.add_command(run_daemon, "serve")
 
 
 @cli.command()
+@click.option("--tablets", type=int, default=8, show_default=True, help="How many simulated judges.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--pace", "pace_s", type=float, default=20.0, show_default=True, help="Seconds between sheets.")
+@click.option("--dropout", type=float, default=0.05, show_default=True, help="Chance a tablet drops off.")
+@click.option("--url", "tablet_url", default=None, help="Tablet API URL (default: find the box by mDNS).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def simulate(
+    ctx: click.Context,
+    tablets: int,
+    seconds: float | None,
+    pace_s: float,
+    dropout: float,
+    tablet_url: str | None,
+    as_json: bool,
+) -> None:
+    """Simulated judges' tablets against a running box: pair (through the admin API), score, heartbeat,
+    drop off the network now and then, honour freeze."""
+    from appliance.daemon import runtime_info
+    from appliance.secrets_files import read_secret
+    from edge_api.simulator import run_simulation_sync
+
+    if tablets < 1:
+        raise DomainError("--tablets must be at least 1")
+    config = _config(ctx)
+    runtime = runtime_info(config)
+    admin_url = runtime["admin_url"] if runtime else config.admin_url
+    report = run_simulation_sync(
+        admin_url,
+        read_secret(config.admin_token_path),
+        tablets,
+        tablet_url=tablet_url,
+        seconds=seconds,
+        pace_s=pace_s,
+        dropout=dropout,
+    )
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        click.echo(report.summary())
+
+
+@cli.command()
 @click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--tablets", type=int, default=12, show_default=True, help="Simulated judges scoring.")
 @click.option("--fresh", is_flag=True, help="Start from an empty demo data dir.")
 @click.pass_context
-def demo(ctx: click.Context, port: int, fresh: bool) -> None:
-    """A demo box: the shipped sample event, pairing codes for every judge, the API served."""
+def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
+    """A demo box: the shipped sample event, the daemon, simulated judges scoring; Ctrl-C stops all."""
     import shutil
 
-    from appliance.daemon import run
+    from appliance.daemon import run_demo
     from provisioning.demo import prepare_demo
 
     data_dir = ctx.obj["data_dir"] or Path("venuebox-demo")
@@ -312,17 +356,18 @@ def demo(ctx: click.Context, port: int, fresh: bool) -> None:
         click.echo(
             f"  admin API   {runtime['admin_url']}/admin/v1/status (token in {config.admin_token_path})"
         )
-        click.echo("  pairing codes (valid 1 hour):")
+        if runtime.get("mdns_name"):
+            click.echo(f"  on the LAN  {runtime['mdns_name']} (_venuebox._tcp)")
+        status_cmd = f"venuebox --data-dir {config.data_dir} status"
+        click.echo(f"  {tablets} simulated judges are scoring; `{status_cmd}` shows it")
+        click.echo("  pairing codes for your own tablet (valid 1 hour):")
         for code in codes:
             click.echo(f"    {code['judge']['id']:<4} {code['judge']['name']:<24} {code['code']}")
-        click.echo(
-            f"  pair a tablet:  curl -s -X POST {runtime['tablet_url']}/api/v1/pair "
-            f'-H \'content-type: application/json\' -d \'{{"code": "{codes[0]["code"]}", '
-            '"device_name": "tablet 1"}\''
-        )
         click.echo("  Ctrl-C stops the box.")
 
-    run(config, on_ready=ready)
+    report = run_demo(config, tablets, on_ready=ready)
+    if report is not None:
+        click.echo(report.summary())
 
 
 def main() -> None:

@@ -245,6 +245,54 @@ def run(config: Config, on_ready: Any = None) -> None:
     async def main() -> None:
         await Daemon(config).run(on_ready)
 
+    _run_loop(main)
+
+
+def run_demo(config: Config, tablets: int, on_ready: Any = None, pace_s: float = 6.0) -> Any:
+    """The daemon plus ``tablets`` simulated judges scoring against it, until Ctrl-C; returns the
+    simulation's report (the simulated tablets' queues stay in the data dir, as a real tablet's
+    would)."""
+    from edge_api.simulator import run_simulation
+
+    reports: list[Any] = []
+
+    async def main() -> None:
+        daemon = Daemon(config)
+        ready = asyncio.Event()
+
+        def became_ready(runtime: dict[str, Any]) -> None:
+            if on_ready:
+                on_ready(runtime)
+            ready.set()
+
+        daemon_task = asyncio.create_task(daemon.run(became_ready))
+        ready_wait = asyncio.create_task(ready.wait())
+        await asyncio.wait({daemon_task, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if daemon_task.done():
+            ready_wait.cancel()
+            await daemon_task  # it failed to start: its error propagates
+            return
+        token = read_secret(config.admin_token_path)
+        simulation = asyncio.create_task(
+            run_simulation(
+                daemon.runtime["admin_url"],
+                token,
+                tablets,
+                tablet_url=daemon.runtime["tablet_url"],
+                pace_s=pace_s,
+                state_dir=config.data_dir / "simulated-tablets",
+            )
+        )
+        await daemon_task
+        simulation.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            reports.append(await simulation)
+
+    _run_loop(main)
+    return reports[0] if reports else None
+
+
+def _run_loop(main: Any) -> None:
     try:
         import uvloop
     except ImportError:

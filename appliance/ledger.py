@@ -22,6 +22,7 @@ from appliance.devices import Device
 from appliance.errors import (
     DomainError,
     EntryNotOnPanel,
+    Frozen,
     IdempotencyMismatch,
     InvalidInput,
     NoEvent,
@@ -99,8 +100,14 @@ def submit_sheet(
 def submit_batch(
     conn: sqlite3.Connection, device: Device, items: list[SheetSubmission | DomainError]
 ) -> list[SheetReceipt | DomainError]:
-    """A tablet's batch: every item answered as the single call would answer it."""
-    return submit_sheets(conn, [(device, item) for item in items])
+    """A tablet's batch: every item answered as the single call would answer it. A refusal of the
+    whole call (box frozen, device revoked, no event) is raised, not repeated per item, so the
+    batch answers 423/401/503 like any other competition write."""
+    outcomes = submit_sheets(conn, [(device, item) for item in items])
+    for outcome in outcomes:
+        if isinstance(outcome, Frozen | NotAuthenticated | NoEvent):
+            raise outcome
+    return outcomes
 
 
 def submit_sheets(

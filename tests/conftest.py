@@ -103,6 +103,7 @@ class RunningBox:
                     self.tablet_url, self.admin_url = info["tablet_url"], info["admin_url"]
                     return self
             time.sleep(0.05)
+        self.kill()  # never leave a half-started daemon behind
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()}")
 
     def stop(self) -> int | None:

@@ -153,7 +153,7 @@ class TabletController(Controller):
         "/sheets/batch",
         summary="Submit up to 500 sheets; each item answered as the single call would",
         status_code=200,
-        responses=problems(400, 401, 413, 422, 429, 503),
+        responses=problems(400, 401, 413, 422, 423, 429, 503),
     )
     async def batch(self, request: Request[Any, Any, Any]) -> Response[BatchOut]:
         ctx = context_of(request)

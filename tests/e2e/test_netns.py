@@ -68,29 +68,27 @@ TABLETS = textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
-    from edge_api.tablet_client import TabletClient, discover, make_sheet
+    from edge_api.tablet_client import TabletClient, async_discover, make_sheet
 
     async def main(codes, state):
         found = []
-        for _ in range(20):
-            found = discover(timeout_s=2.0)
+        for _ in range(10):
+            found = await async_discover(timeout_s=3.0, max_boxes=1)
             if found:
                 break
         box = found[0]
         results = {"discovered": box.name, "box_id": box.box_id, "url": box.base_url, "stored": []}
         for index, code in enumerate(codes):
-            client = TabletClient(box.base_url, Path(state) / f"tablet{index}")
-            try:
+            async with TabletClient(box.base_url, Path(state) / f"tablet{index}") as client:
                 await client.pair(code, f"netns tablet {index}")
                 event = await client.event()
                 entries = [e["entry_id"] for s in event["sessions"] if s["on_panel"] for e in s["entries"]]
                 values = {c["key"]: c["max"] for c in event["criteria"]}
                 for entry_id in entries[:3]:
-                    await client.submit(make_sheet(entry_id, values))
-                await client.flush()
-                results["stored"].extend(client.acknowledged)
-            finally:
-                await client.aclose()
+                    result = await client.submit(make_sheet(entry_id, values))
+                    if result.state == "stored":
+                        results["stored"].append(result.sheet_id)
+                results["stored"].extend((await client.flush(force=True)).acknowledged)
         print(json.dumps(results))
 
     asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2]))
