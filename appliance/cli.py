@@ -42,7 +42,30 @@ class VenueboxGroup(click.Group):
 
 
 def _config(ctx: click.Context, **overrides: Any) -> Config:
-    return load_config(ctx.obj["data_dir"], overrides=overrides)
+    config = load_config(ctx.obj["data_dir"], overrides=overrides)
+    _keep_data_dir_owner(ctx, config.data_dir)
+    return config
+
+
+def _keep_data_dir_owner(ctx: click.Context, data_dir: Path) -> None:
+    """A tech runs `sudo venuebox freeze ...` on a data dir that belongs to the service's user;
+    files root creates there (the database's -wal and -shm while the service is stopped) would be
+    unreadable to the service. When the command ends, hand anything root made back to the owner."""
+    if os.geteuid() != 0 or not data_dir.exists():
+        return
+    owner = data_dir.stat()
+    if owner.st_uid == 0:
+        return
+
+    def hand_back() -> None:
+        for path in [data_dir, *data_dir.rglob("*")]:
+            try:
+                if path.lstat().st_uid != owner.st_uid:
+                    os.lchown(path, owner.st_uid, owner.st_gid)
+            except FileNotFoundError:
+                continue  # a -journal or temp file that came and went
+
+    ctx.call_on_close(hand_back)
 
 
 def _with_store(config: Config, fn: Callable[[Any], T]) -> T:

@@ -102,6 +102,7 @@ class Daemon:
         self.probe = LoopLagProbe()
         self.runtime: dict[str, Any] = {}
         self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
+        self._advertised_event: str | None = None
         self._stopping = asyncio.Event()
 
     def request_stop(self, reason: str) -> None:
@@ -157,6 +158,7 @@ class Daemon:
                 await asyncio.sleep(0.01)
 
             if config.mdns_enabled:
+                self._advertised_event = box["event_id"]
                 self.advertisement = Advertisement(
                     name=box["name"],
                     box_id=box["box_id"],
@@ -228,9 +230,17 @@ class Daemon:
                 sdnotify.notify(f"STATUS=database not answering: {exc}")
             else:
                 self.last_status = snap
+                await self._follow_event(snap)
                 if self.probe.is_healthy(self.config.loop_lag_critical_s):
                     sdnotify.notify("WATCHDOG=1", "STATUS=" + _status_line(snap))
             await asyncio.sleep(interval)
+
+    async def _follow_event(self, snap: dict[str, Any]) -> None:
+        """An import (by the CLI, another process) changes the event: the TXT record follows."""
+        event_id = snap["event"]["id"] if snap["event"] else None
+        if self.advertisement is not None and event_id != self._advertised_event:
+            self._advertised_event = event_id
+            await self.advertisement.update_event(event_id)
 
 
 def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:

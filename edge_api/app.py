@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath
 
 from appliance import __version__
 from appliance.config import Config
@@ -22,7 +23,7 @@ from edge_api.tablet.controllers import TabletController
 
 
 @get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
-async def problem_type(slug: str) -> str:
+async def problem_type(slug: FromPath[str]) -> str:
     """Where a problem's ``type`` URI leads: one line saying what it means."""
     return DESCRIPTIONS.get(slug, "Unknown problem type") + "\n"
 

@@ -13,6 +13,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery
 
 from appliance import audit, box, chain, devices, status
 from edge_api.body import decode
@@ -88,7 +89,9 @@ class AdminController(Controller):
         return _json(await context_of(request).store.read(devices.list_devices))
 
     @post("/devices/{device_id:str}/revoke", status_code=200, responses=problems(401, 404, 503))
-    async def revoke(self, request: Request[Any, Any, Any], device_id: str) -> Response[dict[str, Any]]:
+    async def revoke(
+        self, request: Request[Any, Any, Any], device_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
         ctx = context_of(request)
         rid = request_id_of(request.scope)
         return _json(await ctx.write(lambda conn: devices.revoke(conn, device_id, "admin-api", rid)))
@@ -108,7 +111,10 @@ class AdminController(Controller):
 
     @get("/audit", responses=problems(401, 422))
     async def audit_tail(
-        self, request: Request[Any, Any, Any], limit: int = 50, action: str | None = None
+        self,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
+        action: FromQuery[str | None] = None,
     ) -> Response[list[dict[str, Any]]]:
         limit = max(1, min(limit, 1000))
         return _json(await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -134,3 +135,18 @@ def test_cli_pair_status_and_devices(tmp_path) -> None:
     assert venuebox(config, "devices").stdout.strip() == "no paired tablets"
     assert (config.admin_token_path.stat().st_mode & 0o777) == 0o600
     assert (config.data_key_path.stat().st_mode & 0o777) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the data dir to another user")
+def test_root_cli_leaves_no_root_owned_files_in_the_services_data_dir(tmp_path) -> None:
+    config = make_box(tmp_path / "box")
+    service_uid = 65534  # nobody: stands for the service's (dynamic) user
+    for path in [config.data_dir, *config.data_dir.rglob("*")]:
+        os.chown(path, service_uid, service_uid)
+    tmp_path.chmod(0o755)
+    for side_file in config.data_dir.glob("venuebox.sqlite-*"):
+        side_file.unlink()  # as after a clean stop: the next opener creates them
+    done = venuebox(config, "freeze", "--reason", "dispute")
+    assert done.returncode == 0, done.stderr
+    owners = {path.name: path.stat().st_uid for path in config.data_dir.rglob("*")}
+    assert set(owners.values()) == {service_uid}, owners
