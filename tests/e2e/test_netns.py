@@ -29,7 +29,8 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def two_hosts() -> Iterator[tuple[str, str]]:
+def two_hosts() -> Iterator[tuple[str, str, str]]:
+    """(box namespace, tablets' namespace, the box's LAN interface)."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2 (`ip`) is not installed")
     if os.geteuid() != 0:
@@ -58,7 +59,7 @@ def two_hosts() -> Iterator[tuple[str, str]]:
             result = _ip(*step)
             if result.returncode != 0:
                 pytest.skip(f"cannot set up the test network ({' '.join(step)}): {result.stderr.strip()}")
-        yield box_ns, tablet_ns
+        yield box_ns, tablet_ns, f"vbb{tag}"
     finally:
         _ip("netns", "del", box_ns)
         _ip("netns", "del", tablet_ns)
@@ -96,36 +97,93 @@ TABLETS = textwrap.dedent(
 )
 
 
-def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Path) -> None:
-    box_ns, tablet_ns = two_hosts
-    config = make_box(tmp_path / "box", mdns_enabled=True)
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _start_daemon(namespace: str, config, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen(
-        ["ip", "netns", "exec", box_ns, sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir),
-         "run", "--host", "0.0.0.0", "--port", "8080", "--admin-port", "8081"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            sys.executable,
+            "-m",
+            "appliance",
+            "--data-dir",
+            str(config.data_dir),
+            "run",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+            "--admin-port",
+            "8081",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
+    deadline = time.monotonic() + 20
+    while not (config.data_dir / "daemon.json").exists():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            daemon.kill()
+            raise AssertionError((tmp_path / "daemon.log").read_text())
+        time.sleep(0.1)
+    return daemon
+
+
+def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Path) -> None:
+    box_ns, tablet_ns, _ = two_hosts
+    config = make_box(tmp_path / "box", mdns_enabled=True)
+    env = _env()
+    daemon = _start_daemon(box_ns, config, tmp_path, env)
     try:
-        deadline = time.monotonic() + 20
-        while not (config.data_dir / "daemon.json").exists():
-            assert daemon.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-            time.sleep(0.1)
         codes = []
         for judge in ("J1", "J2"):
             made = subprocess.run(
-                ["ip", "netns", "exec", box_ns, sys.executable, "-m", "appliance", "--data-dir",
-                 str(config.data_dir), "pair", "new", "--judge", judge, "--json"],
-                capture_output=True, text=True, timeout=60, env=env,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    box_ns,
+                    sys.executable,
+                    "-m",
+                    "appliance",
+                    "--data-dir",
+                    str(config.data_dir),
+                    "pair",
+                    "new",
+                    "--judge",
+                    judge,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
             )
             assert made.returncode == 0, made.stderr
             codes.append(json.loads(made.stdout)["code"])
 
         tablets = subprocess.run(
-            ["ip", "netns", "exec", tablet_ns, sys.executable, "-c", TABLETS, json.dumps(codes),
-             str(tmp_path / "tablets")],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                "ip",
+                "netns",
+                "exec",
+                tablet_ns,
+                sys.executable,
+                "-c",
+                TABLETS,
+                json.dumps(codes),
+                str(tmp_path / "tablets"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert tablets.returncode == 0, tablets.stderr
         result = json.loads(tablets.stdout.strip().splitlines()[-1])
@@ -134,9 +192,19 @@ def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Pa
 
         # The admin API is not on the LAN: the tablets' host cannot even connect to it.
         admin = subprocess.run(
-            ["ip", "netns", "exec", tablet_ns, sys.executable, "-c",
-             f"import httpx; httpx.get('http://{BOX_ADDRESS}:8081/admin/v1/status', timeout=3)"],
-            capture_output=True, text=True, timeout=30, env=env,
+            [
+                "ip",
+                "netns",
+                "exec",
+                tablet_ns,
+                sys.executable,
+                "-c",
+                f"import httpx; httpx.get('http://{BOX_ADDRESS}:8081/admin/v1/status', timeout=3)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
         )
         assert admin.returncode != 0 and "ConnectError" in admin.stderr
     finally:
@@ -144,3 +212,54 @@ def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Pa
         assert daemon.wait(15) == 0
     stored = {r[0] for r in sqlite3.connect(config.db_path).execute("SELECT sheet_id FROM sheets")}
     assert set(result["stored"]) == stored
+
+
+FIND_BOX = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from edge_api.tablet_client import async_discover
+
+    async def main(wanted):
+        found = []
+        for _ in range(20):  # the box looks at its addresses every 5 s
+            found = await async_discover(timeout_s=2.0, max_boxes=1)
+            if found and wanted in found[0].addresses:
+                break
+            await asyncio.sleep(1)
+        print(json.dumps(found[0].addresses if found else []))
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_the_advertisement_follows_an_address_change_without_a_restart(two_hosts, tmp_path: Path) -> None:
+    box_ns, tablet_ns, box_if = two_hosts
+    config = make_box(tmp_path / "box", mdns_enabled=True)
+    env = _env()
+    daemon = _start_daemon(box_ns, config, tmp_path, env)
+    try:
+
+        def addresses_seen(wanted: str) -> list[str]:
+            found = subprocess.run(
+                ["ip", "netns", "exec", tablet_ns, sys.executable, "-c", FIND_BOX, wanted],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=env,
+            )
+            assert found.returncode == 0, found.stderr
+            return json.loads(found.stdout.strip().splitlines()[-1])
+
+        assert BOX_ADDRESS in addresses_seen(BOX_ADDRESS)
+        # The venue's AP restarted and its DHCP hands the box another address: the old one goes
+        # away, the new one comes.
+        new_address = "198.51.100.7"
+        assert _ip("-n", box_ns, "addr", "del", f"{BOX_ADDRESS}/24", "dev", box_if).returncode == 0
+        time.sleep(1)
+        assert _ip("-n", box_ns, "addr", "add", f"{new_address}/24", "dev", box_if).returncode == 0
+        seen = addresses_seen(new_address)
+        assert new_address in seen and BOX_ADDRESS not in seen, seen
+    finally:
+        daemon.terminate()
+        assert daemon.wait(15) == 0

@@ -69,7 +69,9 @@ def test_daemon_is_discovered_and_says_goodbye_on_sigterm(tmp_path: Path) -> Non
 
         if shutil.which("dig"):
             # A real mDNS client, retried from fresh source ports (see tests/integration/test_mdns.py).
-            ptr = asyncio.run(dig("_venuebox._tcp.local", "PTR", lambda lines: any(name in ln for ln in lines)))
+            ptr = asyncio.run(
+                dig("_venuebox._tcp.local", "PTR", lambda lines: any(name in ln for ln in lines))
+            )
             assert any(name.replace(" ", "\\032") in line or name in line for line in ptr), ptr
             a_records = asyncio.run(dig(seen["server"], "A", bool))
             assert a_records, f"no A record for {seen['server']}"
