@@ -4,12 +4,12 @@ NOTIFY_SOCKET."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -96,10 +96,8 @@ def _messages(sock: socket.socket, seconds: float) -> list[str]:
     deadline = time.monotonic() + seconds
     found: list[str] = []
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(TimeoutError):
             found.extend(sock.recv(4096).decode().split("\n"))
-        except TimeoutError:
-            pass
     return found
 
 
