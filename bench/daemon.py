@@ -27,9 +27,10 @@ What it measures, in one run:
 
 Every loop is bounded in count and in time, and the whole run stops by itself: each start waits at
 most ``START_TIMEOUT_S``, a load phase is cancelled by a watchdog if it overruns its window by
-``GRACE_S``, and every daemon started is stopped (SIGTERM, then SIGKILL) before the script exits.
-All traffic goes to 127.0.0.1. The load generator is a minimal asyncio HTTP/1.1 keep-alive client
-(uvloop when importable) sharing the machine's cores with the daemon; httpx is used only for setup.
+``loadgen.GRACE_S``, and every daemon started is stopped (SIGTERM, then SIGKILL) before the script exits.
+All traffic goes to 127.0.0.1. The load generator (``bench/loadgen.py``, shared with bench/ingest.py)
+is a minimal asyncio HTTP/1.1 keep-alive client (uvloop when importable) sharing the machine's cores
+with the daemon; httpx is used only for setup.
 
 Run from the repo root (never run as a test)::
 
@@ -56,128 +57,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-JUDGES = ("J1", "J2", "J3", "J4", "J5")
-HIGH_LIMITS = {
-    "device_rate_per_s": 1e6,
-    "device_burst": 1_000_000,
-    "pair_attempts_per_minute": 1_000_000,
-}
+import loadgen
+
 # mDNS on the loopback interface only: the advertisement runs its full protocol, nothing leaves the box.
 MDNS_LOOPBACK = {"mdns_enabled": True, "mdns_interfaces": ["lo"]}
 IMPORTS = "import appliance.daemon, edge_api.app"
 START_TIMEOUT_S = 20.0
 POLL_S = 0.005  # how often a start is checked for readiness (its resolution)
-GRACE_S = 20.0  # a load phase that overruns its window by this much is cancelled
 MAX_SHEETS_PER_PHASE = 2_000_000
 TARGET_READY_S = 2.0
 TARGET_RSS_MB = 150.0
 
 
 # --------------------------------------------------------------------------------------------
-# A minimal HTTP/1.1 keep-alive client (the one in bench/ingest.py; bench/ is not a package)
-# --------------------------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The server's answer is not HTTP/1.1 as this tiny client understands it."""
-
-
-NET_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError)
-
-
-class Conn:
-    """One keep-alive connection; ``request`` sends pre-encoded bytes and returns (status, body)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.opens = 0  # TCP connections opened (the first, plus reconnects)
-
-    async def open(self) -> Conn:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        self.opens += 1
-        return self
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def request(self, data: bytes) -> tuple[int, bytes]:
-        """Send on the kept-alive connection; reconnect when the server has closed it while idle
-        (uvicorn closes idle keep-alive connections after 5 s), and resend once on a fresh
-        connection when it closed it just as the request went out, as HTTP clients do."""
-        if self.reader is not None and self.reader.at_eof():
-            self.close()
-        reused = self.writer is not None
-        try:
-            return await self._exchange(data)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
-                raise
-            self.close()
-            return await self._exchange(data)
-
-    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        reader, writer = self.reader, self.writer
-        assert reader is not None and writer is not None
-        writer.write(data)
-        if len(data) > 65536:
-            await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1."):
-            raise ProtocolError(head[:40].decode("latin-1"))
-        status = int(head[9:12])
-        lower = head.lower()
-        at = lower.find(b"\r\ncontent-length:")
-        if at >= 0:
-            end = lower.index(b"\r\n", at + 17)
-            length = int(head[at + 17 : end])
-            body = await reader.readexactly(length) if length else b""
-        elif status in (204, 304) or 100 <= status < 200:
-            body = b""
-        else:
-            raise ProtocolError("answer without Content-Length")
-        if b"\r\nconnection: close" in lower:
-            self.close()
-        return status, body
-
-
-def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> bytes:
-    """The request line and headers, up to and including ``Content-Length: `` when there is a body."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
-    text = "\r\n".join(lines) + "\r\n"
-    return (text + ("Content-Length: " if method == "POST" else "\r\n")).encode("ascii")
-
-
-def with_body(head: bytes, body: bytes) -> bytes:
-    return b"".join((head, str(len(body)).encode("ascii"), b"\r\n\r\n", body))
-
-
-# --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def load_fixtures() -> tuple[Any, Any]:
-    """make_box and RunningBox from the test suite (the same real box the integration tests use)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from tests.conftest import RunningBox, make_box
-    except ModuleNotFoundError as exc:
-        sys.exit(f"bench: cannot import the test fixtures ({exc}); run from a complete checkout")
-    return make_box, RunningBox
 
 
 def memory_kb(pid: int) -> tuple[int, int] | None:
@@ -200,27 +100,6 @@ def mb(kb: float) -> float:
     return kb * 1024 / 1e6
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all threads), from /proc; 0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of seconds, in ms (nan when empty)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000.0
-
-
-def verdict(ok: bool) -> str:
-    return "target met" if ok else "target NOT met"
-
-
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -234,7 +113,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 def child_env() -> dict[str, str]:
     """The environment for the subprocesses: the repo root first on the import path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(loadgen.ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -271,7 +150,9 @@ def start_once(data_dir: Path) -> tuple[float, float]:
     command += ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"]
     with (data_dir / "daemon.log").open("ab") as log:
         t0 = time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=child_env())
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=loadgen.ROOT, env=child_env()
+        )
     try:
         info: dict[str, Any] | None = None
         for _ in range(int(START_TIMEOUT_S / POLL_S)):
@@ -313,7 +194,7 @@ def import_series(count: int) -> StartSeries:
     series = StartSeries("imports only")
     for _ in range(count):
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", IMPORTS], cwd=ROOT, env=child_env(), timeout=60)
+        done = subprocess.run([sys.executable, "-c", IMPORTS], cwd=loadgen.ROOT, env=child_env(), timeout=60)
         if done.returncode != 0:
             series.error = f"exit {done.returncode}"
             break
@@ -324,7 +205,7 @@ def import_series(count: int) -> StartSeries:
 def bare_import_memory() -> tuple[int, int] | None:
     """VmRSS/VmHWM of a process that only imports the daemon's modules, read while it sleeps."""
     code = f"{IMPORTS}; import time; time.sleep(3)"
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=child_env())
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=loadgen.ROOT, env=child_env())
     last = None
     try:
         for _ in range(100):  # 10 s at most; the process sleeps 3 s after its imports
@@ -343,51 +224,13 @@ def bare_import_memory() -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class BenchTablet:
-    index: int
-    judge_id: str
-    token: str
-    heartbeat_head: bytes = b""
-    sheet_head: bytes = b""
-    entries: list[str] = field(default_factory=list)
-    values_json: str = "{}"
-    heads: dict[str, str | None] = field(default_factory=dict)
-    turn: int = 0
-
-    def next_entry(self) -> str:
-        entry = self.entries[self.turn % len(self.entries)]
-        self.turn += 1
-        return entry
-
-    def sheet(self, entry: str, submitted_at: str) -> tuple[str, bytes]:
-        """A new sheet for ``entry`` correcting its current head (or an original): (sheet_id, JSON)."""
-        sheet_id = str(uuid.uuid4())
-        supersedes = self.heads.get(entry)
-        tail = f',"supersedes":"{supersedes}"}}' if supersedes else "}"
-        body = (
-            f'{{"sheet_id":"{sheet_id}","entry_id":{json.dumps(entry)},"values":{self.values_json},'
-            f'"submitted_at":"{submitted_at}"{tail}'
-        )
-        return sheet_id, body.encode()
-
-
-def valid_values(criteria: list[dict[str, Any]], index: int) -> str:
-    values = {}
-    for c in criteria:
-        steps = max(0, round((c["max"] - c["min"]) / c["step"]))
-        k = steps - (index % max(1, min(steps, 10)))
-        values[c["key"]] = round(c["min"] + c["step"] * k, 6)
-    return json.dumps(values, separators=(",", ":"))
-
-
-def pair_tablets(box: Any, count: int, sheet_tablets: int) -> list[BenchTablet]:
+def pair_tablets(box: Any, count: int, sheet_tablets: int) -> list[loadgen.BenchTablet]:
     """Pair ``count`` tablets (judges round robin) over one admin and one tablet connection; give the
     first ``sheet_tablets`` their own share of their judge's entries, so no two race on a chain."""
     import httpx
 
     token = box.config.admin_token_path.read_text().strip()
-    tablets: list[BenchTablet] = []
+    tablets: list[loadgen.BenchTablet] = []
     timeout = httpx.Timeout(30.0, connect=5.0)
     auth = {"Authorization": f"Bearer {token}"}
     with (
@@ -401,29 +244,29 @@ def pair_tablets(box: Any, count: int, sheet_tablets: int) -> list[BenchTablet]:
     return tablets
 
 
-def _pair_all(admin: Any, client: Any, tablets: list[BenchTablet], count: int, sheet_tablets: int) -> None:
+def _pair_all(
+    admin: Any, client: Any, tablets: list[loadgen.BenchTablet], count: int, sheet_tablets: int
+) -> None:
     """Pair the tablets into ``tablets``; the writers get their chains' entries and valid values."""
     for i in range(count):
-        judge = JUDGES[i % len(JUDGES)]
+        judge = loadgen.JUDGES[i % len(loadgen.JUDGES)]
         code = admin.post("/admin/v1/pairing-codes", json={"judge_id": judge}).raise_for_status().json()
         paired = client.post("/api/v1/pair", json={"code": code["code"], "device_name": f"bench {i + 1}"})
         if paired.status_code != 201:
             raise RuntimeError(f"pairing tablet {i + 1} answered {paired.status_code}: {paired.text}")
         body = paired.json()
-        tablets.append(BenchTablet(i, body["judge"]["id"], body["token"]))
+        tablets.append(loadgen.BenchTablet(i, body["judge"]["id"], body["token"]))
     writers = tablets[:sheet_tablets]
-    by_judge: dict[str, list[BenchTablet]] = {}
+    by_judge: dict[str, list[loadgen.BenchTablet]] = {}
     for t in writers:
         by_judge.setdefault(t.judge_id, []).append(t)
     for judge_id, group in by_judge.items():
         headers = {"Authorization": f"Bearer {group[0].token}"}
         event = client.get("/api/v1/event", headers=headers).raise_for_status().json()
-        entries = [e["entry_id"] for s in event["sessions"] if s["on_panel"] for e in s["entries"]]
-        if len(entries) < len(group):
-            raise RuntimeError(f"judge {judge_id} has {len(entries)} entries for {len(group)} writers")
-        for k, t in enumerate(group):
-            t.entries = entries[k :: len(group)]
-            t.values_json = valid_values(event["criteria"], t.index)
+        shares = loadgen.panel_shares(event, judge_id, len(group), "writers")
+        for t, share in zip(group, shares, strict=True):
+            t.entries = share
+            t.values_json = loadgen.valid_values(event["criteria"], t.index)
 
 
 @dataclass
@@ -459,7 +302,7 @@ def heartbeat_body(index: int) -> bytes:
 
 
 async def heartbeat_loop(
-    ph: LoadPhase, conn: Conn, tablet: BenchTablet, offset: float, interval: float
+    ph: LoadPhase, conn: loadgen.Conn, tablet: loadgen.BenchTablet, offset: float, interval: float
 ) -> None:
     """Beat at start + offset + k * interval until the phase ends (a fixed schedule, no drift)."""
     for k in range(int(ph.seconds / interval) + 2):
@@ -470,11 +313,11 @@ async def heartbeat_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         ph.beats += 1
-        request = with_body(tablet.heartbeat_head, heartbeat_body(tablet.index))
+        request = loadgen.with_body(tablet.heartbeat_head, heartbeat_body(tablet.index))
         t0 = time.perf_counter()
         try:
             status, _ = await conn.request(request)
-        except NET_ERRORS as exc:
+        except loadgen.NET_ERRORS as exc:
             ph.hb_errors[type(exc).__name__] += 1
             conn.close()
             continue
@@ -484,37 +327,37 @@ async def heartbeat_loop(
             ph.hb_errors[str(status)] += 1
 
 
-async def sheet_loop(ph: LoadPhase, conn: Conn, tablet: BenchTablet, submitted_at: str) -> None:
+async def sheet_loop(
+    ph: LoadPhase, conn: loadgen.Conn, tablet: loadgen.BenchTablet, submitted_at: str
+) -> None:
     """Submit sheets back to back until the phase ends: originals, then corrections of the head."""
+    tablet.submitted_at = submitted_at
     for _ in range(MAX_SHEETS_PER_PHASE):
         if time.perf_counter() >= ph.end or ph.sheets_sent >= MAX_SHEETS_PER_PHASE:
             return
         ph.sheets_sent += 1
         entry = tablet.next_entry()
-        sheet_id, body = tablet.sheet(entry, submitted_at)
+        sheet_id, body = tablet.sheet(entry, tablet.heads.get(entry))
         t0 = time.perf_counter()
         try:
-            status, answer = await conn.request(with_body(tablet.sheet_head, body))
-        except NET_ERRORS as exc:
+            status, answer = await conn.request(loadgen.with_body(tablet.sheet_head, body))
+        except loadgen.NET_ERRORS as exc:
             ph.sheet_errors[type(exc).__name__] += 1
             conn.close()
             continue
         t1 = time.perf_counter()
         if status == 201:
-            tablet.heads[entry] = sheet_id
+            tablet.settle(entry, sheet_id, status, None)
             if t1 < ph.end:
                 ph.sheets_created += 1
                 ph.sheet_latencies.append(t1 - t0)
         else:
             ph.sheet_errors[str(status)] += 1
-            with contextlib.suppress(ValueError, AttributeError):
-                current = json.loads(answer).get("current_sheet_id")
-                if current:
-                    tablet.heads[entry] = current  # resync a chain the box moved on from
+            tablet.settle(entry, sheet_id, status, loadgen.decode_problem(answer))  # resyncs a moved-on chain
 
 
 async def sample_memory(ph: LoadPhase, pid: int) -> None:
-    for _ in range(int(ph.seconds) + int(GRACE_S) + 2):
+    for _ in range(int(ph.seconds) + int(loadgen.GRACE_S) + 2):
         reading = memory_kb(pid)
         if reading is not None:
             ph.rss_kb.append(reading[0])
@@ -527,12 +370,12 @@ async def sample_memory(ph: LoadPhase, pid: int) -> None:
 async def run_load_phase(
     ph: LoadPhase,
     pid: int,
-    tablets: list[BenchTablet],
-    hb_conns: list[Conn],
-    writers: list[tuple[BenchTablet, Conn]],
+    tablets: list[loadgen.BenchTablet],
+    hb_conns: list[loadgen.Conn],
+    writers: list[tuple[loadgen.BenchTablet, loadgen.Conn]],
     interval: float,
 ) -> LoadPhase:
-    cpu0, opens0 = cpu_seconds(pid), sum(c.opens for c in hb_conns)
+    cpu0, opens0 = loadgen.cpu_seconds(pid), sum(c.opens for c in hb_conns)
     ph.start = time.perf_counter()
     ph.end = ph.start + ph.seconds
     submitted_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -541,22 +384,13 @@ async def run_load_phase(
     coros = [heartbeat_loop(ph, c, t, i * step, interval) for i, (t, c) in beats]
     coros += [sheet_loop(ph, c, t, submitted_at) for t, c in writers]
     coros.append(sample_memory(ph, pid))
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    _, pending = await asyncio.wait(tasks, timeout=ph.seconds + GRACE_S)
-    for task in pending:
-        task.cancel()
-    if pending:
-        ph.cancelled = len(pending)
-        await asyncio.wait(pending)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-    ph.server_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - ph.start)
+    ph.cancelled = await loadgen.run_watched(coros, ph.seconds + loadgen.GRACE_S)
+    ph.server_cpu = (loadgen.cpu_seconds(pid) - cpu0) / (time.perf_counter() - ph.start)
     ph.hb_connects = sum(c.opens for c in hb_conns) - opens0
     return ph
 
 
-async def load(box: Any, tablets: list[BenchTablet], args: argparse.Namespace) -> list[LoadPhase]:
+async def load(box: Any, tablets: list[loadgen.BenchTablet], args: argparse.Namespace) -> list[LoadPhase]:
     url = box.tablet_url.removeprefix("http://")
     host, port = url.rsplit(":", 1)
     pid = box.process.pid
@@ -567,16 +401,16 @@ async def load(box: Any, tablets: list[BenchTablet], args: argparse.Namespace) -
             "Authorization": f"Bearer {t.token}",
             "Content-Type": "application/json",
         }
-        t.heartbeat_head = request_head("POST", "/api/v1/heartbeat", url, auth)
-        t.sheet_head = request_head("POST", "/api/v1/sheets", url, auth)
-    hb_conns: list[Conn] = []
-    sheet_conns: list[Conn] = []
+        t.heartbeat_head = loadgen.request_head("POST", "/api/v1/heartbeat", url, auth)
+        t.sheet_head = loadgen.request_head("POST", "/api/v1/sheets", url, auth)
+    hb_conns: list[loadgen.Conn] = []
+    sheet_conns: list[loadgen.Conn] = []
     try:
         # Heartbeat connections open at each tablet's first beat (staggered, as tablets come online),
         # so every beat in both phases is measured the same way.
-        hb_conns = [Conn(host, int(port)) for _ in tablets]
+        hb_conns = [loadgen.Conn(host, int(port)) for _ in tablets]
         writers = [t for t in tablets if t.entries]
-        sheet_conns = list(await asyncio.gather(*(Conn(host, int(port)).open() for _ in writers)))
+        sheet_conns = await loadgen.open_connections(host, int(port), len(writers))
         phases = []
         phase = LoadPhase(f"A: heartbeats only, {len(tablets)} tablets", args.seconds)
         phases.append(await run_load_phase(phase, pid, tablets, hb_conns, [], args.heartbeat_s))
@@ -587,25 +421,16 @@ async def load(box: Any, tablets: list[BenchTablet], args: argparse.Namespace) -
         _progress(phase)
         return phases
     finally:
-        for c in hb_conns + sheet_conns:
-            c.close()
+        loadgen.close_all(hb_conns + sheet_conns)
 
 
 def _progress(ph: LoadPhase) -> None:
+    p99 = loadgen.pct(ph.hb_latencies, 0.99)
     print(
-        f"  ... {ph.name}: {len(ph.hb_latencies)} heartbeats, p99 {pct(ph.hb_latencies, 0.99):.1f} ms, "
+        f"  ... {ph.name}: {len(ph.hb_latencies)} heartbeats, p99 {p99:.1f} ms, "
         f"{ph.sheet_rate:,.0f} sheets/s, peak RSS {mb(max(ph.rss_kb, default=0)):.1f} MB",
         flush=True,
     )
-
-
-def run_loop(coro: Any) -> tuple[list[LoadPhase], str]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro), "asyncio"
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro), "uvloop"
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,7 +479,7 @@ def report_starts(imports: StartSeries, series: list[StartSeries], args: argpars
             ok = max(s.wall) < TARGET_READY_S
             print(
                 f"   target start-to-ready < {TARGET_READY_S:g} s ({s.name}): median "
-                f"{statistics.median(s.wall):.3f} s, max {max(s.wall):.3f} s -> {verdict(ok)}"
+                f"{statistics.median(s.wall):.3f} s, max {max(s.wall):.3f} s -> {loadgen.verdict(ok)}"
             )
         else:
             print(f"   target start-to-ready < {TARGET_READY_S:g} s ({s.name}): no successful start")
@@ -684,7 +509,7 @@ def report_memory(memory: Memory, phases: list[LoadPhase], tablets: int, heartbe
         print(f"   ratio peak VmRSS / bare imports VmRSS: {peak_rss / memory.bare[0]:.2f}")
     print(
         f"   target RSS < {TARGET_RSS_MB:g} MB: peak VmRSS {mb(peak_rss):.1f} MB (sampled every 1 s), "
-        f"VmHWM {mb(hwm):.1f} MB -> {verdict(0 < mb(hwm) < TARGET_RSS_MB)}"
+        f"VmHWM {mb(hwm):.1f} MB -> {loadgen.verdict(0 < mb(hwm) < TARGET_RSS_MB)}"
     )
     return 0 < mb(hwm) < TARGET_RSS_MB
 
@@ -699,10 +524,10 @@ def report_latency(phases: list[LoadPhase], loop_name: str) -> None:
     print("   " + "-" * (len(header) - 3))
     for ph in phases:
         errors = sum(ph.hb_errors.values())
-        sheet_p99 = f"{pct(ph.sheet_latencies, 0.99):.1f}" if ph.sheet_latencies else "-"
+        sheet_p99 = f"{loadgen.pct(ph.sheet_latencies, 0.99):.1f}" if ph.sheet_latencies else "-"
         print(
-            f"   {ph.name:<38}{len(ph.hb_latencies):>7}{pct(ph.hb_latencies, 0.5):>8.1f}"
-            f"{pct(ph.hb_latencies, 0.99):>8.1f}{pct(ph.hb_latencies, 1.0):>8.1f}"
+            f"   {ph.name:<38}{len(ph.hb_latencies):>7}{loadgen.pct(ph.hb_latencies, 0.5):>8.1f}"
+            f"{loadgen.pct(ph.hb_latencies, 0.99):>8.1f}{loadgen.pct(ph.hb_latencies, 1.0):>8.1f}"
             f"{errors:>8}{ph.hb_connects:>10}"
             f"{ph.sheet_rate:>10,.0f}{sheet_p99:>10}{ph.server_cpu:>9.0%}"
         )
@@ -716,8 +541,8 @@ def report_latency(phases: list[LoadPhase], loop_name: str) -> None:
     if a.hb_latencies and b.hb_latencies:
         print(
             f"   ratio heartbeat p50 / p99 with sheets vs without: "
-            f"{pct(b.hb_latencies, 0.5) / pct(a.hb_latencies, 0.5):.1f}x / "
-            f"{pct(b.hb_latencies, 0.99) / pct(a.hb_latencies, 0.99):.1f}x"
+            f"{loadgen.pct(b.hb_latencies, 0.5) / loadgen.pct(a.hb_latencies, 0.5):.1f}x / "
+            f"{loadgen.pct(b.hb_latencies, 0.99) / loadgen.pct(a.hb_latencies, 0.99):.1f}x"
         )
     for ph in phases:
         for label, errors in (("heartbeat", ph.hb_errors), ("sheet", ph.sheet_errors)):
@@ -754,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    make_box, running_box = load_fixtures()
+    make_box, running_box = loadgen.load_fixtures()
     workdir = Path(tempfile.mkdtemp(prefix="venuebox-daemon-bench-"))
     box = None
     try:
@@ -767,9 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
 
         memory = Memory(bare=bare_import_memory())
-        config = make_box(workdir / "load", **HIGH_LIMITS)
-        env = {f"VENUEBOX_{k.upper()}": str(v) for k, v in HIGH_LIMITS.items()}
-        box = running_box(config, env=env).start(timeout=START_TIMEOUT_S)
+        config = make_box(workdir / "load", **loadgen.HIGH_LIMITS)
+        box = running_box(config, env=loadgen.HIGH_LIMITS_ENV).start(timeout=START_TIMEOUT_S)
         pid = box.process.pid
         print(f"bench: load box on {box.tablet_url} (pid {pid})", flush=True)
         time.sleep(1.0)
@@ -777,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         tablets = pair_tablets(box, args.tablets, args.sheet_tablets)
         memory.paired = memory_kb(pid)
         print(f"  ... paired {len(tablets)} tablets", flush=True)
-        phases, loop_name = run_loop(load(box, tablets, args))
+        phases, loop_name = loadgen.run_loop(load(box, tablets, args))
         memory.end = memory_kb(pid)
         box.stop()
 

@@ -25,12 +25,12 @@ What it does, in one run:
 Each phase runs ``--warmup`` seconds (default 1, not measured) and then ``--seconds`` (default 8)
 measured; completions inside the measured window count. Every phase stops by itself: workers stop
 at the end of the window, a phase is bounded by ``--max-requests``, and a watchdog cancels it if it
-overruns the window by ``GRACE_S``.
+overruns the window by ``loadgen.GRACE_S``.
 
-The load generator is deliberately cheap (the box and the generator share the machine's cores): a
-minimal HTTP/1.1 keep-alive client over ``asyncio.open_connection`` with pre-encoded request
-heads, parsing only the status line and Content-Length; uvloop when importable. httpx (through the
-test fixtures) is used only for setup.
+The load generator (``bench/loadgen.py``, shared with bench/daemon.py) is deliberately cheap (the box
+and the generator share the machine's cores): a minimal HTTP/1.1 keep-alive client over
+``asyncio.open_connection`` with pre-encoded request heads, parsing only the status line and
+Content-Length; uvloop when importable. httpx (through the test fixtures) is used only for setup.
 
 Run from the repo root (never run as a test)::
 
@@ -44,9 +44,6 @@ Exit status: 0 when both integrity checks pass (the throughput targets are repor
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import math
 import os
 import shutil
 import sqlite3
@@ -54,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,153 +58,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-JUDGES = ("J1", "J2", "J3", "J4", "J5")
-GRACE_S = 20.0  # a phase that overruns its window by this much is cancelled
-HIGH_LIMITS = {
-    "device_rate_per_s": 1e6,
-    "device_burst": 1_000_000,
-    "pair_attempts_per_minute": 1_000_000,
-}
+import loadgen
+
 TARGET_SINGLE_PER_S = 3_000
 TARGET_SINGLE_P99_MS = 50.0
 TARGET_BATCH_PER_S = 30_000
-
-try:  # msgspec is a dependency of the box; fall back to json if the bench runs elsewhere.
-    import msgspec
-
-    _loads: Callable[[bytes], Any] = msgspec.json.decode
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-
-
-# --------------------------------------------------------------------------------------------
-# A minimal HTTP/1.1 keep-alive client
-# --------------------------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The server's answer is not HTTP/1.1 as this tiny client understands it."""
-
-
-class Conn:
-    """One keep-alive connection; ``request`` sends pre-encoded bytes and returns (status, body)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> Conn:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        return self
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def request(self, data: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        reader, writer = self.reader, self.writer
-        assert reader is not None and writer is not None
-        writer.write(data)
-        if len(data) > 65536:
-            await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1."):
-            raise ProtocolError(head[:40].decode("latin-1"))
-        status = int(head[9:12])
-        lower = head.lower()
-        at = lower.find(b"\r\ncontent-length:")
-        if at >= 0:
-            end = lower.index(b"\r\n", at + 17)
-            length = int(head[at + 17 : end])
-            body = await reader.readexactly(length) if length else b""
-        elif b"\r\ntransfer-encoding: chunked" in lower:
-            body = await self._chunked(reader)
-        elif status in (204, 304) or 100 <= status < 200:
-            body = b""
-        else:
-            raise ProtocolError("answer without Content-Length")
-        if b"\r\nconnection: close" in lower:
-            self.close()
-        return status, body
-
-    @staticmethod
-    async def _chunked(reader: asyncio.StreamReader) -> bytes:
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-
-
-def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> bytes:
-    """The request line and headers, up to and including ``Content-Length: `` when there is a body."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
-    text = "\r\n".join(lines) + "\r\n"
-    return (text + ("Content-Length: " if method == "POST" else "\r\n")).encode("ascii")
-
-
-def with_body(head: bytes, body: bytes) -> bytes:
-    return b"".join((head, str(len(body)).encode("ascii"), b"\r\n\r\n", body))
-
-
-# --------------------------------------------------------------------------------------------
-# Tablets and their correction chains
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchTablet:
-    index: int
-    judge_id: str
-    token: str
-    entries: list[str]
-    values_json: str
-    submitted_at: str
-    heads: dict[str, str | None] = field(default_factory=dict)
-    turn: int = 0
-    sheet_head: bytes = b""
-    batch_head: bytes = b""
-
-    def next_entry(self) -> str:
-        entry = self.entries[self.turn % len(self.entries)]
-        self.turn += 1
-        return entry
-
-    def sheet(self, entry: str, supersedes: str | None) -> tuple[str, bytes]:
-        """A new sheet for ``entry`` correcting ``supersedes`` (or an original): (sheet_id, JSON)."""
-        sheet_id = str(uuid.uuid4())
-        tail = f',"supersedes":"{supersedes}"}}' if supersedes else "}"
-        body = (
-            f'{{"sheet_id":"{sheet_id}","entry_id":{json.dumps(entry)},"values":{self.values_json},'
-            f'"submitted_at":"{self.submitted_at}"{tail}'
-        )
-        return sheet_id, body.encode()
-
-    def settle(self, entry: str, sheet_id: str, status: int, problem: Any) -> None:
-        """Move the chain head after an answer: to the stored sheet, or to the head the box names."""
-        if status in (200, 201):
-            self.heads[entry] = sheet_id
-        elif isinstance(problem, dict) and problem.get("current_sheet_id"):
-            self.heads[entry] = problem["current_sheet_id"]
-        # Anything else (network error, 503, ...) leaves the head; a stale head answers 409 with the
-        # real head next time, which resyncs the chain.
-
-
-def valid_values(criteria: list[dict[str, Any]], index: int) -> str:
-    values = {}
-    for c in criteria:
-        steps = max(0, round((c["max"] - c["min"]) / c["step"]))
-        k = steps - (index % max(1, min(steps, 10)))
-        values[c["key"]] = round(c["min"] + c["step"] * k, 6)
-    return json.dumps(values, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,51 +108,34 @@ class Phase:
         return self.ok_in_window / self.seconds
 
     def pct_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all threads), from /proc; 0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
+        return loadgen.pct(self.latencies, q)
 
 
 async def run_phase(
     phase: Phase, server_pid: int, workers: list[Callable[[Phase], Awaitable[None]]]
 ) -> Phase:
-    cpu0, own0 = cpu_seconds(server_pid), time.process_time()
+    cpu0, own0 = loadgen.cpu_seconds(server_pid), time.process_time()
     phase.begin()
-    tasks = [asyncio.ensure_future(w(phase)) for w in workers]
-    _, pending = await asyncio.wait(tasks, timeout=phase.warmup + phase.seconds + GRACE_S)
-    for task in pending:
-        task.cancel()
-        phase.cancelled += 1
-    if pending:
-        phase.errors["cancelled by watchdog"] += len(pending)
-        await asyncio.wait(pending)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    cancelled = await loadgen.run_watched(
+        [w(phase) for w in workers], phase.warmup + phase.seconds + loadgen.GRACE_S
+    )
+    if cancelled:
+        phase.cancelled += cancelled
+        phase.errors["cancelled by watchdog"] += cancelled
     wall = time.perf_counter() - phase.start
-    phase.server_cpu = (cpu_seconds(server_pid) - cpu0) / wall
+    phase.server_cpu = (loadgen.cpu_seconds(server_pid) - cpu0) / wall
     phase.client_cpu = (time.process_time() - own0) / wall
     return phase
 
 
-def health_worker(conn: Conn, request: bytes) -> Callable[[Phase], Awaitable[None]]:
+def health_worker(conn: loadgen.Conn, request: bytes) -> Callable[[Phase], Awaitable[None]]:
     async def work(ph: Phase) -> None:
         while ph.more():
             ph.sent += 1
             t0 = time.perf_counter()
             try:
                 status, _ = await conn.request(request)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError) as exc:
+            except loadgen.NET_ERRORS as exc:
                 ph.errors[type(exc).__name__] += 1
                 conn.close()
                 continue
@@ -310,7 +147,7 @@ def health_worker(conn: Conn, request: bytes) -> Callable[[Phase], Awaitable[Non
     return work
 
 
-def sheet_worker(conn: Conn, tablet: BenchTablet) -> Callable[[Phase], Awaitable[None]]:
+def sheet_worker(conn: loadgen.Conn, tablet: loadgen.BenchTablet) -> Callable[[Phase], Awaitable[None]]:
     async def work(ph: Phase) -> None:
         while ph.more():
             ph.sent += 1
@@ -318,8 +155,8 @@ def sheet_worker(conn: Conn, tablet: BenchTablet) -> Callable[[Phase], Awaitable
             sheet_id, body = tablet.sheet(entry, tablet.heads.get(entry))
             t0 = time.perf_counter()
             try:
-                status, answer = await conn.request(with_body(tablet.sheet_head, body))
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError) as exc:
+                status, answer = await conn.request(loadgen.with_body(tablet.sheet_head, body))
+            except loadgen.NET_ERRORS as exc:
                 ph.errors[type(exc).__name__] += 1
                 conn.close()
                 continue
@@ -329,13 +166,15 @@ def sheet_worker(conn: Conn, tablet: BenchTablet) -> Callable[[Phase], Awaitable
                 tablet.settle(entry, sheet_id, status, None)
             else:
                 ph.errors[str(status)] += 1
-                tablet.settle(entry, sheet_id, status, _problem(answer))
+                tablet.settle(entry, sheet_id, status, loadgen.decode_problem(answer))
             ph.done(t0, t1, status == 201)
 
     return work
 
 
-def batch_worker(conn: Conn, tablet: BenchTablet, size: int) -> Callable[[Phase], Awaitable[None]]:
+def batch_worker(
+    conn: loadgen.Conn, tablet: loadgen.BenchTablet, size: int
+) -> Callable[[Phase], Awaitable[None]]:
     async def work(ph: Phase) -> None:
         while ph.more():
             ph.sent += 1
@@ -348,11 +187,11 @@ def batch_worker(conn: Conn, tablet: BenchTablet, size: int) -> Callable[[Phase]
                 planned[entry] = sheet_id
                 items.append((entry, sheet_id))
                 bodies.append(body)
-            request = with_body(tablet.batch_head, b'{"sheets":[' + b",".join(bodies) + b"]}")
+            request = loadgen.with_body(tablet.batch_head, b'{"sheets":[' + b",".join(bodies) + b"]}")
             t0 = time.perf_counter()
             try:
                 status, answer = await conn.request(request)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError) as exc:
+            except loadgen.NET_ERRORS as exc:
                 ph.errors[type(exc).__name__] += size
                 conn.close()
                 continue
@@ -361,7 +200,7 @@ def batch_worker(conn: Conn, tablet: BenchTablet, size: int) -> Callable[[Phase]
                 ph.errors[f"batch {status}"] += size
                 ph.done(t0, t1, 0)
                 continue
-            results = _loads(answer)["results"]
+            results = loadgen.loads(answer)["results"]
             created = 0
             for (entry, sheet_id), result in zip(items, results, strict=True):
                 item_status = result["status"]
@@ -376,113 +215,75 @@ def batch_worker(conn: Conn, tablet: BenchTablet, size: int) -> Callable[[Phase]
     return work
 
 
-def _problem(answer: bytes) -> Any:
-    try:
-        return _loads(answer)
-    except Exception:
-        return None
-
-
 # --------------------------------------------------------------------------------------------
 # Setup, the run, the report
 # --------------------------------------------------------------------------------------------
 
 
-def load_fixtures() -> tuple[Any, Any]:
-    """make_box and RunningBox from the test suite (the same real box the integration tests use)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from tests.conftest import RunningBox, make_box
-    except ModuleNotFoundError as exc:
-        sys.exit(f"bench: cannot import the test fixtures ({exc}); run from a complete checkout")
-    return make_box, RunningBox
-
-
-def pair_tablets(box: Any, count: int, entries_per_tablet: int) -> list[BenchTablet]:
+def pair_tablets(box: Any, count: int, entries_per_tablet: int) -> list[loadgen.BenchTablet]:
     """Pair ``count`` tablets round robin over the judges, and split each judge's entries among its
     tablets so no two tablets ever race on one (entry, judge) chain."""
-    paired = [box.pair(JUDGES[i % len(JUDGES)], f"bench tablet {i + 1}") for i in range(count)]
+    paired = [
+        box.pair(loadgen.JUDGES[i % len(loadgen.JUDGES)], f"bench tablet {i + 1}") for i in range(count)
+    ]
     by_judge: dict[str, list[int]] = {}
     for i, tablet in enumerate(paired):
         by_judge.setdefault(tablet.judge_id, []).append(i)
     submitted_at = datetime.now(UTC).isoformat(timespec="seconds")
-    tablets: list[BenchTablet | None] = [None] * count
+    tablets: list[loadgen.BenchTablet | None] = [None] * count
     for judge_id, indexes in by_judge.items():
         event = paired[indexes[0]].event()
-        entries = [e["entry_id"] for s in event["sessions"] if s["on_panel"] for e in s["entries"]]
-        if len(entries) < len(indexes):
-            raise RuntimeError(f"judge {judge_id} has {len(entries)} entries for {len(indexes)} tablets")
-        for k, i in enumerate(indexes):
-            tablets[i] = BenchTablet(
+        shares = loadgen.panel_shares(event, judge_id, len(indexes))
+        for i, share in zip(indexes, shares, strict=True):
+            tablets[i] = loadgen.BenchTablet(
                 index=i,
                 judge_id=judge_id,
                 token=paired[i].pairing["token"],
-                entries=entries[k :: len(indexes)][: entries_per_tablet or None],
-                values_json=valid_values(event["criteria"], i),
+                entries=share[: entries_per_tablet or None],
+                values_json=loadgen.valid_values(event["criteria"], i),
                 submitted_at=submitted_at,
             )
     return [t for t in tablets if t is not None]
 
 
-async def bench(box: Any, tablets: list[BenchTablet], args: argparse.Namespace) -> list[Phase]:
+async def bench(box: Any, tablets: list[loadgen.BenchTablet], args: argparse.Namespace) -> list[Phase]:
     url = box.tablet_url.removeprefix("http://")
     host, port = url.rsplit(":", 1)
     pid = box.process.pid
     common = {"User-Agent": "venuebox-bench", "Accept": "application/json"}
     for t in tablets:
         auth = {**common, "Authorization": f"Bearer {t.token}", "Content-Type": "application/json"}
-        t.sheet_head = request_head("POST", "/api/v1/sheets", url, auth)
-        t.batch_head = request_head("POST", "/api/v1/sheets/batch", url, auth)
-
-    async def connections(n: int) -> list[Conn]:
-        return await asyncio.gather(*(Conn(host, int(port)).open() for _ in range(n)))
+        t.sheet_head = loadgen.request_head("POST", "/api/v1/sheets", url, auth)
+        t.batch_head = loadgen.request_head("POST", "/api/v1/sheets/batch", url, auth)
 
     phases: list[Phase] = []
-    health = request_head("GET", "/api/v1/health", url, common)
-    conns = await connections(args.concurrency)
+    health = loadgen.request_head("GET", "/api/v1/health", url, common)
+    conns = await loadgen.open_connections(host, int(port), args.concurrency)
     phase = Phase("health GET", len(conns), args.warmup, args.seconds, args.max_requests)
     phases.append(await run_phase(phase, pid, [health_worker(c, health) for c in conns]))
-    _close(conns)
+    loadgen.close_all(conns)
     _progress(phase)
 
-    conns = await connections(len(tablets))
+    conns = await loadgen.open_connections(host, int(port), len(tablets))
     phase = Phase("single sheet POST", len(conns), args.warmup, args.seconds, args.max_requests, "sheet")
     workers = [sheet_worker(c, t) for c, t in zip(conns, tablets, strict=True)]
     phases.append(await run_phase(phase, pid, workers))
-    _close(conns)
+    loadgen.close_all(conns)
     _progress(phase)
 
     batchers = tablets[: args.batch_clients]
-    conns = await connections(len(batchers))
+    conns = await loadgen.open_connections(host, int(port), len(batchers))
     name = f"batch POST x{args.batch_size}"
     phase = Phase(name, len(conns), args.warmup, args.seconds, args.max_requests, "sheet")
     workers = [batch_worker(c, t, args.batch_size) for c, t in zip(conns, batchers, strict=True)]
     phases.append(await run_phase(phase, pid, workers))
-    _close(conns)
+    loadgen.close_all(conns)
     _progress(phase)
     return phases
 
 
-def _close(conns: list[Conn]) -> None:
-    for c in conns:
-        c.close()
-
-
 def _progress(phase: Phase) -> None:
     print(f"  ... {phase.name}: {phase.rate:,.0f} {phase.unit}/s", flush=True)
-
-
-def run_loop(coro: Awaitable[list[Phase]]) -> tuple[list[Phase], str]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro), "asyncio"  # type: ignore[arg-type]
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro), "uvloop"  # type: ignore[arg-type]
-
-
-def verdict(ok: bool) -> str:
-    return "target met" if ok else "target NOT met"
 
 
 def report(phases: list[Phase], args: argparse.Namespace, loop_name: str, server_pid: int) -> None:
@@ -515,11 +316,11 @@ def report(phases: list[Phase], args: argparse.Namespace, loop_name: str, server
     single_ok = single.rate >= TARGET_SINGLE_PER_S and single.pct_ms(0.99) < TARGET_SINGLE_P99_MS
     print(
         f"target single >= {TARGET_SINGLE_PER_S:,}/s with p99 < {TARGET_SINGLE_P99_MS:g} ms: "
-        f"{single.rate:,.0f}/s, p99 {single.pct_ms(0.99):.1f} ms -> {verdict(single_ok)}"
+        f"{single.rate:,.0f}/s, p99 {single.pct_ms(0.99):.1f} ms -> {loadgen.verdict(single_ok)}"
     )
     print(
         f"target batch >= {TARGET_BATCH_PER_S:,} sheets/s: {batch.rate:,.0f}/s "
-        f"-> {verdict(batch.rate >= TARGET_BATCH_PER_S)}"
+        f"-> {loadgen.verdict(batch.rate >= TARGET_BATCH_PER_S)}"
     )
 
 
@@ -571,20 +372,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    make_box, running_box = load_fixtures()
+    make_box, running_box = loadgen.load_fixtures()
     workdir = Path(tempfile.mkdtemp(prefix="venuebox-bench-"))
     data_dir = workdir / "box"
     box = None
     try:
-        config = make_box(data_dir, **HIGH_LIMITS)
-        # make_box writes the settings to the data dir's venuebox.toml; the environment
-        # (VENUEBOX_<SETTING>, which wins over the file) says the same, so the server process gets
-        # the raised limits even with a fixture that does not persist them.
-        env = {f"VENUEBOX_{k.upper()}": str(v) for k, v in HIGH_LIMITS.items()}
-        box = running_box(config, env=env).start()
+        config = make_box(data_dir, **loadgen.HIGH_LIMITS)
+        box = running_box(config, env=loadgen.HIGH_LIMITS_ENV).start()
         print(f"bench: box on {box.tablet_url} (pid {box.process.pid}), data dir {data_dir}", flush=True)
         tablets = pair_tablets(box, args.concurrency, args.entries_per_tablet)
-        phases, loop_name = run_loop(bench(box, tablets, args))
+        phases, loop_name = loadgen.run_loop(bench(box, tablets, args))
         pid = box.process.pid
         box.stop()
         report(phases, args, loop_name, pid)
