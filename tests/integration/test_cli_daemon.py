@@ -1,0 +1,95 @@
+"""The daemon-side CLI as a tech uses it: `venuebox demo` and `venuebox simulate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import RunningBox, make_box
+
+
+def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    env = {**os.environ, "VENUEBOX_ADMIN_PORT": "0", "VENUEBOX_MDNS_ENABLED": "false"}
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "demo",
+            "--port",
+            "0",
+            "--tablets",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops the box" in line or not line:
+                break
+        assert any("J1" in line for line in lines), "".join(lines)
+        time.sleep(4)  # let the simulated judges pair and score
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=20)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, out
+    assert "3/3 tablets paired" in out
+    status = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(tmp_path / "demo"), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    snap = json.loads(status.stdout)
+    assert snap["daemon"] is None and snap["sheets"]["total"] > 0
+
+
+def test_simulate_pairs_and_scores_against_a_running_box(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box", pair_attempts_per_minute=1000)).start()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "--data-dir",
+                str(box.config.data_dir),
+                "simulate",
+                "--tablets",
+                "2",
+                "--seconds",
+                "3",
+                "--pace",
+                "0.3",
+                "--url",
+                box.tablet_url,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["paired"] == 2 and report["acknowledged"] > 0
+        with box.admin() as admin:
+            assert admin.get("/admin/v1/status").json()["sheets"]["total"] >= report["acknowledged"]
+    finally:
+        box.stop()
