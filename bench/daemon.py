@@ -336,24 +336,17 @@ async def sheet_loop(
         if time.perf_counter() >= ph.end or ph.sheets_sent >= MAX_SHEETS_PER_PHASE:
             return
         ph.sheets_sent += 1
-        entry = tablet.next_entry()
-        sheet_id, body = tablet.sheet(entry, tablet.heads.get(entry))
-        t0 = time.perf_counter()
         try:
-            status, answer = await conn.request(loadgen.with_body(tablet.sheet_head, body))
+            status, t0, t1 = await loadgen.post_next_sheet(conn, tablet)
         except loadgen.NET_ERRORS as exc:
             ph.sheet_errors[type(exc).__name__] += 1
             conn.close()
             continue
-        t1 = time.perf_counter()
-        if status == 201:
-            tablet.settle(entry, sheet_id, status, None)
-            if t1 < ph.end:
-                ph.sheets_created += 1
-                ph.sheet_latencies.append(t1 - t0)
-        else:
+        if status != 201:
             ph.sheet_errors[str(status)] += 1
-            tablet.settle(entry, sheet_id, status, loadgen.decode_problem(answer))  # resyncs a moved-on chain
+        elif t1 < ph.end:
+            ph.sheets_created += 1
+            ph.sheet_latencies.append(t1 - t0)
 
 
 async def sample_memory(ph: LoadPhase, pid: int) -> None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -206,6 +207,19 @@ class BenchTablet:
             self.heads[entry] = problem["current_sheet_id"]
         # Anything else (network error, 503, ...) leaves the head; a stale head answers 409 with the
         # real head next time, which resyncs the chain.
+
+
+async def post_next_sheet(conn: Conn, tablet: BenchTablet) -> tuple[int, float, float]:
+    """Send ``tablet``'s next sheet (an original, then corrections of its chain head) and move the
+    head by the answer; returns (status, start, end) in perf_counter seconds. Network errors
+    (NET_ERRORS) propagate, with the connection left for the caller to close."""
+    entry = tablet.next_entry()
+    sheet_id, body = tablet.sheet(entry, tablet.heads.get(entry))
+    t0 = time.perf_counter()
+    status, answer = await conn.request(with_body(tablet.sheet_head, body))
+    t1 = time.perf_counter()
+    tablet.settle(entry, sheet_id, status, None if status in (200, 201) else decode_problem(answer))
+    return status, t0, t1
 
 
 def valid_values(criteria: list[dict[str, Any]], index: int) -> str:

@@ -465,21 +465,16 @@ async def health_worker(ph: Phase, conn: loadgen.Conn, request: bytes) -> None:
 async def sheet_worker(ph: Phase, conn: loadgen.Conn, tablet: loadgen.BenchTablet) -> None:
     while ph.more():
         ph.sent += 1
-        entry = tablet.next_entry()
-        sheet_id, body = tablet.sheet(entry, tablet.heads.get(entry))
-        t0 = time.perf_counter()
         try:
-            status, answer = await conn.request(loadgen.with_body(tablet.sheet_head, body))
+            status, t0, t1 = await loadgen.post_next_sheet(conn, tablet)
         except loadgen.NET_ERRORS as exc:
             ph.errors[type(exc).__name__] += 1
             conn.close()
             continue
-        t1 = time.perf_counter()
         if status == 201:
             ph.created += 1
         else:
             ph.errors[str(status)] += 1
-        tablet.settle(entry, sheet_id, status, None if status == 201 else loadgen.decode_problem(answer))
         ph.done(t0, t1, status == 201)
 
 
