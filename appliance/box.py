@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Literal, get_args
 
 from appliance import audit
 from appliance.errors import Frozen, NotInitialised
 from appliance.times import now_rfc3339
+
+# Why a box is frozen, for the console to sort and count by; the free-text reason is what judges see.
+FreezeCategory = Literal["dispute", "anomaly", "tabulation", "technical", "other"]
+FREEZE_CATEGORIES: tuple[str, ...] = get_args(FreezeCategory)
 
 
 def get_box(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -26,21 +30,30 @@ def ensure_not_frozen(conn: sqlite3.Connection) -> None:
 
 
 def freeze(
-    conn: sqlite3.Connection, reason: str, actor: str, request_id: str | None = None
+    conn: sqlite3.Connection,
+    reason: str,
+    actor: str,
+    request_id: str | None = None,
+    *,
+    category: str = "other",
 ) -> dict[str, Any]:
     reason = reason.strip()
     if not reason:
         raise ValueError("a freeze needs a reason (the judges see it)")
+    if category not in FREEZE_CATEGORIES:
+        raise ValueError(f"freeze category must be one of {', '.join(FREEZE_CATEGORIES)}, got {category!r}")
     box = get_box(conn)
+    detail = {"reason": reason, "category": category}
     if box["frozen"]:
-        # Already frozen: a second panic press keeps the first reason, and is still audited.
-        audit.record(conn, actor, "freeze.repeat", {"reason": reason}, request_id)
+        # Already frozen: a second panic press keeps the first reason and category, and is still audited.
+        audit.record(conn, actor, "freeze.repeat", detail, request_id)
         return get_box(conn)
     conn.execute(
-        "UPDATE box SET frozen = 1, freeze_reason = ?, frozen_at = ?, frozen_by = ? WHERE id = 1",
-        (reason, now_rfc3339(), actor),
+        "UPDATE box SET frozen = 1, freeze_reason = ?, freeze_category = ?, frozen_at = ?, frozen_by = ?"
+        " WHERE id = 1",
+        (reason, category, now_rfc3339(), actor),
     )
-    audit.record(conn, actor, "freeze", {"reason": reason}, request_id)
+    audit.record(conn, actor, "freeze", detail, request_id)
     return get_box(conn)
 
 
@@ -49,7 +62,8 @@ def unfreeze(conn: sqlite3.Connection, actor: str, request_id: str | None = None
     if not box["frozen"]:
         return box
     conn.execute(
-        "UPDATE box SET frozen = 0, freeze_reason = NULL, frozen_at = NULL, frozen_by = NULL WHERE id = 1"
+        "UPDATE box SET frozen = 0, freeze_reason = NULL, freeze_category = NULL, frozen_at = NULL,"
+        " frozen_by = NULL WHERE id = 1"
     )
     audit.record(conn, actor, "unfreeze", {"was": box["freeze_reason"]}, request_id)
     return get_box(conn)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from appliance.box import FREEZE_CATEGORIES
 from appliance.config import Config, ConfigError, load_config
 from appliance.errors import DomainError
 from appliance.logs import setup_logging
@@ -207,15 +208,23 @@ def devices_revoke(ctx: click.Context, device_id: str) -> None:
 
 @cli.command()
 @click.option("--reason", required=True, help="Shown to every judge, e.g. 'dispute on entry 142'.")
+@click.option(
+    "--category",
+    type=click.Choice(FREEZE_CATEGORIES),
+    default="other",
+    show_default=True,
+    help="Why, for the console and the audit log (judges see only the reason).",
+)
 @click.pass_context
-def freeze(ctx: click.Context, reason: str) -> None:
+def freeze(ctx: click.Context, reason: str, category: str) -> None:
     """Halt all competition writes (takes effect on a running box at once)."""
     from appliance.box import freeze as do_freeze
 
     state = _with_store(
-        _config(ctx), lambda store: store.write_sync(lambda conn: do_freeze(conn, reason, "cli"))
+        _config(ctx),
+        lambda store: store.write_sync(lambda conn: do_freeze(conn, reason, "cli", category=category)),
     )
-    click.echo(f"FROZEN since {state['frozen_at']}: {state['freeze_reason']}")
+    click.echo(f"FROZEN ({state['freeze_category']}) since {state['frozen_at']}: {state['freeze_reason']}")
 
 
 @cli.command()
@@ -355,6 +364,30 @@ def simulate(
 
 
 @cli.command()
+@click.option(
+    "--theme",
+    default=None,
+    help="Textual theme, e.g. textual-light for a light terminal (default textual-dark; ctrl+p changes it).",
+)
+@click.pass_context
+def console(ctx: click.Context, theme: str | None) -> None:
+    """The venue console: a full-screen view of the running box (keys: ? for help, f to freeze)."""
+    from textual.theme import BUILTIN_THEMES
+
+    from tui.app import ConsoleApp
+    from tui.client import AdminClient
+
+    if theme is not None and theme not in BUILTIN_THEMES:
+        raise click.ClickException(f"no theme {theme!r}: choose one of {', '.join(sorted(BUILTIN_THEMES))}")
+    config = load_config(ctx.obj["data_dir"])
+    if not config.admin_token_path.exists():
+        raise click.ClickException(
+            f"no box in {config.data_dir} (no admin.token): pass --data-dir, or run `venuebox init` first"
+        )
+    ConsoleApp(AdminClient(config), theme=theme).run()
+
+
+@cli.command()
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--tablets", type=int, default=12, show_default=True, help="Simulated judges scoring.")
 @click.option("--fresh", is_flag=True, help="Start from an empty demo data dir.")
@@ -386,6 +419,7 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
         click.echo("  pairing codes for your own tablet (valid 1 hour):")
         for code in codes:
             click.echo(f"    {code['judge']['id']:<4} {code['judge']['name']:<24} {code['code']}")
+        click.echo(f"  venue console: `venuebox --data-dir {config.data_dir} console` in another terminal")
         click.echo("  Ctrl-C stops the box.")
 
     report = run_demo(config, tablets, on_ready=ready)

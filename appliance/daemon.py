@@ -63,6 +63,15 @@ def _url(sock: socket.socket) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
+def tablet_urls(tablet_url: str, advertisement: Advertisement | None, port: int) -> list[str]:
+    """Where tablets reach the box, best first: with mDNS, the advertised host name, then each
+    advertised address; without, the tablet listener's own URL."""
+    if advertisement is None:
+        return [tablet_url]
+    hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
+    return [f"http://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
+
+
 def runtime_info(config: Config) -> dict[str, Any] | None:
     """Where a running daemon listens (written at start, removed at clean stop), or None."""
     path = config.data_dir / RUNTIME_FILE
@@ -101,6 +110,8 @@ class Daemon:
         self.advertisement: Advertisement | None = None
         self.probe = LoopLagProbe()
         self.runtime: dict[str, Any] = {}
+        self.apps: tuple[Any, ...] = ()
+        self._tablet_port = 0
         self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
         self._advertised_event: str | None = None
         self._stopping = asyncio.Event()
@@ -113,6 +124,7 @@ class Daemon:
 
     async def run(self, on_ready: Any = None) -> None:
         from edge_api.app import create_admin_app, create_app
+        from edge_api.context import set_tablet_urls
         from edge_api.metrics import Metrics
 
         metrics = Metrics(snapshot=lambda: self.last_status)
@@ -130,7 +142,7 @@ class Daemon:
             box = store.query(get_box)
             admin_token = read_secret(config.admin_token_path)
             sockets = (_bind(config.host, config.port), _bind(config.admin_host, config.admin_port))
-            apps = (
+            self.apps = apps = (
                 create_app(store, config, box["box_id"], metrics),
                 create_admin_app(store, config, box["box_id"], admin_token, metrics),
             )
@@ -168,6 +180,11 @@ class Daemon:
                 )
                 await self.advertisement.start()
 
+            self._tablet_port = sockets[0].getsockname()[1]
+            urls = tablet_urls(_url(sockets[0]), self.advertisement, self._tablet_port)
+            for app in apps:
+                set_tablet_urls(app, urls)
+
             self.probe.start()
             scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
             scheduler.start()
@@ -177,6 +194,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "box_id": box["box_id"],
                 "tablet_url": _url(sockets[0]),
+                "tablet_urls": urls,
                 "admin_url": _url(sockets[1]),
                 "mdns_name": self.advertisement.instance_name if self.advertisement else None,
                 "ready_after_s": round(time.monotonic() - started, 3),
@@ -231,6 +249,7 @@ class Daemon:
             else:
                 self.last_status = snap
                 await self._follow_event(snap)
+                self._follow_tablet_urls()
                 if self.probe.is_healthy(self.config.loop_lag_critical_s):
                     sdnotify.notify("WATCHDOG=1", "STATUS=" + _status_line(snap))
             await asyncio.sleep(interval)
@@ -241,6 +260,23 @@ class Daemon:
         if self.advertisement is not None and event_id != self._advertised_event:
             self._advertised_event = event_id
             await self.advertisement.update_event(event_id)
+
+    def _follow_tablet_urls(self) -> None:
+        """Advertised addresses change (Wi-Fi reconnects, DHCP): pairing URLs and daemon.json follow."""
+        if self.advertisement is None or "tablet_url" not in self.runtime:
+            return
+        from edge_api.context import set_tablet_urls
+
+        urls = tablet_urls(self.runtime["tablet_url"], self.advertisement, self._tablet_port)
+        if urls == self.runtime.get("tablet_urls"):
+            return
+        for app in self.apps:
+            set_tablet_urls(app, urls)
+        self.runtime["tablet_urls"] = urls
+        try:
+            _write_runtime(self.config.data_dir / RUNTIME_FILE, self.runtime)
+        except OSError as exc:  # the daemon keeps serving; only the CLI's view of it is stale
+            log.warning("could not update %s: %s", RUNTIME_FILE, exc)
 
 
 def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:

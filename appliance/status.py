@@ -1,23 +1,30 @@
-"""A snapshot of the box's state, for `venuebox status`, the admin API and (later) the console."""
+"""Snapshots of the box's state: ``snapshot`` for `venuebox status`, the systemd status line and
+the metrics; ``console_snapshot`` (that plus alerts, the current session's progress, disk, backup
+and uplink) for the admin API's status, which the venue console polls."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from appliance import __version__, outbox
+from appliance import __version__, alerts, outbox, progress
 from appliance.box import get_box
 from appliance.chain import head
 from appliance.config import Config
+from appliance.devices import list_devices
 from appliance.event import event_summary
 from appliance.presence import presence_state
-from appliance.times import to_rfc3339, utcnow
+from appliance.times import parse_rfc3339, to_rfc3339, utcnow
+
+MB = 1024 * 1024
+TOP_ALERTS = 5
 
 
-def snapshot(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
+def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
     box = get_box(conn)
-    now = utcnow()
+    now = now or utcnow()
     tablets = {"online": 0, "stale": 0, "offline": 0}
     for row in conn.execute(
         "SELECT p.last_seen_at FROM devices d LEFT JOIN presence p ON p.device_id = d.device_id"
@@ -35,6 +42,7 @@ def snapshot(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
             "reason": box["freeze_reason"],
             "since": box["frozen_at"],
             "by": box["frozen_by"],
+            "category": box["freeze_category"],
         },
         "tablets": tablets,
         "sheets": {
@@ -47,3 +55,58 @@ def snapshot(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
         "audit": {"rows": audit_rows, "head_hash": audit_head},
         "outbox": outbox.backlog(conn),
     }
+
+
+def console_snapshot(
+    conn: sqlite3.Connection, config: Config, tablet_urls: list[str], now: datetime | None = None
+) -> dict[str, Any]:
+    """``snapshot`` plus what the console's status screen shows: the box's clock (the console says
+    "12 s ago" against it), the URLs tablets open, active alerts (counts and the five most severe),
+    the current session's progress, the data disk, backup and uplink."""
+    now = now or utcnow()
+    snap = snapshot(conn, config, now)
+    snap["server_time"] = to_rfc3339(now)
+    snap["box"]["tablet_urls"] = list(tablet_urls)
+    snap["alerts_active"] = alerts.active_counts(conn)
+    snap["alerts_top"] = alerts.list_alerts(conn)[:TOP_ALERTS]
+    snap["session"] = progress.current_session_progress(conn, now)
+    snap["disk"] = disk(config)
+    # Backups and the uplink arrive with later work; until then the console says "not configured".
+    snap["backup"] = {"configured": False, "last": None}
+    snap["uplink"] = {"state": "not configured"}
+    return snap
+
+
+def disk(config: Config) -> dict[str, Any]:
+    """The data dir's filesystem: free and total MB, and how full it is."""
+    usage = shutil.disk_usage(config.data_dir)
+    return {
+        "path": str(config.data_dir),
+        "free_mb": round(usage.free / MB, 1),
+        "total_mb": round(usage.total / MB, 1),
+        "used_pct": round(100 * usage.used / usage.total, 1) if usage.total else 0.0,
+    }
+
+
+def devices_with_presence(
+    conn: sqlite3.Connection, config: Config, include_revoked: bool = True, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Paired devices (``devices.list_devices``) with "presence" (online, stale, offline, or revoked)
+    and "last_seen_age_s" (seconds since the last heartbeat, None before the first)."""
+    now = now or utcnow()
+    found = []
+    for device in list_devices(conn):
+        revoked = device["revoked_at"] is not None
+        if revoked and not include_revoked:
+            continue
+        seen = device["last_seen_at"]
+        device["presence"] = (
+            "revoked"
+            if revoked
+            else presence_state(seen, now, config.presence_online_s, config.presence_stale_s)
+        )
+        device["last_seen_age_s"] = (
+            None if seen is None else round((now - parse_rfc3339(seen)).total_seconds(), 3)
+        )
+        found.append(device)
+    return found

@@ -217,7 +217,7 @@ def apply_disk_free(
         )
         return "warning"
     if settings.auto_freeze_on_disk_critical and not get_box(conn)["frozen"]:
-        freeze(conn, DISK_FREEZE_REASON, ACTOR)
+        freeze(conn, DISK_FREEZE_REASON, ACTOR, category="technical")
     action = (
         "Scoring is frozen so no score is lost half-written; the freeze stays until a tech unfreezes, "
         "even after this alert clears."
@@ -270,7 +270,7 @@ def apply_integrity(
         alerts.clear_alert(conn, INTEGRITY_FINGERPRINT, now)
         return True
     if settings.auto_freeze_on_integrity_failure and not get_box(conn)["frozen"]:
-        freeze(conn, INTEGRITY_FREEZE_REASON, ACTOR)
+        freeze(conn, INTEGRITY_FREEZE_REASON, ACTOR, category="technical")
     shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
     alerts.raise_alert(
         conn,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from litestar import Request
+from litestar import Litestar, Request
 
 from appliance import __version__
 from appliance.config import Config
@@ -71,6 +71,9 @@ class ApiContext:
     box_id: str
     metrics: Metrics | None = None
     version: str = __version__
+    # Where tablets reach the box, best first. The daemon sets them once it listens and advertises
+    # (``set_tablet_urls``); until then, the configured tablet host and port.
+    tablet_urls: list[str] = field(default_factory=list)
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)
@@ -82,6 +85,8 @@ class ApiContext:
             self.config.pair_attempts_per_minute / 60.0, self.config.pair_attempts_per_minute
         )
         self.sheets = SheetIntake(self)
+        if not self.tablet_urls:
+            self.tablet_urls = [configured_tablet_url(self.config)]
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], weight: int = 1) -> T:
         """A write with the configured start deadline: a job the writer could not start in time is
@@ -107,3 +112,19 @@ class ApiContext:
 
 def context_of(request: Request[Any, Any, Any]) -> ApiContext:
     return request.app.state.ctx
+
+
+def configured_tablet_url(config: Config) -> str:
+    """The tablet API's URL from the config alone (a wildcard host answers on loopback too)."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{config.port}"
+
+
+def set_tablet_urls(asgi_app: Any, urls: list[str]) -> None:
+    """Tell an app built by ``create_app``/``create_admin_app`` where tablets reach the box.
+
+    The app is the Litestar app wrapped in plain ASGI middleware, each holding the next as ``.app``."""
+    app = asgi_app
+    while not isinstance(app, Litestar):
+        app = app.app
+    app.state.ctx.tablet_urls = list(urls)

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from appliance.box import FreezeCategory
+
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
 Comment = Annotated[str, Meta(max_length=2000)]
@@ -165,6 +167,7 @@ class EventOut(msgspec.Struct, kw_only=True):
 
 class FreezeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    category: FreezeCategory = "other"
 
 
 class PairingCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -231,6 +231,13 @@ def m002_alerts(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_freeze_category(db: Database) -> None:
+    # Why the box is frozen, as a category the console can sort and count by; the free-text reason
+    # stays what the judges see. NULL while not frozen.
+    db.execute("ALTER TABLE box ADD COLUMN freeze_category TEXT")
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

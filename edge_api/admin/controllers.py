@@ -1,4 +1,5 @@
-"""The admin API (console and CLI): status, freeze, pairing codes, devices, audit, verify.
+"""The admin API (console and CLI): status, freeze, pairing codes, devices, judges, scoring progress
+(sessions, grid, sheet feed, entry chains), alerts, audit, verify.
 
 Served by its own listener (loopback by default), guarded by the admin token and, unless
 ``admin_allow_remote`` is set, by the client address too: a tablet's token is never accepted here."""
@@ -15,7 +16,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from appliance import audit, box, chain, devices, status
+from appliance import alerts, audit, box, chain, devices, progress, status
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
@@ -54,14 +55,18 @@ class AdminController(Controller):
     @get("/status", responses=problems(401))
     async def status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         ctx = context_of(request)
-        return _json(await ctx.store.read(lambda conn: status.snapshot(conn, ctx.config)))
+        return _json(
+            await ctx.store.read(lambda conn: status.console_snapshot(conn, ctx.config, ctx.tablet_urls))
+        )
 
     @post("/freeze", status_code=200, responses=problems(400, 401, 422, 503))
     async def freeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         ctx = context_of(request)
         body = decode(await request.body(), FreezeIn)
         rid = request_id_of(request.scope)
-        state = await ctx.write(lambda conn: box.freeze(conn, body.reason, "admin-api", rid))
+        state = await ctx.write(
+            lambda conn: box.freeze(conn, body.reason, "admin-api", rid, category=body.category)
+        )
         return _json(_freeze_view(state))
 
     @post("/unfreeze", status_code=200, responses=problems(401, 503))
@@ -78,15 +83,21 @@ class AdminController(Controller):
         rid = request_id_of(request.scope)
         ttl = body.ttl_s or ctx.config.pairing_code_ttl_s
         code = await ctx.write(lambda conn: pairing.create_code(conn, body.judge_id, ttl, "admin-api", rid))
-        return _json(code, 201)
+        # What a QR code on the console carries: the tablet web app, told which code to redeem.
+        return _json({**code, "url": f"{ctx.tablet_urls[0]}/?pair={code['code']}"}, 201)
 
     @get("/pairing-codes", responses=problems(401))
     async def codes(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
         return _json(await context_of(request).store.read(pairing.active_codes))
 
-    @get("/devices", responses=problems(401))
-    async def devices(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
-        return _json(await context_of(request).store.read(devices.list_devices))
+    @get("/devices", responses=problems(401, 422))
+    async def devices(
+        self, request: Request[Any, Any, Any], include_revoked: FromQuery[bool] = True
+    ) -> Response[list[dict[str, Any]]]:
+        ctx = context_of(request)
+        return _json(
+            await ctx.store.read(lambda conn: status.devices_with_presence(conn, ctx.config, include_revoked))
+        )
 
     @post("/devices/{device_id:str}/revoke", status_code=200, responses=problems(401, 404, 503))
     async def revoke(
@@ -108,6 +119,50 @@ class AdminController(Controller):
             return [dict(r) for r in rows]
 
         return _json(await context_of(request).store.read(read))
+
+    @get("/sessions", responses=problems(401))
+    async def sessions(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
+        return _json(await context_of(request).store.read(progress.sessions_overview))
+
+    @get("/sessions/{session_id:str}/grid", responses=problems(401, 404))
+    async def session_grid(
+        self, request: Request[Any, Any, Any], session_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        return _json(
+            await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
+        )
+
+    @get("/sheets", responses=problems(401, 422))
+    async def sheet_feed(
+        self,
+        request: Request[Any, Any, Any],
+        after: FromQuery[int | None] = None,
+        limit: FromQuery[int] = progress.FEED_LIMIT_DEFAULT,
+    ) -> Response[dict[str, Any]]:
+        return _json(
+            await context_of(request).store.read(lambda conn: progress.sheet_feed(conn, after, limit))
+        )
+
+    @get("/entries/{entry_id:str}", responses=problems(401, 404))
+    async def entry(
+        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        return _json(await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id)))
+
+    @get("/alerts", responses=problems(401, 422))
+    async def alerts(
+        self, request: Request[Any, Any, Any], include_cleared: FromQuery[bool] = False
+    ) -> Response[list[dict[str, Any]]]:
+        return _json(
+            await context_of(request).store.read(lambda conn: alerts.list_alerts(conn, include_cleared))
+        )
+
+    @post("/alerts/{fingerprint:str}/ack", status_code=200, responses=problems(401, 404, 503))
+    async def acknowledge_alert(
+        self, request: Request[Any, Any, Any], fingerprint: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        ctx = context_of(request)
+        return _json(await ctx.write(lambda conn: alerts.acknowledge(conn, fingerprint, "admin-api")))
 
     @get("/audit", responses=problems(401, 422))
     async def audit_tail(
@@ -147,4 +202,5 @@ def _freeze_view(state: dict[str, Any]) -> dict[str, Any]:
         "reason": state["freeze_reason"],
         "since": state["frozen_at"],
         "by": state["frozen_by"],
+        "category": state["freeze_category"],
     }

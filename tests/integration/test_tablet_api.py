@@ -375,7 +375,7 @@ def test_freeze_from_the_cli_takes_effect_on_the_running_server_within_a_second(
         .fetchall()
     )
     assert audit == [
-        ("cli", "freeze", '{"reason":"technical: scoreboard down"}'),
+        ("cli", "freeze", '{"category":"other","reason":"technical: scoreboard down"}'),
         ("cli", "unfreeze", '{"was":"technical: scoreboard down"}'),
     ]
 

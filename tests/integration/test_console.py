@@ -1,0 +1,437 @@
+"""The venue console driven by Textual's pilot against a real daemon process.
+
+Each test starts `venuebox run` (tests/conftest.py RunningBox), runs the console App headless in this
+process with the real admin client, presses keys as a tech would, and checks both what the console
+shows and what the box's APIs answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from tests.conftest import RunningBox, Tablet, make_box, panel_entries
+from tui.app import ConsoleApp
+from tui.client import AdminClient, AdminError
+from tui.screens.dialogs import ConfirmScreen, FreezeDialog
+from tui.screens.pairing import PairingScreen
+from tui.screens.scores import ScoresScreen
+from tui.screens.tablets import TabletsScreen
+from tui.widgets.table import LinedTable
+
+SIZE = (120, 40)
+
+
+def plain(renderable: Any) -> str:
+    """What a widget shows, as plain text."""
+    if hasattr(renderable, "plain"):
+        return renderable.plain
+    if isinstance(renderable, str):
+        return renderable
+    console = Console(width=200, color_system=None, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def shown(app: ConsoleApp, selector: str) -> str:
+    return plain(app.screen.query_one(selector, Static).content)
+
+
+async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
+    """Wait (letting the console run) until ``check()``; returns how long it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        await pilot.pause(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def type_text(pilot: Pilot[Any], text: str) -> None:
+    await pilot.press(*("space" if ch == " " else ch for ch in text))
+
+
+def console_for(box: RunningBox) -> ConsoleApp:
+    return ConsoleApp(AdminClient(box.config))
+
+
+def heartbeat(tablet: Tablet) -> None:
+    with tablet.client() as c:
+        c.post(
+            "/api/v1/heartbeat",
+            json={"sent_at": datetime.now(UTC).isoformat(), "battery": 64, "app_version": "pilot-1"},
+        ).raise_for_status()
+
+
+def submit(tablet: Tablet, entry_id: str) -> httpx.Response:
+    with tablet.client() as c:
+        return c.post("/api/v1/sheets", json=tablet.sheet_for(entry_id))
+
+
+def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box", presence_online_s=2, presence_stale_s=4)).start()
+    try:
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="pairing")
+            async with app.run_test(size=SIZE) as pilot:
+                screen = app.screen
+                assert isinstance(screen, PairingScreen)
+                await until(pilot, lambda: len(screen.judges) == 5, "the judges are listed")
+                screen.query_one("#judges").focus()
+                await pilot.press("down", "enter")  # the second judge, J2
+                await until(pilot, lambda: screen.code is not None, "a code is shown")
+                code = screen.code
+                assert code is not None and code["judge"]["id"] == "J2"
+                big = shown(app, "#code-big")
+                assert " ".join(code["code"]) in big and "Daniel O'Connor" in big
+                assert code["url"].endswith(f"/?pair={code['code']}")
+                assert code["url"] in shown(app, "#code-url")
+                assert "expires in" in shown(app, "#code-expiry")
+                assert "█" in shown(app, "#code-qr") or "▀" in shown(app, "#code-qr")
+
+                # A stranger's tablet types the code shown on the console.
+                async with httpx.AsyncClient(base_url=box.tablet_url) as http:
+                    answer = await http.post(
+                        "/api/v1/pair", json={"code": code["code"], "device_name": "pilot tablet"}
+                    )
+                assert answer.status_code == 201, answer.text
+                tablet = Tablet(box, answer.json())
+                await until(pilot, lambda: "pilot tablet" in shown(app, "#paired"), "paired list shows it")
+                await until(pilot, lambda: "used" in shown(app, "#code-expiry"), "code marked used")
+
+                await pilot.press("2")
+                tablets = app.screen
+                assert isinstance(tablets, TabletsScreen)
+                table = tablets.query_one("#tablets", LinedTable)
+                device_id = tablet.pairing["device_id"]
+
+                def presence() -> str:
+                    return table.cell_text(device_id, "presence") if table.row_count else ""
+
+                await until(pilot, lambda: presence() == "○ offline", "no heartbeat yet: offline")
+                await asyncio.to_thread(heartbeat, tablet)
+                await until(pilot, lambda: presence() == "● online", "online after a heartbeat")
+                assert table.cell_text(device_id, "judge") == "Daniel O'Connor"
+                assert table.cell_text(device_id, "battery") == "64%"
+                assert table.cell_text(device_id, "app") == "pilot-1"
+                await until(pilot, lambda: presence() == "◐ stale", "stale after 2 s", timeout=6)
+                await until(pilot, lambda: presence() == "○ offline", "offline after 4 s", timeout=6)
+                assert "0 online" in shown(app, "#tablets-summary")
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_freeze_through_the_dialog_locks_the_api_and_unfreeze_opens_it(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+        tablet = box.pair("J1")
+        entries = panel_entries(tablet.event())
+
+        async def scenario() -> None:
+            app = console_for(box)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: app.status is not None, "first status")
+                await pilot.press("f")
+                assert isinstance(app.screen, FreezeDialog)
+                # Without a category the dialog refuses and says why.
+                app.screen.query_one("#freeze-reason").focus()
+                await type_text(pilot, "Score dispute on entry 104")
+                await pilot.press("enter")
+                assert isinstance(app.screen, FreezeDialog)
+                assert "Choose what kind" in shown(app, "#freeze-problem")
+                await pilot.press("down", "enter")  # focus is back on the categories: "anomaly"
+                await pilot.press("enter")  # reason already typed: submit
+                assert isinstance(app.screen, ConfirmScreen)
+                assert "Reason (anomaly): Score dispute on entry 104" in shown(app, "#confirm-detail")
+                await pilot.press("y")
+                await until(pilot, lambda: app.screen.query_one("#banner").has_class("-frozen"), "banner")
+                banner = shown(app, "#banner")
+                assert "FROZEN" in banner and "Score dispute on entry 104" in banner and "anomaly" in banner
+
+                refused = await asyncio.to_thread(submit, tablet, entries[0])
+                assert refused.status_code == 423
+                assert refused.json()["detail"] == "Score dispute on entry 104"
+
+                # Every screen shows it.
+                for key in "23456":
+                    await pilot.press(key)
+                    assert app.screen.query_one("#banner").has_class("-frozen"), key
+                await pilot.press("1", "f")
+                assert isinstance(app.screen, ConfirmScreen)
+                await pilot.press("n")  # cancel: still frozen
+                assert not isinstance(app.screen, ConfirmScreen)
+                assert (await asyncio.to_thread(submit, tablet, entries[0])).status_code == 423
+                await pilot.press("f", "y")
+                await until(pilot, lambda: not app.screen.query_one("#banner").has_class("-frozen"), "open")
+                assert "scoring open" in shown(app, "#banner")
+                assert (await asyncio.to_thread(submit, tablet, entries[0])).status_code == 201
+
+        asyncio.run(scenario())
+        with box.admin() as admin:
+            actions = [a["action"] for a in admin.get("/admin/v1/audit", params={"limit": 10}).json()]
+        assert actions[:2] == ["unfreeze", "freeze"]
+    finally:
+        box.stop()
+
+
+def test_a_freeze_from_the_cli_shows_on_the_console_within_a_second(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+
+        async def scenario() -> None:
+            app = console_for(box)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("3")  # any screen
+                await until(pilot, lambda: app.status is not None, "first status")
+                cli = [sys.executable, "-m", "appliance", "--data-dir", str(box.config.data_dir)]
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [*cli, "freeze", "--category", "technical", "--reason", "Power cut"],
+                    check=True,
+                )
+                took = await until(
+                    pilot, lambda: app.screen.query_one("#banner").has_class("-frozen"), "CLI freeze"
+                )
+                assert took <= 1.0, f"the freeze took {took:.2f} s to show"
+                assert "Power cut" in shown(app, "#banner")
+                await asyncio.to_thread(subprocess.run, [*cli, "unfreeze"], check=True)
+                took = await until(
+                    pilot, lambda: not app.screen.query_one("#banner").has_class("-frozen"), "CLI unfreeze"
+                )
+                assert took <= 1.0
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_the_console_survives_the_daemon_dying_and_reconnects_by_itself(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box"))
+    try:
+
+        async def scenario() -> None:
+            # Started before the daemon: unreachable from the start, then it appears.
+            app = console_for(box)
+            async with app.run_test(size=SIZE) as pilot:
+                banner = lambda: shown(app, "#banner")  # noqa: E731
+                await until(pilot, lambda: "DAEMON UNREACHABLE" in banner(), "unreachable at start")
+                await asyncio.to_thread(box.start)
+                await until(pilot, lambda: "scoring open" in banner() and "UNREACHABLE" not in banner(), "up")
+                tablet = await asyncio.to_thread(box.pair, "J1")
+                entry = panel_entries(await asyncio.to_thread(tablet.event))[0]
+                assert (await asyncio.to_thread(submit, tablet, entry)).status_code == 201
+                await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 1, "1")
+
+                await asyncio.to_thread(box.kill)  # SIGKILL: no goodbye
+                await until(pilot, lambda: "DAEMON UNREACHABLE" in banner(), "unreachable after the kill")
+                assert app.link is not None and not app.link.ok
+                assert "connection refused" in banner() or "cannot connect" in banner()
+                assert "Figures below are from before" in banner()
+                await pilot.press("2")  # the console stays usable
+                await pilot.press("1")
+
+                await asyncio.to_thread(box.start)  # new ports: found again through daemon.json
+                await until(pilot, lambda: "UNREACHABLE" not in banner(), "reconnected", timeout=15)
+                assert app.link is not None and app.link.ok
+                assert (
+                    await asyncio.to_thread(submit, tablet, entry)
+                ).status_code == 409  # same box, same data
+                second = next(e for e in panel_entries(await asyncio.to_thread(tablet.event)) if e != entry)
+                assert (await asyncio.to_thread(submit, tablet, second)).status_code == 201
+                await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 2, "2")
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_scores_grid_feed_and_entry_detail_follow_the_ledger(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+        tablet = box.pair("J1")
+        entries = panel_entries(tablet.event())
+        first = tablet.sheet_for(entries[0])
+        with tablet.client() as c:
+            c.post("/api/v1/sheets", json=first).raise_for_status()
+            c.post("/api/v1/sheets", json=tablet.sheet_for(entries[0], supersedes=first["sheet_id"]))
+            c.post("/api/v1/sheets", json=tablet.sheet_for(entries[1])).raise_for_status()
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            async with app.run_test(size=SIZE) as pilot:
+                grid = app.screen.query_one("#grid", LinedTable)
+                await until(pilot, lambda: grid.row_count > 0, "grid rows")
+                assert grid.cell_text(entries[0], "judge:J1") == "✎"
+                assert grid.cell_text(entries[1], "judge:J1") == "✓"
+                assert grid.cell_text(entries[2], "judge:J1") == "·"
+                feed = app.screen.query_one("#feed", LinedTable)
+                await until(pilot, lambda: feed.row_count == 3, "3 sheets in the feed")
+                assert [feed.cell_text(key, "note") for key in feed.row_keys()] == ["", "correction", ""]
+
+                with tablet.client() as c:
+                    c.post("/api/v1/sheets", json=tablet.sheet_for(entries[2])).raise_for_status()
+                await until(pilot, lambda: grid.cell_text(entries[2], "judge:J1") == "✓", "live grid")
+                await until(pilot, lambda: feed.row_count == 4, "live feed")
+
+                grid.focus()
+                await pilot.press("enter")  # the first entry: its chain of two sheets
+                await until(pilot, lambda: app.screen.query("#entry-chains"), "entry detail")
+                detail = shown(app, "#entry-chains")
+                assert first["sheet_id"][:8] in detail
+                assert "superseded" in detail and "current (correction)" in detail
+                await pilot.press("escape")
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_audit_verify_and_alert_acknowledge(tmp_path: Path) -> None:
+    # Presence alerts come from the watchdog: a tablet that stops heartbeating goes offline fast here.
+    box = RunningBox(make_box(tmp_path / "box", presence_online_s=1, presence_stale_s=2)).start()
+    try:
+        tablet = box.pair("J2")
+        heartbeat(tablet)
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="audit")
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("v")
+                await until(pilot, lambda: "chains intact" in shown(app, "#verify-result"), "verified")
+                assert "sheets: 0 rows" in shown(app, "#verify-result")
+                audit = app.screen.query_one("#audit", LinedTable)
+                await until(pilot, lambda: audit.row_count > 0, "audit rows")
+                await pilot.press("slash")
+                await type_text(pilot, "device.pair")
+                assert audit.row_count >= 1
+                assert all(audit.cell_text(key, "action") == "device.pair" for key in audit.row_keys())
+
+                await pilot.press("escape", "5")
+                table = app.screen.query_one("#alerts", LinedTable)
+                await until(pilot, lambda: table.row_count > 0, "an offline alert", timeout=60)
+                table.focus()
+                await pilot.press("a")
+                first = table.row_keys()[0]
+                await until(pilot, lambda: "acknowledged" in table.cell_text(first, "state"), "acknowledged")
+
+        asyncio.run(scenario())
+        with box.admin() as admin:
+            alerts = admin.get("/admin/v1/alerts").json()
+        assert any(a["acknowledged_by"] for a in alerts)
+    finally:
+        box.stop()
+
+
+def test_console_cli_refuses_a_dir_without_a_box(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(tmp_path / "nothing"), "console"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no box in" in lines[0] and "venuebox init" in lines[0]
+
+
+def test_ids_reach_the_api_intact(tmp_path: Path) -> None:
+    """Entry ids are the event's own strings: the client quotes them as one path segment."""
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+
+        async def scenario() -> None:
+            client = AdminClient(box.config)
+            try:
+                entry = await client.entry("101")
+                assert entry["entry"]["entry_id"] == "101"
+                try:
+                    await client.entry(f"no/such {uuid.uuid4()}")
+                except AdminError as exc:
+                    assert exc.status == 404 and exc.request_id
+                else:
+                    raise AssertionError("an unknown entry must be a 404 problem")
+            finally:
+                await client.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_revoke_from_the_tablets_screen_asks_first_then_locks_the_tablet_out(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+        tablet = box.pair("J4", device_name="lost tablet")
+        heartbeat(tablet)
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="tablets")
+            async with app.run_test(size=SIZE) as pilot:
+                table = app.screen.query_one("#tablets", LinedTable)
+                await until(pilot, lambda: table.row_count == 1, "the tablet is listed")
+                table.focus()
+                await pilot.press("r")
+                assert isinstance(app.screen, ConfirmScreen)
+                assert "lost tablet" in plain(app.screen.query_one(".dialog-title").content)
+                await pilot.press("escape")  # changed my mind: nothing happens
+                assert (await asyncio.to_thread(tablet.event))["judge"]["id"] == "J4"
+                await pilot.press("r", "y")
+                device_id = tablet.pairing["device_id"]
+                await until(pilot, lambda: table.cell_text(device_id, "presence") == "× revoked", "revoked")
+
+        asyncio.run(scenario())
+        with tablet.client() as c:
+            assert c.get("/api/v1/event").status_code == 401
+    finally:
+        box.stop()
+
+
+def test_the_feed_shows_the_newest_sheets_after_a_burst(tmp_path: Path) -> None:
+    """More sheets than the feed holds arrive between two looks (a queue flushing after an
+    unfreeze): the feed shows the newest of them, not the oldest."""
+    box = RunningBox(make_box(tmp_path / "box", device_rate_per_s=1000.0, device_burst=1000)).start()
+    try:
+        tablet = box.pair("J3")  # on every session's panel
+        entries = panel_entries(tablet.event())
+        assert len(entries) >= 13
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            async with app.run_test(size=SIZE) as pilot:
+                screen = app.screen
+                assert isinstance(screen, ScoresScreen)
+                screen.feed_size = 5
+                feed = screen.query_one("#feed", LinedTable)
+                assert (await asyncio.to_thread(submit, tablet, entries[0])).status_code == 201
+                await until(pilot, lambda: feed.row_count == 1, "the first sheet")
+                burst = [tablet.sheet_for(entry) for entry in entries[1:13]]
+                with tablet.client() as c:
+                    answer = c.post("/api/v1/sheets/batch", json={"sheets": burst})
+                assert [r["status"] for r in answer.json()["results"]] == [201] * 12
+                newest = f"{entries[12]} "
+                await until(
+                    pilot, lambda: feed.cell_text(feed.row_keys()[0], "entry").startswith(newest), "newest"
+                )
+                assert feed.row_count == 5
+                shown = [feed.cell_text(key, "entry").split()[0] for key in feed.row_keys()]
+                assert shown == list(reversed(entries[8:13]))
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()

@@ -1,0 +1,73 @@
+"""The recorded admin API behind the snapshot tests still has the live API's shape.
+
+tests/tui/recorded_box.py serves JSON recorded from a daemon. If the admin API changes a field, this
+test fails, so the snapshots never show a console that works only against an old contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from appliance import alerts
+from appliance.storage.db import Store
+from tests.conftest import RunningBox, make_box, panel_entries
+from tests.tui.recorded_box import fixture
+
+
+def shape(value: Any) -> Any:
+    """The keys of dicts, recursively; a list by the shape of its first item; scalars by nothing."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None
+
+
+def same_shape(recorded: Any, live: Any, where: str = "") -> list[str]:
+    problems: list[str] = []
+    if isinstance(recorded, dict) and isinstance(live, dict):
+        for key in recorded.keys() | live.keys():
+            if key not in live:
+                problems.append(f"{where}.{key}: recorded but no longer in the live API")
+            elif key not in recorded:
+                problems.append(f"{where}.{key}: in the live API but not in the recording")
+            else:
+                problems += same_shape(recorded[key], live[key], f"{where}.{key}")
+    elif isinstance(recorded, list) and isinstance(live, list) and recorded and live:
+        problems += same_shape(recorded[0], live[0], f"{where}[0]")
+    return problems
+
+
+def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
+    config = make_box(tmp_path / "box")
+    with Store(config.db_path) as store:
+        store.write_sync(
+            lambda conn: alerts.raise_alert(conn, "disk-free", "warning", "Disk filling", "12 MB")
+        )
+    box = RunningBox(config).start()
+    try:
+        tablet = box.pair("J3")
+        with tablet.client() as c:
+            c.post(
+                "/api/v1/heartbeat", json={"sent_at": "2026-03-14T10:42:07Z", "battery": 50}
+            ).raise_for_status()
+            entry = panel_entries(tablet.event())[0]
+            c.post("/api/v1/sheets", json=tablet.sheet_for(entry)).raise_for_status()
+        with box.admin() as admin:
+            session = admin.get("/admin/v1/status").json()["session"]["id"]
+            live = {
+                "status": admin.get("/admin/v1/status").json(),
+                "devices": admin.get("/admin/v1/devices").json(),
+                "judges": admin.get("/admin/v1/judges").json(),
+                "sessions": admin.get("/admin/v1/sessions").json(),
+                "grid": admin.get(f"/admin/v1/sessions/{session}/grid").json(),
+                "sheets": admin.get("/admin/v1/sheets").json(),
+                "entry": admin.get(f"/admin/v1/entries/{entry}").json(),
+                "alerts": admin.get("/admin/v1/alerts").json(),
+                "audit": admin.get("/admin/v1/audit").json(),
+                "pairing_code": admin.post("/admin/v1/pairing-codes", json={"judge_id": "J1"}).json(),
+            }
+    finally:
+        box.stop()
+    problems = [p for name, value in live.items() for p in same_shape(fixture(name), value, name)]
+    assert problems == [], "\n".join(problems)

@@ -1,0 +1,93 @@
+"""A recorded admin API, for snapshot tests that need the same screen every run.
+
+The JSON files in fixtures/ were recorded from a real daemon running `venuebox demo` (then given a
+stale and an offline tablet and two alerts, and addresses from the documentation ranges). They are
+served through httpx's MockTransport to the console's real AdminClient: only the network is
+replaced. tests/integration/test_console_fixtures.py checks that the recordings still have the
+shape the live admin API answers with, so the snapshots cannot drift from the real contract.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from appliance.times import parse_rfc3339
+from tui.app import ConsoleApp
+from tui.client import AdminClient
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# The moment the status was recorded: the console's clock is pinned to it (pairing countdowns).
+RECORDED_AT = "2026-11-22T01:55:56.641973Z"
+
+ROUTES = {
+    ("GET", "/admin/v1/status"): "status",
+    ("GET", "/admin/v1/devices"): "devices",
+    ("GET", "/admin/v1/judges"): "judges",
+    ("GET", "/admin/v1/sessions"): "sessions",
+    ("GET", "/admin/v1/sheets"): "sheets",
+    ("GET", "/admin/v1/alerts"): "alerts",
+    ("GET", "/admin/v1/audit"): "audit",
+    ("POST", "/admin/v1/pairing-codes"): "pairing_code",
+}
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+class RecordedBox:
+    """Answers the admin API from the recordings; ``status`` can be edited per test."""
+
+    def __init__(self) -> None:
+        self.status = fixture("status")
+        self.calls: list[tuple[str, str]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        method, path = request.method, request.url.path
+        self.calls.append((method, path))
+        if (method, path) == ("GET", "/admin/v1/status"):
+            return httpx.Response(200, json=self.status)
+        if (method, path) == ("GET", "/admin/v1/pairing-codes"):
+            return httpx.Response(200, json=[_active(fixture("pairing_code"))])
+        if method == "GET" and path.startswith("/admin/v1/sessions/") and path.endswith("/grid"):
+            return httpx.Response(200, json=fixture("grid"))
+        if method == "GET" and path.startswith("/admin/v1/entries/"):
+            return httpx.Response(200, json=fixture("entry"))
+        name = ROUTES.get((method, path))
+        if name is None:
+            return httpx.Response(404, json={"title": "Not Found", "status": 404, "detail": path})
+        return httpx.Response(201 if method == "POST" else 200, json=fixture(name))
+
+    def frozen(self) -> RecordedBox:
+        self.status = copy.deepcopy(self.status)
+        self.status["freeze"] = {
+            "frozen": True,
+            "reason": "Score dispute on entry 104: hold all scoring",
+            "since": "2026-11-22T01:55:30.000000Z",
+            "by": "admin-api",
+            "category": "dispute",
+        }
+        return self
+
+    def app(self, start_screen: str = "overview") -> ConsoleApp:
+        client = AdminClient(
+            url="http://box.invalid", token="recorded", transport=httpx.MockTransport(self.handle)
+        )
+        return ConsoleApp(client, start_screen=start_screen, poll=False, clock=recorded_now)
+
+
+def recorded_now() -> datetime:
+    return parse_rfc3339(RECORDED_AT)
+
+
+def _active(code: dict[str, Any]) -> dict[str, Any]:
+    return {k: code[k] for k in ("code_id", "expires_at")} | {
+        "judge_id": code["judge"]["id"],
+        "created_at": RECORDED_AT,
+    }

@@ -1,0 +1,144 @@
+"""The console's parts that need no daemon: wording, the command palette, help, table syncing, QR."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.widgets import DataTable
+
+from tests.tui.recorded_box import RecordedBox
+from tui import format as fmt
+from tui.screens.dialogs import FreezeDialog
+from tui.screens.help import HELP, HelpScreen
+from tui.widgets.qr import qr_matrix, qr_text
+from tui.widgets.table import sync_rows
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (None, "never"),
+        (0, "0 s ago"),
+        (12.7, "12 s ago"),
+        (89, "89 s ago"),
+        (90, "1 min ago"),
+        (5399, "89 min ago"),
+        (5400, "1 h 30 min ago"),
+        (-3, "0 s ago"),
+    ],
+)
+def test_ages_read_naturally(seconds: float | None, words: str) -> None:
+    assert fmt.ago(seconds) == words
+
+
+def test_presence_is_never_colour_alone() -> None:
+    glyphs = set()
+    for word in ("online", "stale", "offline", "revoked"):
+        text = fmt.presence(word)
+        assert word in text.plain
+        glyphs.add(text.plain[0])
+    assert len(glyphs) == 4  # a different shape for each state, too
+    assert fmt.presence("stale", 3).plain == "◐ 3 stale"
+
+
+def test_clock_shows_the_event_zone_or_says_utc() -> None:
+    at = "2026-03-14T14:42:07Z"
+    assert fmt.clock(at, fmt.zone("America/Toronto")) == "10:42:07"
+    assert fmt.clock(at, None) == "14:42:07Z"
+    assert fmt.zone("Not/AZone") is None
+
+
+def test_qr_code_is_dark_on_light_with_a_quiet_zone() -> None:
+    url = "http://venuebox-demo.local:8080/?pair=PKFM-XYDM"
+    matrix = qr_matrix(url, border=2)
+    size = len(matrix)
+    assert all(len(row) == size for row in matrix)
+    assert (size - 4 - 17) % 4 == 0  # a real QR version: 17 + 4 * version modules, plus the zone
+    assert not any(matrix[0]) and not any(matrix[1]) and not any(row[0] for row in matrix)
+    # The three finder patterns: 7x7 dark outlines at three corners.
+    for top, left in ((2, 2), (2, size - 9), (size - 9, 2)):
+        assert all(matrix[top][left + i] and matrix[top + 6][left + i] for i in range(7))
+    text = qr_text(url, border=2)
+    lines = text.plain.split("\n")
+    assert len(lines) == (size + 1) // 2 and all(len(line) == size for line in lines)
+    assert str(text.style) == "#000000 on #ffffff"  # dark on light, whatever the terminal theme
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(cursor_type="row")
+        table.add_columns("name", "state")
+        yield table
+
+
+def test_sync_rows_updates_in_place_and_keeps_the_cursor_on_its_row() -> None:
+    async def scenario() -> None:
+        app = TableApp()
+        async with app.run_test() as pilot:
+            table = app.query_one(DataTable)
+            sync_rows(table, {"a": ("Ana", "online"), "b": ("Ben", "stale"), "c": ("Cy", "offline")})
+            table.move_cursor(row=1)
+            sync_rows(table, {"a": ("Ana", "online"), "b": ("Ben", "offline"), "c": ("Cy", "offline")})
+            assert table.get_row("b") == ["Ben", "offline"] and table.cursor_row == 1
+            # A new order (a re-sort): the cursor follows Ben.
+            sync_rows(table, {"b": ("Ben", "offline"), "c": ("Cy", "offline"), "a": ("Ana", "online")})
+            assert [k.value for k in table.rows] == ["b", "c", "a"] and table.cursor_row == 0
+            sync_rows(table, {"b": ("Ben", "offline"), "d": ("Di", "online")})  # c and a gone, d new
+            assert [k.value for k in table.rows] == ["b", "d"]
+            await pilot.pause()
+
+    asyncio.run(scenario())
+
+
+def test_command_palette_reaches_freeze_and_the_screens() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("ctrl+p")
+            await pilot.press(*"freeze", "space", *"scoring")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, FreezeDialog)
+            await pilot.press("escape")
+            await pilot.press("ctrl+p")
+            await pilot.press(*"go", "space", *"to", "space", *"tablets")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.current_mode == "tablets"
+            assert ("GET", "/admin/v1/devices") in box.calls
+
+    asyncio.run(scenario())
+
+
+def test_help_lists_every_screen_key_and_closes_with_escape() -> None:
+    async def scenario() -> None:
+        app = RecordedBox().app()
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            for words in ("Overview", "Tablets", "Scores", "Pairing", "Alerts", "Audit", "Freeze", "ctrl+p"):
+                assert words in HELP
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+
+    asyncio.run(scenario())
+
+
+def test_console_rejects_an_unknown_theme_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(tmp_path), "console", "--theme", "neon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "no theme 'neon'" in result.stderr

@@ -1,0 +1,227 @@
+"""The venue console: a Textual App over the daemon's admin API.
+
+Attributes down, messages up: the App owns the one ``AdminClient`` and polls the box's status twice a
+second into ``status`` (and the health of the link into ``link``); screens watch those and ask the
+App for anything else through the same client. A failed poll never ends the console: it shows
+"daemon unreachable since ..." and keeps polling, so a restarted daemon is picked up by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from appliance.times import utcnow
+from tui.client import AdminClient, AdminError, Unreachable
+from tui.screens.alerts import AlertsScreen
+from tui.screens.audit import AuditScreen
+from tui.screens.base import BoxScreen
+from tui.screens.dialogs import ConfirmScreen, FreezeDialog
+from tui.screens.overview import OverviewScreen
+from tui.screens.pairing import PairingScreen
+from tui.screens.scores import ScoresScreen
+from tui.screens.tablets import TabletsScreen
+from tui.state import Link
+
+STATUS_POLL_S = 0.5  # a freeze from anywhere shows on every screen within a second
+SCREEN_POLL_S = 1.0  # the visible screen's own figures (tablets, grid, feed)
+
+SCREENS_BY_KEY = {
+    "1": ("overview", "Overview"),
+    "2": ("tablets", "Tablets"),
+    "3": ("scores", "Scores"),
+    "4": ("pairing", "Pairing"),
+    "5": ("alerts", "Alerts"),
+    "6": ("audit", "Audit"),
+}
+
+
+class ConsoleApp(App[None]):
+    """``venuebox console``."""
+
+    TITLE = "venuebox console"
+    CSS_PATH = "console.tcss"
+    MODES: ClassVar[dict[str, Any]] = {
+        "overview": OverviewScreen,
+        "tablets": TabletsScreen,
+        "scores": ScoresScreen,
+        "pairing": PairingScreen,
+        "alerts": AlertsScreen,
+        "audit": AuditScreen,
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(key, f"switch_mode('{mode}')", title, show=False, id=f"screen-{mode}")
+            for key, (mode, title) in SCREENS_BY_KEY.items()
+        ),
+        Binding("f", "freeze_toggle", "Freeze/unfreeze"),
+        # F2 works even while a text field has the focus.
+        Binding("f2", "freeze_toggle", "Freeze/unfreeze", show=False, priority=True),
+        Binding("question_mark,f1", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    status: reactive[dict[str, Any] | None] = reactive(None, always_update=True, init=False)
+    link: reactive[Link | None] = reactive(None, init=False)
+
+    def __init__(
+        self,
+        client: AdminClient,
+        *,
+        start_screen: str = "overview",
+        poll: bool = True,
+        theme: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.now = clock  # the console's own clock (pairing-code countdowns, link times)
+        self._start_screen = start_screen
+        self._poll = poll
+        self._polling = False
+        if theme:
+            self.theme = theme
+
+    async def on_mount(self) -> None:
+        await self.switch_mode(self._start_screen)
+        await self.poll_status()
+        if self._poll:
+            self.set_interval(STATUS_POLL_S, self.poll_status)
+            self.set_interval(SCREEN_POLL_S, self.poll_screen)
+
+    async def on_unmount(self) -> None:
+        await self.client.aclose()
+
+    # Polling ------------------------------------------------------------------------------------
+    async def poll_status(self) -> None:
+        """Fetch the status once; a poll still running (slow daemon) is not stacked on."""
+        if self._polling:
+            return
+        self._polling = True
+        try:
+            status = await self.client.status()
+        except Unreachable as exc:
+            self._set_link(False, str(exc))
+        except AdminError as exc:
+            self._set_link(False, f"the admin API refused the console ({exc})")
+        else:
+            self._set_link(True)
+            self.status = status
+        finally:
+            self._polling = False
+
+    async def poll_screen(self) -> None:
+        screen = self.screen
+        if isinstance(screen, BoxScreen) and self.link is not None and self.link.ok:
+            await screen.refresh_now()
+
+    def _set_link(self, ok: bool, error: str | None = None) -> None:
+        if self.link is None or self.link.ok != ok or (not ok and self.link.error != error):
+            since = self.link.since if self.link and self.link.ok == ok else self.now()
+            self.link = Link(ok, since, error)
+
+    # Actions ------------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        # Imported when first asked for: the Markdown widget costs start-up time on a small box.
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_freeze_toggle(self) -> None:
+        if self.status is None or (self.link is not None and not self.link.ok):
+            self.notify(
+                "The daemon cannot be reached, so the console cannot freeze. On the box's shell, "
+                '`venuebox freeze --reason "..."` works even without the daemon.',
+                title="Cannot freeze from here",
+                severity="error",
+                timeout=8,
+            )
+            return
+        if self.status["freeze"]["frozen"]:
+            self.push_screen(
+                ConfirmScreen(
+                    "Unfreeze scoring?",
+                    "Judges' tablets can submit again and their queued sheets will flush.",
+                    confirm_label="Unfreeze",
+                ),
+                self._unfreeze_confirmed,
+            )
+        else:
+            self.push_screen(FreezeDialog(), self._freeze_reason_given)
+
+    def _freeze_reason_given(self, answer: tuple[str, str] | None) -> None:
+        if answer is None:
+            return
+        category, reason = answer
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._do_freeze(category, reason), group="freeze")
+
+        self.push_screen(
+            ConfirmScreen(
+                "Freeze all scoring now?",
+                f"Every judge's tablet stops submitting until you unfreeze.\nReason ({category}): {reason}",
+                confirm_label="Freeze",
+                danger=True,
+            ),
+            confirmed,
+        )
+
+    def _unfreeze_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self.run_worker(self._do_unfreeze(), group="freeze")
+
+    async def _do_freeze(self, category: str, reason: str) -> None:
+        await self._act(self.client.freeze(category, reason), "Scoring frozen")
+
+    async def _do_unfreeze(self) -> None:
+        await self._act(self.client.unfreeze(), "Scoring open again")
+
+    async def _act(self, call: Any, done: str) -> bool:
+        """Run a write against the box; tell the tech how it went in plain words."""
+        try:
+            await call
+        except (Unreachable, AdminError) as exc:
+            self.notify(str(exc), title="Not done", severity="error", timeout=10)
+            return False
+        self.notify(done, timeout=4)
+        await self.poll_status()
+        return True
+
+    # Command palette ----------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        for key, (mode, title) in SCREENS_BY_KEY.items():
+            yield SystemCommand(f"Go to {title}", f"Show the {title} screen (key {key})", self._goto(mode))
+        frozen = bool(self.status and self.status["freeze"]["frozen"])
+        yield SystemCommand(
+            "Unfreeze scoring" if frozen else "Freeze scoring",
+            "Halt (or resume) every competition write on the box (key f)",
+            self.action_freeze_toggle,
+        )
+        yield SystemCommand("Verify chains", "Check the ledger and audit hash chains", self._verify)
+        yield SystemCommand("New pairing code", "Pair a judge's tablet", self._goto("pairing"))
+        yield SystemCommand("Help", "Keys and what each screen shows (key ?)", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    def _goto(self, mode: str) -> Any:
+        def go() -> None:
+            self.run_worker(self.switch_mode(mode))
+
+        return go
+
+    def _verify(self) -> None:
+        async def go() -> None:
+            await self.switch_mode("audit")
+            screen = self.screen
+            if isinstance(screen, AuditScreen):
+                await screen.action_verify()
+
+        self.run_worker(go())

@@ -1,0 +1,162 @@
+"""Modal dialogs: the freeze reason, a yes/no confirmation, one entry's sheets."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+
+from tui import format as fmt
+from tui.client import FREEZE_CATEGORIES
+
+CATEGORY_LABELS = {
+    "dispute": "Dispute (a result or entry is contested)",
+    "anomaly": "Anomaly (scores look wrong)",
+    "tabulation": "Tabulation (results are being compiled)",
+    "technical": "Technical (tablets, network, power)",
+    "other": "Other",
+}
+
+
+class FreezeDialog(ModalScreen[tuple[str, str] | None]):
+    """Why freeze? A category and a reason in words (judges see the words) are both required."""
+
+    AUTO_FOCUS = "#freeze-category"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="freeze-dialog", classes="dialog -danger"):
+            yield Label("Freeze scoring: why?", classes="dialog-title")
+            with RadioSet(id="freeze-category"):
+                for category in FREEZE_CATEGORIES:
+                    yield RadioButton(CATEGORY_LABELS[category], name=category)
+            yield Input(
+                placeholder="Reason in a few words (shown on judges' tablets)",
+                max_length=500,
+                id="freeze-reason",
+            )
+            yield Static("", id="freeze-problem", classes="problem")
+            with Horizontal(classes="buttons"):
+                yield Button("Continue", variant="error", id="freeze-continue")
+                yield Button("Cancel", id="freeze-cancel")
+
+    def on_radio_set_changed(self, _: RadioSet.Changed) -> None:
+        self.query_one("#freeze-reason", Input).focus()
+
+    def on_input_submitted(self, _: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "freeze-continue":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        pressed = self.query_one(RadioSet).pressed_button
+        reason = self.query_one("#freeze-reason", Input).value.strip()
+        problem = self.query_one("#freeze-problem", Static)
+        if pressed is None:
+            problem.update("Choose what kind of freeze this is (arrow keys, then Enter).")
+            self.query_one(RadioSet).focus()
+            return
+        if not reason:
+            problem.update("Write the reason: judges see it on their tablets.")
+            self.query_one("#freeze-reason", Input).focus()
+            return
+        self.dismiss((str(pressed.name), reason))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """An explicit yes: y / Enter on the button confirms, n / Escape cancels."""
+
+    AUTO_FOCUS = "#no"  # Enter alone must never confirm
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, detail: str, confirm_label: str = "Yes", danger: bool = False) -> None:
+        super().__init__()
+        self.question = question
+        self.detail = detail
+        self.confirm_label = confirm_label
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog" + (" -danger" if self.danger else ""), id="confirm-dialog"):
+            yield Label(self.question, classes="dialog-title")
+            yield Static(self.detail, id="confirm-detail")
+            with Horizontal(classes="buttons"):
+                yield Button(
+                    f"{self.confirm_label} (y)", variant="error" if self.danger else "primary", id="yes"
+                )
+                yield Button("Cancel (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class EntryScreen(ModalScreen[None]):
+    """Every sheet of one entry, judge by judge, from the original to the current one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "close", "Close")]
+
+    def __init__(self, detail: dict[str, Any], tz_name: str | None) -> None:
+        super().__init__()
+        self.detail = detail
+        self.tz = fmt.zone(tz_name)
+
+    def compose(self) -> ComposeResult:
+        entry = self.detail["entry"]
+        with Vertical(classes="dialog -wide", id="entry-dialog"):
+            yield Label(
+                f"#{entry['order']} {entry['title']} (entry {entry['entry_id']})", classes="dialog-title"
+            )
+            yield Static(
+                " · ".join(str(entry[k]) for k in ("category", "division", "level", "studio") if entry.get(k))
+            )
+            with VerticalScroll():
+                yield Static(entry_table(self.detail, self.tz), id="entry-chains")
+            yield Static("Escape closes.", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def entry_table(detail: dict[str, Any], tz: Any) -> Table:
+    table = Table(expand=True, show_edge=False, pad_edge=False)
+    for column in ("Judge", "Sheet", "Values", "Total", "Received", "Note"):
+        table.add_column(column, overflow="fold")
+    for judge in detail["judges"]:
+        if not judge["chain"]:
+            table.add_row(judge["name"], Text("missing", style="red"), "", "", "", "")
+            continue
+        for i, sheet in enumerate(judge["chain"]):
+            values = ", ".join(f"{k} {fmt.number(v)}" for k, v in sheet["values"].items())
+            if sheet["current"]:
+                note = Text("current" + (" (correction)" if sheet["supersedes"] else ""), style="bold")
+            else:
+                note = Text("superseded", style="dim")
+            table.add_row(
+                judge["name"] if i == 0 else "",
+                sheet["sheet_id"][:8],
+                values,
+                fmt.number(sheet["total"]),
+                fmt.clock(sheet["received_at"], tz),
+                note,
+            )
+    return table

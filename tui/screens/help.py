@@ -1,0 +1,48 @@
+"""The help screen: every key, and what each screen is for."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# venuebox console
+
+The console shows the box's state; it never changes scores. It talks to the running daemon only.
+
+| Key | Does |
+| --- | --- |
+| `1` … `6` | Overview, Tablets, Scores, Pairing, Alerts, Audit |
+| `f` (or `F2`) | **Freeze** scoring (asks why, then to confirm); when frozen, **unfreeze** (confirms) |
+| `ctrl+p` | Command palette: every action by name |
+| `?` / `F1` | This help (Escape closes) |
+| `q` | Quit the console (the box keeps running) |
+| Tab / arrows | Move between fields and rows; Enter opens or chooses |
+
+**Tablets**: `s` sorts by the next column, `S` reverses, `r` revokes the selected tablet (confirms).
+**Scores**: `[` and `]` change session, Enter on an entry shows all its sheets; ✓ scored, ✎ corrected,
+· missing.
+**Pairing**: choose a judge and press Enter for a one-time code; the judge types it or scans the QR code.
+**Alerts**: `a` acknowledges the selected alert, `c` shows or hides cleared ones.
+**Audit**: `/` filters, `v` verifies the hash chains of the ledger and the audit log.
+
+Presence: ● online (heartbeat in the last 30 s), ◐ stale, ○ offline, × revoked.
+When the banner says **DAEMON UNREACHABLE**, the figures are from before; the console reconnects by
+itself. `venuebox freeze --reason "..."` on the box's shell works even without the daemon.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog -wide", id="help-dialog"):
+            yield Markdown(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

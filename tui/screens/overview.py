@@ -1,0 +1,131 @@
+"""Overview: the one screen a tech glances at all weekend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from tui import format as fmt
+from tui.screens.base import BoxScreen
+
+MISSING_SHOWN = 6  # fits beside the box panel at 80x24; the Scores screen has them all
+
+
+class OverviewScreen(BoxScreen):
+    TITLE_KEY = "1"
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="overview"):
+            with Horizontal(id="overview-top"):
+                yield Static(id="ov-box", classes="panel")
+                yield Static(id="ov-missing", classes="panel")
+            yield Static(id="ov-alerts", classes="panel")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "status", self._redraw, init=False)
+        self._redraw()
+
+    _drawn: dict[str, Any] | None = None
+
+    def _redraw(self, *_: Any) -> None:
+        status = self.status
+        if status is None:
+            self.query_one("#ov-box", Static).update("Waiting for the daemon…")
+            return
+        # Only the box's clock changed (the usual case twice a second): nothing to repaint.
+        figures = {k: v for k, v in status.items() if k != "server_time"}
+        if figures == self._drawn:
+            return
+        self._drawn = figures
+        self.query_one("#ov-box", Static).update(box_panel(status))
+        self.query_one("#ov-missing", Static).update(missing_panel(status))
+        self.query_one("#ov-alerts", Static).update(alerts_panel(status))
+
+
+def _kv() -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    return table
+
+
+def box_panel(status: dict[str, Any]) -> Table:
+    table = _kv()
+    event = status.get("event")
+    table.add_row("Event", f"{event['name']} ({event['entries']} entries)" if event else "none imported")
+    session = status.get("session")
+    if session:
+        how = {"latest-sheet": "latest sheet", "schedule": "schedule", "first": "first"}[session["chosen_by"]]
+        table.add_row("Session", Text.assemble(session["name"], (f" (by {how})", "dim")))
+    else:
+        table.add_row("Session", "-")
+    t = status["tablets"]
+    table.add_row(
+        "Tablets",
+        Text("  ").join([fmt.presence(w, t[w]) for w in ("online", "stale", "offline")]),
+    )
+    s = status["sheets"]
+    table.add_row("Sheets", f"{s['total']} total · {s['last_5_min']} in last 5 min")
+    uplink = status.get("uplink") or {}
+    backlog = status.get("outbox") or {}
+    table.add_row("Uplink", f"{uplink.get('state', 'not configured')} · backlog {backlog.get('records', 0)}")
+    backup = status.get("backup") or {}
+    if not backup.get("configured"):
+        table.add_row("Backup", "not configured")
+    else:
+        table.add_row("Backup", f"last {backup.get('last') or 'never'}")
+    disk = status.get("disk")
+    if disk:
+        style = "bold red" if disk["used_pct"] >= 95 else "yellow" if disk["used_pct"] >= 85 else ""
+        table.add_row(
+            "Disk", Text(f"{fmt.megabytes(disk['free_mb'])} free ({disk['used_pct']:.0f}% used)", style=style)
+        )
+    return table
+
+
+def missing_panel(status: dict[str, Any]) -> Group | Text:
+    session = status.get("session")
+    if not session:
+        return Text("Missing scores: no session yet", style="bold")
+    head = Text.assemble(
+        ("Missing scores", "bold"),
+        f"  {session['complete']}/{session['entries']} done",
+    )
+    if session["missing_total"] == 0:
+        return Group(head, Text("none: every started entry has all its scores", style="green"))
+    lines = [head, Text(f"{session['missing_total']} entries need attention", style="bold red")]
+    shown = session["missing"][:MISSING_SHOWN]
+    for item in shown:
+        judges = ", ".join(j["name"].split()[0] if j["name"] else j["id"] for j in item["missing_judges"])
+        kind = "skipped" if item["kind"] == "skipped" else "waiting"
+        line = Text.assemble(
+            (f"#{item['order']} ", "bold"), (f"{kind} ", "red"), judges, " · ", item["title"]
+        )
+        line.no_wrap, line.overflow = True, "ellipsis"
+        lines.append(line)
+    if session["missing_total"] > len(shown):
+        lines.append(Text(f"… {session['missing_total'] - len(shown)} more: see 3 Scores", style="dim"))
+    return Group(*lines)
+
+
+def alerts_panel(status: dict[str, Any]) -> Group:
+    counts = status.get("alerts_active") or {}
+    top = status.get("alerts_top") or []
+    head = Text.assemble(("Alerts", "bold"), "  ")
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("critical", "warning", "info") if counts.get(s)]
+    head.append(", ".join(parts) if parts else "none active", style="" if parts else "green")
+    lines: list[Any] = [head]
+    for alert in top:
+        line = fmt.severity(alert["severity"]) + Text(f" {alert['title']}")
+        if alert["count"] > 1:
+            line.append(f" ({alert['count']} times)", style="dim")
+        if alert.get("acknowledged_at"):
+            line.append(" acknowledged", style="dim")
+        lines.append(line)
+    return Group(*lines)
