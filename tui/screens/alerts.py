@@ -68,7 +68,7 @@ class AlertsScreen(BoxScreen):
         unacked = sum(a["active"] and not a["acknowledged_at"] for a in alerts)
         summary = f" {active} active, {unacked} not acknowledged"
         summary += "  (cleared shown)" if self.include_cleared else "  (c shows cleared)"
-        self.query_one("#alerts-summary", Static).update(summary)
+        self.query_one("#alerts-summary", Static).update(summary, layout=False)  # one line, always
         self._show_detail()
 
     def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:

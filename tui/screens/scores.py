@@ -144,7 +144,7 @@ class ScoresScreen(BoxScreen):
         )
         names = "  ".join(f"{j['id']} {j['name']}" for j in grid["judges"])
         legend.append("\n" + names, style="dim")
-        self.query_one("#grid-legend", Static).update(legend)
+        self.query_one("#grid-legend", Static).update(legend, layout=False)  # two lines, always
 
     def show_feed(self, feed: dict[str, Any]) -> None:
         tz = fmt.zone(((self.status or {}).get("event") or {}).get("timezone"))

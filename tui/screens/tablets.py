@@ -70,7 +70,8 @@ class TabletsScreen(BoxScreen):
         summary.append(
             f"   sorted by {COLUMNS[self._sort_index].label}{' (reversed)' if self._reverse else ''}"
         )
-        self.query_one("#tablets-summary", Static).update(summary)
+        # One line, always: no need to lay the screen out again (a large share of a refresh).
+        self.query_one("#tablets-summary", Static).update(summary, layout=False)
 
     def action_sort(self, reverse: bool) -> None:
         if reverse:
