@@ -8,6 +8,7 @@ App for anything else through the same client. A failed poll never ends the cons
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -91,6 +92,9 @@ class ConsoleApp(App[None]):
     async def on_mount(self) -> None:
         await self.switch_mode(self._start_screen)
         await self.poll_status()
+        # Everything built so far (modules, widgets, styles) lives as long as the console: keep it
+        # out of the garbage collector's full passes, which otherwise stall a refresh now and then.
+        gc.freeze()
         if self._poll:
             self.set_interval(STATUS_POLL_S, self.poll_status)
             self.set_interval(SCREEN_POLL_S, self.poll_screen)

@@ -99,6 +99,8 @@ def skew(seconds: float | None) -> Text:
     if seconds is None:
         return Text("-", style="dim")
     style = "bold red" if abs(seconds) >= 60 else "yellow" if abs(seconds) >= 5 else ""
+    if abs(seconds) < 0.05:
+        return Text("0.0 s")  # not "-0.0 s": a few milliseconds of network delay is no skew
     return Text(f"{seconds:+.1f} s", style=style)
 
 

@@ -6,18 +6,17 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable
 
 from tests.tui.recorded_box import RecordedBox
 from tui import format as fmt
 from tui.screens.dialogs import FreezeDialog
 from tui.screens.help import HELP, HelpScreen
 from tui.widgets.qr import qr_matrix, qr_text
-from tui.widgets.table import sync_rows
+from tui.widgets.table import Column, LinedTable
 
 
 @pytest.mark.parametrize(
@@ -47,6 +46,12 @@ def test_presence_is_never_colour_alone() -> None:
     assert fmt.presence("stale", 3).plain == "◐ 3 stale"
 
 
+def test_clock_skew_reads_as_a_signed_figure_but_never_minus_zero() -> None:
+    assert fmt.skew(-0.0078).plain == "0.0 s"
+    assert fmt.skew(94.2).plain == "+94.2 s" and fmt.skew(-3.25).plain == "-3.2 s"
+    assert fmt.skew(None).plain == "-"
+
+
 def test_clock_shows_the_event_zone_or_says_utc() -> None:
     at = "2026-03-14T14:42:07Z"
     assert fmt.clock(at, fmt.zone("America/Toronto")) == "10:42:07"
@@ -72,26 +77,65 @@ def test_qr_code_is_dark_on_light_with_a_quiet_zone() -> None:
 
 class TableApp(App[None]):
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(cursor_type="row")
-        table.add_columns("name", "state")
-        yield table
+        yield LinedTable([Column("name", "Name", max_width=6), Column("state", "State")])
 
 
-def test_sync_rows_updates_in_place_and_keeps_the_cursor_on_its_row() -> None:
+def test_lined_table_keeps_the_cursor_on_its_row_and_draws_only_what_changed() -> None:
     async def scenario() -> None:
         app = TableApp()
-        async with app.run_test() as pilot:
-            table = app.query_one(DataTable)
-            sync_rows(table, {"a": ("Ana", "online"), "b": ("Ben", "stale"), "c": ("Cy", "offline")})
-            table.move_cursor(row=1)
-            sync_rows(table, {"a": ("Ana", "online"), "b": ("Ben", "offline"), "c": ("Cy", "offline")})
-            assert table.get_row("b") == ["Ben", "offline"] and table.cursor_row == 1
+        async with app.run_test(size=(40, 8)) as pilot:
+            table = app.query_one(LinedTable)
+            table.focus()
+            table.show({"a": ("Ana", "online"), "b": ("Ben", "stale"), "c": ("Cy", "offline")})
+            await pilot.press("down")
+            assert table.selected_key() == "b"
+            before = table._lines["a"]
+            table.show({"a": ("Ana", "online"), "b": ("Ben", "offline"), "c": ("Cy", "offline")})
+            assert table.cell_text("b", "state") == "offline" and table.selected_key() == "b"
+            assert table._lines["a"] is before  # unchanged row: its drawn strip is reused
             # A new order (a re-sort): the cursor follows Ben.
-            sync_rows(table, {"b": ("Ben", "offline"), "c": ("Cy", "offline"), "a": ("Ana", "online")})
-            assert [k.value for k in table.rows] == ["b", "c", "a"] and table.cursor_row == 0
-            sync_rows(table, {"b": ("Ben", "offline"), "d": ("Di", "online")})  # c and a gone, d new
-            assert [k.value for k in table.rows] == ["b", "d"]
+            table.show({"c": ("Cy", "offline"), "b": ("Ben", "offline"), "a": ("Ana", "online")})
+            assert table.row_keys() == ["c", "b", "a"] and table.cursor_row == 1
+            table.show({"d": ("Dimitrios", "online"), "b": ("Ben", "offline")})  # c and a gone
+            assert table.row_keys() == ["d", "b"] and table.selected_key() == "b"
+            assert table.cell_text("d", "name") == "Dimit…"  # cut to its column, and says so
+            table.show({"d": ("Dimitrios", "online")})  # the cursor's row went: it stays in range
+            assert table.selected_key() == "d"
             await pilot.pause()
+            lines = [table.render_line(y).text for y in range(3)]
+            assert lines[0].startswith("Name    State") and lines[1].startswith("Dimit…  online")
+            assert lines[2].strip() == ""
+
+    asyncio.run(scenario())
+
+
+def test_lined_table_never_sends_control_characters_to_the_terminal() -> None:
+    """A device name is whatever a tablet said at pairing: an escape sequence in it must not
+    reach the tech's terminal."""
+
+    async def scenario() -> None:
+        app = TableApp()
+        async with app.run_test(size=(40, 8)) as pilot:
+            table = app.query_one(LinedTable)
+            table.show({"a": ("x\x1b[2J", "\x07bell")})
+            await pilot.pause()
+            line = table.render_line(1).text
+            assert "\x1b" not in line and "\x07" not in line
+            assert table.cell_text("a", "state") == "?bell"
+
+    asyncio.run(scenario())
+
+
+def test_lined_table_aligns_wide_characters_by_cell() -> None:
+    async def scenario() -> None:
+        app = TableApp()
+        async with app.run_test(size=(40, 8)) as pilot:
+            table = app.query_one(LinedTable)
+            table.show({"a": ("Zoë", "x"), "b": ("火🔥", "y")})
+            await pilot.pause()
+            first, second = (table.render_line(y).text for y in (1, 2))
+            # "火🔥" is four cells wide, "Zoë" three: both states start in the same cell.
+            assert cell_len(first[: first.index("x")]) == cell_len(second[: second.index("y")])
 
     asyncio.run(scenario())
 

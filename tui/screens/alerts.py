@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
@@ -71,7 +71,7 @@ class AlertsScreen(BoxScreen):
         self.query_one("#alerts-summary", Static).update(summary, layout=False)  # one line, always
         self._show_detail()
 
-    def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
+    def on_lined_table_highlighted(self, _: LinedTable.Highlighted) -> None:
         self._show_detail()
 
     def _selected(self) -> dict[str, Any] | None:

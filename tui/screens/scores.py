@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Select, Static
+from textual.widgets import Select, Static
 
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
@@ -112,6 +112,8 @@ class ScoresScreen(BoxScreen):
                 select.value = self.session_id
 
     def show_grid(self, grid: dict[str, Any]) -> None:
+        if grid == self.grid:
+            return  # nothing scored since the last look: the usual case between two sheets
         table = self.query_one("#grid", LinedTable)
         judges = [j["id"] for j in grid["judges"]]
         if (
@@ -147,6 +149,8 @@ class ScoresScreen(BoxScreen):
         self.query_one("#grid-legend", Static).update(legend, layout=False)  # two lines, always
 
     def show_feed(self, feed: dict[str, Any]) -> None:
+        if not feed["sheets"] and self.last_seq is not None:
+            return  # no new sheet
         tz = fmt.zone(((self.status or {}).get("event") or {}).get("timezone"))
         for sheet in feed["sheets"]:
             self.feed[sheet["seq"]] = sheet
@@ -187,11 +191,11 @@ class ScoresScreen(BoxScreen):
             self.query_one("#session", Select).value = self.session_id
         await self.refresh_now()
 
-    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "grid":
-            await self.open_entry(str(event.row_key.value))
-        elif event.data_table.id == "feed":
-            sheet = self.feed.get(int(str(event.row_key.value)))
+    async def on_lined_table_selected(self, event: LinedTable.Selected) -> None:
+        if event.table.id == "grid":
+            await self.open_entry(event.key)
+        elif event.table.id == "feed":
+            sheet = self.feed.get(int(event.key))
             if sheet:
                 await self.open_entry(sheet["entry_id"])
 

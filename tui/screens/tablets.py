@@ -115,19 +115,17 @@ class TabletsScreen(BoxScreen):
         await self.refresh_now()
 
 
-def device_row(d: dict[str, Any]) -> tuple[Text, ...]:
-    # Text cells, never str: a str cell is parsed as console markup on every render, and a
-    # device name like "[J1] tablet" would lose its brackets.
+def device_row(d: dict[str, Any]) -> tuple[Text | str, ...]:
     return (
         fmt.presence(d["presence"]),
-        Text(d.get("judge_name") or d["judge_id"]),
-        Text(fmt.ago(d.get("last_seen_age_s")) if d.get("last_seen_at") else "never"),
+        d.get("judge_name") or d["judge_id"],
+        fmt.ago(d.get("last_seen_age_s")) if d.get("last_seen_at") else "never",
         fmt.battery(d.get("battery")),
-        Text(str(d["queue_depth"]) if d.get("queue_depth") is not None else "-"),
+        str(d["queue_depth"]) if d.get("queue_depth") is not None else "-",
         fmt.skew(d.get("clock_skew_s")),
-        Text(d.get("app_version") or "-"),
-        Text(d["name"]),
-        Text(d.get("address") or "-"),
+        d.get("app_version") or "-",
+        d["name"],
+        d.get("address") or "-",
     )
 
 
