@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from appliance import sdnotify, status
 from appliance.alerts import active_counts
 from appliance.box import get_box
 from appliance.config import Config
+from appliance.errors import DomainError
 from appliance.mdns import Advertisement
 from appliance.secrets_files import read_secret
 from appliance.storage.db import Store
@@ -36,6 +38,7 @@ from appliance.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
 
 log = logging.getLogger("venuebox.daemon")
 RUNTIME_FILE = "daemon.json"
+LOCK_FILE = "daemon.lock"
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -70,6 +73,29 @@ def tablet_urls(tablet_url: str, advertisement: Advertisement | None, port: int)
         return [tablet_url]
     hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
     return [f"http://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
+
+
+class AlreadyRunning(DomainError):
+    """Another daemon serves this data dir."""
+
+
+def hold_data_dir(data_dir: Path) -> int:
+    """Take the data dir for this daemon (an exclusive lock on ``daemon.lock``, held until the
+    process ends, whatever way it ends); AlreadyRunning if another daemon holds it. Two daemons on
+    one data dir would both answer tablets, on two ports, and overwrite each other's daemon.json."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another venuebox daemon (pid {holder}) is already running on {data_dir}: stop it first "
+            "(`systemctl stop venuebox`), or give this one another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
 
 
 def runtime_info(config: Config) -> dict[str, Any] | None:
@@ -131,6 +157,7 @@ class Daemon:
 
         config = self.config
         started = time.monotonic()
+        lock_fd = hold_data_dir(config.data_dir)
         self.store = store = Store(config.db_path)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -209,6 +236,7 @@ class Daemon:
             await self._stopping.wait()
         finally:
             await self._shutdown(scheduler, server_tasks, background)
+            os.close(lock_fd)  # releases the data dir for the next daemon
 
     async def _shutdown(
         self, scheduler: Any, server_tasks: list[asyncio.Task[Any]], background: list[asyncio.Task[Any]]

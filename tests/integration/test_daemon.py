@@ -10,6 +10,8 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -152,3 +154,38 @@ def test_start_to_ready_is_recorded(tmp_path: Path) -> None:
         assert 0 < runtime["ready_after_s"] < 10
     finally:
         box.stop()
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused_in_one_line(tmp_path: Path) -> None:
+    first = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+        runtime = json.loads((first.config.data_dir / "daemon.json").read_text())
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "--data-dir",
+                str(first.config.data_dir),
+                "run",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--no-mdns",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"pid {first.process.pid}" in lines[0] and "already running" in lines[0]
+        # The first daemon is untouched: same runtime file, still answering.
+        assert json.loads((first.config.data_dir / "daemon.json").read_text()) == runtime
+        with first.client() as c:
+            assert c.get("/api/v1/health").status_code == 200
+    finally:
+        first.kill()  # SIGKILL: the lock goes with the process, nothing to clean up
+    again = RunningBox(first.config).start()
+    again.stop()
