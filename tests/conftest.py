@@ -20,10 +20,11 @@ import pytest
 
 from appliance import personal
 from appliance.config import Config, load_config
+from appliance.devices import Device
 from appliance.storage.db import Store
 from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
-from provisioning.pairing import create_code
+from provisioning.pairing import create_code, redeem
 
 SAMPLE_EVENT = Path(__file__).resolve().parents[1] / "provisioning" / "sample_event"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -56,6 +57,20 @@ def new_code(config: Config, judge_id: str, ttl_s: int = 600) -> str:
 @pytest.fixture
 def box_config(tmp_path: Path) -> Config:
     return make_box(tmp_path / "box")
+
+
+@pytest.fixture
+def sample_store(tmp_path: Path) -> Iterator[Store]:
+    """The writer of a real box with the sample event, for domain tests without a server."""
+    with Store(make_box(tmp_path / "box").db_path) as store:
+        yield store
+
+
+def paired_device(store: Store, judge_id: str) -> Device:
+    """A really paired device for ``judge_id`` (a code, redeemed), as the ledger needs one."""
+    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test"))["code"]
+    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None))
+    return Device(paired["device_id"], paired["event"]["id"], judge_id, f"{judge_id} tablet")
 
 
 @dataclass

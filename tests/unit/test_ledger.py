@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
 from appliance import chain
-from appliance.devices import Device, revoke
+from appliance.devices import revoke
 from appliance.errors import EntryNotOnPanel, InvalidInput, NotAuthenticated, SheetConflict
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
-from provisioning.pairing import create_code, redeem
-from tests.conftest import make_box
+from tests.conftest import paired_device
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    config = make_box(tmp_path / "box")
-    with Store(config.db_path) as s:
-        yield s
+def store(sample_store: Store) -> Store:
+    return sample_store
 
 
-def pair(store: Store, judge_id: str) -> Device:
-    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test"))["code"]
-    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None))
-    return Device(paired["device_id"], paired["event"]["id"], judge_id, f"{judge_id} tablet")
+pair = paired_device
 
 
 def sheet(entry_id: str, supersedes: str | None = None, **values: float) -> SheetSubmission:

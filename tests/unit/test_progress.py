@@ -4,7 +4,6 @@ entries are complete, partial or skipped, the grid, the feed and the totals."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from appliance import progress
 from appliance.devices import Device
 from appliance.ledger import SheetSubmission, submit_sheet
 from appliance.storage.db import Store
-from provisioning.pairing import create_code, redeem
-from tests.conftest import make_box
+from tests.conftest import make_box, paired_device
 
 # The sample event: SAT-AM (entries 101-120, judges J1 J2 J3) starts 2026-03-14 12:00 UTC, SAT-PM
 # (121-140, J1 J3 J4) at 17:00 UTC, SUN-AM (141-160, J2 J3 J4 J5) on 2026-03-15 at 13:00 UTC.
@@ -24,17 +22,11 @@ VALUES = {"technique": 9.4, "performance": 9.1, "choreography": 8.5}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    config = make_box(tmp_path / "box")
-    with Store(config.db_path) as s:
-        yield s
+def store(sample_store: Store) -> Store:
+    return sample_store
 
 
-def tablet(store: Store, judge_id: str) -> Device:
-    """A really paired device for ``judge_id`` (code, redeem), as the ledger needs one."""
-    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test"))["code"]
-    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None))
-    return Device(paired["device_id"], paired["event"]["id"], judge_id, f"{judge_id} tablet")
+tablet = paired_device
 
 
 def score(store: Store, device: Device, entry_id: str, supersedes: str | None = None) -> str:
