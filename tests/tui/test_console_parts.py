@@ -186,3 +186,17 @@ def test_console_rejects_an_unknown_theme_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "no theme 'neon'" in result.stderr
+
+
+def test_missing_scores_panel_counts_in_words() -> None:
+    from tests.tui.recorded_box import fixture
+    from tui.screens.overview import missing_panel
+
+    status = fixture("status")
+    one = dict(
+        status, session=dict(status["session"], missing_total=1, missing=status["session"]["missing"][:1])
+    )
+    text = "\n".join(line.plain for line in missing_panel(one).renderables)
+    assert "1 entry needs attention" in text and "waiting Priya" in text
+    many = "\n".join(line.plain for line in missing_panel(status).renderables)
+    assert "17 entries need attention" in many and "… 11 more: see 3 Scores" in many

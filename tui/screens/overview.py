@@ -99,7 +99,9 @@ def missing_panel(status: dict[str, Any]) -> Group | Text:
     )
     if session["missing_total"] == 0:
         return Group(head, Text("none: every started entry has all its scores", style="green"))
-    lines = [head, Text(f"{session['missing_total']} entries need attention", style="bold red")]
+    count = session["missing_total"]
+    need = "1 entry needs" if count == 1 else f"{count} entries need"
+    lines = [head, Text(f"{need} attention", style="bold red")]
     shown = session["missing"][:MISSING_SHOWN]
     for item in shown:
         judges = ", ".join(j["name"].split()[0] if j["name"] else j["id"] for j in item["missing_judges"])
