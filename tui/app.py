@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -121,7 +121,10 @@ class ConsoleApp(App[None]):
             self._polling = False
 
     async def poll_screen(self) -> None:
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # the console is closing: a last tick of the timer finds no screen
         if isinstance(screen, BoxScreen) and self.link is not None and self.link.ok:
             await screen.refresh_now()
 

@@ -200,3 +200,16 @@ def test_missing_scores_panel_counts_in_words() -> None:
     assert "1 entry needs attention" in text and "waiting Priya" in text
     many = "\n".join(line.plain for line in missing_panel(status).renderables)
     assert "17 entries need attention" in many and "… 11 more: see 3 Scores" in many
+
+
+def test_a_last_timer_tick_while_the_console_closes_is_harmless() -> None:
+    """The screen timer can fire once more while the console quits, with no screen left."""
+
+    async def scenario() -> None:
+        app = RecordedBox().app("tablets")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+        assert not app.screen_stack
+        await app.poll_screen()  # no ScreenStackError
+
+    asyncio.run(scenario())
