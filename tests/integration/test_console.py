@@ -112,6 +112,7 @@ def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path
                 tablet = Tablet(box, answer.json())
                 await until(pilot, lambda: "pilot tablet" in shown(app, "#paired"), "paired list shows it")
                 await until(pilot, lambda: "used" in shown(app, "#code-expiry"), "code marked used")
+                assert shown(app, "#code-qr") == "" and shown(app, "#code-url") == ""
 
                 await pilot.press("2")
                 tablets = app.screen

@@ -213,3 +213,32 @@ def test_a_last_timer_tick_while_the_console_closes_is_harmless() -> None:
         await app.poll_screen()  # no ScreenStackError
 
     asyncio.run(scenario())
+
+
+def test_an_expired_pairing_code_is_taken_off_the_screen() -> None:
+    from datetime import timedelta
+
+    from tests.tui.recorded_box import recorded_now
+    from tui.screens.pairing import PairingScreen
+
+    later = {"now": recorded_now()}
+
+    async def scenario() -> None:
+        app = RecordedBox().app("pairing")
+        app.now = lambda: later["now"]
+        async with app.run_test(size=(100, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, PairingScreen)
+            await screen.refresh_now()
+            screen.query_one("#judges").focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "expires in 10:00" in str(screen.query_one("#code-expiry").content)
+            assert "PKFM-XYDM" in str(screen.query_one("#code-url").content)
+            later["now"] = recorded_now() + timedelta(minutes=10, seconds=1)
+            await pilot.pause(1.2)  # the countdown ticks every second
+            assert "expired" in str(screen.query_one("#code-expiry").content)
+            assert str(screen.query_one("#code-qr").content) == ""
+            assert str(screen.query_one("#code-url").content) == ""
+
+    asyncio.run(scenario())

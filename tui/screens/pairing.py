@@ -68,7 +68,9 @@ class PairingScreen(BoxScreen):
                 "used: the tablet is paired (see the list on the left)", style="bold green", justify="center"
             )
         )
+        # A used code is worth nothing: take its QR code and URL off the screen.
         self.query_one("#code-qr", Static).update("")
+        self.query_one("#code-url", Static).update("")
 
     def show_judges(self, judges: list[dict[str, Any]]) -> None:
         if [j["judge_id"] for j in judges] == [j["judge_id"] for j in self.judges]:
@@ -128,6 +130,7 @@ class PairingScreen(BoxScreen):
                 Text("expired: choose the judge again for a new code", style="bold red", justify="center")
             )
             self.query_one("#code-qr", Static).update("")
+            self.query_one("#code-url", Static).update("")
         else:
             expiry.update(Text(f"expires in {int(left) // 60}:{int(left) % 60:02d}", justify="center"))
 
