@@ -427,5 +427,61 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
         click.echo(report.summary())
 
 
+_receiver_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("venuebox-receiver"),
+    show_default=True,
+    help="Where the receiver keeps receiver.sqlite and boxes.json (box id -> uplink token).",
+)
+
+
+@cli.group("ingest-server")
+def ingest_server() -> None:
+    """The reference uplink receiver: the cloud end that boxes send their outbox to."""
+
+
+@ingest_server.command("add-box")
+@click.argument("box_id")
+@_receiver_data_dir
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the new uplink token to this file (0600) instead of printing it.",
+)
+@click.option("--rotate", is_flag=True, help="Replace the token of a box that has one (the old one stops).")
+def ingest_server_add_box(box_id: str, data_dir: Path, token_file: Path | None, rotate: bool) -> None:
+    """Issue an uplink token for BOX_ID (its `venuebox status` box id); printed on the last line."""
+    from appliance.secrets_files import write_secret
+    from uplink.receiver_store import add_box
+
+    token = add_box(data_dir, box_id, rotate=rotate)
+    verb = "rotated" if rotate else "issued"
+    if token_file is not None:
+        write_secret(token_file, token)
+        click.echo(f"uplink token for {box_id} {verb}, written to {token_file}")
+        return
+    click.echo(f"uplink token for {box_id} {verb} (give it to the box; it is not shown again):")
+    click.echo(token)
+
+
+@ingest_server.command("run")
+@_receiver_data_dir
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=9090, show_default=True, help="Port (0 = any free port).")
+def ingest_server_run(data_dir: Path, host: str, port: int) -> None:
+    """Receive boxes' uplink batches until Ctrl-C or SIGTERM (the URL is also in receiver.json)."""
+    from uplink.receiver import run_receiver
+
+    setup_logging(os.environ.get("VENUEBOX_LOG_LEVEL", "INFO"))
+    run_receiver(
+        data_dir,
+        host,
+        port,
+        on_ready=lambda url: click.echo(f"venuebox ingest-server receiving on {url} (data dir {data_dir})"),
+    )
+
+
 def main() -> None:
     cli(prog_name="venuebox")

@@ -61,12 +61,13 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def create_database(path: Path) -> int:
-    """Create or upgrade the database file; returns the schema version."""
+def create_database(path: Path, schema: Callable[[Database], int] = migrate) -> int:
+    """Create or upgrade the database file with ``schema`` (the box's by default); returns the
+    schema version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     try:
-        return migrate(Database(conn))
+        return schema(Database(conn))
     finally:
         conn.close()
 
@@ -84,9 +85,18 @@ class _Job:
 class Store:
     """The data dir's database, with the single-writer model described above."""
 
-    def __init__(self, path: Path | str, *, read_threads: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_threads: int = 2,
+        schema: Callable[[Database], int] = migrate,
+        create: bool = False,
+    ) -> None:
+        """The box's database at ``path`` (it must exist: `venuebox init` makes it), or, with
+        ``schema`` and ``create``, another service's (the reference uplink receiver's)."""
         self.path = Path(path)
-        if not self.path.exists():
+        if not create and not self.path.exists():
             raise NotInitialised(f"no database at {self.path}: run `venuebox init` first")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
@@ -97,7 +107,7 @@ class Store:
         self._reader_lock = threading.Lock()
         self._closed = False
         # Upgrade the schema before anyone reads or writes.
-        create_database(self.path)
+        create_database(self.path, schema)
         self._writer = threading.Thread(target=self._write_loop, name="venuebox-writer", daemon=True)
         self._writer.start()
 

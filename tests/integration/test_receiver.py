@@ -1,0 +1,405 @@
+"""The reference uplink receiver as a real process (`venuebox ingest-server run`), over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from uplink.protocol import (
+    IDEMPOTENCY_HEADER,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    SIGNATURE_HEADER,
+    SIGNATURE_TOLERANCE_S,
+    signature,
+)
+
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+BOX = "vb-000000000001"
+OTHER_BOX = "vb-000000000002"
+
+
+def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "ingest-server", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def add_box(data_dir: Path, box_id: str, *extra: str) -> str:
+    done = cli(data_dir, "add-box", box_id, *extra)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def record(record_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "kind": "sheet",
+        "created_at": "2026-03-14T10:42:07.123456Z",
+        "payload": {"sheet_id": record_id, "values": {"technique": 7.5}},
+        **fields,
+    }
+
+
+@dataclass
+class RunningReceiver:
+    """An `ingest-server run` process on an ephemeral port."""
+
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self, timeout: float = 15.0) -> RunningReceiver:
+        runtime = self.data_dir / "receiver.json"
+        runtime.unlink(missing_ok=True)
+        log_path = self.data_dir / "receiver.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "ingest-server", "run", "--port", "0"]
+            + ["--data-dir", str(self.data_dir)],
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"receiver exited early:\n{log_path.read_text()}")
+            if runtime.exists():
+                info = json.loads(runtime.read_text())
+                if info["pid"] == self.process.pid:
+                    self.url = info["url"]
+                    return self
+            time.sleep(0.05)
+        self.process.kill()
+        self.process.wait()
+        raise RuntimeError(f"receiver not ready in {timeout}s:\n{log_path.read_text()}")
+
+    def stop(self) -> int | None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=TIMEOUT)
+
+    def post(
+        self,
+        token: str,
+        records: list[dict[str, Any]] | None = None,
+        *,
+        box_id: str = BOX,
+        key: str | None = None,
+        body: bytes | None = None,
+        signed_body: bytes | None = None,
+        signed_at: int | None = None,
+        sign_with: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """A batch as the box sends it; each keyword bends one part of it for a test."""
+        if body is None:
+            body = json.dumps({"records": records or []}).encode()
+        sent_headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: key or str(uuid.uuid4()),
+            SIGNATURE_HEADER: signature(
+                sign_with or token,
+                signed_at if signed_at is not None else int(time.time()),
+                body if signed_body is None else signed_body,
+            ),
+        } | (headers or {})
+        with self.client() as client:
+            return client.post(f"/v1/boxes/{box_id}/records", content=body, headers=sent_headers)
+
+    def records(self, token: str, box_id: str = BOX, **params: Any) -> httpx.Response:
+        with self.client() as client:
+            # No token: no Authorization header at all ("Bearer " alone is not a valid header value).
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return client.get(f"/v1/boxes/{box_id}/records", params=params, headers=headers)
+
+    def stored_ids(self, box_id: str = BOX) -> list[str]:
+        conn = sqlite3.connect(self.data_dir / "receiver.sqlite")
+        try:
+            rows = conn.execute("SELECT record_id FROM records WHERE box_id = ? ORDER BY seq", (box_id,))
+            return [row[0] for row in rows]
+        finally:
+            conn.close()
+
+    def metric(self, name: str) -> float:
+        with self.client() as client:
+            text = client.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[tuple[RunningReceiver, str]]:
+    data_dir = tmp_path / "receiver"
+    token = add_box(data_dir, BOX)
+    running = RunningReceiver(data_dir).start()
+    yield running, token
+    running.stop()
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["request_id"] == response.headers["x-request-id"]
+    return problem
+
+
+def test_signed_batch_is_stored_and_acked_in_order(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    ids = [f"r{i}" for i in range(5)]
+    response = rx.post(token, [record(i) for i in ids])
+    assert response.status_code == 200, response.text
+    assert response.json() == {"acked": ids, "rejected": []}
+    assert rx.stored_ids() == ids
+
+
+def test_resent_batch_with_a_new_key_acks_the_same_ids_and_stores_nothing_new(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    batch = [record(f"r{i}") for i in range(3)]
+    first = rx.post(token, batch).json()
+    again = rx.post(token, batch).json()
+    assert again == first == {"acked": ["r0", "r1", "r2"], "rejected": []}
+    assert rx.stored_ids() == ["r0", "r1", "r2"]
+
+
+def test_concurrent_overlapping_batches_store_each_id_exactly_once(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    # 20 batches of 50 over ids 0..249: each id is in up to 4 batches, sent at the same time.
+    batches = [[record(f"r{i:04d}") for i in range(n * 10, n * 10 + 50)] for n in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda batch: rx.post(token, batch), batches))
+    for batch, answer in zip(batches, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["acked"] == [r["id"] for r in batch]
+    stored = rx.stored_ids()
+    assert len(stored) == len(set(stored)) == 240
+    assert set(stored) == {f"r{i:04d}" for i in range(240)}
+
+
+def test_same_key_and_body_replays_the_identical_answer(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    body = json.dumps({"records": [record("a"), record("b", kind="nope")]}).encode()
+    first = rx.post(token, body=body, key="batch-1")
+    replay = rx.post(token, body=body, key="batch-1")
+    assert first.status_code == replay.status_code == 200
+    assert replay.content == first.content
+    assert rx.metric('venuebox_receiver_batches_total{outcome="replayed"}') == 1
+
+
+def test_same_key_with_another_body_is_an_idempotency_mismatch(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    assert rx.post(token, [record("a")], key="batch-1").status_code == 200
+    problem = assert_problem(rx.post(token, [record("b")], key="batch-1"), 422)
+    assert problem["type"].endswith("/idempotency-mismatch")
+    assert rx.stored_ids() == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"kind": "score"}, "kind:"),
+        ({"created_at": "yesterday"}, "created_at:"),
+        ({"id": None}, "id:"),
+        ({"payload": "text"}, "payload:"),
+    ],
+)
+def test_one_bad_record_is_rejected_alone(
+    receiver: tuple[RunningReceiver, str], bad: dict[str, Any], reason: str
+) -> None:
+    rx, token = receiver
+    poison = record("bad", **bad)
+    if bad.get("id", "") is None:
+        del poison["id"]
+    answer = rx.post(token, [record("a"), poison, record("c")])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["acked"] == ["a", "c"]
+    [rejected] = body["rejected"]
+    assert rejected["id"] == ("" if "id" in bad else "bad")
+    assert rejected["status"] == 422
+    assert rejected["reason"].startswith(reason)
+    assert rx.stored_ids() == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["wrong token", "another box's token", "no token", "no signature", "stale", "body changed", "bad signature"],
+)
+def test_refused_credentials_are_401_and_store_nothing(
+    receiver: tuple[RunningReceiver, str], how: str
+) -> None:
+    rx, token = receiver
+    other_token = add_box(rx.data_dir, OTHER_BOX)
+    records = [record("a")]
+    body = json.dumps({"records": records}).encode()
+    bent: dict[str, Any] = {
+        "wrong token": {"token": token[:-4] + "AAAA"},
+        "another box's token": {"token": other_token},
+        "no token": {"headers": {"Authorization": ""}},
+        "no signature": {"headers": {SIGNATURE_HEADER: ""}},
+        "stale": {"signed_at": int(time.time()) - SIGNATURE_TOLERANCE_S - 60},
+        "body changed": {"signed_body": body.replace(b'"a"', b'"z"')},
+        "bad signature": {"sign_with": other_token},
+    }[how]
+    response = rx.post(bent.pop("token", token), body=body, **bent)
+    problem = assert_problem(response, 401)
+    assert problem["type"].endswith("/uplink-unauthenticated")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    if how == "stale":
+        assert "clock" in problem["detail"]
+    if how == "body changed":
+        assert "does not match" in problem["detail"]
+    assert token not in response.text and other_token not in response.text
+    assert rx.stored_ids() == []
+    assert rx.stored_ids(OTHER_BOX) == []
+
+
+def test_unknown_box_is_401(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    assert_problem(rx.post(token, [record("a")], box_id="vb-nobody"), 401)
+    assert rx.metric('venuebox_receiver_auth_failures_total{reason="unknown-box"}') == 1
+
+
+def test_batch_without_idempotency_key_is_400(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    problem = assert_problem(rx.post(token, [record("a")], headers={IDEMPOTENCY_HEADER: ""}), 400)
+    assert IDEMPOTENCY_HEADER in problem["detail"]
+    assert rx.stored_ids() == []
+
+
+def test_body_over_the_byte_limit_is_413(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    big = record("big", payload={"blob": "x" * MAX_BATCH_BYTES})
+    assert_problem(rx.post(token, [big]), 413)
+    assert rx.stored_ids() == []
+
+
+def test_too_many_records_is_413(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    problem = assert_problem(rx.post(token, [record(f"r{i}") for i in range(MAX_BATCH_RECORDS + 1)]), 413)
+    assert problem["type"].endswith("/batch-too-large")
+    assert rx.stored_ids() == []
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"records": [}'])
+def test_malformed_json_is_400(receiver: tuple[RunningReceiver, str], body: bytes) -> None:
+    rx, token = receiver
+    assert_problem(rx.post(token, body=body), 400)
+
+
+def test_get_records_pages_in_order(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    ids = [f"r{i:02d}" for i in range(25)]
+    rx.post(token, [record(i) for i in ids[:10]])
+    rx.post(token, [record(i) for i in ids[10:]])
+    seen: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = rx.records(token, after=after, limit=7).raise_for_status().json()
+        if not page["records"]:
+            assert page["last_seq"] == after
+            break
+        seen += page["records"]
+        after = page["last_seq"]
+        assert after == page["records"][-1]["seq"]
+    assert [r["id"] for r in seen] == ids
+    assert [r["seq"] for r in seen] == sorted(r["seq"] for r in seen)
+    assert seen[0]["payload"] == record("r00")["payload"]
+    assert set(seen[0]) == {"seq", "id", "kind", "created_at", "payload", "received_at"}
+
+
+def test_get_records_needs_the_box_token(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    other_token = add_box(rx.data_dir, OTHER_BOX)
+    rx.post(token, [record("a")])
+    assert_problem(rx.records(other_token), 401)
+    assert_problem(rx.records("", box_id=BOX), 401)
+    assert rx.records(other_token, box_id=OTHER_BOX).json() == {"records": [], "last_seq": 0}
+    assert_problem(rx.records(token, limit=5001), 422)
+
+
+def test_add_box_writes_a_private_token_file_and_refuses_a_second_token(tmp_path: Path) -> None:
+    data_dir = tmp_path / "receiver"
+    token_file = tmp_path / "uplink.token"
+    done = cli(data_dir, "add-box", BOX, "--token-file", str(token_file))
+    assert done.returncode == 0, done.stderr
+    token = token_file.read_text().strip()
+    assert len(token) == 43 and token not in done.stdout
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "boxes.json").stat().st_mode) == 0o600
+    again = cli(data_dir, "add-box", BOX)
+    assert again.returncode == 1
+    assert "--rotate" in again.stderr
+    assert json.loads((data_dir / "boxes.json").read_text()) == {BOX: token}
+
+
+def test_rotated_token_replaces_the_old_one_on_a_running_receiver(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, old = receiver
+    assert rx.post(old, [record("a")]).status_code == 200
+    new = add_box(rx.data_dir, BOX, "--rotate")
+    assert new != old
+    assert_problem(rx.post(old, [record("b")]), 401)
+    assert rx.post(new, [record("b")]).status_code == 200
+    assert rx.stored_ids() == ["a", "b"]
+
+
+def test_metrics_count_stored_duplicate_and_rejected(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    rx.post(token, [record("a"), record("b")])
+    rx.post(token, [record("b"), record("c"), record("d", kind="nope")])
+    rx.post(token, [record("a")], sign_with="not-the-token")
+    assert rx.metric("venuebox_receiver_records_stored_total") == 3
+    assert rx.metric("venuebox_receiver_records_duplicate_total") == 1
+    assert rx.metric("venuebox_receiver_records_rejected_total") == 1
+    assert rx.metric('venuebox_receiver_batches_total{outcome="stored"}') == 2
+    assert rx.metric('venuebox_receiver_auth_failures_total{reason="bad-signature"}') == 1
+    with rx.client() as client:
+        assert token not in client.get("/metrics").text
+
+
+def test_health_needs_no_auth_and_the_log_holds_no_secrets(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    with rx.client() as client:
+        assert client.get("/health").json()["status"] == "ok"
+    rx.post(token, [record("secret-payload-record", payload={"note": "do-not-log-me"})])
+    rx.post(token[:-1] + "x", [record("x")])
+    assert rx.stop() == 0
+    log = (rx.data_dir / "receiver.log").read_text()
+    assert token not in log and "do-not-log-me" not in log and "v1=" not in log
+    assert not (rx.data_dir / "receiver.json").exists()
+    assert os.path.exists(rx.data_dir / "receiver.sqlite")

@@ -1,0 +1,285 @@
+"""The reference uplink receiver (`venuebox ingest-server`): the cloud end of PROTOCOL.md "Uplink".
+
+It checks each box's bearer token and body signature, stores records per box in SQLite with the
+record id unique (a record id seen before is acked again, never stored twice), answers a batch only
+after the commit that stores it, replays the stored answer for a repeated ``Idempotency-Key``, and
+serves the records back in order (``GET /v1/boxes/{box_id}/records?after=``) plus ``/metrics``.
+
+Storage and tokens live in ``uplink/receiver_store.py``; this module is the HTTP layer and the
+process (``run_receiver``). It never logs a token, a signature or a payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import Counter
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, Parameter
+
+from appliance import __version__
+from appliance.errors import DomainError
+from appliance.logs import LogContextMiddleware
+from appliance.storage.db import Store
+from edge_api.body import decode
+from edge_api.errors import DESCRIPTIONS, PROBLEM_BASE, make_exception_handlers, problem_response
+from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
+from edge_api.middleware import RequestIdMiddleware, request_id_of
+from edge_api.responses import json_response
+from edge_api.schemas import Problem
+from uplink.protocol import (
+    IDEMPOTENCY_HEADER,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    SIGNATURE_HEADER,
+    BadSignature,
+    RecordsIn,
+    verify_signature,
+)
+from uplink.receiver_store import (
+    DB_FILE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    RUNTIME_FILE,
+    BatchKeyReused,
+    BatchTooLarge,
+    BoxTokens,
+    IdempotencyKeyRequired,
+    UplinkUnauthenticated,
+    body_hash,
+    check_batch,
+    migrate,
+    records_after,
+    store_batch,
+    stored_answer,
+)
+
+log = logging.getLogger("venuebox.receiver")
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5000
+
+# The receiver's own problems: exception class -> (status, type slug, title).
+_PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
+    UplinkUnauthenticated: (401, "uplink-unauthenticated", "Uplink token or body signature refused"),
+    IdempotencyKeyRequired: (400, "idempotency-key-required", "A batch needs an Idempotency-Key header"),
+    BatchKeyReused: (422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"),
+    BatchTooLarge: (413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
+}
+_DESCRIPTIONS = DESCRIPTIONS | {slug: title for (_, slug, title) in _PROBLEMS.values()}
+_UNAUTHENTICATED = (
+    "the uplink token is missing or is not the one issued for this box "
+    "(`venuebox ingest-server add-box BOX_ID` on the receiver issues it)"
+)
+
+
+class ReceiverMetrics(Metrics):
+    """The box's request timings plus the receiver's own counters (no tokens or payloads in labels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Box-only series say nothing about a receiver: leave them off its /metrics.
+        self.registry.unregister(self.sheets_accepted)
+        self.registry.unregister(self.snapshot_errors)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=self.registry)
+
+        self.batches = counter(
+            "venuebox_receiver_batches",
+            "Batches answered 200: stored (a new Idempotency-Key) or replayed (its first answer again).",
+            ("outcome",),
+        )
+        self.records_stored = counter("venuebox_receiver_records_stored", "Records stored for the first time.")
+        self.records_duplicate = counter(
+            "venuebox_receiver_records_duplicate", "Records acked again because their id was already stored."
+        )
+        self.records_rejected = counter(
+            "venuebox_receiver_records_rejected", "Records rejected as malformed (422 in `rejected`)."
+        )
+        self.auth_failures = counter(
+            "venuebox_receiver_auth_failures",
+            "Refused requests by reason: no-token, unknown-box, wrong-token, bad-signature.",
+            ("reason",),
+        )
+
+
+@get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
+async def problem_type(slug: FromPath[str]) -> str:
+    """Where a problem's ``type`` URI leads: one line saying what it means."""
+    return _DESCRIPTIONS.get(slug, "Unknown problem type") + "\n"
+
+
+@get("/health")
+async def health() -> Response[Any]:
+    """Liveness, without auth."""
+    return json_response({"status": "ok", "service": "venuebox-receiver", "version": __version__})
+
+
+def _authenticate(request: Request, box_id: str) -> BoxTokens:
+    tokens: BoxTokens = request.app.state.tokens
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    reason = tokens.check(box_id, token.strip() if scheme.lower() == "bearer" else None)
+    if reason is not None:
+        request.app.state.metrics.auth_failures.labels(reason).inc()
+        raise UplinkUnauthenticated(_UNAUTHENTICATED)
+    return tokens
+
+
+@post("/v1/boxes/{box_id:str}/records", status_code=200)
+async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]:
+    """A batch of outbox records: each good one stored once and acked, bad ones rejected."""
+    tokens = _authenticate(request, box_id)
+    store: Store = request.app.state.store
+    metrics: ReceiverMetrics = request.app.state.metrics
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise IdempotencyKeyRequired(
+            f"send the batch's id in an {IDEMPOTENCY_HEADER} header (1-{MAX_IDEMPOTENCY_KEY_CHARS} "
+            "characters), the same on every retry of the batch"
+        )
+    body = await request.body()  # Litestar answers 413 past request_max_body_size
+    try:
+        verify_signature(tokens.token(box_id), request.headers.get(SIGNATURE_HEADER), body, time.time())
+    except BadSignature as exc:
+        metrics.auth_failures.labels("bad-signature").inc()
+        raise UplinkUnauthenticated(str(exc)) from None
+    digest = body_hash(body)
+    answer = store.query(lambda conn: stored_answer(conn, box_id, key, digest))
+    if answer is not None:
+        metrics.batches.labels("replayed").inc()
+        return Response(answer, media_type="application/json")
+    records = decode(body, RecordsIn).records
+    if len(records) > MAX_BATCH_RECORDS:
+        raise BatchTooLarge(
+            f"{len(records)} records in one batch; send at most {MAX_BATCH_RECORDS} per request"
+        )
+    batch = check_batch(records)
+    outcome = await store.write(
+        lambda conn: store_batch(conn, box_id, key, digest, batch), weight=max(1, len(batch.rows))
+    )
+    metrics.batches.labels("replayed" if outcome.replayed else "stored").inc()
+    metrics.records_stored.inc(outcome.stored)
+    metrics.records_duplicate.inc(outcome.duplicate)
+    metrics.records_rejected.inc(outcome.rejected)
+    return Response(outcome.answer, media_type="application/json")
+
+
+@get("/v1/boxes/{box_id:str}/records")
+async def get_records(
+    request: Request,
+    box_id: FromPath[str],
+    after: int = Parameter(query="after", ge=0, default=0),
+    limit: int = Parameter(query="limit", ge=1, le=MAX_LIMIT, default=DEFAULT_LIMIT),
+) -> Response[Any]:
+    """The box's stored records with seq > ``after``, ascending; ``last_seq`` is the next ``after``."""
+    _authenticate(request, box_id)
+    store: Store = request.app.state.store
+    return json_response(await store.read(lambda conn: records_after(conn, box_id, after, limit)))
+
+
+def _on_receiver_problem(request: Request, exc: DomainError) -> Response:
+    status, slug, title = _PROBLEMS[type(exc)]
+    problem = Problem(
+        type=PROBLEM_BASE + slug,
+        title=title,
+        status=status,
+        detail=exc.detail,
+        request_id=request_id_of(request.scope),
+    )
+    headers = {"WWW-Authenticate": 'Bearer realm="venuebox-receiver"'} if status == 401 else None
+    return problem_response(problem, headers)
+
+
+def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetrics | None = None) -> Any:
+    """The receiver as an ASGI app: request ids on every answer, problem+json errors, metrics.
+
+    ``/metrics`` and ``/health`` have no auth: serve the receiver on loopback (or behind a proxy that
+    only exposes ``/v1``) when the metrics must stay private."""
+    metrics = metrics or ReceiverMetrics()
+    app = Litestar(
+        route_handlers=[post_records, get_records, health, problem_type, metrics_route(metrics)],
+        exception_handlers=make_exception_handlers(1) | dict.fromkeys(_PROBLEMS, _on_receiver_problem),
+        request_max_body_size=MAX_BATCH_BYTES,
+        state=State({"store": store, "tokens": tokens, "metrics": metrics}),
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    # Plain ASGI layers around the whole app, so a 404 for an unrouted path has an id and is counted.
+    return RequestIdMiddleware(LogContextMiddleware(MetricsMiddleware(app, metrics, "receiver")))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured signal after shutdown; ``run_receiver`` stops cleanly instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+def run_receiver(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 9090, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve the receiver for ``data_dir`` until SIGTERM/SIGINT. Once it listens, ``receiver.json``
+    in the data dir holds ``{"pid", "url"}`` (so ``--port 0`` is discoverable) and ``on_ready(url)``
+    is called; both are undone at a clean stop."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_serve(data_dir, host, port, on_ready))
+
+
+async def _serve(data_dir: Path, host: str, port: int, on_ready: Callable[[str], None] | None) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    runtime_path = data_dir / RUNTIME_FILE
+    store = Store(data_dir / DB_FILE, schema=migrate, create=True)
+    server = _Server(
+        uvicorn.Config(
+            create_receiver_app(store, BoxTokens(data_dir)),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, setattr, server, "should_exit", True)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task  # it could not start: its error propagates
+                return
+            await asyncio.sleep(0.01)
+        tmp = runtime_path.with_name(RUNTIME_FILE + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url}))
+        os.replace(tmp, runtime_path)
+        log.info("receiving", extra={"url": url})
+        if on_ready:
+            on_ready(url)
+        await task
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await task
+        runtime_path.unlink(missing_ok=True)
+        store.close()
+        sock.close()

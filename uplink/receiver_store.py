@@ -1,0 +1,302 @@
+"""The reference receiver's state: its SQLite schema, the records it stores per box, the batches it
+has answered, and ``boxes.json`` (box id -> uplink token).
+
+Plain functions over a connection, run through ``appliance.storage.db.Store`` (one writer thread,
+group commit), so the HTTP layer in ``uplink/receiver.py`` and the CLI share one library API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from appliance.errors import DomainError, IdempotencyMismatch, MalformedRequest, NotAuthenticated
+from appliance.secrets_files import read_secret, write_secret
+from appliance.times import now_rfc3339, parse_rfc3339
+from uplink.protocol import RECORD_KINDS, Record, RecordsAck, Rejected
+
+DB_FILE = "receiver.sqlite"
+BOXES_FILE = "boxes.json"
+RUNTIME_FILE = "receiver.json"
+MAX_RECORD_ID_CHARS = 200
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+_BOX_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+migrations = Migrations("venuebox-receiver")
+
+
+@migrations()
+def m001_records(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE records (
+            seq INTEGER PRIMARY KEY,
+            box_id TEXT NOT NULL,
+            record_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            batch_id TEXT NOT NULL,
+            UNIQUE (box_id, record_id)
+        );
+        CREATE INDEX records_box_seq ON records (box_id, seq);
+
+        CREATE TABLE batches (
+            box_id TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            body_sha256 TEXT NOT NULL,
+            answer BLOB NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (box_id, idempotency_key)
+        );
+        """
+    )
+
+
+def migrate(db: Database) -> int:
+    """Apply the receiver's pending migrations; returns its schema version."""
+    migrations.apply(db)
+    version = len(migrations.applied(db))
+    db.execute(f"PRAGMA user_version = {int(version)}")
+    return version
+
+
+# -- errors the HTTP layer maps to problems ------------------------------------------------------
+
+
+class UplinkUnauthenticated(NotAuthenticated):
+    """The bearer token is missing or not this box's, or the body's signature does not hold."""
+
+
+class IdempotencyKeyRequired(MalformedRequest):
+    """A batch came without a usable ``Idempotency-Key``."""
+
+
+class BatchKeyReused(IdempotencyMismatch):
+    """An ``Idempotency-Key`` that already answered one body came with another."""
+
+
+class BatchTooLarge(DomainError):
+    """More records in one batch than the protocol allows."""
+
+
+class BoxRefused(DomainError):
+    """``add-box`` with a box id that cannot be used, or for a box that has a token (no ``--rotate``)."""
+
+
+# -- boxes.json ----------------------------------------------------------------------------------
+
+
+def check_box_id(box_id: str) -> str:
+    if not _BOX_ID.match(box_id):
+        raise BoxRefused(
+            f"box id {box_id!r} must be 1-100 characters of A-Z a-z 0-9 . _ : - (e.g. vb-3f2a9c01d4e5)"
+        )
+    return box_id
+
+
+def load_boxes(data_dir: Path) -> dict[str, str]:
+    """Box id -> uplink token; empty when no box was added yet. Refuses a file others can read."""
+    path = data_dir / BOXES_FILE
+    if not path.exists():
+        return {}
+    return json.loads(read_secret(path))
+
+
+def add_box(data_dir: Path, box_id: str, rotate: bool = False) -> str:
+    """Issue a new 256-bit uplink token for ``box_id`` and store it (0600, atomically); returns it.
+    A box that already has one keeps it unless ``rotate``: then the old token stops working."""
+    check_box_id(box_id)
+    boxes = load_boxes(data_dir)
+    if box_id in boxes and not rotate:
+        raise BoxRefused(
+            f"box {box_id} already has an uplink token: pass --rotate to replace it "
+            "(the box must then be configured with the new one)"
+        )
+    boxes[box_id] = secrets.token_urlsafe(32)
+    write_secret(data_dir / BOXES_FILE, json.dumps(boxes, indent=2, sort_keys=True))
+    return boxes[box_id]
+
+
+class BoxTokens:
+    """``boxes.json`` as the running receiver sees it: re-read when the file changes, so
+    ``add-box`` (and ``--rotate``) take effect without a restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / BOXES_FILE
+        self._data_dir = data_dir
+        self._seen: tuple[int, int, int] | None = None
+        self._tokens: dict[str, str] = {}
+        # Compared against when the box is unknown, so the answer takes as long as for a known box.
+        self._decoy = secrets.token_urlsafe(32)
+
+    def _current(self) -> dict[str, str]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
+            self._tokens = load_boxes(self._data_dir)
+            self._seen = seen
+        return self._tokens
+
+    def check(self, box_id: str, token: str | None) -> str | None:
+        """None when ``token`` is ``box_id``'s uplink token, else why not (a metrics label:
+        no-token, unknown-box, wrong-token)."""
+        if not token:
+            return "no-token"
+        expected = self._current().get(box_id)
+        matches = hmac.compare_digest(token.encode("utf-8"), (expected or self._decoy).encode("utf-8"))
+        if expected is None:
+            return "unknown-box"
+        return None if matches else "wrong-token"
+
+    def token(self, box_id: str) -> str:
+        return self._current()[box_id]
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A batch checked record by record: rows ready to insert, the ids to ack, the rejected ones."""
+
+    rows: list[tuple[str, str, str, str]]  # record_id, kind, created_at, payload JSON
+    acked: list[str]
+    rejected: list[Rejected]
+
+
+@dataclass
+class BatchOutcome:
+    answer: bytes  # the RecordsAck JSON, byte for byte what every replay of the batch gets
+    stored: int
+    duplicate: int
+    rejected: int
+    replayed: bool
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def record_problem(record: Record) -> str | None:
+    """Why the receiver will never store ``record`` as sent, or None when it is fine."""
+    if not isinstance(record.id, str) or not record.id:
+        return "id: must be a non-empty string"
+    if len(record.id) > MAX_RECORD_ID_CHARS:
+        return f"id: at most {MAX_RECORD_ID_CHARS} characters"
+    if record.kind not in RECORD_KINDS:
+        return f"kind: must be one of {', '.join(RECORD_KINDS)}"
+    try:
+        parse_rfc3339(record.created_at)
+    except ValueError as exc:
+        return f"created_at: {exc}"
+    if not isinstance(record.payload, dict):
+        return "payload: must be a JSON object"
+    return None
+
+
+def check_batch(records: list[Record]) -> Batch:
+    """Sort a batch's records into the good (to store and ack) and the rejected, keeping order."""
+    batch = Batch([], [], [])
+    encode = msgspec.json.encode
+    for record in records:
+        problem = record_problem(record)
+        if problem is None:
+            batch.rows.append((record.id, record.kind, record.created_at, encode(record.payload).decode()))
+            batch.acked.append(record.id)
+        else:
+            record_id = record.id if isinstance(record.id, str) else ""
+            batch.rejected.append(Rejected(id=record_id, status=422, reason=problem))
+    return batch
+
+
+def stored_answer(conn: sqlite3.Connection, box_id: str, key: str, digest: str) -> bytes | None:
+    """The answer already given to this batch (same key, same body), None for a new key;
+    BatchKeyReused when the key answered another body."""
+    row = conn.execute(
+        "SELECT body_sha256, answer FROM batches WHERE box_id = ? AND idempotency_key = ?", (box_id, key)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != digest:
+        raise BatchKeyReused(
+            f"Idempotency-Key {key!r} was already used for a different batch: "
+            "send a new key for new content, the same body to get the first answer again"
+        )
+    return bytes(row[1])
+
+
+def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, batch: Batch) -> BatchOutcome:
+    """Store a checked batch in the writer's transaction: every good record once (a record id the
+    box sent before is acked again, not stored again), and the answer under the batch's key."""
+    answer = stored_answer(conn, box_id, key, digest)
+    if answer is not None:  # the same batch raced in on another connection and won
+        return BatchOutcome(answer, 0, 0, 0, replayed=True)
+    received_at = now_rfc3339()
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO records (box_id, record_id, kind, created_at, payload, received_at, batch_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(box_id, *row, received_at, key) for row in batch.rows],
+    )
+    stored = conn.total_changes - before
+    answer = msgspec.json.encode(RecordsAck(acked=batch.acked, rejected=batch.rejected))
+    conn.execute(
+        "INSERT INTO batches (box_id, idempotency_key, body_sha256, answer, received_at) VALUES (?, ?, ?, ?, ?)",
+        (box_id, key, digest, answer, received_at),
+    )
+    return BatchOutcome(answer, stored, len(batch.rows) - stored, len(batch.rejected), replayed=False)
+
+
+class StoredRecord(msgspec.Struct, kw_only=True):
+    seq: int
+    id: str
+    kind: str
+    created_at: str
+    payload: msgspec.Raw  # stored JSON text, sent on as it is
+    received_at: str
+
+
+class RecordsPage(msgspec.Struct, kw_only=True):
+    records: list[StoredRecord]
+    last_seq: int  # pass it as the next ``after``; the same ``after`` when nothing is newer
+
+
+def records_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int) -> RecordsPage:
+    """Up to ``limit`` of the box's records with seq > ``after``, ascending."""
+    rows = conn.execute(
+        "SELECT seq, record_id, kind, created_at, payload, received_at FROM records "
+        "WHERE box_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (box_id, after, limit),
+    ).fetchall()
+    records = [
+        StoredRecord(
+            seq=r[0], id=r[1], kind=r[2], created_at=r[3], payload=msgspec.Raw(r[4].encode()), received_at=r[5]
+        )
+        for r in rows
+    ]
+    return RecordsPage(records=records, last_seq=records[-1].seq if records else after)
+
+
+def runtime_info(data_dir: Path) -> dict[str, Any] | None:
+    """Where a running receiver listens (``receiver.json``, removed at a clean stop), or None."""
+    try:
+        return json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError):
+        return None
