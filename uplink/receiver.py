@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from prometheus_client import Counter
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, Parameter
+from prometheus_client import Counter
 
 from appliance import __version__
 from appliance.errors import DomainError
@@ -101,7 +101,9 @@ class ReceiverMetrics(Metrics):
             "Batches answered 200: stored (a new Idempotency-Key) or replayed (its first answer again).",
             ("outcome",),
         )
-        self.records_stored = counter("venuebox_receiver_records_stored", "Records stored for the first time.")
+        self.records_stored = counter(
+            "venuebox_receiver_records_stored", "Records stored for the first time."
+        )
         self.records_duplicate = counter(
             "venuebox_receiver_records_duplicate", "Records acked again because their id was already stored."
         )

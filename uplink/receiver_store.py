@@ -287,7 +287,12 @@ def records_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int)
     ).fetchall()
     records = [
         StoredRecord(
-            seq=r[0], id=r[1], kind=r[2], created_at=r[3], payload=msgspec.Raw(r[4].encode()), received_at=r[5]
+            seq=r[0],
+            id=r[1],
+            kind=r[2],
+            created_at=r[3],
+            payload=msgspec.Raw(r[4].encode()),
+            received_at=r[5],
         )
         for r in rows
     ]

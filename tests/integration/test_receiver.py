@@ -256,7 +256,15 @@ def test_one_bad_record_is_rejected_alone(
 
 @pytest.mark.parametrize(
     "how",
-    ["wrong token", "another box's token", "no token", "no signature", "stale", "body changed", "bad signature"],
+    [
+        "wrong token",
+        "another box's token",
+        "no token",
+        "no signature",
+        "stale",
+        "body changed",
+        "bad signature",
+    ],
 )
 def test_refused_credentials_are_401_and_store_nothing(
     receiver: tuple[RunningReceiver, str], how: str

@@ -23,7 +23,9 @@ NOW = 1_773_000_000
 
 
 def good_record(**fields: object) -> Record:
-    return Record(**{"id": "r1", "kind": "sheet", "created_at": "2026-03-14T10:42:07-05:00", "payload": {}} | fields)
+    return Record(
+        **{"id": "r1", "kind": "sheet", "created_at": "2026-03-14T10:42:07-05:00", "payload": {}} | fields
+    )
 
 
 def test_signature_made_by_the_sender_verifies() -> None:
