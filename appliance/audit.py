@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from appliance import chain
+from appliance import chain, outbox
 from appliance.canonical import canonical_json
 from appliance.times import now_rfc3339
 
@@ -19,8 +19,9 @@ def record(
 ) -> dict[str, Any]:
     """Append one audit row inside the caller's (writer) transaction; returns the stored row.
 
-    ``detail`` must never hold secrets or personal data: it is shown in the console and exported."""
-    return chain.append(
+    ``detail`` must never hold secrets or personal data: it is shown in the console, exported and
+    sent to the cloud (an ``audit`` outbox record, queued in the same transaction)."""
+    row = chain.append(
         conn,
         "audit_log",
         {
@@ -31,6 +32,8 @@ def record(
             "request_id": request_id,
         },
     )
+    outbox.enqueue(conn, "audit", {**row, "detail": detail or {}})
+    return row
 
 
 def tail(conn: sqlite3.Connection, limit: int = 50, action: str | None = None) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from appliance.box import FREEZE_CATEGORIES
 from appliance.config import Config, ConfigError, load_config
 from appliance.errors import DomainError
 from appliance.logs import setup_logging
-from appliance.secrets_files import InsecureSecretFile
+from appliance.secrets_files import InsecureSecretFile, write_secret
 
 T = TypeVar("T")
 
@@ -427,6 +427,163 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
         click.echo(report.summary())
 
 
+@cli.group()
+def uplink() -> None:
+    """The cloud uplink: configure, check, status, sync now, retry quarantined records."""
+
+
+@uplink.command("configure")
+@click.option("--url", required=True, help="The receiver, e.g. https://cloud.example.org (no token in it).")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A file holding the uplink token the receiver issued for this box (copied to the data dir, 0600).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A CA bundle (PEM) to trust for the receiver's TLS certificate, for a private CA.",
+)
+@click.pass_context
+def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Path | None) -> None:
+    """Set where the outbox goes; takes effect on a running box within a second."""
+    from appliance.times import utcnow
+    from appliance.uplink_state import configure_target
+    from uplink.worker import load_ca_file, read_token_file
+
+    config = _config(ctx)
+    if config.uplink_url:
+        raise DomainError(
+            "uplink_url is set in venuebox.toml or VENUEBOX_UPLINK_URL and wins over `uplink configure`: "
+            "change it there (or remove it to configure here)"
+        )
+    token = read_token_file(token_file)
+    if ca_file is not None:
+        load_ca_file(ca_file)
+        ca_file = ca_file.resolve()
+    stored_token = config.uplink_token_path
+    write_secret(stored_token, token)
+    target = _with_store(
+        config,
+        lambda store: store.write_sync(
+            lambda conn: configure_target(conn, url, stored_token.resolve(), ca_file, "cli", utcnow())
+        ),
+    )
+    click.echo(f"uplink configured: {target.view()['url']} (token in {stored_token})")
+    click.echo("`venuebox uplink check` tests it now; a running box starts sending within a second.")
+
+
+def _uplink_target(config: Config) -> Any:
+    from appliance.errors import UplinkNotConfigured
+    from appliance.uplink_state import resolve_target
+
+    target = _with_store(config, lambda store: store.query(lambda conn: resolve_target(conn, config)))
+    if target is None:
+        raise UplinkNotConfigured(
+            "the uplink is not configured: `venuebox uplink configure --url URL --token-file FILE`"
+        )
+    return target
+
+
+@uplink.command("check")
+@click.pass_context
+def uplink_check(ctx: click.Context) -> None:
+    """Send one signed, empty request to the receiver: URL, TLS, token and clock all at once."""
+    import asyncio
+
+    from appliance.box import get_box
+    from uplink.worker import UplinkSettings, check_target
+
+    config = _config(ctx)
+    target = _uplink_target(config)
+    box_id = _with_store(config, lambda store: store.query(get_box))["box_id"]
+    result = asyncio.run(check_target(target, box_id, UplinkSettings.from_config(config)))
+    if not result.ok:
+        raise DomainError(f"uplink check failed: {result.message}")
+    click.echo(f"ok: {result.message} in {result.seconds * 1000:.0f} ms")
+
+
+def _print_uplink(view: dict[str, Any], daemon_running: bool) -> None:
+    target = view["target"]
+    click.echo(
+        f"state     {view['state']}" + ("" if daemon_running else " (daemon not running: nothing is sent)")
+    )
+    click.echo(f"target    {target['url'] + ' (' + target['source'] + ')' if target else 'not configured'}")
+    oldest = f", oldest {view['oldest_age_s']:.0f} s old" if view["oldest_age_s"] is not None else ""
+    click.echo(f"backlog   {view['backlog']} records{oldest}; {view['quarantined']} quarantined")
+    click.echo(
+        f"sent      {view['records_acked']} records acked; last success {view['last_success_at'] or 'never'}"
+    )
+    if view["last_error"]:
+        click.echo(f"error     {view['last_error']} (at {view['last_error_at']})")
+    if view["next_attempt_at"]:
+        click.echo(f"next try  {view['next_attempt_at']} (in {view['next_attempt_in_s']:.0f} s)")
+    for record in view.get("quarantine", []):
+        what = f"sheet {record['sheet_id']}" if record["sheet_id"] else record["kind"]
+        click.echo(f"  quarantined {record['record_id']} ({what}): {record['quarantine_reason']}")
+
+
+@uplink.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def uplink_status(ctx: click.Context, as_json: bool) -> None:
+    """State, backlog and oldest record, last success, last error, next attempt, quarantine."""
+    from appliance import outbox
+    from appliance.daemon import runtime_info
+    from appliance.times import utcnow
+    from appliance.uplink_state import uplink_view
+
+    config = _config(ctx)
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        view = uplink_view(conn, config, utcnow())
+        view["quarantine"] = outbox.quarantined(conn, 100)
+        return view
+
+    view = _with_store(config, lambda store: store.query(read))
+    running = runtime_info(config) is not None
+    view["daemon_running"] = running
+    if as_json:
+        _print_json(view)
+    else:
+        _print_uplink(view, running)
+
+
+@uplink.command("sync")
+@click.option(
+    "--wait", "wait_s", type=float, default=30.0, show_default=True, help="Seconds to wait for the answer."
+)
+@click.pass_context
+def uplink_sync(ctx: click.Context, wait_s: float) -> None:
+    """Send now, whatever the backoff: through the running daemon, or here when none runs."""
+    from appliance.daemon import runtime_info
+    from uplink.worker import sync_now
+
+    config = _config(ctx)
+    _uplink_target(config)
+    daemon = runtime_info(config) is not None
+    view = _with_store(config, lambda store: sync_now(store, config, daemon_running=daemon, wait_s=wait_s))
+    _print_uplink(view, daemon_running=True)
+    if not view["synced"]:
+        raise DomainError(f"uplink sync did not get through: {view['last_error'] or 'no answer in time'}")
+
+
+@uplink.command("retry")
+@click.argument("record_ids", nargs=-1)
+@click.pass_context
+def uplink_retry(ctx: click.Context, record_ids: tuple[str, ...]) -> None:
+    """Send quarantined records again (all of them, or the RECORD_IDS named)."""
+    from appliance.uplink_state import retry_quarantined
+
+    requeued = _with_store(
+        _config(ctx),
+        lambda store: store.write_sync(lambda conn: retry_quarantined(conn, list(record_ids) or None, "cli")),
+    )
+    click.echo(f"{requeued} quarantined record(s) back in the send queue")
+
+
 _receiver_data_dir = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -470,16 +627,33 @@ def ingest_server_add_box(box_id: str, data_dir: Path, token_file: Path | None, 
 @_receiver_data_dir
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=9090, show_default=True, help="Port (0 = any free port).")
-def ingest_server_run(data_dir: Path, host: str, port: int) -> None:
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The private key (PEM) of --tls-cert.",
+)
+def ingest_server_run(
+    data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
+) -> None:
     """Receive boxes' uplink batches until Ctrl-C or SIGTERM (the URL is also in receiver.json)."""
     from uplink.receiver import run_receiver
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     setup_logging(os.environ.get("VENUEBOX_LOG_LEVEL", "INFO"))
     run_receiver(
         data_dir,
         host,
         port,
         on_ready=lambda url: click.echo(f"venuebox ingest-server receiving on {url} (data dir {data_dir})"),
+        tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
     )
 
 

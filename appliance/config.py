@@ -53,6 +53,29 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mdns_interfaces: list[str] = msgspec.field(default_factory=list)
     status_interval_s: float = 10.0
     loop_lag_critical_s: float = 2.0
+    # Uplink. Where to: `venuebox uplink configure` (stored in the database), or these three keys,
+    # which win when uplink_url is set. The token file defaults to <data dir>/uplink.token.
+    uplink_url: str = ""
+    uplink_token_file: str = ""
+    uplink_ca_file: str = ""
+    # Batches (the reference receiver takes at most 1000 records and 4 MiB per request).
+    uplink_batch_max_records: int = 1000
+    uplink_batch_max_bytes: int = 4_000_000
+    # Timeouts per request: connecting, waiting for each read, and the whole exchange.
+    uplink_connect_timeout_s: float = 5.0
+    uplink_read_timeout_s: float = 30.0
+    uplink_total_timeout_s: float = 60.0
+    # Retries: exponential backoff with full jitter, base doubling per failure up to the cap; after
+    # uplink_breaker_failures failures in a row the circuit opens (one trial request per backoff).
+    uplink_backoff_base_s: float = 1.0
+    uplink_backoff_cap_s: float = 300.0
+    uplink_breaker_failures: int = 5
+    # How often an idle worker looks for new records and sync requests.
+    uplink_poll_s: float = 1.0
+    # Acked records are kept this long (hours), then pruned.
+    uplink_retention_h: float = 72.0
+    # A warning alert when the oldest record waiting is older than this.
+    uplink_backlog_alert_s: float = 900.0
 
     @property
     def db_path(self) -> Path:
@@ -65,6 +88,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def data_key_path(self) -> Path:
         return self.data_dir / "personal-data.key"
+
+    @property
+    def uplink_token_path(self) -> Path:
+        return Path(self.uplink_token_file) if self.uplink_token_file else self.data_dir / "uplink.token"
 
     @property
     def admin_url(self) -> str:
@@ -152,3 +179,23 @@ def _check(config: Config) -> None:
         raise ConfigError("presence thresholds must satisfy 0 < presence_online_s < presence_stale_s")
     if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:
         raise ConfigError("batch_max_sheets must be >= 1 and max_body_bytes >= 1024")
+    if config.uplink_batch_max_records < 1 or config.uplink_batch_max_bytes < 1024:
+        raise ConfigError("uplink_batch_max_records must be >= 1 and uplink_batch_max_bytes >= 1024")
+    if not 0 < config.uplink_backoff_base_s <= config.uplink_backoff_cap_s:
+        raise ConfigError("uplink backoff must satisfy 0 < uplink_backoff_base_s <= uplink_backoff_cap_s")
+    for name in (
+        "uplink_connect_timeout_s",
+        "uplink_read_timeout_s",
+        "uplink_total_timeout_s",
+        "uplink_poll_s",
+        "uplink_retention_h",
+        "uplink_backlog_alert_s",
+    ):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number")
+    if config.uplink_breaker_failures < 1:
+        raise ConfigError("uplink_breaker_failures must be >= 1")
+    if config.uplink_url:
+        from appliance.uplink_state import check_url
+
+        check_url(config.uplink_url)

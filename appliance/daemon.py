@@ -1,12 +1,14 @@
 """The composition root: `venuebox run` builds everything, starts it in order, stops it in reverse.
 
 Start: store -> API servers (tablet on the LAN, admin on loopback) -> mDNS advertisement ->
-health watchdog (scheduler + event-loop probe) -> systemd READY=1 and the watchdog feeder.
-Stop (SIGTERM/SIGINT): STOPPING=1 -> scheduler -> servers stop accepting and finish in-flight
-requests -> mDNS goodbyes -> store (queued writes committed, WAL checkpointed) -> exit 0.
+health watchdog (scheduler + event-loop probe) -> uplink worker -> systemd READY=1 and the
+watchdog feeder.
+Stop (SIGTERM/SIGINT): STOPPING=1 -> scheduler -> uplink worker (a batch in flight is simply sent
+again after the restart) -> servers stop accepting and finish in-flight requests -> mDNS goodbyes
+-> store (queued writes committed, WAL checkpointed) -> exit 0.
 
 Only this module and ``cli.py`` (the other entry point) import the outer packages (edge_api,
-provisioning).
+provisioning, uplink).
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class Daemon:
         self.probe = LoopLagProbe()
         self.runtime: dict[str, Any] = {}
         self.apps: tuple[Any, ...] = ()
+        self.uplink: Any = None
         self._tablet_port = 0
         self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
         self._advertised_event: str | None = None
@@ -152,6 +155,7 @@ class Daemon:
         from edge_api.app import create_admin_app, create_app
         from edge_api.context import set_tablet_urls
         from edge_api.metrics import Metrics
+        from uplink.worker import UplinkWorker
 
         metrics = Metrics(snapshot=lambda: self.last_status)
 
@@ -169,9 +173,12 @@ class Daemon:
             box = store.query(get_box)
             admin_token = read_secret(config.admin_token_path)
             sockets = (_bind(config.host, config.port), _bind(config.admin_host, config.admin_port))
+            self.uplink = UplinkWorker(store, config, box["box_id"])
             self.apps = apps = (
                 create_app(store, config, box["box_id"], metrics),
-                create_admin_app(store, config, box["box_id"], admin_token, metrics),
+                create_admin_app(
+                    store, config, box["box_id"], admin_token, metrics, on_uplink_request=self.uplink.wake
+                ),
             )
             self.servers = [
                 _EmbeddedServer(
@@ -215,6 +222,7 @@ class Daemon:
             self.probe.start()
             scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
             scheduler.start()
+            background.append(asyncio.create_task(self.uplink.run(), name="venuebox-uplink"))
             background.append(asyncio.create_task(self._feed_systemd()))
 
             self.runtime = {

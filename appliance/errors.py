@@ -75,3 +75,11 @@ class Unavailable(DomainError):
 
 class NotInitialised(DomainError):
     """The data dir has no box yet: ``venuebox init`` first."""
+
+
+class UplinkNotConfigured(DomainError):
+    """An uplink action (sync, check) on a box with no uplink target."""
+
+
+class BadUplinkTarget(DomainError):
+    """An uplink URL, token file or CA file that cannot be used; the message says which and why."""

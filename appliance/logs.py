@@ -240,4 +240,8 @@ def setup_logging(
         logger.propagate = True
     # APScheduler logs two INFO lines per job run: thousands an hour, saying nothing a tech needs.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # httpx logs one INFO line per request: one per uplink batch, which the uplink's state and
+    # metrics already count; its warnings still come through.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return handler

@@ -1,6 +1,6 @@
 """Snapshots of the box's state: ``snapshot`` for `venuebox status`, the systemd status line and
-the metrics; ``console_snapshot`` (that plus alerts, the current session's progress, disk, backup
-and uplink) for the admin API's status, which the venue console polls."""
+the metrics (the uplink's state included); ``console_snapshot`` (that plus alerts, the current
+session's progress, disk and backup) for the admin API's status, which the venue console polls."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from appliance.devices import list_devices
 from appliance.event import event_summary
 from appliance.presence import presence_state
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
+from appliance.uplink_state import uplink_view
 
 MB = 1024 * 1024
 TOP_ALERTS = 5
@@ -53,7 +54,8 @@ def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = No
             "head_hash": ledger_head,
         },
         "audit": {"rows": audit_rows, "head_hash": audit_head},
-        "outbox": outbox.backlog(conn),
+        "outbox": outbox.backlog(conn, now),
+        "uplink": uplink_view(conn, config, now),
     }
 
 
@@ -71,9 +73,8 @@ def console_snapshot(
     snap["alerts_top"] = alerts.list_alerts(conn)[:TOP_ALERTS]
     snap["session"] = progress.current_session_progress(conn, now)
     snap["disk"] = disk(config)
-    # Backups and the uplink arrive with later work; until then the console says "not configured".
+    # Backups arrive with later work; until then the console says "not configured".
     snap["backup"] = {"configured": False, "last": None}
-    snap["uplink"] = {"state": "not configured"}
     return snap
 
 

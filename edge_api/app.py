@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Litestar, get
@@ -58,10 +59,18 @@ def create_app(
 
 
 def create_admin_app(
-    store: Store, config: Config, box_id: str, admin_token: str, metrics: Metrics | None = None
+    store: Store,
+    config: Config,
+    box_id: str,
+    admin_token: str,
+    metrics: Metrics | None = None,
+    on_uplink_request: Callable[[], None] | None = None,
 ) -> RequestIdMiddleware:
-    """The admin API (console, CLI), served on loopback; Prometheus metrics at /metrics."""
-    ctx = ApiContext(store=store, config=config, box_id=box_id, metrics=metrics)
+    """The admin API (console, CLI), served on loopback; Prometheus metrics at /metrics.
+    ``on_uplink_request`` wakes the uplink worker when a tech asks for a sync or a retry."""
+    ctx = ApiContext(
+        store=store, config=config, box_id=box_id, metrics=metrics, on_uplink_request=on_uplink_request
+    )
     handlers: list[Any] = [AdminController]
     if metrics is not None:
         handlers.append(metrics_route(metrics, guards=[admin_guard]))

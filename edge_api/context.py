@@ -74,6 +74,8 @@ class ApiContext:
     # Where tablets reach the box, best first. The daemon sets them once it listens and advertises
     # (``set_tablet_urls``); until then, the configured tablet host and port.
     tablet_urls: list[str] = field(default_factory=list)
+    # Wakes the daemon's uplink worker (a sync or retry asked through the admin API).
+    on_uplink_request: Callable[[], None] | None = None
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)

@@ -34,6 +34,8 @@ _DOMAIN: dict[type[domain.DomainError], tuple[int, str, str]] = {
     domain.NoEvent: (503, "no-event", "No event is loaded on this box yet"),
     domain.Unavailable: (503, "unavailable", "The box cannot store this right now"),
     domain.NotInitialised: (503, "not-initialised", "The box is not set up yet"),
+    domain.UplinkNotConfigured: (409, "uplink-not-configured", "The uplink is not configured"),
+    domain.BadUplinkTarget: (422, "bad-uplink-target", "This uplink target cannot be used"),
 }
 
 # Plain-words descriptions served at /problems/{slug}, so a problem's type URI leads somewhere useful.

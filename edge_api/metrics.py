@@ -16,7 +16,9 @@ from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import Guard
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from appliance.times import parse_rfc3339
 
 log = logging.getLogger("venuebox.metrics")
 
@@ -115,6 +117,9 @@ class _StateCollector:
             for severity in ALERT_SEVERITIES:
                 family.add_metric([severity], float(alerts.get(severity, 0)))
             yield family
+        uplink = snap.get("uplink")
+        if isinstance(uplink, Mapping) and "state" in uplink:
+            yield from _uplink_families(uplink)
         freeze = snap.get("freeze")
         if isinstance(freeze, Mapping) and "frozen" in freeze:
             yield GaugeMetricFamily(
@@ -122,6 +127,46 @@ class _StateCollector:
                 "1 while the box is frozen (competition writes refused).",
                 int(bool(freeze["frozen"])),
             )
+
+
+from appliance.uplink_state import STATES as UPLINK_STATES  # noqa: E402
+
+
+def _uplink_families(uplink: Mapping[str, Any]) -> Iterator[Metric]:
+    """The uplink as gauges: which state it is in (one series per state, 1 for the current one),
+    backlog and its oldest record's age, quarantine, failures in a row, last success, acks."""
+    family = GaugeMetricFamily(
+        "venuebox_uplink_state", "1 for the uplink's current state, 0 for the others.", labels=["state"]
+    )
+    for state in UPLINK_STATES:
+        family.add_metric([state], float(uplink["state"] == state))
+    yield family
+    plain = (
+        ("venuebox_uplink_backlog_records", "Records waiting to be acked by the cloud.", "backlog"),
+        (
+            "venuebox_uplink_oldest_record_age_seconds",
+            "Age of the oldest record waiting (0 when none waits).",
+            "oldest_age_s",
+        ),
+        ("venuebox_uplink_quarantined_records", "Records the receiver rejected, set aside.", "quarantined"),
+        (
+            "venuebox_uplink_consecutive_failures",
+            "Failed attempts since the last success.",
+            "consecutive_failures",
+        ),
+    )
+    for name, doc, key in plain:
+        yield GaugeMetricFamily(name, doc, float(uplink.get(key) or 0))
+    last_success = uplink.get("last_success_at")
+    if last_success:
+        yield GaugeMetricFamily(
+            "venuebox_uplink_last_success_timestamp_seconds",
+            "Unix time of the last batch the cloud acked.",
+            parse_rfc3339(last_success).timestamp(),
+        )
+    acked = CounterMetricFamily("venuebox_uplink_records_acked", "Records the cloud has acked, ever.")
+    acked.add_metric([], float(uplink.get("records_acked") or 0))
+    yield acked
 
 
 def route_of(scope: Mapping[str, Any]) -> str:

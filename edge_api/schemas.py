@@ -176,3 +176,9 @@ class PairingCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 AnyJson = dict[str, Any]
+
+
+class UplinkRetryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Quarantined records to send again: the ones named, or all of them when omitted."""
+
+    record_ids: Annotated[list[ShortText], Meta(max_length=10_000)] | None = None

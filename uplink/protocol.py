@@ -14,6 +14,8 @@ What this project adds, in the same spirit:
 * ``"rejected": [{"id", "status": 422, "reason"}]`` in the 200 answer: records the receiver will
   never store as sent (malformed). The box quarantines those with the reason and keeps sending the
   rest; a rejected record is not acked.
+* A signature time outside the tolerance is 401 with its own problem type, ``signature-clock-skew``:
+  the box then signs with the receiver's time (its ``Date`` header) and retries at once.
 * The same ``Idempotency-Key`` with the same body gets the first answer again; with another body,
   422 ``idempotency-mismatch``.
 """
@@ -36,6 +38,10 @@ RECORD_KINDS = ("sheet", "audit", "heartbeat", "event", "alert")
 
 class BadSignature(Exception):
     """The signature header is missing, malformed, stale or does not match; the message says which."""
+
+
+class StaleSignature(BadSignature):
+    """The signature's time is outside the tolerance: the two clocks disagree (or a replay)."""
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -80,7 +86,7 @@ def verify_signature(token: str, header: str | None, body: bytes, now: float) ->
     except (KeyError, ValueError):
         raise BadSignature(f"{SIGNATURE_HEADER} must look like t=<unix seconds>,v1=<hex>") from None
     if abs(now - timestamp) > SIGNATURE_TOLERANCE_S:
-        raise BadSignature(
+        raise StaleSignature(
             f"signature time {timestamp} is {abs(now - timestamp):.0f} s from the receiver's clock "
             f"(at most {SIGNATURE_TOLERANCE_S} s): check the box's clock"
         )

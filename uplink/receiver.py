@@ -46,6 +46,7 @@ from uplink.protocol import (
     SIGNATURE_HEADER,
     BadSignature,
     RecordsIn,
+    StaleSignature,
     verify_signature,
 )
 from uplink.receiver_store import (
@@ -56,6 +57,7 @@ from uplink.receiver_store import (
     BatchTooLarge,
     BoxTokens,
     IdempotencyKeyRequired,
+    SignatureClockSkew,
     UplinkUnauthenticated,
     body_hash,
     check_batch,
@@ -73,6 +75,11 @@ MAX_LIMIT = 5000
 # The receiver's own problems: exception class -> (status, type slug, title).
 _PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
     UplinkUnauthenticated: (401, "uplink-unauthenticated", "Uplink token or body signature refused"),
+    SignatureClockSkew: (
+        401,
+        "signature-clock-skew",
+        "The signature's time is too far from the receiver's clock",
+    ),
     IdempotencyKeyRequired: (400, "idempotency-key-required", "A batch needs an Idempotency-Key header"),
     BatchKeyReused: (422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"),
     BatchTooLarge: (413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
@@ -112,7 +119,7 @@ class ReceiverMetrics(Metrics):
         )
         self.auth_failures = counter(
             "venuebox_receiver_auth_failures",
-            "Refused requests by reason: no-token, unknown-box, wrong-token, bad-signature.",
+            "Refused requests by reason: no-token, unknown-box, wrong-token, bad-signature, clock-skew.",
             ("reason",),
         )
 
@@ -155,6 +162,9 @@ async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]
     body = await request.body()  # Litestar answers 413 past request_max_body_size
     try:
         verify_signature(tokens.token(box_id), request.headers.get(SIGNATURE_HEADER), body, time.time())
+    except StaleSignature as exc:
+        metrics.auth_failures.labels("clock-skew").inc()
+        raise SignatureClockSkew(str(exc)) from None
     except BadSignature as exc:
         metrics.auth_failures.labels("bad-signature").inc()
         raise UplinkUnauthenticated(str(exc)) from None
@@ -233,23 +243,35 @@ class _Server(uvicorn.Server):
 
 
 def run_receiver(
-    data_dir: Path, host: str = "127.0.0.1", port: int = 9090, on_ready: Callable[[str], None] | None = None
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 9090,
+    on_ready: Callable[[str], None] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
-    """Serve the receiver for ``data_dir`` until SIGTERM/SIGINT. Once it listens, ``receiver.json``
-    in the data dir holds ``{"pid", "url"}`` (so ``--port 0`` is discoverable) and ``on_ready(url)``
-    is called; both are undone at a clean stop."""
+    """Serve the receiver for ``data_dir`` until SIGTERM/SIGINT, over HTTPS with ``tls`` =
+    (certificate chain PEM, key PEM). Once it listens, ``receiver.json`` in the data dir holds
+    ``{"pid", "url"}`` (so ``--port 0`` is discoverable) and ``on_ready(url)`` is called; both are
+    undone at a clean stop."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_serve(data_dir, host, port, on_ready))
+    asyncio.run(_serve(data_dir, host, port, on_ready, tls))
 
 
-async def _serve(data_dir: Path, host: str, port: int, on_ready: Callable[[str], None] | None) -> None:
+async def _serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None,
+    tls: tuple[Path, Path] | None,
+) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
     bound_host, bound_port = sock.getsockname()[:2]
-    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     runtime_path = data_dir / RUNTIME_FILE
     store = Store(data_dir / DB_FILE, schema=migrate, create=True)
     server = _Server(
@@ -259,6 +281,8 @@ async def _serve(data_dir: Path, host: str, port: int, on_ready: Callable[[str],
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
         )
     )
     loop = asyncio.get_running_loop()

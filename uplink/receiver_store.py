@@ -81,6 +81,12 @@ class UplinkUnauthenticated(NotAuthenticated):
     """The bearer token is missing or not this box's, or the body's signature does not hold."""
 
 
+class SignatureClockSkew(UplinkUnauthenticated):
+    """The signature's time is too far from the receiver's clock: the sender's clock is off. Its own
+    problem type, because the sender can fix it alone (sign with the receiver's time from the
+    ``Date`` header) where a wrong token needs a person."""
+
+
 class IdempotencyKeyRequired(MalformedRequest):
     """A batch came without a usable ``Idempotency-Key``."""
 
@@ -258,7 +264,8 @@ def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, ba
     stored = conn.total_changes - before
     answer = msgspec.json.encode(RecordsAck(acked=batch.acked, rejected=batch.rejected))
     conn.execute(
-        "INSERT INTO batches (box_id, idempotency_key, body_sha256, answer, received_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO batches (box_id, idempotency_key, body_sha256, answer, received_at)"
+        " VALUES (?, ?, ?, ?, ?)",
         (box_id, key, digest, answer, received_at),
     )
     return BatchOutcome(answer, stored, len(batch.rows) - stored, len(batch.rejected), replayed=False)

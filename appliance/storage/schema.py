@@ -238,6 +238,59 @@ def m003_freeze_category(db: Database) -> None:
     db.execute("ALTER TABLE box ADD COLUMN freeze_category TEXT")
 
 
+@migrations()
+def m004_uplink(db: Database) -> None:
+    # Delivery state of the outbox (the uplink issue). A record is pending until the receiver acks
+    # it (kept ``uplink_retention_h`` after that, then pruned) or rejects it (quarantined with the
+    # receiver's reason until a tech retries it). ``batch_id`` names the batch it travels in: a
+    # batch keeps its id, its records and so its body across retries and restarts.
+    db.executescript(
+        """
+        ALTER TABLE outbox ADD COLUMN batch_id TEXT;
+        ALTER TABLE outbox ADD COLUMN acked_at TEXT;
+        ALTER TABLE outbox ADD COLUMN quarantined_at TEXT;
+        ALTER TABLE outbox ADD COLUMN quarantine_reason TEXT;
+        CREATE INDEX outbox_pending ON outbox(seq) WHERE acked_at IS NULL AND quarantined_at IS NULL;
+        CREATE INDEX outbox_by_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
+        CREATE INDEX outbox_acked ON outbox(acked_at) WHERE acked_at IS NOT NULL;
+        CREATE INDEX outbox_quarantined ON outbox(quarantined_at) WHERE quarantined_at IS NOT NULL;
+
+        -- Where the outbox goes, as set by `venuebox uplink configure` (the token is in a 0600
+        -- file, never here). Config keys (uplink_url, ...) take precedence when set.
+        CREATE TABLE uplink_target (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            url TEXT NOT NULL,
+            token_file TEXT NOT NULL,
+            ca_file TEXT,
+            configured_at TEXT NOT NULL,
+            configured_by TEXT NOT NULL
+        );
+
+        -- The uplink worker's state, one row, so `venuebox uplink status`, the admin API, /metrics
+        -- and the console all read the same thing, and a restart resumes where it stopped.
+        CREATE TABLE uplink_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            state TEXT NOT NULL DEFAULT 'not configured',
+            breaker TEXT NOT NULL DEFAULT 'closed' CHECK (breaker IN ('closed', 'open', 'half-open')),
+            batch_id TEXT,
+            batch_records INTEGER,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            last_attempt_at TEXT,
+            last_success_at TEXT,
+            last_error TEXT,
+            last_error_at TEXT,
+            paused_reason TEXT,
+            paused_target TEXT,
+            sync_requested_at TEXT,
+            records_acked INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT
+        );
+        INSERT INTO uplink_state (id) VALUES (1);
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -1,5 +1,5 @@
 """The admin API (console and CLI): status, freeze, pairing codes, devices, judges, scoring progress
-(sessions, grid, sheet feed, entry chains), alerts, audit, verify.
+(sessions, grid, sheet feed, entry chains), alerts, audit, verify, uplink (state, sync, retry).
 
 Served by its own listener (loopback by default), guarded by the admin token and, unless
 ``admin_allow_remote`` is set, by the client address too: a tablet's token is never accepted here."""
@@ -16,13 +16,15 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from appliance import alerts, audit, box, chain, devices, progress, status
+from appliance import alerts, audit, box, chain, devices, outbox, progress, status, uplink_state
+from appliance.errors import UplinkNotConfigured
+from appliance.times import utcnow
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
 from edge_api.responses import json_response as _json
 from edge_api.responses import problems
-from edge_api.schemas import FreezeIn, PairingCodeIn
+from edge_api.schemas import FreezeIn, PairingCodeIn, UplinkRetryIn
 from provisioning import pairing
 
 
@@ -173,6 +175,55 @@ class AdminController(Controller):
     ) -> Response[list[dict[str, Any]]]:
         limit = max(1, min(limit, 1000))
         return _json(await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action)))
+
+    @get("/uplink", responses=problems(401, 422))
+    async def uplink(
+        self, request: Request[Any, Any, Any], quarantined: FromQuery[int] = 50
+    ) -> Response[dict[str, Any]]:
+        """The uplink's state, backlog and last error, and the first ``quarantined`` quarantined records."""
+        ctx = context_of(request)
+        limit = max(0, min(quarantined, 1000))
+
+        def read(conn: Any) -> dict[str, Any]:
+            view = uplink_state.uplink_view(conn, ctx.config, utcnow())
+            view["quarantine"] = outbox.quarantined(conn, limit) if limit else []
+            return view
+
+        return _json(await ctx.store.read(read))
+
+    @post("/uplink/sync", status_code=202, responses=problems(401, 409, 503))
+    async def uplink_sync(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """Ask the uplink to try now, whatever its backoff, open circuit or pause (409 when it is not
+        configured). The answer comes back in ``GET /uplink``: ``last_attempt_at`` moves past
+        ``requested_at``."""
+        ctx = context_of(request)
+        rid = request_id_of(request.scope)
+
+        def ask(conn: Any) -> str:
+            if uplink_state.resolve_target(conn, ctx.config) is None:
+                raise UplinkNotConfigured(
+                    "the uplink is not configured: `venuebox uplink configure --url URL --token-file FILE`"
+                )
+            return uplink_state.request_sync(conn, "admin-api", utcnow(), rid)
+
+        requested_at = await ctx.write(ask)
+        if ctx.on_uplink_request is not None:
+            ctx.on_uplink_request()
+        return _json({"requested_at": requested_at}, 202)
+
+    @post("/uplink/retry", status_code=200, responses=problems(400, 401, 422, 503))
+    async def uplink_retry(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """Send quarantined records again (all, or ``record_ids``); answers how many were requeued."""
+        ctx = context_of(request)
+        raw = await request.body()
+        body = decode(raw, UplinkRetryIn) if raw.strip() else UplinkRetryIn()
+        rid = request_id_of(request.scope)
+        requeued = await ctx.write(
+            lambda conn: uplink_state.retry_quarantined(conn, body.record_ids, "admin-api", rid)
+        )
+        if ctx.on_uplink_request is not None:
+            ctx.on_uplink_request()
+        return _json({"requeued": requeued})
 
     @get("/verify", responses=problems(401))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:

@@ -160,7 +160,14 @@ def test_real_status_snapshot_fills_the_gauges_and_no_alerts_means_no_samples(
     metrics = Metrics(snapshot=lambda: store.query(lambda conn: snapshot(conn, config)))
 
     assert samples(metrics, "venuebox_sheets_total") == {labels(): 0.0}
-    assert samples(metrics, "venuebox_outbox_records") == {labels(): 0.0}
+    # The box's set-up (init, event import) is in the audit log, so its audit records wait to go out.
+    waiting = store.query(lambda conn: conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    assert waiting > 0
+    assert samples(metrics, "venuebox_outbox_records") == {labels(): float(waiting)}
+    assert samples(metrics, "venuebox_uplink_backlog_records") == {labels(): float(waiting)}
+    uplink_states = samples(metrics, "venuebox_uplink_state")
+    assert uplink_states[labels(state="not configured")] == 1.0
+    assert sum(uplink_states.values()) == 1.0
     assert samples(metrics, "venuebox_frozen") == {labels(): 0.0}
     assert set(samples(metrics, "venuebox_tablets")) == {
         labels(state="online"),

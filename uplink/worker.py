@@ -1,0 +1,734 @@
+"""The uplink worker: drains the outbox to the cloud, in order, exactly once in effect.
+
+It runs inside the daemon, on its event loop, one request at a time:
+
+1. ``open_batch`` (one write) picks the batch: the open one again (same id, same body), or the
+   oldest pending records bounded by count and bytes under a new id, and marks the state "sending".
+2. POST it (``uplink/protocol.py``): bearer token, HMAC signature with a fresh timestamp,
+   ``Idempotency-Key`` = the batch id; connect, read and total timeouts.
+3. Apply the answer (one write): acked records leave the send queue, rejected ones go to
+   quarantine, the state row records success or the error in plain words and the next attempt.
+
+Nothing is deleted before the receiver acked it, and a resent record is acked again, not stored
+twice (the receiver keeps record ids unique), so a lost answer, a crash or a kill -9 mid-batch
+costs a resend, never a loss or a duplicate. Failures back off exponentially with full jitter up
+to a cap, honour ``Retry-After``, and after ``uplink_breaker_failures`` in a row the circuit opens:
+one trial request per backoff until one succeeds. Answers that will never succeed are not retried
+forever: refused credentials or a wrong URL pause the uplink (critical alert) until it is
+reconfigured or a tech asks for a sync; a record the receiver rejects is quarantined alone; a
+batch refused as a whole is split until the one bad record is found. Freeze does not stop it:
+freeze halts writes of competition data, not their delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from appliance import __version__, outbox
+from appliance.config import Config
+from appliance.errors import BadUplinkTarget
+from appliance.outbox import Batch
+from appliance.storage.db import Store
+from appliance.times import to_rfc3339, utcnow
+from appliance.uplink_state import (
+    Target,
+    check_alerts,
+    get_state,
+    resolve_target,
+    shown_url,
+    update_state,
+)
+from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, RecordsAck, signature
+
+log = logging.getLogger("venuebox.uplink")
+
+RETRY_AFTER_MAX_S = 3600.0  # a receiver's Retry-After is honoured up to an hour
+ALERT_CHECK_S = 10.0
+PRUNE_EVERY_S = 60.0
+_PROBLEM_TEXT_MAX = 300
+
+
+@dataclass(frozen=True, kw_only=True)
+class UplinkSettings:
+    batch_max_records: int = 1000
+    batch_max_bytes: int = 4_000_000
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    total_timeout_s: float = 60.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+    breaker_failures: int = 5
+    poll_s: float = 1.0
+    retention_h: float = 72.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> UplinkSettings:
+        return cls(
+            **{name: getattr(config, "uplink_" + name) for name in cls.__dataclass_fields__}  # type: ignore[arg-type]
+        )
+
+
+def full_jitter(base_s: float, cap_s: float, failures: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(failures-1))]."""
+    ceiling = min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 62))
+    return rng.uniform(0, ceiling)
+
+
+def retry_after_s(response: httpx.Response, now: float) -> float | None:
+    """A ``Retry-After`` header as seconds (delta-seconds or an HTTP date), None when absent."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX_S)
+    with contextlib.suppress(TypeError, ValueError):
+        return min(max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now), RETRY_AFTER_MAX_S)
+    return None
+
+
+# -- what an answer means ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do after one attempt.
+
+    ``acked``: the receiver answered 200 with its ack (``acked`` ids, ``rejected`` (id, reason)).
+    ``retry``: not stored, or unknown (network, timeout, 408/429/5xx): same batch after a backoff.
+    ``pause``: will never succeed as configured (credentials, wrong URL): stop until a person acts.
+    ``refused``: the receiver refused this batch as a whole (400/413/422...): split it, or
+    quarantine it when it is one record. ``rekey``: the batch id was used for another body: resend
+    under a new id. ``clock``: the signature time was refused; sign with the receiver's clock."""
+
+    kind: str
+    error: str | None = None
+    retry_after_s: float | None = None
+    acked: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    clock_offset_s: float | None = None
+
+
+def _problem_text(response: httpx.Response) -> str:
+    """The receiver's own words for a refusal (problem+json ``detail`` or ``title``), shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    text = str(body.get("detail") or body.get("title") or "")
+    return text[:_PROBLEM_TEXT_MAX]
+
+
+def _problem_type(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
+
+
+def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Outcome:
+    """Turn the receiver's answer into what the worker does next (see ``Outcome``)."""
+    status = response.status_code
+    said = _problem_text(response)
+    said_part = f": {said}" if said else ""
+    if status == 200:
+        try:
+            ack = msgspec.json.decode(response.content, type=RecordsAck)
+        except msgspec.DecodeError as exc:
+            return Outcome("retry", f"the receiver answered 200 without a readable ack ({exc})")
+        return Outcome(
+            "acked", acked=ack.acked, rejected=[(r.id, f"{r.status}: {r.reason}") for r in ack.rejected]
+        )
+    if status in (401, 403):
+        if _problem_type(response).endswith("/signature-clock-skew"):
+            date = response.headers.get("date")
+            offset = None
+            with contextlib.suppress(TypeError, ValueError):
+                offset = email.utils.parsedate_to_datetime(date).timestamp() - now if date else None
+            return Outcome(
+                "clock",
+                f"the receiver refused the signature time: the box's clock is off{said_part}",
+                clock_offset_s=offset,
+            )
+        return Outcome(
+            "pause",
+            f"the receiver refused the uplink credentials ({status}){said_part}. Check the token "
+            f"(`venuebox uplink configure --token-file`) and that the receiver knows box {box_id}.",
+        )
+    if status in (404, 405):
+        return Outcome(
+            "pause",
+            f"the receiver has no uplink at {shown_url(url)} ({status}): check the uplink URL "
+            "(`venuebox uplink configure --url`).",
+        )
+    if status in (408, 425, 429) or status >= 500:
+        return Outcome(
+            "retry", f"the receiver answered {status}{said_part}", retry_after_s=retry_after_s(response, now)
+        )
+    if status == 422 and _problem_type(response).endswith("/idempotency-mismatch"):
+        return Outcome("rekey", f"the receiver saw this batch id with other content{said_part}")
+    return Outcome("refused", f"the receiver refused the batch ({status}){said_part}")
+
+
+def describe_network_error(exc: BaseException, url: str, settings: UplinkSettings) -> str:
+    """A network failure in words a venue tech can act on (never the token or the body)."""
+    host = shown_url(url)
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(e) for e in chain).lower()
+    cert = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if cert is not None or "certificate verify failed" in text:
+        reason = getattr(cert, "verify_message", None) or "verification failed"
+        return (
+            f"the TLS certificate of {host} is not trusted ({reason}): if the receiver uses a private "
+            "CA, give its bundle with `venuebox uplink configure --ca-file`"
+        )
+    if isinstance(exc, ssl.SSLError) or ("ssl" in text and isinstance(exc, httpx.ConnectError)):
+        return f"TLS handshake with {host} failed ({chain[-1]})"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection to {host} within {settings.connect_timeout_s:g} s (network down or blocked?)"
+    if isinstance(exc, httpx.ConnectError):
+        if any(
+            marker in text
+            for marker in (
+                "name or service not known",
+                "temporary failure in name resolution",
+                "nodename",
+                "getaddrinfo",
+            )
+        ):
+            return f"cannot resolve the receiver's host name ({host}): DNS failed; is the venue internet up?"
+        if "refused" in text:
+            return f"connection refused by {host}: the receiver is down or the URL's port is wrong"
+        if "unreachable" in text:
+            return f"network unreachable on the way to {host}: is the venue internet up?"
+        return f"cannot connect to {host} ({chain[-1]})"
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+        return f"the receiver did not answer within {settings.read_timeout_s:g} s"
+    if isinstance(exc, TimeoutError):
+        return f"the exchange with the receiver took longer than {settings.total_timeout_s:g} s"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return (
+            "the connection dropped before the receiver's answer arrived "
+            "(the batch is resent with the same id, so nothing is stored twice)"
+        )
+    return f"network error talking to {host}: {type(exc).__name__}: {exc}"
+
+
+async def post_batch(
+    client: httpx.AsyncClient,
+    target: Target,
+    token: str,
+    box_id: str,
+    batch_id: str,
+    body: bytes,
+    settings: UplinkSettings,
+    clock_offset_s: float = 0.0,
+) -> Outcome:
+    """POST one signed batch (PROTOCOL.md "Uplink") within the total timeout; the answer, or the
+    network failure, as an ``Outcome``."""
+    signed_at = int(time.time() + clock_offset_s)
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        IDEMPOTENCY_HEADER: batch_id,
+        SIGNATURE_HEADER: signature(token, signed_at, body),
+    }
+    try:
+        async with asyncio.timeout(settings.total_timeout_s):
+            response = await client.post(
+                f"{target.url}/v1/boxes/{box_id}/records", content=body, headers=headers
+            )
+    except (httpx.HTTPError, TimeoutError, ssl.SSLError, OSError) as exc:
+        return Outcome("retry", describe_network_error(exc, target.url, settings))
+    return classify(response, target.url, box_id, time.time())
+
+
+def new_client(
+    target: Target, settings: UplinkSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client for ``target``: TLS verified (against its CA bundle when it has one), every
+    timeout explicit, no redirects (a redirect would carry the token elsewhere)."""
+    verify: ssl.SSLContext | bool = True
+    if target.ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(target.ca_file))
+    s = settings
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=s.connect_timeout_s,
+            read=s.read_timeout_s,
+            write=s.read_timeout_s,
+            pool=s.connect_timeout_s,
+        ),
+        verify=verify,
+        transport=transport,
+        headers={"User-Agent": f"venuebox/{__version__}"},
+        follow_redirects=False,
+    )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+    seconds: float
+
+
+async def check_target(target: Target, box_id: str, settings: UplinkSettings) -> CheckResult:
+    """Send one signed, empty batch: proves the URL, TLS, token, signature and clock at once
+    without sending any record (the receiver answers ``{"acked": []}``)."""
+    import uuid
+
+    from appliance.secrets_files import read_secret
+
+    started = time.monotonic()
+    try:
+        token = read_secret(target.token_file)
+    except OSError as exc:
+        return CheckResult(False, f"cannot read the uplink token file {target.token_file}: {exc}", 0.0)
+    try:
+        client = new_client(target, settings)
+    except (OSError, ssl.SSLError) as exc:
+        return CheckResult(False, f"cannot load the CA bundle {target.ca_file}: {exc}", 0.0)
+    async with client:
+        outcome = await post_batch(
+            client, target, token, box_id, f"check-{uuid.uuid4()}", b'{"records":[]}', settings
+        )
+    seconds = time.monotonic() - started
+    if outcome.kind == "acked":
+        return CheckResult(
+            True, f"the receiver at {shown_url(target.url)} accepted a signed request", seconds
+        )
+    return CheckResult(False, outcome.error or outcome.kind, seconds)
+
+
+# -- the circuit breaker -------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """closed: requests flow; after ``threshold`` failures in a row, open: nothing is sent until the
+    backoff has passed; then half-open: one trial request, which closes it (success) or opens it
+    again (failure)."""
+
+    def __init__(self, threshold: int, failures: int = 0, state: str = "closed") -> None:
+        self.threshold = threshold
+        self.failures = failures
+        self.state = state if state in ("closed", "open") else ("open" if failures >= threshold else "closed")
+
+    def before_attempt(self) -> None:
+        if self.state == "open":
+            self.state = "half-open"
+
+    def success(self) -> None:
+        self.failures = 0
+        self.state = "closed"
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.state == "half-open" or self.failures >= self.threshold:
+            self.state = "open"
+
+
+# -- the worker ----------------------------------------------------------------------------------
+
+
+class UplinkWorker:
+    """Drains the outbox of ``store`` to the configured target; ``run()`` until ``stop()``.
+
+    ``transport`` replaces httpx's network transport (tests at the outer boundary only); ``rng``
+    and ``clock`` make backoff and times reproducible."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        box_id: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.box_id = box_id
+        self.settings = UplinkSettings.from_config(config)
+        self._transport = transport
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._client: httpx.AsyncClient | None = None
+        self._target: Target | None = None
+        self._target_fp: str | None = None
+        self._token = ""
+        self._breaker: CircuitBreaker | None = None
+        self._next_attempt = 0.0  # monotonic
+        self._max_records = self.settings.batch_max_records
+        self._clock_offset_s = 0.0
+        self._sync_seen: str | None = None
+        self._rekeyed = False
+        self._last_alert_check = 0.0
+        self._last_prune = 0.0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # -- lifecycle
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``. Every failure is recorded and retried; only cancellation ends it."""
+        try:
+            while not self._stop.is_set():
+                try:
+                    delay = await self.step()
+                except Exception as exc:  # never let one bad turn end delivery
+                    log.exception("uplink: unexpected failure; retrying after the backoff")
+                    delay = await self._record_unexpected(exc)
+                if delay > 0:
+                    await self._sleep(delay)
+        finally:
+            await self.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look again now (a sync was requested in this process, or new records were queued)."""
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    # -- one turn
+
+    async def step(self) -> float:
+        """Look at the target, state and queue, send one batch if it is time; returns how long to
+        wait before the next turn (0: go on at once)."""
+        settings = self.settings
+        target, state, pending = await self.store.read(
+            lambda conn: (resolve_target(conn, self.config), get_state(conn), outbox.has_pending(conn))
+        )
+        now_m = time.monotonic()
+        await self._housekeeping(now_m)
+        if target is None:
+            await self._show(state, "not configured")
+            return settings.poll_s
+        self._use_target(target, state)
+        sync = bool(state["sync_requested_at"]) and state["sync_requested_at"] != self._sync_seen
+        if sync:
+            self._sync_seen = state["sync_requested_at"]
+            self._next_attempt = 0.0
+        if state["paused_reason"] and state["paused_target"] == self._target_fp and not sync:
+            await self._show(state, "paused")
+            return settings.poll_s
+        if now_m < self._next_attempt:
+            return min(settings.poll_s, self._next_attempt - now_m)
+        if not pending:
+            # A sync with nothing to send still answers the request (last_attempt_at moves on).
+            await self._show(state, "idle", answered_sync=sync)
+            return settings.poll_s
+        assert self._breaker is not None
+        self._breaker.before_attempt()
+        batch = await self.store.write(lambda conn: self._open(conn), weight=10)
+        if batch is None:
+            return 0.0
+        outcome = await self._send(target, batch)
+        return await self._apply(batch, outcome)
+
+    def _use_target(self, target: Target, state: dict[str, Any]) -> None:
+        fingerprint = target.fingerprint()
+        if fingerprint == self._target_fp and self._client is not None:
+            return
+        if self._client is not None:
+            # Closed on the loop's next turn; requests in flight on it have finished (one at a time).
+            asyncio.get_running_loop().create_task(self._client.aclose())
+        self._target, self._target_fp = target, fingerprint
+        self._token = ""
+        self._client = new_client(target, self.settings, self._transport)
+        if self._breaker is None:
+            self._breaker = CircuitBreaker(
+                self.settings.breaker_failures, state["consecutive_failures"], state["breaker"]
+            )
+        else:  # a new target starts afresh
+            self._breaker.success()
+        self._next_attempt = 0.0
+
+    def _open(self, conn: Any) -> Batch | None:
+        batch = outbox.open_batch(conn, self._max_records, self.settings.batch_max_bytes)
+        if batch is not None:
+            assert self._breaker is not None
+            state = "circuit open" if self._breaker.state == "half-open" else "sending"
+            update_state(
+                conn,
+                self._clock(),
+                state=state,
+                breaker=self._breaker.state,
+                last_attempt_at=to_rfc3339(self._clock()),
+                next_attempt_at=None,
+            )
+        return batch
+
+    async def _send(self, target: Target, batch: Batch) -> Outcome:
+        assert self._client is not None
+        try:
+            token = self._read_token(target)
+        except OSError as exc:
+            return Outcome(
+                "pause",
+                f"cannot read the uplink token file {target.token_file} ({exc.strerror or exc}): "
+                "run `venuebox uplink configure --token-file`",
+            )
+        return await post_batch(
+            self._client,
+            target,
+            token,
+            self.box_id,
+            batch.batch_id,
+            batch.body,
+            self.settings,
+            self._clock_offset_s,
+        )
+
+    def _read_token(self, target: Target) -> str:
+        if not self._token:
+            from appliance.secrets_files import read_secret
+
+            self._token = read_secret(target.token_file)
+        return self._token
+
+    # -- after an attempt
+
+    async def _apply(self, batch: Batch, outcome: Outcome) -> float:
+        breaker = self._breaker
+        assert breaker is not None
+        settings = self.settings
+        now = self._clock()
+        if outcome.kind == "acked":
+            breaker.success()
+            if len(batch) == self._max_records:  # a split batch grows back after a success
+                self._max_records = min(settings.batch_max_records, self._max_records * 2)
+
+            def done(conn: Any) -> tuple[outbox.BatchResult, bool]:
+                result = outbox.close_batch(conn, batch, outcome.acked, outcome.rejected, now)
+                more = outbox.has_pending(conn)
+                update_state(
+                    conn,
+                    now,
+                    state="sending" if more else "idle",
+                    breaker="closed",
+                    consecutive_failures=0,
+                    last_success_at=to_rfc3339(now),
+                    next_attempt_at=None,
+                    paused_reason=None,
+                    paused_target=None,
+                )
+                if result.quarantined or not more:
+                    check_alerts(conn, self.config, now)
+                return result, more
+
+            result, more = await self.store.write(done, weight=10)
+            if result.quarantined:
+                log.warning("uplink: the receiver rejected %d record(s); quarantined", result.quarantined)
+            return 0.0 if more else settings.poll_s
+
+        if outcome.kind == "refused" and len(batch) > 1:
+            # Find the record the receiver will not take: halve until it is alone.
+            self._max_records = max(1, len(batch) // 2)
+            await self.store.write(outbox.release_batch)
+            log.warning("uplink: batch of %d refused (%s); splitting", len(batch), outcome.error)
+            return 0.0
+        if outcome.kind == "refused":
+            reason = outcome.error or "refused by the receiver"
+
+            def quarantine_one(conn: Any) -> None:
+                outbox.close_batch(conn, batch, [], [(batch.record_ids[0], reason)], now)
+                check_alerts(conn, self.config, now)
+
+            await self.store.write(quarantine_one)
+            log.warning("uplink: a record was refused alone and quarantined (%s)", reason)
+            return 0.0
+        rekeyed, self._rekeyed = self._rekeyed, outcome.kind == "rekey"
+        if outcome.kind == "rekey" and not rekeyed:
+            await self.store.write(outbox.release_batch)
+            return 0.0
+        offset = outcome.clock_offset_s
+        if outcome.kind == "clock" and offset is not None and abs(offset - self._clock_offset_s) > 1:
+            self._clock_offset_s = offset
+            log.warning("uplink: signing with the receiver's clock (the box's is off by %.0f s)", -offset)
+            return 0.0
+        if outcome.kind == "pause":
+            fingerprint = self._target_fp
+            self._token = ""
+
+            def pause(conn: Any) -> None:
+                update_state(
+                    conn,
+                    now,
+                    state="paused",
+                    paused_reason=outcome.error,
+                    paused_target=fingerprint,
+                    last_error=outcome.error,
+                    last_error_at=to_rfc3339(now),
+                    next_attempt_at=None,
+                )
+                check_alerts(conn, self.config, now)
+
+            await self.store.write(pause)
+            log.error("uplink paused: %s", outcome.error)
+            return settings.poll_s
+        return await self._failed(outcome.error or "failed", outcome.retry_after_s, now)
+
+    async def _failed(self, error: str, retry_after: float | None, now: datetime) -> float:
+        breaker = self._breaker
+        assert breaker is not None
+        breaker.failure()
+        delay = full_jitter(
+            self.settings.backoff_base_s, self.settings.backoff_cap_s, breaker.failures, self._rng
+        )
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self._next_attempt = time.monotonic() + delay
+        state = "circuit open" if breaker.state == "open" else "backing off"
+        next_at = to_rfc3339(now + timedelta(seconds=delay))
+
+        def record(conn: Any) -> None:
+            update_state(
+                conn,
+                now,
+                state=state,
+                breaker=breaker.state,
+                consecutive_failures=breaker.failures,
+                last_error=error,
+                last_error_at=to_rfc3339(now),
+                next_attempt_at=next_at,
+            )
+
+        await self.store.write(record)
+        log.warning("uplink: %s; next attempt in %.1f s (%s)", error, delay, state)
+        return delay
+
+    async def _record_unexpected(self, exc: Exception) -> float:
+        if self._breaker is None:
+            return self.settings.poll_s
+        with contextlib.suppress(Exception):
+            return await self._failed(f"internal error: {type(exc).__name__}: {exc}", None, self._clock())
+        return self.settings.backoff_cap_s
+
+    async def _show(self, state: dict[str, Any], shown: str, answered_sync: bool = False) -> None:
+        """Record the state the worker is in when it differs from the stored one (or a sync was
+        answered), so an idle box does not write every second."""
+        if state["state"] == shown and not answered_sync:
+            return
+        now = self._clock()
+        fields: dict[str, Any] = {"state": shown}
+        if answered_sync:
+            fields["last_attempt_at"] = to_rfc3339(now)
+        await self.store.write(lambda conn: update_state(conn, now, **fields))
+
+    async def _housekeeping(self, now_m: float) -> None:
+        """Every few seconds: the uplink's alerts; every minute: prune acked records past retention."""
+        if now_m - self._last_alert_check < ALERT_CHECK_S:
+            return
+        self._last_alert_check = now_m
+        now = self._clock()
+        prune = now_m - self._last_prune >= PRUNE_EVERY_S
+        if prune:
+            self._last_prune = now_m
+        cutoff = now - timedelta(hours=self.settings.retention_h)
+
+        def check(conn: Any) -> None:
+            if prune:
+                outbox.prune_acked(conn, cutoff)
+            check_alerts(conn, self.config, now)
+
+        try:
+            await self.store.write(check, timeout=10.0)
+        except Exception:
+            log.exception("uplink: alert check failed")
+
+
+# -- for the CLI ---------------------------------------------------------------------------------
+
+
+def read_token_file(path: Path) -> str:
+    """The uplink token in ``path`` (one line), or BadUplinkTarget saying what is wrong with it."""
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadUplinkTarget(f"cannot read the token file {path}: {exc}") from None
+    if not token or any(ch.isspace() for ch in token) or not token.isprintable():
+        raise BadUplinkTarget(f"the token file {path} must hold the token alone, on one line")
+    return token
+
+
+def load_ca_file(path: Path) -> ssl.SSLContext:
+    """A TLS context trusting the CA bundle in ``path``, or BadUplinkTarget."""
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise BadUplinkTarget(
+            f"cannot use {path} as a CA bundle (PEM certificates expected): {exc}"
+        ) from None
+
+
+def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> dict[str, Any]:
+    """`venuebox uplink sync`: with a daemon running, ask its worker (through the database) and wait
+    up to ``wait_s`` for its answer; without one, drain here until the queue is empty or an attempt
+    fails. Returns the uplink view plus ``synced``: an attempt was made after the request and no
+    error came after it."""
+    from appliance.box import get_box
+    from appliance.uplink_state import request_sync, uplink_view
+
+    requested = store.write_sync(lambda conn: request_sync(conn, "cli", utcnow()))
+    deadline = time.monotonic() + wait_s
+
+    def view() -> dict[str, Any]:
+        return store.query(lambda conn: uplink_view(conn, config, utcnow()))
+
+    def answered(v: dict[str, Any]) -> bool:
+        return (v["last_attempt_at"] or "") >= requested and v["state"] != "sending"
+
+    if daemon_running:
+        current = view()
+        while not answered(current) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            current = view()
+    else:
+
+        async def drain() -> None:
+            worker = UplinkWorker(store, config, store.query(get_box)["box_id"])
+            try:
+                while time.monotonic() < deadline and await worker.step() == 0:
+                    pass
+            finally:
+                await worker.aclose()
+
+        asyncio.run(drain())
+        current = view()
+    attempted = (current["last_attempt_at"] or "") >= requested
+    current["synced"] = attempted and (current["last_error_at"] or "") < requested
+    return current
