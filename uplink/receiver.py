@@ -21,12 +21,12 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 from prometheus_client import Counter
 
 from appliance import __version__
@@ -193,8 +193,8 @@ async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]
 async def get_records(
     request: Request,
     box_id: FromPath[str],
-    after: int = Parameter(query="after", ge=0, default=0),
-    limit: int = Parameter(query="limit", ge=1, le=MAX_LIMIT, default=DEFAULT_LIMIT),
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Response[Any]:
     """The box's stored records with seq > ``after``, ascending; ``last_seq`` is the next ``after``."""
     _authenticate(request, box_id)

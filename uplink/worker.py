@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -207,19 +209,12 @@ def describe_network_error(exc: BaseException, url: str, settings: UplinkSetting
     if isinstance(exc, httpx.ConnectTimeout):
         return f"no connection to {host} within {settings.connect_timeout_s:g} s (network down or blocked?)"
     if isinstance(exc, httpx.ConnectError):
-        if any(
-            marker in text
-            for marker in (
-                "name or service not known",
-                "temporary failure in name resolution",
-                "nodename",
-                "getaddrinfo",
-            )
-        ):
+        errnos = {getattr(e, "errno", None) for e in chain}
+        if any(isinstance(e, socket.gaierror) for e in chain) or "name or service not known" in text:
             return f"cannot resolve the receiver's host name ({host}): DNS failed; is the venue internet up?"
-        if "refused" in text:
+        if errnos & {errno.ECONNREFUSED} or "refused" in text:
             return f"connection refused by {host}: the receiver is down or the URL's port is wrong"
-        if "unreachable" in text:
+        if errnos & {errno.ENETUNREACH, errno.EHOSTUNREACH} or "unreachable" in text:
             return f"network unreachable on the way to {host}: is the venue internet up?"
         return f"cannot connect to {host} ({chain[-1]})"
     if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
@@ -401,7 +396,9 @@ class UplinkWorker:
                     log.exception("uplink: unexpected failure; retrying after the backoff")
                     delay = await self._record_unexpected(exc)
                 if delay > 0:
-                    await self._sleep(delay)
+                    # Never longer than a poll: a sync asked from another process (the CLI) is a
+                    # database row, seen at the next turn.
+                    await self._sleep(min(delay, self.settings.poll_s))
         finally:
             await self.aclose()
 

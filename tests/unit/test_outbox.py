@@ -1,0 +1,108 @@
+"""Outbox delivery on a real SQLite file: batches keep their id and body, acks remove records from the
+send queue, rejected records go to quarantine alone, acked records are kept for retention only."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from appliance import outbox
+from appliance.storage.db import Store
+from appliance.times import utcnow
+
+
+@pytest.fixture
+def store(sample_store: Store) -> Store:
+    # The box's own set-up records (audit) first, then 20 of ours: 'audit' records with a payload.
+    for i in range(20):
+        sample_store.write_sync(lambda c, i=i: outbox.enqueue(c, "audit", {"n": i, "pad": "x" * 100}))
+    return sample_store
+
+
+def pending_ids(store: Store) -> list[str]:
+    return [r["id"] for r in store.query(lambda c: outbox.pending(c, 10_000))]
+
+
+def test_a_batch_takes_the_oldest_pending_records_up_to_the_count(store: Store) -> None:
+    everything = pending_ids(store)
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 5, 1_000_000))
+    assert batch is not None
+    assert batch.record_ids == everything[:5]
+    body = json.loads(batch.body)
+    assert [r["id"] for r in body["records"]] == everything[:5]
+    assert set(body["records"][0]) == {"id", "kind", "created_at", "payload"}
+
+
+def test_a_batch_stays_under_the_byte_limit_but_always_holds_one_record(store: Store) -> None:
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 1000, 700))
+    assert batch is not None and 1 <= len(batch) < 10
+    assert len(batch.body) <= 700
+    store.write_sync(outbox.release_batch)
+    tiny = store.write_sync(lambda c: outbox.open_batch(c, 1000, 10))
+    assert tiny is not None and len(tiny) == 1  # larger than the limit alone: sent alone
+
+
+def test_the_open_batch_is_the_same_batch_until_it_is_closed(store: Store) -> None:
+    first = store.write_sync(lambda c: outbox.open_batch(c, 5, 1_000_000))
+    store.write_sync(lambda c: outbox.enqueue(c, "audit", {"late": True}))
+    again = store.write_sync(lambda c: outbox.open_batch(c, 50, 1_000_000))
+    assert again == first  # same id, same records, byte-identical body: a retry is a replay
+
+
+def test_closing_a_batch_acks_quarantines_and_leaves_the_unanswered_pending(store: Store) -> None:
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 6, 1_000_000))
+    assert batch is not None
+    a, b, c_, *rest = batch.record_ids
+    result = store.write_sync(
+        lambda c: outbox.close_batch(
+            c, batch, [a, b, "not-in-this-batch"], [(c_, "422: kind: bad")], utcnow()
+        )
+    )
+    assert (result.acked, result.quarantined, result.unanswered) == (2, 1, 3)
+    still = pending_ids(store)
+    assert a not in still and b not in still and c_ not in still
+    assert still[:3] == rest
+    [held] = store.query(outbox.quarantined)
+    assert held["record_id"] == c_ and held["quarantine_reason"] == "422: kind: bad"
+    view = store.query(lambda c: outbox.backlog(c, utcnow()))
+    assert view["quarantined"] == 1 and view["acked_retained"] == 2
+    assert view["records"] == len(still)
+    # The next batch is new and starts where the queue now starts.
+    nxt = store.write_sync(lambda c: outbox.open_batch(c, 3, 1_000_000))
+    assert nxt is not None and nxt.batch_id != batch.batch_id and nxt.record_ids == rest
+
+
+def test_quarantined_records_go_back_in_line_when_retried(store: Store) -> None:
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 3, 1_000_000))
+    assert batch is not None
+    store.write_sync(
+        lambda c: outbox.close_batch(c, batch, [], [(i, "bad") for i in batch.record_ids], utcnow())
+    )
+    assert store.query(lambda c: outbox.backlog(c))["quarantined"] == 3
+    assert store.write_sync(lambda c: outbox.retry_quarantined(c, [batch.record_ids[0]])) == 1
+    assert pending_ids(store)[0] == batch.record_ids[0]
+    assert store.write_sync(lambda c: outbox.retry_quarantined(c)) == 2
+    assert pending_ids(store)[:3] == batch.record_ids
+
+
+def test_acked_records_are_pruned_only_after_the_retention(store: Store) -> None:
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 4, 1_000_000))
+    assert batch is not None
+    acked_at = utcnow()
+    store.write_sync(lambda c: outbox.close_batch(c, batch, batch.record_ids, [], acked_at))
+    before = store.query(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    assert store.write_sync(lambda c: outbox.prune_acked(c, acked_at - timedelta(seconds=1))) == 0
+    assert store.write_sync(lambda c: outbox.prune_acked(c, acked_at + timedelta(seconds=1))) == 4
+    after = store.query(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    assert after == before - 4
+    assert store.query(lambda c: outbox.backlog(c))["acked_retained"] == 0
+
+
+def test_nothing_pending_means_no_batch(sample_store: Store) -> None:
+    while (batch := sample_store.write_sync(lambda c: outbox.open_batch(c, 100, 1_000_000))) is not None:
+        sample_store.write_sync(lambda c, b=batch: outbox.close_batch(c, b, b.record_ids, [], utcnow()))
+    assert sample_store.query(outbox.has_pending) is False
+    view = sample_store.query(lambda c: outbox.backlog(c, utcnow()))
+    assert view["records"] == 0 and view["oldest_created_at"] is None and view["oldest_age_s"] is None
