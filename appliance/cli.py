@@ -405,6 +405,8 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
     config = load_config(data_dir, overrides={"port": port})
     codes = prepare_demo(config)
     setup_logging(os.environ.get("VENUEBOX_LOG_LEVEL", "WARNING"))
+    receiver, receiver_url = _demo_receiver(config)
+    ctx.call_on_close(lambda: _stop_process(receiver))
 
     def ready(runtime: dict[str, Any]) -> None:
         click.echo(f"venuebox demo: data dir {config.data_dir}")
@@ -414,6 +416,11 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
         )
         if runtime.get("mdns_name"):
             click.echo(f"  on the LAN  {runtime['mdns_name']} (_venuebox._tcp)")
+        if receiver_url:
+            click.echo(
+                f"  uplink      to the reference receiver at {receiver_url} "
+                f"(data in {config.data_dir / 'receiver'})"
+            )
         status_cmd = f"venuebox --data-dir {config.data_dir} status"
         click.echo(f"  {tablets} simulated judges are scoring; `{status_cmd}` shows it")
         click.echo("  pairing codes for your own tablet (valid 1 hour):")
@@ -425,6 +432,74 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
     report = run_demo(config, tablets, on_ready=ready)
     if report is not None:
         click.echo(report.summary())
+
+
+def _demo_receiver(config: Config) -> tuple[Any, str | None]:
+    """The demo's cloud: a reference receiver process on loopback (its data in the demo data dir),
+    the box's uplink pointed at it. A box whose uplink is set by config keys keeps its own."""
+    import subprocess
+    import time
+
+    from appliance.box import get_box
+    from appliance.storage.db import Store
+    from appliance.times import utcnow
+    from appliance.uplink_state import configure_target
+    from uplink.receiver_store import add_box, load_boxes, runtime_info
+
+    if config.uplink_url:
+        return None, None
+    receiver_dir = config.data_dir / "receiver"
+    runtime = receiver_dir / "receiver.json"
+    runtime.unlink(missing_ok=True)
+    receiver_dir.mkdir(parents=True, exist_ok=True)
+    log = (receiver_dir / "receiver.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "ingest-server",
+            "run",
+            "--data-dir",
+            str(receiver_dir),
+            "--port",
+            "0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while (info := runtime_info(receiver_dir)) is None or info["pid"] != process.pid:
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_process(process)
+            click.echo(
+                f"venuebox demo: the reference receiver did not start (see {receiver_dir}/receiver.log)"
+            )
+            return None, None
+        time.sleep(0.05)
+    with Store(config.db_path) as store:
+        box_id = store.query(get_box)["box_id"]
+        token = load_boxes(receiver_dir).get(box_id) or add_box(receiver_dir, box_id)
+        write_secret(config.uplink_token_path, token)
+        store.write_sync(
+            lambda conn: configure_target(
+                conn, info["url"], config.uplink_token_path.resolve(), None, "demo", utcnow()
+            )
+        )
+    return process, info["url"]
+
+
+def _stop_process(process: Any) -> None:
+    import subprocess
+
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @cli.group()
@@ -567,7 +642,11 @@ def uplink_sync(ctx: click.Context, wait_s: float) -> None:
     view = _with_store(config, lambda store: sync_now(store, config, daemon_running=daemon, wait_s=wait_s))
     _print_uplink(view, daemon_running=True)
     if not view["synced"]:
-        raise DomainError(f"uplink sync did not get through: {view['last_error'] or 'no answer in time'}")
+        if not view["attempted"]:
+            raise DomainError(
+                f"the daemon did not try within {wait_s:g} s: is it running (`systemctl status venuebox`)?"
+            )
+        raise DomainError(f"uplink sync did not get through: {view['last_error']}")
 
 
 @uplink.command("retry")

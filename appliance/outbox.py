@@ -208,10 +208,13 @@ def retry_quarantined(conn: sqlite3.Connection, record_ids: list[str] | None = N
     return cursor.rowcount
 
 
-def prune_acked(conn: sqlite3.Connection, before: datetime) -> int:
-    """Delete records acked before ``before`` (the retention period is over); returns how many."""
+def prune_acked(conn: sqlite3.Connection, before: datetime, limit: int = 5000) -> int:
+    """Delete up to ``limit`` records acked before ``before`` (the retention period is over);
+    returns how many. Bounded, so one prune never holds the writer (and the tablets) for long."""
     return conn.execute(
-        "DELETE FROM outbox WHERE acked_at IS NOT NULL AND acked_at < ?", (to_rfc3339(before),)
+        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE acked_at IS NOT NULL AND acked_at < ?"
+        " ORDER BY acked_at LIMIT ?)",
+        (to_rfc3339(before), limit),
     ).rowcount
 
 

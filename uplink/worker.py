@@ -524,6 +524,11 @@ class UplinkWorker:
         assert breaker is not None
         settings = self.settings
         now = self._clock()
+        if outcome.kind == "acked" and not self._settles(batch, outcome):
+            # A 200 that acks and rejects none of what was sent: resending at once would loop.
+            return await self._failed(
+                f"the receiver answered 200 but settled none of the {len(batch)} records sent", None, now
+            )
         if outcome.kind == "acked":
             breaker.success()
             if len(batch) == self._max_records:  # a split batch grows back after a success
@@ -598,6 +603,11 @@ class UplinkWorker:
             log.error("uplink paused: %s", outcome.error)
             return settings.poll_s
         return await self._failed(outcome.error or "failed", outcome.retry_after_s, now)
+
+    @staticmethod
+    def _settles(batch: Batch, outcome: Outcome) -> bool:
+        sent = set(batch.record_ids)
+        return any(i in sent for i in outcome.acked) or any(i in sent for i, _ in outcome.rejected)
 
     async def _failed(self, error: str, retry_after: float | None, now: datetime) -> float:
         breaker = self._breaker
@@ -695,8 +705,8 @@ def load_ca_file(path: Path) -> ssl.SSLContext:
 def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> dict[str, Any]:
     """`venuebox uplink sync`: with a daemon running, ask its worker (through the database) and wait
     up to ``wait_s`` for its answer; without one, drain here until the queue is empty or an attempt
-    fails. Returns the uplink view plus ``synced``: an attempt was made after the request and no
-    error came after it."""
+    fails. Returns the uplink view plus ``attempted`` (an attempt was made after the request) and
+    ``synced`` (attempted, and no error came after the request)."""
     from appliance.box import get_box
     from appliance.uplink_state import request_sync, uplink_view
 
@@ -726,6 +736,6 @@ def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: floa
 
         asyncio.run(drain())
         current = view()
-    attempted = (current["last_attempt_at"] or "") >= requested
-    current["synced"] = attempted and (current["last_error_at"] or "") < requested
+    current["attempted"] = (current["last_attempt_at"] or "") >= requested
+    current["synced"] = current["attempted"] and (current["last_error_at"] or "") < requested
     return current

@@ -31,7 +31,15 @@ def test_status_reports_event_tablets_sheets_and_outbox(running_box: RunningBox)
     assert status["event"]["id"] and status["event"]["entries"] > 0
     assert status["tablets"] == {"online": 1, "stale": 0, "offline": 0}
     assert status["sheets"]["total"] == 1 and status["sheets"]["last_5_min"] == 1
-    assert status["outbox"]["records"] == 1
+    # One sheet record, plus the audit records of the box's set-up and the pairing, all waiting
+    # (no uplink is configured).
+    conn = sqlite3.connect(running_box.config.db_path)
+    kinds = dict(conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind").fetchall())
+    conn.close()
+    assert kinds["sheet"] == 1 and kinds["audit"] >= 1
+    assert status["outbox"]["records"] == kinds["sheet"] + kinds["audit"]
+    assert status["uplink"]["state"] == "not configured"
+    assert status["uplink"]["backlog"] == status["outbox"]["records"]
     assert status["freeze"]["frozen"] is False
 
 
@@ -151,7 +159,7 @@ def test_status_carries_the_clock_urls_alerts_disk_and_placeholders(running_box:
     assert disk["path"] == str(running_box.config.data_dir)
     assert 0 < disk["free_mb"] <= disk["total_mb"] and 0 <= disk["used_pct"] <= 100
     assert status["backup"] == {"configured": False, "last": None}
-    assert status["uplink"] == {"state": "not configured"}
+    assert status["uplink"]["state"] == "not configured" and status["uplink"]["target"] is None
     # Every key the status had before the console needed more is still there.
     assert {"event", "tablets", "sheets", "audit", "outbox"} <= set(status)
 

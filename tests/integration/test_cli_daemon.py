@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.conftest import RunningBox, make_box
+
+
+def _sheets(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "venuebox.sqlite")
+    try:
+        return conn.execute("SELECT count(*) FROM sheets").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
@@ -43,7 +52,10 @@ def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path:
             if "Ctrl-C stops the box" in line or not line:
                 break
         assert any("J1" in line for line in lines), "".join(lines)
-        time.sleep(4)  # let the simulated judges pair and score
+        # Let the simulated judges pair and score (a loaded machine takes longer than a quiet one).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _sheets(tmp_path / "demo") == 0:
+            time.sleep(0.25)
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=20)
     finally:
@@ -59,6 +71,16 @@ def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path:
     )
     snap = json.loads(status.stdout)
     assert snap["daemon"] is None and snap["sheets"]["total"] > 0
+    # The demo's cloud: a reference receiver it started and stopped, which got the box's records.
+    assert any("uplink      to the reference receiver at http://127.0.0.1:" in line for line in lines)
+    assert snap["uplink"]["target"]["source"] == "configure"
+    receiver = sqlite3.connect(tmp_path / "demo" / "receiver" / "receiver.sqlite")
+    try:
+        sent = receiver.execute("SELECT count(*) FROM records").fetchone()[0]
+    finally:
+        receiver.close()
+    assert sent > 0 and snap["uplink"]["records_acked"] > 0
+    assert not (tmp_path / "demo" / "receiver" / "receiver.json").exists()  # stopped with the demo
 
 
 def test_simulate_pairs_and_scores_against_a_running_box(tmp_path: Path) -> None:

@@ -106,3 +106,13 @@ def test_nothing_pending_means_no_batch(sample_store: Store) -> None:
     assert sample_store.query(outbox.has_pending) is False
     view = sample_store.query(lambda c: outbox.backlog(c, utcnow()))
     assert view["records"] == 0 and view["oldest_created_at"] is None and view["oldest_age_s"] is None
+
+
+def test_a_prune_is_bounded_so_it_never_holds_the_writer_for_long(store: Store) -> None:
+    batch = store.write_sync(lambda c: outbox.open_batch(c, 10, 1_000_000))
+    assert batch is not None
+    store.write_sync(lambda c: outbox.close_batch(c, batch, batch.record_ids, [], utcnow()))
+    later = utcnow() + timedelta(seconds=1)
+    assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 4
+    assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 4
+    assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 2

@@ -412,3 +412,14 @@ def test_circuit_breaker_opens_after_the_threshold_and_half_opens_for_one_trial(
     breaker.before_attempt()
     breaker.success()
     assert (breaker.state, breaker.failures) == ("closed", 0)
+
+
+async def test_a_200_that_settles_nothing_backs_off_instead_of_looping(box: Box) -> None:
+    seen: list[httpx.Request] = []
+    empty = lambda _: httpx.Response(200, json={"acked": [], "rejected": []})  # noqa: E731
+    worker = box.worker(scripted([empty], seen))
+    assert await worker.step() > 0
+    view = box.view()
+    assert view["state"] == "backing off" and "settled none" in view["last_error"]
+    assert view["backlog"] > 0 and len(seen) == 1
+    await worker.aclose()
