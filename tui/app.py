@@ -66,6 +66,8 @@ class ConsoleApp(App[None]):
         Binding("f2", "freeze_toggle", "Freeze/unfreeze", show=False, priority=True),
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        # Last: where the screen's own keys leave no room at 80 columns, it is the hint that goes.
+        Binding("u", "uplink_sync", "Sync uplink"),
     ]
 
     status: reactive[dict[str, Any] | None] = reactive(None, always_update=True, init=False)
@@ -192,6 +194,34 @@ class ConsoleApp(App[None]):
     async def _do_unfreeze(self) -> None:
         await self._act(self.client.unfreeze(), "Scoring open again")
 
+    def action_uplink_sync(self) -> None:
+        if self.link is not None and not self.link.ok:
+            self.notify(
+                "The daemon cannot be reached, so the console cannot ask the uplink to send. On the box's "
+                "shell, `venuebox uplink sync` asks it directly.",
+                title="Cannot sync from here",
+                severity="error",
+                timeout=8,
+            )
+            return
+        self.run_worker(self._do_uplink_sync(), group="uplink")
+
+    async def _do_uplink_sync(self) -> None:
+        """Ask the box's uplink to try now (ends a backoff, an open circuit or a pause). The answer
+        shows on the overview as the uplink's state and last error change."""
+        try:
+            await self.client.uplink_sync()
+        except AdminError as exc:
+            # 409 "not configured" is advice, not a failure of the console.
+            severity = "warning" if exc.status == 409 else "error"
+            self.notify(exc.detail or exc.title, title=exc.title, severity=severity, timeout=10, markup=False)
+            return
+        except Unreachable as exc:
+            self.notify(str(exc), title="Not done", severity="error", timeout=10, markup=False)
+            return
+        self.notify("Uplink sync requested: the box tries to send its backlog now", timeout=4)
+        await self.poll_status()
+
     async def _act(self, call: Any, done: str) -> bool:
         """Run a write against the box; tell the tech how it went in plain words."""
         try:
@@ -212,6 +242,11 @@ class ConsoleApp(App[None]):
             "Unfreeze scoring" if frozen else "Freeze scoring",
             "Halt (or resume) every competition write on the box (key f)",
             self.action_freeze_toggle,
+        )
+        yield SystemCommand(
+            "Sync uplink",
+            "Ask the box to send its backlog to the cloud now, whatever its backoff or pause (key u)",
+            self.action_uplink_sync,
         )
         yield SystemCommand("Verify chains", "Check the ledger and audit hash chains", self._verify)
         yield SystemCommand("New pairing code", "Pair a judge's tablet", self._goto("pairing"))

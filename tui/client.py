@@ -173,6 +173,10 @@ class AdminClient:
     async def revoke(self, device_id: str) -> dict[str, Any]:
         return await self._call("POST", f"/admin/v1/devices/{_seg(device_id)}/revoke", json={})
 
+    async def uplink_sync(self) -> dict[str, Any]:
+        """Ask the uplink to try now; 409 (AdminError) when it is not configured."""
+        return await self._call("POST", "/admin/v1/uplink/sync", json={})
+
     async def acknowledge(self, fingerprint: str) -> dict[str, Any]:
         return await self._call("POST", f"/admin/v1/alerts/{_seg(fingerprint)}/ack", json={})
 

@@ -25,6 +25,12 @@ SEVERITY = {
     "warning": ("! ", "bold black on yellow"),
     "info": ("i ", "bold"),
 }
+UPLINK_STATE = {
+    # uplink state word: style (idle, sending and "not configured" need no colour)
+    "backing off": "bold yellow",
+    "circuit open": "bold red",
+    "paused": "bold red",
+}
 CELL = {
     # grid cell state: (glyph, style)
     "scored": ("✓", "green"),
@@ -33,17 +39,22 @@ CELL = {
 }
 
 
+def duration(seconds: float) -> str:
+    """ "12 s", "4 min", "2 h 5 min": a span of time as a tech says it."""
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s} s"
+    minutes = s // 60
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def ago(seconds: float | None) -> str:
     """ "12 s ago", "4 min ago", "2 h 5 min ago"; "never" for None."""
     if seconds is None:
         return "never"
-    s = max(0, int(seconds))
-    if s < 90:
-        return f"{s} s ago"
-    minutes = s // 60
-    if minutes < 90:
-        return f"{minutes} min ago"
-    return f"{minutes // 60} h {minutes % 60} min ago"
+    return f"{duration(seconds)} ago"
 
 
 def seconds_between(earlier: str | None, later: str | None) -> float | None:
@@ -81,6 +92,11 @@ def presence(word: str, count: int | None = None) -> Text:
 def severity(word: str) -> Text:
     glyph, style = SEVERITY.get(word, ("  ", ""))
     return Text(f"{glyph}{word}", style=style)
+
+
+def uplink_state(word: str) -> Text:
+    """The uplink's state word, red when it has stopped trying on its own, yellow while it backs off."""
+    return Text(word, style=UPLINK_STATE.get(word, ""))
 
 
 def cell(state: str) -> Text:

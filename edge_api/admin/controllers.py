@@ -202,7 +202,7 @@ class AdminController(Controller):
         def ask(conn: Any) -> str:
             if uplink_state.resolve_target(conn, ctx.config) is None:
                 raise UplinkNotConfigured(
-                    "the uplink is not configured: `venuebox uplink configure --url URL --token-file FILE`"
+                    "set where the outbox goes with `venuebox uplink configure --url URL --token-file FILE`"
                 )
             return uplink_state.request_sync(conn, "admin-api", utcnow(), rid)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +21,12 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from textual.message import Message
+from textual.notifications import Notification, Notify
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from appliance.secrets_files import write_secret
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 from tui.app import ConsoleApp
 from tui.client import AdminClient, AdminError
@@ -66,6 +70,21 @@ async def type_text(pilot: Pilot[Any], text: str) -> None:
 
 def console_for(box: RunningBox) -> ConsoleApp:
     return ConsoleApp(AdminClient(box.config))
+
+
+def on_screen(app: ConsoleApp, selector: str) -> list[str]:
+    """The lines a widget draws at the console's size, borders and ellipses included."""
+    widget = app.screen.query_one(selector)
+    return [widget.render_line(y).text for y in range(widget.size.height)]
+
+
+def notifications(messages: list[Message]) -> list[Notification]:
+    return [m.notification for m in messages if isinstance(m, Notify)]
+
+
+def toasts(app: ConsoleApp) -> str:
+    """The notifications on screen (the pilot must run with ``notifications=True``)."""
+    return "\n".join(str(toast.render()) for toast in app.screen.query("Toast"))
 
 
 def heartbeat(tablet: Tablet) -> None:
@@ -434,5 +453,104 @@ def test_the_feed_shows_the_newest_sheets_after_a_burst(tmp_path: Path) -> None:
                 assert shown == list(reversed(entries[8:13]))
 
         asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound by us, then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def uplink_of(box: RunningBox) -> dict[str, Any]:
+    with box.admin() as admin:
+        return admin.get("/admin/v1/uplink").raise_for_status().json()
+
+
+def test_overview_shows_an_uplink_that_cannot_connect_and_u_asks_it_to_try_now(tmp_path: Path) -> None:
+    token_file = tmp_path / "uplink.token"
+    write_secret(token_file, "a-token-for-a-receiver-that-is-not-there")
+    port = closed_port()
+    config = make_box(
+        tmp_path / "box",
+        uplink_url=f"http://127.0.0.1:{port}",
+        uplink_token_file=str(token_file),
+        uplink_backoff_base_s=0.2,
+        uplink_backoff_cap_s=1.0,
+        uplink_breaker_failures=2,
+        uplink_poll_s=0.2,
+    )
+    box = RunningBox(config).start()  # its audit records (init, event import) wait in the outbox
+    try:
+
+        async def scenario() -> None:
+            app = console_for(box)
+            messages: list[Message] = []
+            async with app.run_test(size=(80, 24), message_hook=messages.append, notifications=True) as pilot:
+
+                def uplink_on_screen() -> list[str]:
+                    """The box panel's uplink lines as the tech sees them at 80x24."""
+                    lines = [line.strip("│ ") for line in on_screen(app, "#ov-box")]
+                    start = next((i for i, line in enumerate(lines) if line.startswith("Uplink")), None)
+                    return [] if start is None else lines[start : start + 4]
+
+                def in_trouble() -> bool:
+                    lines = uplink_on_screen()
+                    return (
+                        len(lines) == 4
+                        and lines[0].startswith(("Uplink  backing off", "Uplink  circuit open"))
+                        and lines[2].startswith("next try")
+                        and lines[3].startswith("connection refused")
+                    )
+
+                await until(pilot, in_trouble, "the uplink backing off, its next try and its error")
+                lines = uplink_on_screen()
+                assert lines[0].endswith("· nothing sent yet"), lines
+                assert lines[1].startswith("backlog ") and "· oldest " in lines[1], lines
+                assert lines[3].startswith("connection refused by http://127.0."), lines
+                assert lines[3].endswith("…"), lines  # cut to the panel; the words that matter stay
+                whole = f"connection refused by http://127.0.0.1:{port}: the receiver is down"
+                assert whole in shown(app, "#ov-box")
+                assert (await asyncio.to_thread(uplink_of, box))["sync_requested_at"] is None
+
+                await pilot.press("u")
+                await until(pilot, lambda: bool(notifications(messages)), "the console says how it went")
+                [note] = notifications(messages)
+                assert note.message.startswith("Uplink sync requested") and note.severity == "information"
+                await until(pilot, lambda: "Uplink sync requested" in toasts(app), "the notification shows")
+                assert (await asyncio.to_thread(uplink_of, box))["sync_requested_at"] is not None
+
+        asyncio.run(scenario())
+        with box.admin() as admin:
+            actions = [a["action"] for a in admin.get("/admin/v1/audit", params={"limit": 50}).json()]
+        assert "uplink.sync" in actions
+    finally:
+        box.stop()
+
+
+def test_a_box_without_an_uplink_says_not_configured_and_u_says_how_to_configure_it(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    try:
+
+        async def scenario() -> None:
+            app = console_for(box)
+            messages: list[Message] = []
+            async with app.run_test(size=(80, 24), message_hook=messages.append, notifications=True) as pilot:
+                await until(
+                    pilot, lambda: "Uplink  not configured" in shown(app, "#ov-box"), "not configured"
+                )
+                await pilot.press("2", "u")  # from any screen
+                await until(pilot, lambda: bool(notifications(messages)), "the console says how it went")
+                [note] = notifications(messages)
+                assert note.title == "The uplink is not configured" and note.severity == "warning"
+                assert "venuebox uplink configure --url URL --token-file FILE" in note.message
+                await until(
+                    pilot, lambda: "venuebox uplink configure" in toasts(app), "the notification shows"
+                )
+
+        asyncio.run(scenario())
+        assert uplink_of(box)["sync_requested_at"] is None
     finally:
         box.stop()

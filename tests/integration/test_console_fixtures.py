@@ -5,10 +5,12 @@ test fails, so the snapshots never show a console that works only against an old
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 from appliance import alerts
+from appliance.secrets_files import write_secret
 from appliance.storage.db import Store
 from tests.conftest import RunningBox, make_box, panel_entries
 from tests.tui.recorded_box import fixture
@@ -39,7 +41,15 @@ def same_shape(recorded: Any, live: Any, where: str = "") -> list[str]:
 
 
 def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
-    config = make_box(tmp_path / "box")
+    # An uplink target (where nothing listens), so the live uplink block has a target's keys too.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token_file = tmp_path / "uplink.token"
+    write_secret(token_file, "recording-token")
+    config = make_box(
+        tmp_path / "box", uplink_url=f"http://127.0.0.1:{port}", uplink_token_file=str(token_file)
+    )
     with Store(config.db_path) as store:
         store.write_sync(
             lambda conn: alerts.raise_alert(conn, "disk-free", "warning", "Disk filling", "12 MB")

@@ -1,10 +1,11 @@
 """A recorded admin API, for snapshot tests that need the same screen every run.
 
 The JSON files in fixtures/ were recorded from a real daemon running `venuebox demo` (then given a
-stale and an offline tablet and two alerts, and addresses from the documentation ranges). They are
-served through httpx's MockTransport to the console's real AdminClient: only the network is
-replaced. tests/integration/test_console_fixtures.py checks that the recordings still have the
-shape the live admin API answers with, so the snapshots cannot drift from the real contract.
+stale and an offline tablet, two alerts, an uplink backing off after a DNS failure, and addresses
+from the documentation ranges). They are served through httpx's MockTransport to the console's real
+AdminClient: only the network is replaced. tests/integration/test_console_fixtures.py checks that the
+recordings still have the shape the live admin API answers with, so the snapshots cannot drift from
+the real contract.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ ROUTES = {
     ("GET", "/admin/v1/audit"): "audit",
     ("POST", "/admin/v1/pairing-codes"): "pairing_code",
 }
+# The admin API's answer to a sync when no uplink target is set (edge_api/errors.py).
+NOT_CONFIGURED = {
+    "type": "/problems/uplink-not-configured",
+    "title": "The uplink is not configured",
+    "status": 409,
+    "detail": "set where the outbox goes with `venuebox uplink configure --url URL --token-file FILE`",
+}
 
 
 def fixture(name: str) -> Any:
@@ -53,6 +61,10 @@ class RecordedBox:
         self.calls.append((method, path))
         if (method, path) == ("GET", "/admin/v1/status"):
             return httpx.Response(200, json=self.status)
+        if (method, path) == ("POST", "/admin/v1/uplink/sync"):
+            if not self.status["uplink"]["configured"]:
+                return httpx.Response(409, json=NOT_CONFIGURED)
+            return httpx.Response(202, json={"requested_at": RECORDED_AT})
         if (method, path) == ("GET", "/admin/v1/pairing-codes"):
             return httpx.Response(200, json=[_active(fixture("pairing_code"))])
         if method == "GET" and path.startswith("/admin/v1/sessions/") and path.endswith("/grid"):

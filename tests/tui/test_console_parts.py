@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.cells import cell_len
+from rich.console import Console
 from textual.app import App, ComposeResult
+from textual.message import Message
+from textual.notifications import Notification, Notify
 
-from tests.tui.recorded_box import RecordedBox
+from tests.tui.recorded_box import RecordedBox, fixture
 from tui import format as fmt
 from tui.screens.dialogs import FreezeDialog
 from tui.screens.help import HELP, HelpScreen
+from tui.screens.overview import box_panel, uplink_lines
 from tui.widgets.qr import qr_matrix, qr_text
 from tui.widgets.table import Column, LinedTable
 
@@ -169,7 +175,18 @@ def test_help_lists_every_screen_key_and_closes_with_escape() -> None:
         async with app.run_test(size=(100, 40)) as pilot:
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
-            for words in ("Overview", "Tablets", "Scores", "Pairing", "Alerts", "Audit", "Freeze", "ctrl+p"):
+            for words in (
+                "Overview",
+                "Tablets",
+                "Scores",
+                "Pairing",
+                "Alerts",
+                "Audit",
+                "Freeze",
+                "`u`",
+                "Sync uplink",
+                "ctrl+p",
+            ):
                 assert words in HELP
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
@@ -240,5 +257,193 @@ def test_an_expired_pairing_code_is_taken_off_the_screen() -> None:
             assert "expired" in str(screen.query_one("#code-expiry").content)
             assert str(screen.query_one("#code-qr").content) == ""
             assert str(screen.query_one("#code-url").content) == ""
+
+    asyncio.run(scenario())
+
+
+# The uplink as the overview shows it. The recorded status (fixtures/status.json) has the uplink backing
+# off: server_time 01:55:56, last success 01:53:10, 138 records waiting for 2.5 min, next try in 12 s.
+QUIET = {"last_error": None, "last_error_at": None, "next_attempt_at": None, "next_attempt_in_s": None}
+NOTHING_WAITING = {"backlog": 0, "oldest_created_at": None, "oldest_age_s": None}
+DNS_ERROR = (
+    "cannot resolve the receiver's host name (scores.example.org): DNS failed; is the venue internet up?"
+)
+REFUSED = "connection refused by 10.0.0.5:8443: the receiver is down or the URL's port is wrong"
+CREDENTIALS = "the receiver refused the uplink credentials (401). Check the token file"
+
+
+def uplink_status(**uplink: Any) -> dict[str, Any]:
+    status = fixture("status")
+    status["uplink"] = {**status["uplink"], **uplink}
+    return status
+
+
+@pytest.mark.parametrize(
+    ("uplink", "lines"),
+    [
+        pytest.param(
+            {"state": "not configured", "configured": False, "target": None, **QUIET},
+            ["not configured"],
+            id="not-configured",
+        ),
+        pytest.param(
+            {"state": "idle", "last_success_at": "2026-11-22T01:55:44.1Z", **NOTHING_WAITING, **QUIET},
+            ["idle · sent 12 s ago", "backlog 0"],
+            id="idle",
+        ),
+        pytest.param(
+            {"state": "idle", "last_success_at": None, **NOTHING_WAITING, **QUIET},
+            ["idle · nothing sent yet", "backlog 0"],
+            id="idle-never-sent",
+        ),
+        pytest.param(
+            # A past error no longer matters once it sends again.
+            {
+                "state": "sending",
+                "backlog": 1204,
+                "oldest_age_s": 3.2,
+                "next_attempt_at": None,
+                "next_attempt_in_s": None,
+                "last_success_at": "2026-11-22T01:55:55.5Z",
+            },
+            ["sending · sent 1 s ago", "backlog 1,204 · oldest 3 s"],
+            id="sending",
+        ),
+        pytest.param(
+            {},
+            ["backing off · sent 2 min ago", "backlog 138 · oldest 2 min", "next try in 12 s", DNS_ERROR],
+            id="backing-off",
+        ),
+        pytest.param(
+            {
+                "state": "circuit open",
+                "breaker": "open",
+                "last_error": REFUSED,
+                "next_attempt_in_s": 181.0,
+                "backlog": 12040,
+                "oldest_age_s": 3725.0,
+            },
+            ["circuit open · sent 2 min ago", "backlog 12,040 · oldest 62 min", "next try in 3 min", REFUSED],
+            id="circuit-open",
+        ),
+        pytest.param(
+            {"state": "backing off", "next_attempt_in_s": 0.0},
+            ["backing off · sent 2 min ago", "backlog 138 · oldest 2 min", "next try now", DNS_ERROR],
+            id="next-try-due",
+        ),
+        pytest.param(
+            {
+                "state": "paused",
+                "paused_reason": CREDENTIALS,
+                "last_error": CREDENTIALS,
+                "next_attempt_at": None,
+                "next_attempt_in_s": None,
+            },
+            ["paused · sent 2 min ago", "backlog 138 · oldest 2 min", CREDENTIALS],
+            id="paused",
+        ),
+        pytest.param(
+            {
+                "state": "idle",
+                "quarantined": 3,
+                "last_success_at": "2026-11-22T01:55:44.1Z",
+                **NOTHING_WAITING,
+                **QUIET,
+            },
+            ["idle · sent 12 s ago", "backlog 0", "3 quarantined"],
+            id="idle-quarantined",
+        ),
+        pytest.param(
+            {"quarantined": 2},
+            [
+                "backing off · sent 2 min ago",
+                "backlog 138 · oldest 2 min",
+                "next try in 12 s · 2 quarantined",
+                DNS_ERROR,
+            ],
+            id="backing-off-quarantined",
+        ),
+    ],
+)
+def test_uplink_lines_say_the_state_in_words(uplink: dict[str, Any], lines: list[str]) -> None:
+    assert [line.plain for line in uplink_lines(uplink_status(**uplink))] == lines
+
+
+def test_uplink_state_is_red_when_it_stopped_and_yellow_while_it_backs_off() -> None:
+    def state_style(state: str) -> str:
+        first = uplink_lines(uplink_status(state=state))[0]
+        return str(first.get_style_at_offset(Console(), 0))
+
+    assert "red" in state_style("paused") and "red" in state_style("circuit open")
+    assert "yellow" in state_style("backing off")
+    assert state_style("idle") == state_style("sending") == "none"
+    assert str(uplink_lines(uplink_status(state="not configured"))[0].style) == "dim"
+
+
+def test_the_box_panel_cuts_the_uplink_error_with_an_ellipsis_and_keeps_the_rest() -> None:
+    """At 80x24 the box panel's text is 44 cells wide: the error is cut, nothing else is."""
+    console = Console(width=44, color_system=None, record=True, file=io.StringIO())
+    console.print(box_panel(uplink_status()))
+    rows = console.export_text().splitlines()
+    start = next(i for i, row in enumerate(rows) if row.startswith("Uplink"))
+    uplink = [row.rstrip() for row in rows[start : start + 4]]
+    assert uplink[:3] == [
+        "Uplink  backing off · sent 2 min ago",
+        "        backlog 138 · oldest 2 min",
+        "        next try in 12 s",
+    ]
+    assert uplink[3].startswith("        cannot resolve the receiver's host") and uplink[3].endswith("…")
+    assert rows[start + 4].startswith("Backup")
+
+
+def notifications(messages: list[Message]) -> list[Notification]:
+    return [m.notification for m in messages if isinstance(m, Notify)]
+
+
+def test_u_asks_the_box_to_sync_the_uplink_and_says_so() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app("scores")  # any screen
+        messages: list[Message] = []
+        async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
+            await pilot.press("u")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert ("POST", "/admin/v1/uplink/sync") in box.calls
+            [note] = notifications(messages)
+            assert note.message.startswith("Uplink sync requested") and note.severity == "information"
+
+    asyncio.run(scenario())
+
+
+def test_u_on_a_box_without_an_uplink_says_how_to_configure_it() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        box.status["uplink"] = {**box.status["uplink"], "state": "not configured", "configured": False}
+        app = box.app("overview")
+        messages: list[Message] = []
+        async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
+            await pilot.press("u")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            [note] = notifications(messages)
+            assert note.title == "The uplink is not configured" and note.severity == "warning"
+            assert "venuebox uplink configure" in note.message
+
+    asyncio.run(scenario())
+
+
+def test_command_palette_reaches_uplink_sync() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("ctrl+p")
+            await pilot.press(*"sync", "space", *"uplink")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert ("POST", "/admin/v1/uplink/sync") in box.calls
 
     asyncio.run(scenario())

@@ -19,6 +19,7 @@ The console shows the box's state; it never changes scores. It talks to the runn
 | --- | --- |
 | `1` … `6` | Overview, Tablets, Scores, Pairing, Alerts, Audit |
 | `f` (or `F2`) | **Freeze** scoring (asks why, then to confirm); when frozen, **unfreeze** (confirms) |
+| `u` | **Sync uplink**: the box tries to send its backlog to the cloud now (ends a backoff or a pause) |
 | `ctrl+p` | Command palette: every action by name |
 | `?` / `F1` | This help (Escape closes) |
 | `q` | Quit the console (the box keeps running) |
@@ -30,6 +31,10 @@ The console shows the box's state; it never changes scores. It talks to the runn
 **Pairing**: choose a judge and press Enter for a one-time code; the judge types it or scans the QR code.
 **Alerts**: `a` acknowledges the selected alert, `c` shows or hides cleared ones.
 **Audit**: `/` filters, `v` verifies the hash chains of the ledger and the audit log.
+
+**Uplink** (Overview): the state (paused or circuit open in red, backing off in yellow), the last
+success, what waits and for how long; when it is in trouble, the next try and the last error.
+`venuebox uplink status` on the box's shell shows it all.
 
 Presence: ● online (heartbeat in the last 30 s), ◐ stale, ○ offline, × revoked.
 When the banner says **DAEMON UNREACHABLE**, the figures are from before; the console reconnects by

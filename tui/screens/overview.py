@@ -38,8 +38,10 @@ class OverviewScreen(BoxScreen):
         if status is None:
             self.query_one("#ov-box", Static).update("Waiting for the daemon…")
             return
-        # Only the box's clock changed (the usual case twice a second): nothing to repaint.
-        figures = {k: v for k, v in status.items() if k != "server_time"}
+        # Only the box's clock changed (the usual case twice a second): nothing to repaint. The uplink's
+        # ages move with that clock, so it counts by the words it shows, not by its figures.
+        figures = {k: v for k, v in status.items() if k not in ("server_time", "outbox", "uplink")}
+        figures["uplink"] = [(line.plain, tuple(line.spans)) for line in uplink_lines(status)]
         if figures == self._drawn:
             return
         self._drawn = figures
@@ -72,9 +74,10 @@ def box_panel(status: dict[str, Any]) -> Table:
     )
     s = status["sheets"]
     table.add_row("Sheets", f"{s['total']} total · {s['last_5_min']} in last 5 min")
-    uplink = status.get("uplink") or {}
-    backlog = status.get("outbox") or {}
-    table.add_row("Uplink", f"{uplink.get('state', 'not configured')} · backlog {backlog.get('records', 0)}")
+    first, *more = uplink_lines(status)
+    table.add_row("Uplink", first)
+    for line in more:
+        table.add_row("", line)
     backup = status.get("backup") or {}
     if not backup.get("configured"):
         table.add_row("Backup", "not configured")
@@ -87,6 +90,50 @@ def box_panel(status: dict[str, Any]) -> Table:
             "Disk", Text(f"{fmt.megabytes(disk['free_mb'])} free ({disk['used_pct']:.0f}% used)", style=style)
         )
     return table
+
+
+def uplink_lines(status: dict[str, Any]) -> list[Text]:
+    """The uplink at a glance, a line per thought, short enough for the box panel at 80 columns:
+
+    the state (red when it stopped trying by itself, yellow while it backs off) and the last success;
+    what waits and for how long; when it is in trouble, the next try (and any quarantined records);
+    then why, in the worker's own words, cut with an ellipsis. "not configured" is one dim line."""
+    uplink = status.get("uplink") or {}
+    state = uplink.get("state") or "not configured"
+    if state == "not configured":
+        return [Text("not configured", style="dim")]
+    now = status.get("server_time")
+    sent_at = uplink.get("last_success_at")
+    sent = f"sent {fmt.ago(fmt.seconds_between(sent_at, now))}" if sent_at else "nothing sent yet"
+    lines = [Text.assemble(fmt.uplink_state(state), f" · {sent}")]
+
+    waiting = uplink.get("backlog") or 0
+    backlog = Text(f"backlog {waiting:,}")
+    age = uplink.get("oldest_age_s")
+    if age is None:
+        age = fmt.seconds_between(uplink.get("oldest_created_at"), now)
+    if waiting and age is not None:
+        backlog.append(f" · oldest {fmt.duration(age)}")
+    lines.append(backlog)
+
+    error = uplink.get("last_error")
+    if state == "paused":
+        error = uplink.get("paused_reason") or error
+    trouble = bool(error) and state not in ("idle", "sending")
+    after: list[Text] = []
+    if trouble:
+        wait = uplink.get("next_attempt_in_s")
+        if wait is None:
+            wait = fmt.seconds_between(now, uplink.get("next_attempt_at"))
+        if wait is not None:
+            after.append(Text("next try now" if wait < 1 else f"next try in {fmt.duration(wait)}"))
+    if uplink.get("quarantined"):
+        after.append(Text(f"{uplink['quarantined']:,} quarantined", style="yellow"))
+    if after:
+        lines.append(Text(" · ").join(after))
+    if trouble:
+        lines.append(Text(str(error), no_wrap=True, overflow="ellipsis"))
+    return lines
 
 
 def missing_panel(status: dict[str, Any]) -> Group | Text:
