@@ -320,6 +320,7 @@ def sheet_record(row: sqlite3.Row | dict[str, Any], values: dict[str, float] | N
         "values": values if values is not None else json.loads(row["score_values"]),
         "comment": row["comment"],
         "submitted_at": row["submitted_at"],
+        "content_hash": row["content_hash"],
         "prev_hash": row["prev_hash"],
     }
 

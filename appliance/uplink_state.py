@@ -62,16 +62,17 @@ class Target:
     configured_at: str | None = None
 
     def fingerprint(self) -> str:
-        """Changes whenever the target or its token file changes: the worker rebuilds its client
-        and a pause for refused credentials ends (the tech reconfigured)."""
-        try:
-            st = self.token_file.stat()
-            token_stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-        except OSError:
-            token_stamp = "missing"
-        text = "|".join(
-            [self.url, str(self.token_file), str(self.ca_file), token_stamp, str(self.configured_at)]
-        )
+        """Changes whenever the target, its token file or its CA file changes: the worker rebuilds
+        its client and a pause for refused credentials ends (the tech reconfigured)."""
+        stamps = []
+        for path in (self.token_file, self.ca_file):
+            try:
+                st = path.stat() if path is not None else None
+            except OSError:
+                stamps.append("missing")
+                continue
+            stamps.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}" if st else "none")
+        text = "|".join([self.url, str(self.token_file), str(self.ca_file), *stamps, str(self.configured_at)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def view(self) -> dict[str, Any]:
@@ -121,7 +122,8 @@ def configure_target(
     )
     conn.execute(
         "UPDATE uplink_state SET paused_reason = NULL, paused_target = NULL, consecutive_failures = 0,"
-        " breaker = 'closed', next_attempt_at = NULL, sync_requested_at = ? WHERE id = 1",
+        " breaker = 'closed', next_attempt_at = NULL, sync_requested_at = ?,"
+        " state = CASE WHEN state IN ('not configured', 'paused') THEN 'idle' ELSE state END WHERE id = 1",
         (at,),
     )
     audit.record(conn, actor, "uplink.configure", {"url": shown_url(url), "ca_file": bool(ca_file)})
@@ -209,7 +211,7 @@ def check_alerts(conn: sqlite3.Connection, config: Config, now: datetime) -> Non
             conn,
             REFUSED_FINGERPRINT,
             "critical",
-            "Uplink paused: the cloud refused the box",
+            "Uplink paused: it needs a person",
             f"{view['paused_reason']} Nothing is lost: scores stay queued on the box. After fixing it, "
             "`venuebox uplink configure` (or `venuebox uplink sync` if the receiver side was fixed) "
             "resumes sending.",

@@ -1,1 +1,2 @@
-"""Outbox delivery to the cloud. Arrives with the uplink issue; the outbox itself is filled today."""
+"""Outbox delivery to the cloud: the box's sender (worker.py), the wire contract (protocol.py) and
+the reference receiver (receiver.py, receiver_store.py: `venuebox ingest-server`)."""

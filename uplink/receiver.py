@@ -62,6 +62,7 @@ from uplink.receiver_store import (
     body_hash,
     check_batch,
     migrate,
+    private_dir,
     records_after,
     store_batch,
     stored_answer,
@@ -253,7 +254,7 @@ def run_receiver(
     (certificate chain PEM, key PEM). Once it listens, ``receiver.json`` in the data dir holds
     ``{"pid", "url"}`` (so ``--port 0`` is discoverable) and ``on_ready(url)`` is called; both are
     undone at a clean stop."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     asyncio.run(_serve(data_dir, host, port, on_ready, tls))
 
 
@@ -265,7 +266,9 @@ async def _serve(
     tls: tuple[Path, Path] | None,
 ) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on for accepted connections only when the
+    # listening socket says TCP, and without it a reply's body waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)

@@ -122,10 +122,18 @@ def load_boxes(data_dir: Path) -> dict[str, str]:
     return json.loads(read_secret(path))
 
 
+def private_dir(data_dir: Path) -> Path:
+    """The receiver's data dir, made (or narrowed) to 0700: it holds every box's records and tokens."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    return data_dir
+
+
 def add_box(data_dir: Path, box_id: str, rotate: bool = False) -> str:
     """Issue a new 256-bit uplink token for ``box_id`` and store it (0600, atomically); returns it.
     A box that already has one keeps it unless ``rotate``: then the old token stops working."""
     check_box_id(box_id)
+    private_dir(data_dir)
     boxes = load_boxes(data_dir)
     if box_id in boxes and not rotate:
         raise BoxRefused(

@@ -44,6 +44,7 @@ from appliance import __version__, outbox
 from appliance.config import Config
 from appliance.errors import BadUplinkTarget
 from appliance.outbox import Batch
+from appliance.secrets_files import InsecureSecretFile
 from appliance.storage.db import Store
 from appliance.times import to_rfc3339, utcnow
 from appliance.uplink_state import (
@@ -172,6 +173,13 @@ def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Out
             "pause",
             f"the receiver refused the uplink credentials ({status}){said_part}. Check the token "
             f"(`venuebox uplink configure --token-file`) and that the receiver knows box {box_id}.",
+        )
+    if 300 <= status < 400:
+        where = shown_url(response.headers.get("location", "")) or "elsewhere"
+        return Outcome(
+            "pause",
+            f"the receiver redirects ({status}) to {where}: configure the final URL "
+            "(`venuebox uplink configure --url`); the box does not follow redirects with its token.",
         )
     if status in (404, 405):
         return Outcome(
@@ -379,6 +387,8 @@ class UplinkWorker:
         self._clock_offset_s = 0.0
         self._sync_seen: str | None = None
         self._rekeyed = False
+        self._opened: Batch | None = None  # opened by the last ack's write, ready to send
+        self._client_problem: str | None = None
         self._last_alert_check = 0.0
         self._last_prune = 0.0
         self._wake = asyncio.Event()
@@ -450,11 +460,55 @@ class UplinkWorker:
             return settings.poll_s
         assert self._breaker is not None
         self._breaker.before_attempt()
-        batch = await self.store.write(lambda conn: self._open(conn), weight=10)
+        batch = await self._batch_to_send(state)
         if batch is None:
             return 0.0
-        outcome = await self._send(target, batch)
-        return await self._apply(batch, outcome)
+        # While the receiver works on this batch, the next one is read and encoded (on the reader
+        # pool): box and receiver work at the same time, and the ack write opens it.
+        sending = asyncio.ensure_future(self._send(target, batch))
+        try:
+            following = await self.store.read(
+                lambda conn: outbox.prepare_batch(
+                    conn, self._max_records, self.settings.batch_max_bytes, after_seq=batch.seqs[-1]
+                )
+            )
+        except Exception:
+            log.exception("uplink: could not prepare the next batch; it is prepared after this one")
+            following = None
+        outcome = await sending
+        return await self._apply(batch, outcome, following)
+
+    async def _batch_to_send(self, state: dict[str, Any]) -> Batch | None:
+        """The open batch (the one the previous ack opened, still in memory; or rebuilt from the
+        database, e.g. after a restart), else a new one, prepared on a read snapshot and opened
+        with the "sending" state in one small write."""
+        ready, self._opened = self._opened, None
+        if ready is not None and ready.batch_id == state["batch_id"]:
+            return ready
+        settings = self.settings
+
+        def prepare(conn: Any) -> tuple[Batch | None, bool]:
+            resumed = outbox.resume_batch(conn)
+            if resumed is not None:
+                return resumed, True
+            return outbox.prepare_batch(conn, self._max_records, settings.batch_max_bytes), False
+
+        batch, is_open = await self.store.read(prepare)
+        if batch is None:
+            return None
+        now = self._clock()
+        shown = "circuit open" if self._breaker and self._breaker.state == "half-open" else "sending"
+        breaker = self._breaker.state if self._breaker else "closed"
+
+        def start(conn: Any) -> bool:
+            if not is_open and not outbox.assign_batch(conn, batch):
+                return False  # the queue moved since the snapshot (a retry, another sender): look again
+            update_state(
+                conn, now, state=shown, breaker=breaker, last_attempt_at=to_rfc3339(now), next_attempt_at=None
+            )
+            return True
+
+        return batch if await self.store.write(start) else None
 
     def _use_target(self, target: Target, state: dict[str, Any]) -> None:
         fingerprint = target.fingerprint()
@@ -465,7 +519,16 @@ class UplinkWorker:
             asyncio.get_running_loop().create_task(self._client.aclose())
         self._target, self._target_fp = target, fingerprint
         self._token = ""
-        self._client = new_client(target, self.settings, self._transport)
+        self._client_problem = None
+        try:
+            self._client = new_client(target, self.settings, self._transport)
+        except (OSError, ssl.SSLError) as exc:
+            # Sent as a pause by _send: an unusable CA bundle never gets better by retrying.
+            self._client = httpx.AsyncClient(transport=self._transport)
+            self._client_problem = (
+                f"cannot use the CA bundle {target.ca_file} ({exc}): "
+                "fix the file or run `venuebox uplink configure --ca-file`"
+            )
         if self._breaker is None:
             self._breaker = CircuitBreaker(
                 self.settings.breaker_failures, state["consecutive_failures"], state["breaker"]
@@ -474,29 +537,17 @@ class UplinkWorker:
             self._breaker.success()
         self._next_attempt = 0.0
 
-    def _open(self, conn: Any) -> Batch | None:
-        batch = outbox.open_batch(conn, self._max_records, self.settings.batch_max_bytes)
-        if batch is not None:
-            assert self._breaker is not None
-            state = "circuit open" if self._breaker.state == "half-open" else "sending"
-            update_state(
-                conn,
-                self._clock(),
-                state=state,
-                breaker=self._breaker.state,
-                last_attempt_at=to_rfc3339(self._clock()),
-                next_attempt_at=None,
-            )
-        return batch
-
     async def _send(self, target: Target, batch: Batch) -> Outcome:
         assert self._client is not None
+        if self._client_problem:
+            return Outcome("pause", self._client_problem)
         try:
             token = self._read_token(target)
-        except OSError as exc:
+        except (OSError, InsecureSecretFile) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return Outcome(
                 "pause",
-                f"cannot read the uplink token file {target.token_file} ({exc.strerror or exc}): "
+                f"cannot read the uplink token file {target.token_file} ({why}): "
                 "run `venuebox uplink configure --token-file`",
             )
         return await post_batch(
@@ -519,11 +570,14 @@ class UplinkWorker:
 
     # -- after an attempt
 
-    async def _apply(self, batch: Batch, outcome: Outcome) -> float:
+    async def _apply(self, batch: Batch, outcome: Outcome, following: Batch | None = None) -> float:
         breaker = self._breaker
         assert breaker is not None
         settings = self.settings
         now = self._clock()
+        # A mismatch straight after a re-key is not re-keyed again (it backs off); any other answer
+        # in between makes the next mismatch a first one.
+        rekeyed, self._rekeyed = self._rekeyed, outcome.kind == "rekey"
         if outcome.kind == "acked" and not self._settles(batch, outcome):
             # A 200 that acks and rejects none of what was sent: resending at once would loop.
             return await self._failed(
@@ -534,25 +588,30 @@ class UplinkWorker:
             if len(batch) == self._max_records:  # a split batch grows back after a success
                 self._max_records = min(settings.batch_max_records, self._max_records * 2)
 
-            def done(conn: Any) -> tuple[outbox.BatchResult, bool]:
+            def done(conn: Any) -> tuple[outbox.BatchResult, bool, bool]:
                 result = outbox.close_batch(conn, batch, outcome.acked, outcome.rejected, now)
-                more = outbox.has_pending(conn)
+                # The next batch, prepared during the POST, opens in this same transaction.
+                opened = following is not None and outbox.assign_batch(conn, following)
+                more = opened or outbox.has_pending(conn)
+                success = to_rfc3339(now)
                 update_state(
                     conn,
                     now,
                     state="sending" if more else "idle",
                     breaker="closed",
                     consecutive_failures=0,
-                    last_success_at=to_rfc3339(now),
+                    last_success_at=success,
                     next_attempt_at=None,
                     paused_reason=None,
                     paused_target=None,
+                    **({"last_attempt_at": success} if opened else {}),
                 )
                 if result.quarantined or not more:
                     check_alerts(conn, self.config, now)
-                return result, more
+                return result, more, opened
 
-            result, more = await self.store.write(done, weight=10)
+            result, more, opened = await self.store.write(done, weight=10)
+            self._opened = following if opened else None
             if result.quarantined:
                 log.warning("uplink: the receiver rejected %d record(s); quarantined", result.quarantined)
             return 0.0 if more else settings.poll_s
@@ -573,7 +632,6 @@ class UplinkWorker:
             await self.store.write(quarantine_one)
             log.warning("uplink: a record was refused alone and quarantined (%s)", reason)
             return 0.0
-        rekeyed, self._rekeyed = self._rekeyed, outcome.kind == "rekey"
         if outcome.kind == "rekey" and not rekeyed:
             await self.store.write(outbox.release_batch)
             return 0.0
@@ -717,7 +775,12 @@ def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: floa
         return store.query(lambda conn: uplink_view(conn, config, utcnow()))
 
     def answered(v: dict[str, Any]) -> bool:
-        return (v["last_attempt_at"] or "") >= requested and v["state"] != "sending"
+        # An outcome came after the request: a success, an error, or nothing to send at all.
+        return (
+            (v["last_success_at"] or "") >= requested
+            or (v["last_error_at"] or "") >= requested
+            or ((v["last_attempt_at"] or "") >= requested and v["state"] == "idle")
+        )
 
     if daemon_running:
         current = view()

@@ -240,6 +240,7 @@ def test_add_box_writes_a_private_token_file_and_refuses_a_second_token(tmp_path
     assert len(token) == 43 and token not in done.stdout
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "boxes.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     again = cli(data_dir, "add-box", BOX)
     assert again.returncode == 1
     assert "--rotate" in again.stderr

@@ -4,6 +4,7 @@ send queue, rejected records go to quarantine alone, acked records are kept for 
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -116,3 +117,42 @@ def test_a_prune_is_bounded_so_it_never_holds_the_writer_for_long(store: Store) 
     assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 4
     assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 4
     assert store.write_sync(lambda c: outbox.prune_acked(c, later, limit=4)) == 2
+
+
+def test_a_batch_carries_exactly_the_records_as_they_travel(sample_store: Store) -> None:
+    from appliance.ledger import SheetSubmission, submit_sheets
+    from tests.conftest import paired_device
+
+    device = paired_device(sample_store, "J1")
+    entry = sample_store.query(
+        lambda c: c.execute(
+            "SELECT e.entry_id FROM entries e JOIN panels p ON p.session_id = e.session_id"
+            " WHERE p.judge_id = 'J1' LIMIT 1"
+        ).fetchone()[0]
+    )
+    sheet = SheetSubmission(
+        sheet_id="6f1c2f9e-5b7a-4c39-9a55-0b9d2a2c0001",
+        entry_id=entry,
+        values={"technique": 9.4, "performance": 9.1, "choreography": 8.5},
+        comment="tidy lines",
+        submitted_at="2026-03-14T10:42:07-05:00",
+    )
+    sample_store.write_sync(lambda c: submit_sheets(c, [(device, sheet)]))
+    travelling = sample_store.query(lambda c: outbox.pending(c, 10_000))
+    batch = sample_store.write_sync(lambda c: outbox.open_batch(c, 10_000, 10_000_000))
+    assert batch is not None
+    assert json.loads(batch.body)["records"] == travelling
+    assert travelling[-1]["payload"]["values"] == {"technique": 9.4, "performance": 9.1, "choreography": 8.5}
+
+
+def test_record_ids_are_uuid7_in_time_order() -> None:
+    import uuid
+
+    ids = []
+    for _ in range(5):
+        ids.append(outbox.new_record_id())
+        time.sleep(0.002)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert abs((parsed[0].int >> 80) - time.time() * 1000) < 5000  # the first 48 bits are the time in ms

@@ -423,3 +423,44 @@ async def test_a_200_that_settles_nothing_backs_off_instead_of_looping(box: Box)
     assert view["state"] == "backing off" and "settled none" in view["last_error"]
     assert view["backlog"] > 0 and len(seen) == 1
     await worker.aclose()
+
+
+async def test_a_redirect_pauses_instead_of_quarantining_the_queue(box: Box) -> None:
+    seen: list[httpx.Request] = []
+    moved = lambda _: httpx.Response(301, headers={"Location": "https://receiver.test/"})  # noqa: E731
+    worker = box.worker(scripted([moved], seen))
+    await worker.step()
+    await worker.step()
+    view = box.view()
+    assert len(seen) == 1 and view["state"] == "paused" and view["quarantined"] == 0
+    assert "redirects (301) to https://receiver.test/" in view["paused_reason"]
+    await worker.aclose()
+
+
+async def test_every_mismatch_after_a_success_is_rekeyed_once(box: Box) -> None:
+    box.add(20)
+    mismatch = problem(422, "idempotency-mismatch")
+    seen: list[httpx.Request] = []
+    await drain(box.worker(scripted([mismatch, ack_all, mismatch, ack_all], seen)))
+    keys = [r.headers[IDEMPOTENCY_HEADER] for r in seen]
+    assert keys[0] != keys[1] and keys[2] != keys[3]
+    assert box.view()["backlog"] == 0 and box.view()["consecutive_failures"] == 0
+
+
+async def test_an_unusable_ca_bundle_or_an_open_token_file_pauses_in_plain_words(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    ca_box = Box(tmp_path / "a", uplink_ca_file=str(not_pem))
+    worker = ca_box.worker(scripted([ack_all], []))
+    await worker.step()
+    assert ca_box.view()["state"] == "paused" and "cannot use the CA bundle" in ca_box.view()["paused_reason"]
+    await worker.aclose()
+    open_box = Box(tmp_path / "b")
+    open_box.token_file.chmod(0o644)
+    worker = open_box.worker(scripted([ack_all], []))
+    await worker.step()
+    reason = open_box.view()["paused_reason"]
+    assert open_box.view()["state"] == "paused" and "readable by other users" in reason
+    await worker.aclose()
+    ca_box.store.close()
+    open_box.store.close()
