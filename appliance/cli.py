@@ -348,15 +348,22 @@ def simulate(
     config = _config(ctx)
     runtime = runtime_info(config)
     admin_url = runtime["admin_url"] if runtime else config.admin_url
-    report = run_simulation_sync(
-        admin_url,
-        read_secret(config.admin_token_path),
-        tablets,
-        tablet_url=tablet_url,
-        seconds=seconds,
-        pace_s=pace_s,
-        dropout=dropout,
-    )
+    import httpx
+
+    try:
+        report = run_simulation_sync(
+            admin_url,
+            read_secret(config.admin_token_path),
+            tablets,
+            tablet_url=tablet_url,
+            seconds=seconds,
+            pace_s=pace_s,
+            dropout=dropout,
+        )
+    except httpx.HTTPError as exc:
+        raise DomainError(
+            f"cannot reach the box's admin API at {admin_url} ({exc}): is `venuebox run` running?"
+        ) from None
     if as_json:
         _print_json(report.as_dict())
     else:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from appliance.errors import DomainError
 from edge_api.tablet_client import (
     DEFAULT_API,
     DEFAULT_TIMEOUT,
@@ -46,8 +47,9 @@ PAIRING_CONCURRENCY = 8
 MAX_ERRORS_KEPT = 50
 
 
-class SimulationError(Exception):
-    """The simulation could not start (no judges, no box found, pairing impossible)."""
+class SimulationError(DomainError):
+    """The simulation could not start (no judges, no box found, pairing impossible): one line on
+    the CLI, like every error a person can act on."""
 
 
 @dataclass

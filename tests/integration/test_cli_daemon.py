@@ -115,3 +115,16 @@ def test_simulate_pairs_and_scores_against_a_running_box(tmp_path: Path) -> None
             assert admin.get("/admin/v1/status").json()["sheets"]["total"] >= report["acknowledged"]
     finally:
         box.stop()
+
+
+def test_simulate_without_a_running_box_is_one_readable_line(tmp_path: Path) -> None:
+    config = make_box(tmp_path / "box", admin_port=1)  # nothing listens on port 1
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), "simulate", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("venuebox: error: cannot reach the box's admin API") and "venuebox run" in line
