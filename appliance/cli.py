@@ -670,6 +670,214 @@ def uplink_retry(ctx: click.Context, record_ids: tuple[str, ...]) -> None:
     click.echo(f"{requeued} quarantined record(s) back in the send queue")
 
 
+@cli.group()
+def backup() -> None:
+    """Encrypted local snapshots: configure who can open them, take one now, status, verify."""
+
+
+@backup.command("configure")
+@click.option(
+    "--recipient",
+    "recipient_keys",
+    multiple=True,
+    help="An organiser's age public key (age1...); repeat for several. Replaces the recipients file.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding a passphrase (12+ characters) that also opens every backup and export.",
+)
+@click.pass_context
+def backup_configure(
+    ctx: click.Context, recipient_keys: tuple[str, ...], passphrase_file: Path | None
+) -> None:
+    """Who can decrypt the box's snapshots and exports, besides the box itself."""
+    from appliance import keys
+
+    if not recipient_keys and passphrase_file is None:
+        raise click.UsageError("give --recipient age1... and/or --passphrase-file FILE")
+    config = _config(ctx)
+    done = keys.configure(config, list(recipient_keys), passphrase_file)
+    click.echo(
+        f"backups open with this box's key, {len(done['recipients'])} organiser key(s)"
+        + (" and the passphrase" if done["passphrase"] else "")
+    )
+
+
+@backup.command("now")
+@click.pass_context
+def backup_now(ctx: click.Context) -> None:
+    """Take a snapshot now and verify it (the daemon also takes one every backup_interval_s)."""
+    from appliance.backup import snapshot_job, verify_job
+
+    config = _config(ctx)
+
+    def run(store: Any) -> tuple[Any, list[tuple[str, list[str]]]]:
+        return snapshot_job(config, store), verify_job(config, store)
+
+    taken, verified = _with_store(config, run)
+    problems = dict(verified).get(taken.name, [])
+    click.echo(
+        f"snapshot {taken.path} ({taken.bytes:,} bytes, {taken.facts['ledger_rows']} sheets, "
+        f"sha256 {taken.sha256[:16]})"
+    )
+    if problems:
+        raise DomainError(f"the snapshot does not verify: {'; '.join(problems)}")
+    click.echo("verified: decrypts, integrity_check ok, row counts and ledger head as recorded")
+
+
+@backup.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def backup_status(ctx: click.Context, as_json: bool) -> None:
+    """The snapshots kept, the last one and its verification, who can open them."""
+    from appliance.backup import backup_view, list_snapshots
+    from appliance.times import utcnow
+
+    config = _config(ctx)
+    view, snaps = _with_store(
+        config,
+        lambda store: store.query(lambda conn: (backup_view(conn, config, utcnow()), list_snapshots(conn))),
+    )
+    if as_json:
+        _print_json(view | {"snapshots": snaps})
+        return
+    who = f"this box, {view['recipients']} organiser key(s)" + (
+        ", the passphrase" if view["passphrase"] else ""
+    )
+    click.echo(f"backups   {view['directory']}, every {view['interval_s']:g} s; open with {who}")
+    if not view["configured"]:
+        click.echo("          only this box can open them: `venuebox backup configure --recipient age1...`")
+    for snap in snaps:
+        verified = {None: "not verified yet", 1: "verified", 0: f"DOES NOT VERIFY: {snap['verify_problem']}"}
+        click.echo(
+            f"{snap['created_at']}  {snap['name']}  {snap['bytes']:,} bytes  {snap['ledger_rows']} sheets  "
+            f"{verified[snap['verify_ok']]}"
+        )
+    if not snaps:
+        click.echo("no snapshot yet (`venuebox backup now`)")
+
+
+@backup.command("verify")
+@click.pass_context
+def backup_verify(ctx: click.Context) -> None:
+    """Decrypt and check every snapshot not verified yet; exits 1 naming any that fails."""
+    from appliance.backup import verify_job
+
+    config = _config(ctx)
+    results = _with_store(config, lambda store: verify_job(config, store))
+    bad = [(name, problems) for name, problems in results if problems]
+    for name, problems in results:
+        click.echo(f"{name}: {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}")
+    if not results:
+        click.echo("every snapshot is verified already")
+    if bad:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to", "target", type=click.Path(file_okay=False, path_type=Path), required=True, help="A new data dir."
+)
+@click.option(
+    "--identity",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An age identity file that opens the snapshot: an organiser's key, or a box's backup-identity.key.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The backup passphrase (opens backup-identity.age beside the snapshot).",
+)
+@click.pass_context
+def restore(
+    ctx: click.Context, snapshot: Path, target: Path, identity: Path | None, passphrase_file: Path | None
+) -> None:
+    """Restore a snapshot into a NEW data dir (never over a live one); then `venuebox verify` it."""
+    from appliance.backup import load_identity
+    from appliance.backup import restore as do_restore
+
+    config = load_config(ctx.obj["data_dir"]) if ctx.obj["data_dir"] else None
+    identities = load_identity(identity, passphrase_file, snapshot, config)
+    done = do_restore(snapshot, target, identities, progress=lambda step: click.echo(f"  {step}"))
+    box_keys = (
+        "restored"
+        if done.keys_restored
+        else "NOT found (no keys.age beside it): participants stay unreadable"
+    )
+    click.echo(
+        f"restored {snapshot.name} into {done.data_dir}: {done.ledger_rows} sheets, "
+        f"ledger head {done.ledger_head[:16]}; box keys {box_keys}"
+    )
+    click.echo(f"check it: venuebox --data-dir {done.data_dir} verify")
+
+
+@cli.group("export", invoke_without_command=True)
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The folder to export into (default: the one USB key found mounted).",
+)
+@click.pass_context
+def export_group(ctx: click.Context, to: Path | None) -> None:
+    """Export to a USB key: plain CSVs for tabulating by hand, the encrypted database, a signed
+    manifest. Works while frozen. `venuebox export verify PATH` checks one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from appliance.export import choose_target, export_to, find_usb_targets
+
+    config = _config(ctx)
+    if not config.db_path.exists():
+        raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
+    target = choose_target(to, find_usb_targets())
+    click.echo(f"exporting to {target}")
+    done = export_to(config, target, progress=lambda fraction, step: click.echo(f"  {fraction:4.0%}  {step}"))
+    _with_store(
+        config,
+        lambda store: store.write_sync(
+            lambda conn: audit_record(
+                conn, "cli", "export.done", {"name": done.path.name, "files": done.files}
+            )
+        ),
+    )
+    click.echo(
+        f"done: {done.path} ({done.files} files, {done.bytes / 1024 / 1024:.1f} MB, "
+        f"{done.ledger_rows} sheets, ledger head {done.ledger_head[:16]}), verified in {done.seconds:.1f} s"
+    )
+
+
+def audit_record(conn: sqlite3.Connection, actor: str, action: str, detail: dict[str, Any]) -> None:
+    from appliance import audit
+
+    audit.record(conn, actor, action, detail)
+
+
+@export_group.command("verify")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def export_verify(path: Path) -> None:
+    """Check an export's signature and every file; exits 1 naming each file that differs."""
+    from appliance.export import verify_export
+
+    report = verify_export(path)
+    if report.ok:
+        manifest = report.manifest
+        click.echo(
+            f"ok: {len(report.files)} files as signed by box {manifest['box']['id']} "
+            f"(key {report.fingerprint}); event {manifest['event']['id']}, "
+            f"{manifest['ledger']['rows']} sheets, ledger head {manifest['ledger']['head_hash'][:16]}"
+        )
+        return
+    for problem in report.problems:
+        click.echo(f"FAILED {problem}", err=True)
+    raise DomainError(f"the export does not verify: {', '.join(report.bad_files)}")
+
+
 _receiver_data_dir = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

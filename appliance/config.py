@@ -76,6 +76,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     uplink_retention_h: float = 72.0
     # A warning alert when the oldest record waiting is older than this.
     uplink_backlog_alert_s: float = 900.0
+    # Encrypted local snapshots (age): where (default <data dir>/backups), how often, how many kept
+    # (the newest backup_keep_last, plus the newest of each hour for backup_keep_hourly_h hours),
+    # and who can decrypt them besides this box: organisers' age X25519 public keys (age1...), in
+    # addition to <data dir>/backup-recipients.txt (`venuebox backup configure --recipient`).
+    backup_dir: str = ""
+    backup_interval_s: float = 900.0
+    backup_verify_interval_s: float = 300.0
+    backup_keep_last: int = 8
+    backup_keep_hourly_h: int = 24
+    backup_recipients: list[str] = msgspec.field(default_factory=list)
 
     @property
     def db_path(self) -> Path:
@@ -92,6 +102,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def uplink_token_path(self) -> Path:
         return Path(self.uplink_token_file) if self.uplink_token_file else self.data_dir / "uplink.token"
+
+    @property
+    def backup_path(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else self.data_dir / "backups"
 
     @property
     def admin_url(self) -> str:
@@ -193,6 +207,10 @@ def _check(config: Config) -> None:
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be a positive number")
+    if config.backup_interval_s < 10 or config.backup_verify_interval_s < 1:
+        raise ConfigError("backup_interval_s must be >= 10 and backup_verify_interval_s >= 1")
+    if config.backup_keep_last < 1 or config.backup_keep_hourly_h < 0:
+        raise ConfigError("backup_keep_last must be >= 1 and backup_keep_hourly_h >= 0")
     if config.uplink_breaker_failures < 1:
         raise ConfigError("uplink_breaker_failures must be >= 1")
     if config.uplink_url:

@@ -28,8 +28,9 @@ from typing import Any
 
 import uvicorn
 
-from appliance import sdnotify, status
+from appliance import keys, sdnotify, status
 from appliance.alerts import active_counts
+from appliance.backup import add_backup_jobs
 from appliance.box import get_box
 from appliance.config import Config
 from appliance.errors import DomainError
@@ -223,6 +224,8 @@ class Daemon:
 
             self.probe.start()
             scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
+            keys.ensure_box_keys(config)  # a box initialised before backups existed gets its keys now
+            add_backup_jobs(scheduler, config, store)
             scheduler.start()
             background.append(asyncio.create_task(self.uplink.run(), name="venuebox-uplink"))
             background.append(asyncio.create_task(self._feed_systemd()))

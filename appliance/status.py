@@ -1,6 +1,6 @@
 """Snapshots of the box's state: ``snapshot`` for `venuebox status`, the systemd status line and
 the metrics (the uplink's state included); ``console_snapshot`` (that plus alerts, the current
-session's progress, disk and backup) for the admin API's status, which the venue console polls."""
+session's progress, disk and backups) for the admin API's status, which the venue console polls."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appliance import __version__, alerts, outbox, progress
+from appliance.backup import backup_view
 from appliance.box import get_box
 from appliance.chain import head
 from appliance.config import Config
@@ -73,8 +74,7 @@ def console_snapshot(
     snap["alerts_top"] = alerts.list_alerts(conn)[:TOP_ALERTS]
     snap["session"] = progress.current_session_progress(conn, now)
     snap["disk"] = disk(config)
-    # Backups arrive with later work; until then the console says "not configured".
-    snap["backup"] = {"configured": False, "last": None}
+    snap["backup"] = backup_view(conn, config, now)
     return snap
 
 

@@ -299,3 +299,63 @@ def pct(values: list[float], q: float) -> float:
 
 def verdict(ok: bool) -> str:
     return "target met" if ok else "target NOT met"
+
+
+# --------------------------------------------------------------------------------------------
+# Filling a box through the ledger (no HTTP)
+# --------------------------------------------------------------------------------------------
+
+FILL_CALL_SHEETS = 2000  # sheets per submit_sheets call while filling (one transaction each)
+
+
+def pair_judges(store: Any) -> dict[str, Any]:
+    """One really paired device per judge of ``JUDGES`` (``tests.conftest.paired_device``)."""
+    load_fixtures()
+    from tests.conftest import paired_device
+
+    return {judge: paired_device(store, judge) for judge in JUDGES}
+
+
+def submit_sheet_chains(
+    store: Any, devices: dict[str, Any], sheets: int, per_call: int = FILL_CALL_SHEETS
+) -> int:
+    """Store ``sheets`` score sheets through the real ledger path (``appliance.ledger.submit_sheets``
+    in the writer's transaction, ``per_call`` sheets a transaction), as correction chains over every
+    (entry, judge) pair of the event whose judge has a device in ``devices``: round after round, each
+    pair gets an original, then sheets that each supersede the previous one. Returns the count;
+    raises RuntimeError when the ledger refuses one. The same fill as ``bench/uplink.py``'s."""
+    from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
+    from appliance.times import now_rfc3339
+
+    def survey(conn: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        criteria = [dict(r) for r in conn.execute("SELECT key, min, max, step FROM criteria")]
+        pairs = conn.execute(
+            "SELECT p.judge_id, e.entry_id FROM panels p JOIN entries e ON e.session_id = p.session_id"
+            " AND e.event_id = p.event_id ORDER BY p.judge_id, e.session_id, e.running_order"
+        ).fetchall()
+        return criteria, [(judge, entry) for judge, entry in pairs]
+
+    criteria, pairs = store.query(survey)
+    pairs = [(judge, entry) for judge, entry in pairs if judge in devices]
+    if sheets and not pairs:
+        raise RuntimeError("the event has no (entry, judge) pair for the devices given")
+    values = [json.loads(valid_values(criteria, i)) for i in range(10)]
+    submitted_at = now_rfc3339()
+    heads: dict[tuple[str, str], str] = {}
+    made = 0
+    while made < sheets:
+        items = []
+        for n in range(made, min(sheets, made + per_call)):
+            judge, entry = pair = pairs[n % len(pairs)]
+            sheet_id = str(uuid.uuid4())
+            sheet = SheetSubmission(
+                sheet_id, entry, values[n % len(values)], submitted_at, None, heads.get(pair)
+            )
+            items.append((devices[judge], sheet))
+            heads[pair] = sheet_id
+        outcomes = store.write_sync(lambda conn, items=items: submit_sheets(conn, items), timeout=120)
+        refused = [o for o in outcomes if not (isinstance(o, SheetReceipt) and o.status == 201)]
+        if refused:
+            raise RuntimeError(f"the ledger refused {len(refused)} bench sheets, e.g. {refused[0]!r}")
+        made += len(items)
+    return made

@@ -13,6 +13,7 @@ from litestar import Litestar, Request
 from appliance import __version__
 from appliance.config import Config
 from appliance.devices import Device, authenticate
+from appliance.export import ExportJob
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
 from edge_api.limits import TokenBuckets
@@ -76,6 +77,10 @@ class ApiContext:
     tablet_urls: list[str] = field(default_factory=list)
     # Wakes the daemon's uplink worker (a sync or retry asked through the admin API).
     on_uplink_request: Callable[[], None] | None = None
+    # The USB export in progress or last made (one at a time).
+    export_job: ExportJob = field(default_factory=ExportJob)
+    # Tasks started by a request that outlive it (the export); kept so the loop holds them.
+    background: list[asyncio.Future[Any]] = field(default_factory=list)
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)

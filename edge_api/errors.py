@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
 from appliance import errors as domain
+from appliance.export import ExportBusy, ExportRefused
 from edge_api.middleware import request_id_of
 from edge_api.schemas import Problem
 
@@ -36,6 +37,8 @@ _DOMAIN: dict[type[domain.DomainError], tuple[int, str, str]] = {
     domain.NotInitialised: (503, "not-initialised", "The box is not set up yet"),
     domain.UplinkNotConfigured: (409, "uplink-not-configured", "The uplink is not configured"),
     domain.BadUplinkTarget: (422, "bad-uplink-target", "This uplink target cannot be used"),
+    ExportRefused: (422, "export-refused", "The export cannot be made there"),
+    ExportBusy: (409, "export-busy", "An export is already running"),
 }
 
 # Plain-words descriptions served at /problems/{slug}, so a problem's type URI leads somewhere useful.

@@ -182,3 +182,9 @@ class UplinkRetryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Quarantined records to send again: the ones named, or all of them when omitted."""
 
     record_ids: Annotated[list[ShortText], Meta(max_length=10_000)] | None = None
+
+
+class ExportIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where to export: a folder on the box (a USB key's mount point); omitted: the one key found."""
+
+    to: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None

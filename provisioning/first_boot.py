@@ -1,4 +1,5 @@
-"""First boot: a data dir with a database, a box identity, the admin token and the data key."""
+"""First boot: a data dir with a database, a box identity, the admin token, the data key, the
+signing key and the backup identity."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance import audit, personal
+from appliance import audit, keys, personal
 from appliance.config import Config
 from appliance.secrets_files import write_secret
 from appliance.storage.db import Store, create_database
@@ -30,6 +31,7 @@ def init_box(config: Config, name: str | None = None) -> dict[str, Any]:
     if not config.data_key_path.exists():
         personal.create_key(config.data_key_path)
         created.append("personal-data key")
+    created += keys.ensure_box_keys(config)
 
     box_name = name or f"venuebox-{secrets.token_hex(2)}"
 

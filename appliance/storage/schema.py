@@ -291,6 +291,34 @@ def m004_uplink(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_snapshots(db: Database) -> None:
+    # Encrypted local snapshots (appliance/backup.py): what each file holds (row counts, chain
+    # heads), its SHA-256, and what the verification job found when it decrypted it again.
+    db.executescript(
+        """
+        CREATE TABLE snapshots (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            ledger_rows INTEGER NOT NULL,
+            ledger_head TEXT NOT NULL,
+            audit_rows INTEGER NOT NULL,
+            audit_head TEXT NOT NULL,
+            row_counts TEXT NOT NULL,
+            recipients INTEGER NOT NULL,
+            verified_at TEXT,
+            verify_ok INTEGER CHECK (verify_ok IN (0, 1)),
+            verify_problem TEXT,
+            deleted_at TEXT
+        );
+        CREATE INDEX snapshots_by_time ON snapshots(created_at);
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -1,13 +1,16 @@
 """The admin API (console and CLI): status, freeze, pairing codes, devices, judges, scoring progress
-(sessions, grid, sheet feed, entry chains), alerts, audit, verify, uplink (state, sync, retry).
+(sessions, grid, sheet feed, entry chains), alerts, audit, verify, uplink (state, sync, retry),
+USB export (start, progress).
 
 Served by its own listener (loopback by default), guarded by the admin token and, unless
 ``admin_allow_remote`` is set, by the client address too: a tablet's token is never accepted here."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -16,15 +19,15 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from appliance import alerts, audit, box, chain, devices, outbox, progress, status, uplink_state
-from appliance.errors import UplinkNotConfigured
+from appliance import alerts, audit, box, chain, devices, export, outbox, progress, status, uplink_state
+from appliance.errors import DomainError, UplinkNotConfigured
 from appliance.times import utcnow
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
 from edge_api.responses import json_response as _json
 from edge_api.responses import problems
-from edge_api.schemas import FreezeIn, PairingCodeIn, UplinkRetryIn
+from edge_api.schemas import ExportIn, FreezeIn, PairingCodeIn, UplinkRetryIn
 from provisioning import pairing
 
 
@@ -224,6 +227,44 @@ class AdminController(Controller):
         if ctx.on_uplink_request is not None:
             ctx.on_uplink_request()
         return _json({"requeued": requeued})
+
+    @get("/export", responses=problems(401))
+    async def export_status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """The export in progress (or the last one) and the USB keys the box sees now."""
+        ctx = context_of(request)
+        targets = await asyncio.to_thread(export.find_usb_targets)
+        return _json({"job": ctx.export_job.view(), "targets": [t.view() for t in targets]})
+
+    @post("/export", status_code=202, responses=problems(400, 401, 409, 422))
+    async def export_start(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """Start a USB export (to ``to``, or the one key found); refused at once (422) when there is
+        no key or it is too small. Progress: ``GET /export``. Allowed while frozen: it only reads."""
+        ctx = context_of(request)
+        raw = await request.body()
+        body = decode(raw, ExportIn) if raw.strip() else ExportIn()
+        targets = [] if body.to else await asyncio.to_thread(export.find_usb_targets)
+        target = export.choose_target(Path(body.to) if body.to else None, targets)
+        await asyncio.to_thread(export.preflight, ctx.config, target)
+        job = ctx.export_job
+        job.start(target)
+        rid = request_id_of(request.scope)
+
+        async def run() -> None:
+            try:
+                result = await asyncio.to_thread(export.export_to, ctx.config, target, job.progress)
+            except DomainError as exc:
+                job.finish(None, exc.detail)
+                return
+            except Exception as exc:  # the job must end, whatever happened
+                job.finish(None, f"{type(exc).__name__}: {exc}")
+                return
+            job.finish(result, None)
+            detail = {"name": result.path.name, "files": result.files}
+            await ctx.write(lambda conn: audit.record(conn, "admin-api", "export.done", detail, rid))
+
+        ctx.background[:] = [task for task in ctx.background if not task.done()]
+        ctx.background.append(asyncio.ensure_future(run()))
+        return _json({"job": job.view()}, 202)
 
     @get("/verify", responses=problems(401))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:

@@ -158,7 +158,8 @@ def test_status_carries_the_clock_urls_alerts_disk_and_placeholders(running_box:
     disk = status["disk"]
     assert disk["path"] == str(running_box.config.data_dir)
     assert 0 < disk["free_mb"] <= disk["total_mb"] and 0 <= disk["used_pct"] <= 100
-    assert status["backup"] == {"configured": False, "last": None}
+    assert status["backup"]["configured"] is False and status["backup"]["last"] is None  # none taken yet
+    assert status["backup"]["kept"] == 0 and status["backup"]["recipients"] == 0
     assert status["uplink"]["state"] == "not configured" and status["uplink"]["target"] is None
     # Every key the status had before the console needed more is still there.
     assert {"event", "tablets", "sheets", "audit", "outbox"} <= set(status)

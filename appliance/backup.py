@@ -1,0 +1,610 @@
+"""Encrypted local snapshots: take, verify, keep, restore.
+
+* **Take** (`take_snapshot`, every ``backup_interval_s`` in the daemon): SQLite's online backup API
+  copies the live database to a consistent file while tablets keep writing; its row counts and
+  chain heads are read from that copy; the copy is encrypted with age (pyrage) to the box's own
+  backup identity and the organisers' recipients, fsynced, renamed into place, its SHA-256
+  recorded; the plaintext copy is deleted. ``keys.age`` beside the snapshots holds the box's keys
+  (personal-data key, signing key, backup identity) for the same recipients, so a restore on new
+  hardware gets participants' names back; with a passphrase, ``backup-identity.age`` wraps the
+  identity so the passphrase alone opens everything.
+* **Verify** (`verify_snapshot`, a job of its own): decrypt to a temporary file, ``PRAGMA
+  integrity_check``, and compare the row counts and ledger head with what was recorded.
+* **Keep** (`retained`): the newest ``backup_keep_last`` plus the newest of each hour for
+  ``backup_keep_hourly_h`` hours; the rest are deleted.
+* **Restore** (`restore`): into a new, empty data dir only, never over a live one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyrage
+from pyrage import passphrase as age_passphrase
+from pyrage import x25519
+
+from appliance import audit, keys
+from appliance.chain import head, verify_chain
+from appliance.config import Config
+from appliance.errors import DomainError
+from appliance.secrets_files import read_secret, write_secret
+from appliance.storage.db import Store, connect
+from appliance.times import parse_rfc3339, to_rfc3339, utcnow
+
+SNAPSHOT_PREFIX = "snapshot-"
+SNAPSHOT_SUFFIX = ".sqlite.age"
+KEYS_FILE = "keys.age"
+# What a verification compares besides the chain heads: the tables whose rows matter after a loss.
+COUNTED_TABLES = ("sheets", "audit_log", "outbox", "devices", "entries", "judges", "sessions", "criteria")
+CHUNK = 1024 * 1024
+
+
+class BackupFailed(DomainError):
+    """A snapshot, verification or restore could not be done; the message says why and what to do."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live database through SQLite's online backup API (writers are not
+    blocked: the copy reads one snapshot of the WAL database)."""
+    src = connect(source, readonly=True)
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+    finally:
+        dst.close()
+        src.close()
+
+
+def database_facts(path: Path) -> dict[str, Any]:
+    """Row counts and chain heads of a database file, read without changing it."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        counts = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED_TABLES
+        }
+        ledger_rows, ledger_head = head(conn, "sheets")
+        audit_rows, audit_head = head(conn, "audit_log")
+    finally:
+        conn.close()
+    return {
+        "row_counts": counts,
+        "ledger_rows": ledger_rows,
+        "ledger_head": ledger_head,
+        "audit_rows": audit_rows,
+        "audit_head": audit_head,
+    }
+
+
+def encrypt_to(recipients: list[x25519.Recipient], source: Path, target: Path) -> None:
+    """age-encrypt ``source`` to ``target`` (through a temporary name, fsynced, then renamed)."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        pyrage.encrypt_file(str(source), str(tmp), recipients)
+        os.chmod(tmp, 0o600)
+        fsync_file(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A file others cannot read, fsynced, renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def box_keys_bundle(config: Config) -> bytes:
+    """The secrets a restored box needs (never the admin token: a restore makes a new one)."""
+    keys.ensure_box_keys(config)
+    bundle = {
+        "format": "venuebox-keys/1",
+        "personal_data_key": read_secret(config.data_key_path),
+        "box_signing_key": read_secret(config.data_dir / keys.SIGNING_KEY),
+        "backup_identity": read_secret(config.data_dir / keys.IDENTITY),
+    }
+    return json.dumps(bundle, indent=2).encode("ascii")
+
+
+def write_key_files(config: Config, directory: Path) -> None:
+    """``keys.age`` (and, with a passphrase, ``backup-identity.age``) into ``directory``."""
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as scratch:
+        plain = Path(scratch) / "keys.json"
+        write_private(plain, box_keys_bundle(config))
+        encrypt_to(keys.recipients(config), plain, directory / KEYS_FILE)
+    wrapped = keys.wrapped_identity(config)
+    if wrapped is not None:
+        write_private(directory / keys.WRAPPED_IDENTITY, wrapped)
+        fsync_dir(directory)
+
+
+# -- taking a snapshot ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    path: Path
+    created_at: str
+    bytes: int
+    sha256: str
+    facts: dict[str, Any]
+    recipients: int
+
+
+def snapshot_name(at: datetime) -> str:
+    return f"{SNAPSHOT_PREFIX}{at.strftime('%Y%m%dT%H%M%S')}{at.microsecond // 1000:03d}Z{SNAPSHOT_SUFFIX}"
+
+
+def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
+    """Copy, encrypt and fsync one snapshot into the backup dir (blocking: run it off the event
+    loop). The caller records it (`record_snapshot`) in the writer's transaction."""
+    now = now or utcnow()
+    directory = config.backup_path
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    recipients = keys.recipients(config)
+    name = snapshot_name(now)
+    target = directory / name
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".snapshot-") as scratch:
+        plain = Path(scratch) / "venuebox.sqlite"
+        copy_database(config.db_path, plain)
+        facts = database_facts(plain)
+        encrypt_to(recipients, plain, target)
+    write_key_files(config, directory)
+    return Snapshot(
+        name=name,
+        path=target,
+        created_at=to_rfc3339(now),
+        bytes=target.stat().st_size,
+        sha256=sha256_file(target),
+        facts=facts,
+        recipients=len(recipients) - 1,
+    )
+
+
+def record_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
+    f = snapshot.facts
+    conn.execute(
+        "INSERT INTO snapshots (name, path, created_at, bytes, sha256, ledger_rows, ledger_head, audit_rows,"
+        " audit_head, row_counts, recipients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            snapshot.name,
+            str(snapshot.path),
+            snapshot.created_at,
+            snapshot.bytes,
+            snapshot.sha256,
+            f["ledger_rows"],
+            f["ledger_head"],
+            f["audit_rows"],
+            f["audit_head"],
+            json.dumps(f["row_counts"], sort_keys=True),
+            snapshot.recipients,
+        ),
+    )
+
+
+# -- verifying ------------------------------------------------------------------------------------
+
+
+def decrypt_to(path: Path, target: Path, identities: list[x25519.Identity]) -> None:
+    try:
+        pyrage.decrypt_file(str(path), str(target), identities)
+    except pyrage.DecryptError as exc:
+        raise BackupFailed(f"{path.name} could not be decrypted with the key given ({exc})") from None
+
+
+def check_database(path: Path) -> list[str]:
+    """``PRAGMA integrity_check`` and both hash chains of a database file: [] when sound."""
+    conn = connect(path, readonly=True)
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        problems = [] if problems == ["ok"] else problems
+        for table in ("sheets", "audit_log"):
+            report = verify_chain(conn, table)
+            if not report.ok:
+                problems.append(f"{table} chain broken at row {report.first_bad_seq}: {report.problem}")
+        return problems
+    except sqlite3.DatabaseError as exc:
+        return [f"not a readable database: {exc}"]
+    finally:
+        conn.close()
+
+
+def verify_snapshot(config: Config, row: dict[str, Any]) -> list[str]:
+    """Decrypt the snapshot ``row`` names to a temporary file and check it against what was
+    recorded when it was taken; [] when it holds. Blocking."""
+    path = Path(row["path"])
+    if not path.exists():
+        return [f"{path.name} is missing from {path.parent}"]
+    if sha256_file(path) != row["sha256"]:
+        return [f"{path.name} has changed since it was written (SHA-256 differs)"]
+    with tempfile.TemporaryDirectory(prefix="venuebox-verify-") as scratch:
+        plain = Path(scratch) / "venuebox.sqlite"
+        try:
+            decrypt_to(path, plain, [keys.box_identity(config)])
+        except BackupFailed as exc:
+            return [exc.detail]
+        problems = check_database(plain)
+        if problems:
+            return problems
+        facts = database_facts(plain)
+    recorded = json.loads(row["row_counts"])
+    for table, rows in recorded.items():
+        if facts["row_counts"].get(table) != rows:
+            problems.append(f"{table}: {facts['row_counts'].get(table)} rows, {rows} recorded")
+    if facts["ledger_head"] != row["ledger_head"]:
+        problems.append("the ledger head hash differs from the one recorded")
+    return problems
+
+
+def record_verification(conn: sqlite3.Connection, name: str, problems: list[str], now: datetime) -> None:
+    conn.execute(
+        "UPDATE snapshots SET verified_at = ?, verify_ok = ?, verify_problem = ? WHERE name = ?",
+        (to_rfc3339(now), int(not problems), "; ".join(problems)[:1000] or None, name),
+    )
+
+
+def unverified(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT * FROM snapshots WHERE verified_at IS NULL AND deleted_at IS NULL ORDER BY created_at"
+    )
+    return [dict(row) for row in rows]
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+def retained(
+    created: Iterable[tuple[str, datetime]], now: datetime, keep_last: int, hourly_h: int
+) -> set[str]:
+    """The names to keep of (name, created_at): the ``keep_last`` newest, plus the newest of each
+    whole hour back from ``now`` for ``hourly_h`` hours."""
+    newest_first = sorted(created, key=lambda item: item[1], reverse=True)
+    keep = {name for name, _ in newest_first[:keep_last]}
+    seen_hours: set[int] = set()
+    for name, at in newest_first:
+        age_h = int((now - at).total_seconds() // 3600)
+        if 0 <= age_h < hourly_h and age_h not in seen_hours:
+            seen_hours.add(age_h)
+            keep.add(name)
+    return keep
+
+
+def apply_retention(config: Config, store: Store, now: datetime | None = None) -> list[str]:
+    """Delete the snapshots retention does not keep (files, then their rows marked); returns names."""
+    now = now or utcnow()
+    rows = store.query(
+        lambda conn: [
+            dict(r)
+            for r in conn.execute("SELECT name, path, created_at FROM snapshots WHERE deleted_at IS NULL")
+        ]
+    )
+    keep = retained(
+        ((r["name"], parse_rfc3339(r["created_at"])) for r in rows),
+        now,
+        config.backup_keep_last,
+        config.backup_keep_hourly_h,
+    )
+    dropped = [r for r in rows if r["name"] not in keep]
+    for row in dropped:
+        Path(row["path"]).unlink(missing_ok=True)
+    if dropped:
+        at = to_rfc3339(now)
+        store.write_sync(
+            lambda conn: conn.executemany(
+                "UPDATE snapshots SET deleted_at = ? WHERE name = ?", [(at, r["name"]) for r in dropped]
+            )
+        )
+    return [r["name"] for r in dropped]
+
+
+# -- the jobs -------------------------------------------------------------------------------------
+
+SNAPSHOT_FINGERPRINT = "backup-snapshot"
+VERIFY_FINGERPRINT = "backup-verify"
+
+
+def snapshot_job(config: Config, store: Store, now: datetime | None = None) -> Snapshot:
+    """One snapshot taken, recorded (audited) and retention applied; a failure raises the
+    ``backup-snapshot`` alert (critical) and BackupFailed, a success clears it. Blocking."""
+    from appliance import alerts
+
+    try:
+        snapshot = take_snapshot(config, now)
+    except (OSError, sqlite3.Error, pyrage.EncryptError, DomainError) as exc:
+        why = getattr(exc, "detail", None) or str(exc)
+        store.write_sync(
+            lambda conn: alerts.raise_alert(
+                conn,
+                SNAPSHOT_FINGERPRINT,
+                "critical",
+                "Backup snapshot failed",
+                f"The box could not write its encrypted snapshot to {config.backup_path} ({why}). Scores "
+                "are still stored; make a USB export (`venuebox export`) and free space or fix the backup "
+                "directory.",
+            )
+        )
+        raise BackupFailed(f"snapshot failed: {why}") from None
+
+    def record(conn: sqlite3.Connection) -> None:
+        record_snapshot(conn, snapshot)
+        audit.record(conn, "backup", "backup.snapshot", {"name": snapshot.name, "sha256": snapshot.sha256})
+        alerts.clear_alert(conn, SNAPSHOT_FINGERPRINT)
+
+    store.write_sync(record)
+    apply_retention(config, store, now)
+    return snapshot
+
+
+def verify_job(config: Config, store: Store, now: datetime | None = None) -> list[tuple[str, list[str]]]:
+    """Verify every snapshot not verified yet; a snapshot that fails raises the ``backup-verify``
+    alert (critical), a good newest one clears it. Returns (name, problems) for each. Blocking."""
+    from appliance import alerts
+
+    results = []
+    for row in store.query(unverified):
+        problems = verify_snapshot(config, row)
+        at = now or utcnow()
+
+        def record(
+            conn: sqlite3.Connection,
+            row: dict[str, Any] = row,
+            problems: list[str] = problems,
+            at: datetime = at,
+        ) -> None:
+            record_verification(conn, row["name"], problems, at)
+            if problems:
+                alerts.raise_alert(
+                    conn,
+                    VERIFY_FINGERPRINT,
+                    "critical",
+                    "A backup snapshot does not verify",
+                    f"{row['name']}: {'; '.join(problems)[:400]}. Make a USB export now (`venuebox export`); "
+                    "check the backup disk.",
+                    at,
+                )
+            else:
+                alerts.clear_alert(conn, VERIFY_FINGERPRINT, at)
+
+        store.write_sync(record)
+        results.append((row["name"], problems))
+    return results
+
+
+def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
+    """The snapshot and verification jobs on the daemon's scheduler, each run in a worker thread
+    (they copy, encrypt and decrypt files) so the event loop keeps serving tablets."""
+    import asyncio
+    import logging
+
+    log = logging.getLogger("venuebox.backup")
+
+    async def snapshot() -> None:
+        try:
+            taken = await asyncio.to_thread(snapshot_job, config, store)
+        except BackupFailed as exc:
+            log.error("backup: %s", exc.detail)
+            return
+        log.info("backup: snapshot %s (%d bytes)", taken.name, taken.bytes)
+
+    async def verify() -> None:
+        for name, problems in await asyncio.to_thread(verify_job, config, store):
+            if problems:
+                log.error("backup: %s does not verify: %s", name, "; ".join(problems))
+
+    soon = utcnow()
+    for func, job_id, interval, first in (
+        (
+            snapshot,
+            "snapshot",
+            config.backup_interval_s,
+            soon + timedelta(seconds=min(60.0, config.backup_interval_s)),
+        ),
+        (
+            verify,
+            "verify",
+            config.backup_verify_interval_s,
+            soon + timedelta(seconds=config.backup_verify_interval_s),
+        ),
+    ):
+        scheduler.add_job(
+            func,
+            "interval",
+            seconds=interval,
+            id=f"backup-{job_id}",
+            name=f"backup {job_id}",
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, round(interval)),
+        )
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict[str, Any]:
+    """What the console and `venuebox backup status` show: the last snapshot and its verification,
+    how many are kept, who can decrypt them."""
+    last = conn.execute(
+        "SELECT * FROM snapshots WHERE deleted_at IS NULL ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    last_good = conn.execute(
+        "SELECT created_at FROM snapshots WHERE verify_ok = 1 ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    kept = conn.execute(
+        "SELECT count(*), coalesce(sum(bytes), 0) FROM snapshots WHERE deleted_at IS NULL"
+    ).fetchone()
+    organisers = keys.organiser_recipients(config)
+    view: dict[str, Any] = {
+        "configured": bool(organisers) or (config.data_dir / keys.PASSPHRASE).exists(),
+        "directory": str(config.backup_path),
+        "interval_s": config.backup_interval_s,
+        "recipients": len(organisers),
+        "passphrase": (config.data_dir / keys.PASSPHRASE).exists(),
+        "kept": kept[0],
+        "kept_bytes": kept[1],
+        "last": None,
+        "last_verified_ok_at": last_good[0] if last_good else None,
+    }
+    if last is not None:
+        view["last"] = {
+            "name": last["name"],
+            "created_at": last["created_at"],
+            "age_s": round((now - parse_rfc3339(last["created_at"])).total_seconds(), 1),
+            "bytes": last["bytes"],
+            "sha256": last["sha256"],
+            "ledger_rows": last["ledger_rows"],
+            "verified": None if last["verified_at"] is None else bool(last["verify_ok"]),
+            "verify_problem": last["verify_problem"],
+        }
+    return view
+
+
+def list_snapshots(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM snapshots WHERE deleted_at IS NULL ORDER BY created_at DESC")
+    return [dict(r) for r in rows]
+
+
+# -- restore --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Restored:
+    data_dir: Path
+    ledger_rows: int
+    ledger_head: str
+    keys_restored: bool
+
+
+def load_identity(
+    identity_file: Path | None, passphrase_file: Path | None, snapshot: Path, config: Config | None
+) -> list[x25519.Identity]:
+    """The key that opens ``snapshot``: an age identity file (the organiser's, or a box's
+    backup-identity.key), or a passphrase that opens the ``backup-identity.age`` beside it, or, on
+    the box itself, the box's own identity."""
+    if identity_file is not None:
+        found = []
+        for line in identity_file.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line.startswith("AGE-SECRET-KEY-"):
+                try:
+                    found.append(x25519.Identity.from_str(line))
+                except Exception:
+                    raise BackupFailed(f"{identity_file} holds a malformed age identity") from None
+        if not found:
+            raise BackupFailed(f"{identity_file} holds no age identity (a line starting AGE-SECRET-KEY-)")
+        return found
+    if passphrase_file is not None:
+        wrapped = snapshot.parent / keys.WRAPPED_IDENTITY
+        if not wrapped.exists():
+            raise BackupFailed(
+                f"no {keys.WRAPPED_IDENTITY} beside {snapshot.name}: this box had no backup passphrase; "
+                "use --identity with the organiser's key"
+            )
+        secret = passphrase_file.read_text(encoding="utf-8").strip("\r\n")
+        try:
+            text = age_passphrase.decrypt(wrapped.read_bytes(), secret).decode("ascii")
+        except Exception:
+            raise BackupFailed(
+                "the passphrase does not open backup-identity.age (wrong passphrase?)"
+            ) from None
+        return [x25519.Identity.from_str(text.strip())]
+    if config is not None and (config.data_dir / keys.IDENTITY).exists():
+        return [keys.box_identity(config)]
+    raise BackupFailed("give the key that opens the snapshot: --identity FILE or --passphrase-file FILE")
+
+
+def restore(
+    snapshot: Path,
+    target: Path,
+    identities: list[x25519.Identity],
+    progress: Callable[[str], None] | None = None,
+) -> Restored:
+    """Decrypt ``snapshot`` into the new data dir ``target`` (which must not exist or be empty),
+    check it (integrity and both chains), put back the box's keys from ``keys.age`` when it is
+    beside the snapshot, and give the restored box a new admin token."""
+    say = progress or (lambda _: None)
+    if not snapshot.is_file():
+        raise BackupFailed(f"no snapshot file at {snapshot}")
+    if target.exists() and any(target.iterdir()):
+        raise BackupFailed(
+            f"{target} is not empty: restore only into a new data dir (never over a box's data), "
+            "then point the service at it"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(target, 0o700)
+    database = target / "venuebox.sqlite"
+    try:
+        say(f"decrypting {snapshot.name}")
+        decrypt_to(snapshot, database, identities)
+        os.chmod(database, 0o600)
+        say("checking the database and its hash chains")
+        problems = check_database(database)
+        if problems:
+            raise BackupFailed(f"{snapshot.name} decrypts but is not sound: {'; '.join(problems[:3])}")
+        keys_restored = False
+        bundle_path = snapshot.parent / KEYS_FILE
+        if bundle_path.exists():
+            with tempfile.TemporaryDirectory(dir=target, prefix=".keys-") as scratch:
+                plain = Path(scratch) / "keys.json"
+                decrypt_to(bundle_path, plain, identities)
+                bundle = json.loads(plain.read_text(encoding="ascii"))
+            write_secret(target / "personal-data.key", bundle["personal_data_key"])
+            write_secret(target / keys.SIGNING_KEY, bundle["box_signing_key"])
+            write_secret(target / keys.IDENTITY, bundle["backup_identity"])
+            keys_restored = True
+        write_secret(target / "admin.token", secrets.token_urlsafe(32))
+        facts = database_facts(database)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    with contextlib.closing(connect(database)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        audit.record(conn, "cli", "backup.restore", {"snapshot": snapshot.name, "keys": keys_restored})
+        conn.execute("COMMIT")
+    return Restored(target, facts["ledger_rows"], facts["ledger_head"], keys_restored)

@@ -1,0 +1,576 @@
+"""The USB export: everything a tired person needs to finish a competition by hand, and everything an
+organiser needs to restore it, on a USB key, written so that a directory that looks complete is
+complete.
+
+``export_to`` writes ``venuebox-<event>-<UTC time>/``:
+
+* ``scores.csv``, ``ledger.csv``, ``results.csv`` (plain, UTF-8 with BOM, for a spreadsheet; no
+  personal data beyond judge names and routine titles), ``audit.jsonl``, ``event/`` (the event
+  package, participants left out);
+* ``database.sqlite.age`` (the full database, personal data included, age-encrypted to the box and
+  the organisers), ``keys.age`` (the box's keys, same recipients) and, with a backup passphrase,
+  ``backup-identity.age``;
+* ``MANIFEST.json``: every file with its size and SHA-256, the box, the event, the ledger head, the
+  time, signed with the box's Ed25519 key (the public key inside); ``README.txt``.
+
+Every file comes from one consistent copy of the database (SQLite's online backup), so the CSVs and
+the encrypted database say the same thing even while tablets keep scoring. The files go into a
+hidden ``.<name>.partial`` directory, each fsynced, then the directory is renamed into place,
+fsynced, read back and verified against the manifest before the export is reported done. Exports
+only read the box: they work while frozen, and a failing key leaves the box untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance import keys, tabulation
+from appliance.backup import copy_database, database_facts, encrypt_to, fsync_dir, write_key_files
+from appliance.canonical import canonical_json
+from appliance.config import Config
+from appliance.errors import DomainError
+from appliance.times import to_rfc3339, utcnow
+
+MANIFEST = "MANIFEST.json"
+FORMAT = "venuebox-export/1"
+MB = 1024 * 1024
+CHUNK = 1024 * 1024
+Progress = Callable[[float, str], None]
+# File opener for the target: the seam where a test puts a failing USB key.
+Opener = Callable[[Path], BinaryIO]
+
+
+class ExportRefused(DomainError):
+    """The export was not started (no key found, not enough space); nothing was written."""
+
+
+class ExportFailed(DomainError):
+    """Writing or checking the export failed; no directory that looks complete was left."""
+
+
+# -- finding the USB key --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsbTarget:
+    mountpoint: Path
+    device: str
+    filesystem: str
+    removable: bool
+    free_bytes: int
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "path": str(self.mountpoint),
+            "device": self.device,
+            "filesystem": self.filesystem,
+            "removable": self.removable,
+            "free_mb": round(self.free_bytes / MB, 1),
+        }
+
+
+_MEDIA_ROOTS = ("/media/", "/run/media/")
+_PSEUDO = {"proc", "sysfs", "tmpfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "overlay", "squashfs"}
+
+
+def _unescape(text: str) -> str:
+    # /proc/mounts escapes space, tab, newline and backslash as octal (\040 ...).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _is_removable(device: str, sys_class_block: Path) -> bool:
+    """Whether the disk holding ``device`` (a partition or a whole disk) says it is removable."""
+    name = Path(os.path.realpath(device)).name
+    node = sys_class_block / name
+    if not node.exists():
+        return False
+    disk = node.resolve()
+    if (disk / "partition").exists():
+        disk = disk.parent
+    try:
+        return (disk / "removable").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def find_usb_targets(
+    mounts: Path = Path("/proc/mounts"), sys_class_block: Path = Path("/sys/class/block")
+) -> list[UsbTarget]:
+    """Mounted file systems that look like a USB key: a removable disk (its ``removable`` flag in
+    sysfs) or a mount under /media or /run/media (where desktop automounters put keys)."""
+    found: list[UsbTarget] = []
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        device, mountpoint, filesystem = _unescape(parts[0]), _unescape(parts[1]), parts[2]
+        if filesystem in _PSEUDO or not device.startswith("/dev/"):
+            continue
+        removable = _is_removable(device, sys_class_block)
+        if not (removable or mountpoint.startswith(_MEDIA_ROOTS)):
+            continue
+        try:
+            usage = shutil.disk_usage(mountpoint)
+        except OSError:
+            continue
+        found.append(UsbTarget(Path(mountpoint), device, filesystem, removable, usage.free))
+    return found
+
+
+def choose_target(to: Path | None, targets: list[UsbTarget]) -> Path:
+    """The directory to export into: ``--to``, else the one USB key found."""
+    if to is not None:
+        if not to.is_dir():
+            raise ExportRefused(
+                f"{to} is not a directory: give the USB key's mount point (or a folder on it)"
+            )
+        return to
+    if not targets:
+        raise ExportRefused("no USB key found: plug one in (and mount it), or give the folder with --to PATH")
+    if len(targets) > 1:
+        where = ", ".join(str(t.mountpoint) for t in targets)
+        raise ExportRefused(f"{len(targets)} USB keys found ({where}): choose one with --to PATH")
+    return targets[0].mountpoint
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def _open_new(path: Path) -> BinaryIO:
+    return open(path, "xb")
+
+
+class _Hashing:
+    """A binary stream that counts and hashes what goes through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.stream.write(data)
+        self.sha.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+
+@dataclass
+class _Writer:
+    root: Path
+    opener: Opener
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, relative: str, fill: Callable[[Any], Any]) -> None:
+        """Create ``relative`` under the root, let ``fill`` write it, fsync it, record it."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = self.opener(path)
+        try:
+            hashing = _Hashing(stream)
+            fill(hashing)
+            stream.flush()
+            os.fsync(stream.fileno())
+        finally:
+            stream.close()
+        self.files.append({"path": relative, "bytes": hashing.bytes, "sha256": hashing.sha.hexdigest()})
+
+    def copy(self, relative: str, source: Path) -> None:
+        def fill(out: _Hashing) -> None:
+            with source.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    out.write(chunk)
+
+        self.write(relative, fill)
+
+
+def _csv(table: tuple[list[str], Iterable[list[Any]]]) -> Callable[[Any], Any]:
+    header, rows = table
+    return lambda out: tabulation.write_csv(out, header, rows)
+
+
+def _lines(chunks: Iterator[bytes]) -> Callable[[Any], Any]:
+    def fill(out: Any) -> None:
+        for chunk in chunks:
+            out.write(chunk)
+
+    return fill
+
+
+def export_name(event_id: str | None, at: datetime) -> str:
+    event = re.sub(r"[^A-Za-z0-9._-]+", "-", event_id or "no-event").strip("-") or "event"
+    return f"venuebox-{event}-{at.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def estimate_bytes(config: Config) -> int:
+    """What an export of this box needs on the key, with room to spare: the database twice over
+    (the encrypted copy, and the plain files are never bigger than it), plus 2 MB."""
+    return int(config.db_path.stat().st_size * 2.2) + 2 * MB
+
+
+def preflight(config: Config, target: Path) -> int:
+    """Refuse before writing anything when ``target`` cannot take the export; returns the bytes
+    the export needs."""
+    need = estimate_bytes(config)
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError as exc:
+        raise ExportRefused(f"cannot use {target}: {_plain_words(exc)}") from None
+    if free < need:
+        raise ExportRefused(
+            f"the USB key has {free / MB:.0f} MB free, the export needs {need / MB:.0f} MB: use a larger key"
+        )
+    return need
+
+
+def _plain_words(exc: OSError) -> str:
+    reasons = {
+        errno.ENOSPC: "the USB key is full",
+        errno.EIO: "the USB key failed to write (input/output error)",
+        errno.ENODEV: "the USB key was removed",
+        errno.ENOENT: "the USB key's folder disappeared (was it removed?)",
+        errno.EROFS: "the USB key is read-only (check its lock switch)",
+        errno.EACCES: "the box may not write there (permissions)",
+    }
+    return reasons.get(exc.errno or 0, f"{exc.strerror or exc}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    files: int
+    bytes: int
+    ledger_rows: int
+    ledger_head: str
+    seconds: float
+
+
+def export_to(
+    config: Config,
+    target: Path,
+    progress: Progress | None = None,
+    *,
+    opener: Opener = _open_new,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Write a complete, verified export into ``target`` (a folder on the USB key); see the module
+    docstring. Blocking: run it in a worker thread."""
+    import time
+
+    started = time.monotonic()
+    say = progress or (lambda _f, _s: None)
+    now = now or utcnow()
+    preflight(config, target)
+    say(0.02, "copying the database")
+    keys.ensure_box_keys(config)
+    scratch_root = config.data_dir / "export-scratch"
+    scratch_root.mkdir(mode=0o700, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch_dir:
+        scratch = Path(scratch_dir)
+        copy = scratch / "venuebox.sqlite"
+        copy_database(config.db_path, copy)
+        facts = database_facts(copy)
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            box = conn.execute("SELECT box_id, name, event_id FROM box WHERE id = 1").fetchone()
+            event = conn.execute("SELECT name FROM events WHERE event_id = ?", (box["event_id"],)).fetchone()
+            name = export_name(box["event_id"], now)
+            partial = target / f".{name}.partial"
+            final = target / name
+            if final.exists():
+                raise ExportRefused(f"{final} already exists: wait a second and export again")
+            say(0.1, "encrypting the database")
+            encrypted = scratch / "database.sqlite.age"
+            encrypt_to(keys.recipients(config), copy, encrypted)
+            try:
+                partial.mkdir()
+                writer = _Writer(partial, opener)
+                steps: list[tuple[str, Callable[[], None]]] = [
+                    ("scores.csv", lambda: writer.write("scores.csv", _csv(tabulation.scores_table(conn)))),
+                    (
+                        "results.csv",
+                        lambda: writer.write("results.csv", _csv(tabulation.results_table(conn))),
+                    ),
+                    ("ledger.csv", lambda: writer.write("ledger.csv", _csv(tabulation.ledger_table(conn)))),
+                    (
+                        "audit.jsonl",
+                        lambda: writer.write("audit.jsonl", _lines(tabulation.audit_jsonl(conn))),
+                    ),
+                    ("event/", lambda: _write_event(writer, conn)),
+                    ("database.sqlite.age", lambda: writer.copy("database.sqlite.age", encrypted)),
+                    ("keys.age", lambda: _write_keys(writer, config, scratch)),
+                    ("README.txt", lambda: writer.write("README.txt", _readme(config, name))),
+                ]
+                for index, (label, step) in enumerate(steps):
+                    say(0.2 + 0.6 * index / len(steps), f"writing {label}")
+                    step()
+                manifest = _manifest(config, box, event, facts, writer.files, now)
+                writer.write(MANIFEST, lambda out: out.write(manifest))
+                say(0.85, "syncing the USB key")
+                for directory in sorted({partial, *(p.parent for p in partial.rglob("*"))}, reverse=True):
+                    fsync_dir(directory)
+                os.rename(partial, final)
+                fsync_dir(target)
+            except OSError as exc:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise ExportFailed(
+                    f"writing the export to {target} failed: {_plain_words(exc)}. No export was made "
+                    "(nothing that looks complete is left on the key); the box is unaffected: try another key"
+                ) from None
+        finally:
+            conn.close()
+    say(0.9, "reading the export back")
+    report = verify_export(final)
+    if not report.ok:
+        failed = final.with_name(final.name + ".FAILED")
+        try:
+            os.rename(final, failed)
+        except OSError:
+            shutil.rmtree(final, ignore_errors=True)
+        raise ExportFailed(
+            f"the export read back wrong ({'; '.join(report.problems[:3])}): it was renamed {failed.name}; "
+            "the USB key is unreliable, try another"
+        )
+    say(1.0, "done")
+    total = sum(f["bytes"] for f in report.files)
+    return ExportResult(
+        final,
+        len(report.files),
+        total,
+        facts["ledger_rows"],
+        facts["ledger_head"],
+        time.monotonic() - started,
+    )
+
+
+def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
+    for file_name, content in sorted(tabulation.event_package_files(conn).items()):
+        writer.write(f"event/{file_name}", lambda out, content=content: out.write(content))
+
+
+def _write_keys(writer: _Writer, config: Config, scratch: Path) -> None:
+    keys_dir = scratch / "keys"
+    keys_dir.mkdir()
+    write_key_files(config, keys_dir)
+    for path in sorted(keys_dir.iterdir()):
+        writer.copy(path.name, path)
+
+
+def _manifest(
+    config: Config,
+    box: sqlite3.Row,
+    event: sqlite3.Row | None,
+    facts: dict[str, Any],
+    files: list[dict[str, Any]],
+    now: datetime,
+) -> bytes:
+    body = {
+        "format": FORMAT,
+        "created_at": to_rfc3339(now),
+        "box": {"id": box["box_id"], "name": box["name"]},
+        "event": {"id": box["event_id"], "name": event["name"] if event else None},
+        "ledger": {"rows": facts["ledger_rows"], "head_hash": facts["ledger_head"]},
+        "audit": {"rows": facts["audit_rows"], "head_hash": facts["audit_head"]},
+        "files": sorted(files, key=lambda f: f["path"]),
+    }
+    key = keys.signing_key(config)
+    public = keys.public_key_text(key.public_key())
+    signature = key.sign(canonical_json(body).encode("utf-8"))
+    document = {
+        "manifest": body,
+        "signature": {
+            "algorithm": "ed25519",
+            "signed": "canonical JSON of `manifest` (sorted keys, no spaces, UTF-8)",
+            "public_key": public,
+            "public_key_fingerprint": keys.key_fingerprint(public),
+            "value": base64.b64encode(signature).decode("ascii"),
+        },
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# -- checking -------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    bad_files: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def verify_export(path: Path) -> VerifyReport:
+    """Check an export: the manifest's signature, then every file's size and SHA-256; names every
+    file that is missing, differs, or is not in the manifest."""
+    report = VerifyReport(path)
+    manifest_path = path / MANIFEST
+    try:
+        document = json.loads(manifest_path.read_text(encoding="utf-8"))
+        body, signature = document["manifest"], document["signature"]
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(signature["public_key"]))
+        public.verify(base64.b64decode(signature["value"]), canonical_json(body).encode("utf-8"))
+    except FileNotFoundError:
+        report.problems.append(f"{MANIFEST} is missing: this is not a complete venuebox export")
+        report.bad_files.append(MANIFEST)
+        return report
+    except InvalidSignature:
+        report.problems.append(f"{MANIFEST}: the signature does not match its content (it was changed)")
+        report.bad_files.append(MANIFEST)
+        return report
+    except (ValueError, KeyError, TypeError) as exc:
+        report.problems.append(f"{MANIFEST} is not readable ({exc})")
+        report.bad_files.append(MANIFEST)
+        return report
+    report.manifest = body
+    report.files = body.get("files", [])
+    report.fingerprint = keys.key_fingerprint(signature["public_key"])
+    listed = set()
+    for entry in report.files:
+        relative = entry["path"]
+        listed.add(relative)
+        file_path = path / relative
+        if not file_path.is_file():
+            report.problems.append(f"{relative}: missing")
+            report.bad_files.append(relative)
+            continue
+        size, digest = _sha256(file_path)
+        if size != entry["bytes"] or digest != entry["sha256"]:
+            report.problems.append(f"{relative}: differs from the manifest (size or SHA-256)")
+            report.bad_files.append(relative)
+    for extra in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = extra.relative_to(path).as_posix()
+        if relative != MANIFEST and relative not in listed:
+            report.problems.append(f"{relative}: not in the manifest")
+            report.bad_files.append(relative)
+    return report
+
+
+# -- README ---------------------------------------------------------------------------------------
+
+
+def _readme(config: Config, name: str) -> Callable[[Any], Any]:
+    has_passphrase = keys.passphrase(config) is not None
+    passphrase_part = (
+        """
+  With the backup passphrase instead (two steps; age asks for the passphrase):
+      age -d -o identity.txt backup-identity.age
+      age -d -i identity.txt -o database.sqlite database.sqlite.age
+"""
+        if has_passphrase
+        else ""
+    )
+    text = f"""venuebox export {name}
+{"=" * (16 + len(name))}
+
+This folder is a complete copy of the scoring box at the moment of the export. Nothing here needs the
+box, the network or the cloud.
+
+TO FINISH THE COMPETITION BY HAND
+  results.csv   one line per routine: each judge's total, the sum, the average, and the rank within
+                its category and division (ties share a rank: 1, 2, 2, 4). "complete" says whether
+                every judge on the panel has scored it. Open it in any spreadsheet program.
+  scores.csv    one line per routine and judge: the judge's current scores per criterion and the
+                total ("corrected" = yes when the judge corrected an earlier sheet).
+  ledger.csv    every sheet ever received, in order, corrections included ("current" = yes for the
+                one that counts; "superseded_by" names the sheet that corrected it).
+  The CSV files are UTF-8 (with a byte-order mark, so spreadsheet programs show accents right),
+  comma-separated. They hold no personal data beyond judges' names and routine titles: dancers'
+  names and judges' comments are only in the encrypted database.
+
+OTHER FILES
+  audit.jsonl          who did what on the box, one JSON object per line (freezes, pairing, ...)
+  event/               the event as it was imported (without participants' names)
+  database.sqlite.age  the full database, personal data included, encrypted with age
+  keys.age             the box's keys (needed to read participants' names after a restore)
+  MANIFEST.json        every file's size and SHA-256, signed by the box
+
+OPENING THE DATABASE (the standard `age` tool, https://age-encryption.org; Debian: apt install age)
+  With the organiser's age key:
+      age -d -i organiser-key.txt -o database.sqlite database.sqlite.age
+{passphrase_part}  Then open database.sqlite with sqlite3 or any SQLite browser. To bring a box back from it:
+      venuebox restore database.sqlite.age --to NEW_DATA_DIR --identity organiser-key.txt
+
+CHECKING THIS FOLDER
+  venuebox export verify THIS_FOLDER   checks the signature and every file, and names any that differ.
+  Without venuebox: `sha256sum FILE` and compare with MANIFEST.json.
+"""
+    return lambda out: out.write(text.encode("utf-8"))
+
+
+# -- one export at a time, for the admin API ------------------------------------------------------
+
+
+class ExportBusy(DomainError):
+    """An export is already running; the console shows its progress."""
+
+
+class ExportJob:
+    """The daemon's export in progress (or the last one): what the console's progress bar reads.
+    Written by the export's worker thread, read by the API: plain attribute writes."""
+
+    def __init__(self) -> None:
+        self.state = "idle"  # idle, running, done, failed
+        self.fraction = 0.0
+        self.step = ""
+        self.target: str | None = None
+        self.path: str | None = None
+        self.error: str | None = None
+        self.started_at: str | None = None
+        self.finished_at: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def start(self, target: Path) -> None:
+        if self.state == "running":
+            raise ExportBusy(f"an export to {self.target} is running ({self.fraction:.0%}): wait for it")
+        self.__init__()  # type: ignore[misc]
+        self.state, self.target, self.started_at = "running", str(target), to_rfc3339(utcnow())
+
+    def progress(self, fraction: float, step: str) -> None:
+        self.fraction, self.step = fraction, step
+
+    def finish(self, result: ExportResult | None, error: str | None) -> None:
+        self.finished_at = to_rfc3339(utcnow())
+        if result is not None:
+            self.state, self.path, self.fraction = "done", str(result.path), 1.0
+        else:
+            self.state, self.error = "failed", error
