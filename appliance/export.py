@@ -37,11 +37,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance import keys, tabulation
-from appliance.backup import copy_database, database_facts, encrypt_to, fsync_dir, write_key_files
+from appliance.backup import copy_database, database_facts, fsync_dir, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
 from appliance.errors import DomainError
@@ -224,7 +225,8 @@ def export_name(event_id: str | None, at: datetime) -> str:
 
 def estimate_bytes(config: Config) -> int:
     """What an export of this box needs on the key, with room to spare: the database twice over
-    (the encrypted copy, and the plain files are never bigger than it), plus 2 MB."""
+    (the encrypted copy, and the plain files are never bigger than it), plus 2 MB. The box's own
+    disk needs room for one plain copy (in ``export-scratch/``, deleted after)."""
     return int(config.db_path.stat().st_size * 2.2) + 2 * MB
 
 
@@ -232,6 +234,11 @@ def preflight(config: Config, target: Path) -> int:
     """Refuse before writing anything when ``target`` cannot take the export; returns the bytes
     the export needs."""
     need = estimate_bytes(config)
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ExportRefused(
+            f"the box may not write to {target} (read-only, or not writable for this user): "
+            "unlock the key, or run `sudo venuebox export` in a shell"
+        )
     try:
         free = shutil.disk_usage(target).free
     except OSError as exc:
@@ -249,8 +256,10 @@ def _plain_words(exc: OSError) -> str:
         errno.EIO: "the USB key failed to write (input/output error)",
         errno.ENODEV: "the USB key was removed",
         errno.ENOENT: "the USB key's folder disappeared (was it removed?)",
-        errno.EROFS: "the USB key is read-only (check its lock switch)",
-        errno.EACCES: "the box may not write there (permissions)",
+        errno.EROFS: "the USB key is read-only (its lock switch, or the box's service may not write there: "
+        "`sudo venuebox export` in a shell can)",
+        errno.EACCES: "the box may not write there (permissions; `sudo venuebox export` in a shell can)",
+        errno.EPERM: "the box may not write there (permissions; `sudo venuebox export` in a shell can)",
     }
     return reasons.get(exc.errno or 0, f"{exc.strerror or exc}")
 
@@ -300,9 +309,7 @@ def export_to(
             final = target / name
             if final.exists():
                 raise ExportRefused(f"{final} already exists: wait a second and export again")
-            say(0.1, "encrypting the database")
-            encrypted = scratch / "database.sqlite.age"
-            encrypt_to(keys.recipients(config), copy, encrypted)
+            recipients = keys.recipients(config)
             try:
                 partial.mkdir()
                 writer = _Writer(partial, opener)
@@ -318,7 +325,10 @@ def export_to(
                         lambda: writer.write("audit.jsonl", _lines(tabulation.audit_jsonl(conn))),
                     ),
                     ("event/", lambda: _write_event(writer, conn)),
-                    ("database.sqlite.age", lambda: writer.copy("database.sqlite.age", encrypted)),
+                    (
+                        "database.sqlite.age",
+                        lambda: writer.write("database.sqlite.age", _encrypted(copy, recipients)),
+                    ),
                     ("keys.age", lambda: _write_keys(writer, config, scratch)),
                     ("README.txt", lambda: writer.write("README.txt", _readme(config, name))),
                 ]
@@ -338,6 +348,9 @@ def export_to(
                     f"writing the export to {target} failed: {_plain_words(exc)}. No export was made "
                     "(nothing that looks complete is left on the key); the box is unaffected: try another key"
                 ) from None
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)  # whatever went wrong, no half export stays
+                raise
         finally:
             conn.close()
     say(0.9, "reading the export back")
@@ -362,6 +375,37 @@ def export_to(
         facts["ledger_head"],
         time.monotonic() - started,
     )
+
+
+def _encrypted(source: Path, recipients: list[Any]) -> Callable[[Any], Any]:
+    """age-encrypt ``source`` straight onto the key (no second copy on the box's own disk)."""
+
+    def fill(out: Any) -> None:
+        failures: list[OSError] = []
+
+        class Recording:
+            """pyrage reports a failing write as its own EncryptError: keep the OSError (the key's
+            errno) so the tech gets the same plain words as for any other file."""
+
+            def write(self, data: bytes) -> int:
+                try:
+                    return out.write(data)
+                except OSError as exc:
+                    failures.append(exc)
+                    raise
+
+            def flush(self) -> None:
+                pass
+
+        with source.open("rb") as plain:
+            try:
+                pyrage.encrypt_io(plain, Recording(), recipients)
+            except pyrage.EncryptError:
+                if failures:
+                    raise failures[0] from None
+                raise
+
+    return fill
 
 
 def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:

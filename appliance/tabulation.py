@@ -39,7 +39,6 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -136,6 +135,7 @@ def _decimal_text(value: Decimal) -> str:
     return "0" if text == "-0" else text
 
 
+@lru_cache(maxsize=65536)
 def _exact(value: float) -> Decimal:
     # The decimal a stored score or total stands for (the same rule as progress.sheet_total).
     return Decimal(repr(float(value)))
@@ -315,7 +315,7 @@ class _Result:
         self.position = position
         self.totals: dict[str, float] = {}  # judge_id -> total of their current sheet
         self.sum = Decimal(0)
-        self.average: Fraction | None = None
+        self.average: Decimal | None = None
         self.rank: int | None = None
 
 
@@ -329,9 +329,10 @@ def results_table(conn: sqlite3.Connection) -> Table:
 
     Ranking: competition ranking ("1224") of the average total, highest first, among the entries
     of the same (category, division) text that have at least one current sheet. Equal averages
-    share a rank and the next rank skips as many places; averages are compared exactly (as
-    fractions), not as the 4-decimal text shown. Entries nobody has scored get no rank. The rank is
-    of the averages as they stand: a partial entry (complete = no) is ranked on the judges so far.
+    share a rank and the next rank skips as many places. Averages are compared as computed (the
+    exact decimal sum of totals over judges_scored, to 28 significant digits, which tells any two
+    different averages of on-step scores apart), not as the 4-decimal text shown. Entries nobody
+    has scored get no rank. A partial entry (complete = no) is ranked on the judges so far.
 
     complete: yes when every judge on the session's panel has a current sheet (judges_scored ==
     judges_on_panel), the same rule as the console's progress view.
@@ -385,8 +386,8 @@ def results_table(conn: sqlite3.Connection) -> Table:
             panel = panel_of.get(s.session_id, [])
             scored = len(result.totals)
             average = None
-            if scored:
-                average = (result.sum / scored).quantize(AVERAGE_PLACES, ROUND_HALF_UP)
+            if result.average is not None:
+                average = result.average.quantize(AVERAGE_PLACES, ROUND_HALF_UP)
             yield (
                 s.session_id,
                 s.order,
@@ -413,7 +414,7 @@ def _rank(results: Iterable[_Result]) -> None:
     groups: dict[tuple[str | None, str | None], list[_Result]] = {}
     for result in results:
         if result.totals:
-            result.average = Fraction(result.sum) / len(result.totals)
+            result.average = result.sum / len(result.totals)
             groups.setdefault((result.scores.category, result.scores.division), []).append(result)
     for group in groups.values():
         group.sort(key=lambda result: result.average, reverse=True)
