@@ -1,10 +1,11 @@
 """What the USB export writes for tabulating by hand: score tables as CSV, the event package as it
 was imported (less personal data) and the audit log as JSON lines.
 
-Every table function is a read of the current event over one connection and returns
-``(header, rows)``: the header is a list, the rows a generator over one SQL query that streams
-the sheets (a few small queries read the event's criteria, judges and panels first; nothing is
-queried per row). Consume the rows inside the same read as the call, so the header and the rows
+Every table function is a read of the current event over one connection (rows as
+``sqlite3.Row``) and returns ``(header, rows)``: the header is a list, the rows a generator. One
+SQL query reads the sheets, streamed row by row (results.csv reads them all before its first row,
+to rank); a few small queries read the event's criteria, judges and panels first; nothing is
+queried per row. Consume the rows inside the same read as the call, so the header and the rows
 come from one snapshot: ``store.query(lambda c: write_csv(f, *scores_table(c)))``.
 
 Personal data never reaches these files: participants stay encrypted in ``entries``, and sheet
@@ -124,7 +125,8 @@ def _other_cell(value: Cell, formula_guard: bool) -> str:
 @lru_cache(maxsize=65536)
 def number_text(value: float) -> str:
     """The shortest text that reads back as ``value``, without exponent or trailing zeros:
-    9.4 -> '9.4', 10.0 -> '10', 0.30000000000000004 stays itself (sums are exact, see below)."""
+    9.4 -> '9.4', 10.0 -> '10'. A float with binary noise keeps it (0.30000000000000004): the
+    tables never make one, they add scores in decimal."""
     if not math.isfinite(value):
         return ""
     return _decimal_text(Decimal(repr(value)))
@@ -265,7 +267,8 @@ def ledger_table(conn: sqlite3.Connection) -> Table:
     (yes for the head of its chain), hash.
 
     There is deliberately no comment column: comments are free text a judge may fill with a
-    child's name, so they stay in the (encrypted-at-rest, access-controlled) database."""
+    child's name, so they stay in the box's database (and its encrypted copies), never in a plain
+    file."""
     event_id = _event_id(conn)
     criteria = _criteria(conn, event_id)
     header = [*LEDGER_HEAD, *(label for _, label in criteria), *LEDGER_TAIL]
