@@ -27,7 +27,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,7 @@ def check_database(path: Path) -> list[str]:
 def verify_snapshot(config: Config, row: dict[str, Any]) -> list[str]:
     """Decrypt the snapshot ``row`` names to a temporary file and check it against what was
     recorded when it was taken; [] when it holds. Blocking."""
-    path = Path(row["path"])
+    path = config.backup_path / row["name"]
     if not path.exists():
         return [f"{path.name} is missing from {path.parent}"]
     if sha256_file(path) != row["sha256"]:
@@ -302,14 +302,19 @@ def retained(
     created: Iterable[tuple[str, datetime]], now: datetime, keep_last: int, hourly_h: int
 ) -> set[str]:
     """The names to keep of (name, created_at): the ``keep_last`` newest, plus the newest of each
-    whole hour back from ``now`` for ``hourly_h`` hours."""
+    clock hour (UTC) that began less than ``hourly_h`` hours ago. Clock hours, not hours counted
+    back from ``now``: the snapshot that represents an hour stays the same at every later pass, so
+    an hour once covered stays covered for the whole period."""
     newest_first = sorted(created, key=lambda item: item[1], reverse=True)
     keep = {name for name, _ in newest_first[:keep_last]}
-    seen_hours: set[int] = set()
+    oldest_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+        hours=hourly_h - 1
+    )
+    seen_hours: set[datetime] = set()
     for name, at in newest_first:
-        age_h = int((now - at).total_seconds() // 3600)
-        if 0 <= age_h < hourly_h and age_h not in seen_hours:
-            seen_hours.add(age_h)
+        hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if hourly_h > 0 and hour >= oldest_hour and hour not in seen_hours:
+            seen_hours.add(hour)
             keep.add(name)
     return keep
 
@@ -331,7 +336,9 @@ def apply_retention(config: Config, store: Store, now: datetime | None = None) -
     )
     dropped = [r for r in rows if r["name"] not in keep]
     for row in dropped:
-        Path(row["path"]).unlink(missing_ok=True)
+        # Named in the backup dir, never by a stored path: a restored copy of the database on the
+        # same machine must not reach the original box's files.
+        (config.backup_path / row["name"]).unlink(missing_ok=True)
     if dropped:
         at = to_rfc3339(now)
         store.write_sync(
@@ -474,7 +481,8 @@ def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict
         "SELECT * FROM snapshots WHERE deleted_at IS NULL ORDER BY created_at DESC LIMIT 1"
     ).fetchone()
     last_good = conn.execute(
-        "SELECT created_at FROM snapshots WHERE verify_ok = 1 ORDER BY created_at DESC LIMIT 1"
+        "SELECT created_at FROM snapshots WHERE verify_ok = 1 AND deleted_at IS NULL"
+        " ORDER BY created_at DESC LIMIT 1"
     ).fetchone()
     kept = conn.execute(
         "SELECT count(*), coalesce(sum(bytes), 0) FROM snapshots WHERE deleted_at IS NULL"
@@ -605,6 +613,8 @@ def restore(
         raise
     with contextlib.closing(connect(database)) as conn:
         conn.execute("BEGIN IMMEDIATE")
+        # The old box's snapshots are not this box's: its retention must never touch them.
+        conn.execute("DELETE FROM snapshots")
         audit.record(conn, "cli", "backup.restore", {"snapshot": snapshot.name, "keys": keys_restored})
         conn.execute("COMMIT")
     return Restored(target, facts["ledger_rows"], facts["ledger_head"], keys_restored)

@@ -699,6 +699,11 @@ def backup_configure(
         raise click.UsageError("give --recipient age1... and/or --passphrase-file FILE")
     config = _config(ctx)
     done = keys.configure(config, list(recipient_keys), passphrase_file)
+    detail = {"recipients": len(done["recipients"]), "passphrase": done["passphrase"]}
+    _with_store(
+        config,
+        lambda store: store.write_sync(lambda conn: audit_record(conn, "cli", "backup.configure", detail)),
+    )
     click.echo(
         f"backups open with this box's key, {len(done['recipients'])} organiser key(s)"
         + (" and the passphrase" if done["passphrase"] else "")
@@ -733,6 +738,7 @@ def backup_now(ctx: click.Context) -> None:
 def backup_status(ctx: click.Context, as_json: bool) -> None:
     """The snapshots kept, the last one and its verification, who can open them."""
     from appliance.backup import backup_view, list_snapshots
+    from appliance.daemon import runtime_info
     from appliance.times import utcnow
 
     config = _config(ctx)
@@ -746,7 +752,10 @@ def backup_status(ctx: click.Context, as_json: bool) -> None:
     who = f"this box, {view['recipients']} organiser key(s)" + (
         ", the passphrase" if view["passphrase"] else ""
     )
-    click.echo(f"backups   {view['directory']}, every {view['interval_s']:g} s; open with {who}")
+    when = (
+        f"every {view['interval_s']:g} s" if runtime_info(config) else "none taken: the daemon is not running"
+    )
+    click.echo(f"backups   {view['directory']}, {when}; open with {who}")
     if not view["configured"]:
         click.echo("          only this box can open them: `venuebox backup configure --recipient age1...`")
     for snap in snaps:
@@ -848,7 +857,8 @@ def export_group(ctx: click.Context, to: Path | None) -> None:
     )
     click.echo(
         f"done: {done.path} ({done.files} files, {done.bytes / 1024 / 1024:.1f} MB, "
-        f"{done.ledger_rows} sheets, ledger head {done.ledger_head[:16]}), verified in {done.seconds:.1f} s"
+        f"{done.ledger_rows} sheets, ledger head {done.ledger_head[:16]}, signing key {done.fingerprint}); "
+        f"written and read back in {done.seconds:.1f} s"
     )
 
 

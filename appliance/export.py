@@ -23,6 +23,7 @@ only read the box: they work while frozen, and a failing key leaves the box unto
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -150,7 +151,7 @@ def choose_target(to: Path | None, targets: list[UsbTarget]) -> Path:
         raise ExportRefused("no USB key found: plug one in (and mount it), or give the folder with --to PATH")
     if len(targets) > 1:
         where = ", ".join(str(t.mountpoint) for t in targets)
-        raise ExportRefused(f"{len(targets)} USB keys found ({where}): choose one with --to PATH")
+        raise ExportRefused(f"{len(targets)} USB keys found ({where}): choose one (--to PATH)")
     return targets[0].mountpoint
 
 
@@ -234,6 +235,11 @@ def preflight(config: Config, target: Path) -> int:
     """Refuse before writing anything when ``target`` cannot take the export; returns the bytes
     the export needs."""
     need = estimate_bytes(config)
+    with contextlib.closing(sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True)) as conn:
+        if conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()[0] is None:
+            raise ExportRefused(
+                "no event on this box yet, so nothing to tabulate: import one (`venuebox event import`)"
+            )
     if not os.access(target, os.W_OK | os.X_OK):
         raise ExportRefused(
             f"the box may not write to {target} (read-only, or not writable for this user): "
@@ -272,6 +278,7 @@ class ExportResult:
     ledger_rows: int
     ledger_head: str
     seconds: float
+    fingerprint: str
 
 
 def export_to(
@@ -305,6 +312,12 @@ def export_to(
             box = conn.execute("SELECT box_id, name, event_id FROM box WHERE id = 1").fetchone()
             event = conn.execute("SELECT name FROM events WHERE event_id = ?", (box["event_id"],)).fetchone()
             name = export_name(box["event_id"], now)
+            fingerprint = keys.key_fingerprint(keys.public_key_text(keys.signing_key(config).public_key()))
+            event_name = event["name"] if event else "no event"
+            heading = (
+                f"venuebox export: {event_name}, box {box['name']} ({box['box_id']}), "
+                f"{to_rfc3339(now)[:19]}Z, {facts['ledger_rows']} sheets, signing key {fingerprint}"
+            )
             partial = target / f".{name}.partial"
             final = target / name
             if final.exists():
@@ -330,7 +343,7 @@ def export_to(
                         lambda: writer.write("database.sqlite.age", _encrypted(copy, recipients)),
                     ),
                     ("keys.age", lambda: _write_keys(writer, config, scratch)),
-                    ("README.txt", lambda: writer.write("README.txt", _readme(config, name))),
+                    ("README.txt", lambda: writer.write("README.txt", _readme(config, name, heading))),
                 ]
                 for index, (label, step) in enumerate(steps):
                     say(0.2 + 0.6 * index / len(steps), f"writing {label}")
@@ -374,6 +387,7 @@ def export_to(
         facts["ledger_rows"],
         facts["ledger_head"],
         time.monotonic() - started,
+        report.fingerprint or "",
     )
 
 
@@ -530,51 +544,70 @@ def verify_export(path: Path) -> VerifyReport:
 # -- README ---------------------------------------------------------------------------------------
 
 
-def _readme(config: Config, name: str) -> Callable[[Any], Any]:
+def _readme(config: Config, name: str, heading: str) -> Callable[[Any], Any]:
     has_passphrase = keys.passphrase(config) is not None
-    passphrase_part = (
-        """
-  With the backup passphrase instead (two steps; age asks for the passphrase):
+    organisers = keys.organiser_recipients(config)
+    how = []
+    if organisers:
+        how.append(
+            """  With the organiser's age key (the file made by age-keygen):
+      age -d -i organiser-key.txt -o database.sqlite database.sqlite.age
+"""
+        )
+    if has_passphrase:
+        how.append(
+            """  With the backup passphrase (two steps; age asks for the passphrase each time it needs it):
       age -d -o identity.txt backup-identity.age
       age -d -i identity.txt -o database.sqlite database.sqlite.age
 """
-        if has_passphrase
-        else ""
-    )
-    text = f"""venuebox export {name}
-{"=" * (16 + len(name))}
+        )
+    if not how:
+        how.append(
+            """  This box had no organiser key and no passphrase set: only the box's own key
+  (backup-identity.key in its data dir) opens it:
+      age -d -i backup-identity.key -o database.sqlite database.sqlite.age
+"""
+        )
+    restore_with = "--identity organiser-key.txt" + (" (or --passphrase-file FILE)" if has_passphrase else "")
+    text = f"""{heading}
+{"=" * len(heading)}
+Folder: {name}
 
 This folder is a complete copy of the scoring box at the moment of the export. Nothing here needs the
-box, the network or the cloud.
+box, the network or the cloud. Keep the key safe: it holds the scores and the encrypted database.
 
 TO FINISH THE COMPETITION BY HAND
-  results.csv   one line per routine: each judge's total, the sum, the average, and the rank within
-                its category and division (ties share a rank: 1, 2, 2, 4). "complete" says whether
-                every judge on the panel has scored it. Open it in any spreadsheet program.
+  results.csv   one line per routine: each judge's total, the sum, the average (4 decimals), and the
+                rank within its category and division by average, highest first. Ties share a rank
+                (1, 2, 2, 4); ranks use the unrounded average, so two rows that look tied can differ.
+                "complete" = yes when every judge on the panel has scored the routine; a "no" row is
+                ranked on the judges so far: check it before announcing. Unscored routines have no rank.
   scores.csv    one line per routine and judge: the judge's current scores per criterion and the
                 total ("corrected" = yes when the judge corrected an earlier sheet).
   ledger.csv    every sheet ever received, in order, corrections included ("current" = yes for the
-                one that counts; "superseded_by" names the sheet that corrected it).
+                one that counts; "superseded_by" names the sheet that corrected it). submitted_at is
+                the tablet's clock, received_at the box's (UTC).
   The CSV files are UTF-8 (with a byte-order mark, so spreadsheet programs show accents right),
-  comma-separated. They hold no personal data beyond judges' names and routine titles: dancers'
-  names and judges' comments are only in the encrypted database.
+  comma-separated. A title that starts with = + - or @ is written with a leading ' so a spreadsheet
+  shows it as text instead of running it as a formula. They hold no personal data beyond judges'
+  names and routine titles: dancers' names and judges' comments are only in the encrypted database.
 
 OTHER FILES
   audit.jsonl          who did what on the box, one JSON object per line (freezes, pairing, ...)
   event/               the event as it was imported (without participants' names)
   database.sqlite.age  the full database, personal data included, encrypted with age
   keys.age             the box's keys (needed to read participants' names after a restore)
+  backup-identity.age  (only with a backup passphrase) the box's key, locked with the passphrase
   MANIFEST.json        every file's size and SHA-256, signed by the box
 
 OPENING THE DATABASE (the standard `age` tool, https://age-encryption.org; Debian: apt install age)
-  With the organiser's age key:
-      age -d -i organiser-key.txt -o database.sqlite database.sqlite.age
-{passphrase_part}  Then open database.sqlite with sqlite3 or any SQLite browser. To bring a box back from it:
-      venuebox restore database.sqlite.age --to NEW_DATA_DIR --identity organiser-key.txt
+{"".join(how)}  Then open database.sqlite with sqlite3 or any SQLite browser. To bring a box back from it:
+      venuebox restore database.sqlite.age --to NEW_DATA_DIR {restore_with}
 
 CHECKING THIS FOLDER
   venuebox export verify THIS_FOLDER   checks the signature and every file, and names any that differ.
-  Without venuebox: `sha256sum FILE` and compare with MANIFEST.json.
+  Without venuebox: `sha256sum FILE` and compare with MANIFEST.json (that checks the files, not the
+  signature).
 """
     return lambda out: out.write(text.encode("utf-8"))
 

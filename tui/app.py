@@ -8,6 +8,7 @@ App for anything else through the same client. A failed poll never ends the cons
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -24,6 +25,7 @@ from tui.screens.alerts import AlertsScreen
 from tui.screens.audit import AuditScreen
 from tui.screens.base import BoxScreen
 from tui.screens.dialogs import ConfirmScreen, FreezeDialog
+from tui.screens.export import ExportDialog
 from tui.screens.overview import OverviewScreen
 from tui.screens.pairing import PairingScreen
 from tui.screens.scores import ScoresScreen
@@ -32,6 +34,7 @@ from tui.state import Link
 
 STATUS_POLL_S = 0.5  # a freeze from anywhere shows on every screen within a second
 SCREEN_POLL_S = 1.0  # the visible screen's own figures (tablets, grid, feed)
+EXPORT_WATCH_S = 1.0  # an export left running when its window closed: how often to look at it
 
 SCREENS_BY_KEY = {
     "1": ("overview", "Overview"),
@@ -68,6 +71,7 @@ class ConsoleApp(App[None]):
         Binding("q", "quit", "Quit"),
         # Last: where the screen's own keys leave no room at 80 columns, it is the hint that goes.
         Binding("u", "uplink_sync", "Sync uplink"),
+        Binding("e", "export", "Export to USB"),
     ]
 
     status: reactive[dict[str, Any] | None] = reactive(None, always_update=True, init=False)
@@ -222,6 +226,52 @@ class ConsoleApp(App[None]):
         self.notify("Uplink sync requested: the box tries to send its backlog now", timeout=4)
         await self.poll_status()
 
+    def action_export(self) -> None:
+        if self.link is not None and not self.link.ok:
+            self.notify(
+                "The daemon cannot be reached, so the console cannot export. On the box's shell, "
+                "`venuebox export --to PATH` exports without the daemon.",
+                title="Cannot export from here",
+                severity="error",
+                timeout=8,
+            )
+            return
+        if isinstance(self.screen, ExportDialog):
+            return
+        # The window shows the export itself: no end-of-export notice on top of it.
+        self.workers.cancel_group(self, "export-watch")
+        self.push_screen(ExportDialog(), self._export_closed)
+
+    def _export_closed(self, phase: str | None) -> None:
+        if phase == "running":
+            self.run_worker(self._watch_export(), group="export-watch", exclusive=True)
+
+    async def _watch_export(self) -> None:
+        """The export carries on in the daemon after its window closed: say how it ended."""
+        while True:
+            await asyncio.sleep(EXPORT_WATCH_S)
+            try:
+                job = (await self.client.export_status())["job"]
+            except (Unreachable, AdminError):
+                continue  # the banner already says when the daemon is gone
+            if job["state"] == "done":
+                self.notify(
+                    f"{job['path']}\nKeep the key safe. To check it: venuebox export verify PATH",
+                    title="USB export done",
+                    timeout=15,
+                    markup=False,
+                )
+            elif job["state"] == "failed":
+                self.notify(
+                    f"{job['error']}\nPress e to try another key.",
+                    title="USB export failed",
+                    severity="error",
+                    timeout=30,
+                    markup=False,
+                )
+            if job["state"] != "running":
+                return
+
     async def _act(self, call: Any, done: str) -> bool:
         """Run a write against the box; tell the tech how it went in plain words."""
         try:
@@ -247,6 +297,11 @@ class ConsoleApp(App[None]):
             "Sync uplink",
             "Ask the box to send its backlog to the cloud now, whatever its backoff or pause (key u)",
             self.action_uplink_sync,
+        )
+        yield SystemCommand(
+            "Export to USB",
+            "Copy the scores, the ledger and the encrypted database to a USB key, with progress (key e)",
+            self.action_export,
         )
         yield SystemCommand("Verify chains", "Check the ledger and audit hash chains", self._verify)
         yield SystemCommand("New pairing code", "Pair a judge's tablet", self._goto("pairing"))

@@ -160,6 +160,11 @@ class AdminClient:
     async def verify(self) -> dict[str, Any]:
         return await self._call("GET", "/admin/v1/verify")
 
+    async def export_status(self) -> dict[str, Any]:
+        """The USB export in progress (or the last one made) as ``job``, and the USB keys the box
+        sees mounted now as ``targets``."""
+        return await self._call("GET", "/admin/v1/export")
+
     # Writes -------------------------------------------------------------------------------------
     async def freeze(self, category: str, reason: str) -> dict[str, Any]:
         return await self._call("POST", "/admin/v1/freeze", json={"category": category, "reason": reason})
@@ -176,6 +181,12 @@ class AdminClient:
     async def uplink_sync(self) -> dict[str, Any]:
         """Ask the uplink to try now; 409 (AdminError) when it is not configured."""
         return await self._call("POST", "/admin/v1/uplink/sync", json={})
+
+    async def export_start(self, to: str | None = None) -> dict[str, Any]:
+        """Start a USB export in the daemon, into the folder ``to`` (or the one key the box finds);
+        AdminError 422 when it cannot be made there, 409 while another runs. Then follow
+        ``export_status``: the export carries on in the daemon whatever the console does."""
+        return await self._call("POST", "/admin/v1/export", json={"to": to} if to else {})
 
     async def acknowledge(self, fingerprint: str) -> dict[str, Any]:
         return await self._call("POST", f"/admin/v1/alerts/{_seg(fingerprint)}/ack", json={})

@@ -31,6 +31,12 @@ UPLINK_STATE = {
     "circuit open": "bold red",
     "paused": "bold red",
 }
+VERIFIED = {
+    # a snapshot's verification (None: not decrypted and checked yet): (words, style)
+    True: ("✓ verified", "green"),
+    None: ("not verified yet", ""),
+    False: ("✗ DOES NOT VERIFY", "bold red"),
+}
 CELL = {
     # grid cell state: (glyph, style)
     "scored": ("✓", "green"),
@@ -99,6 +105,12 @@ def uplink_state(word: str) -> Text:
     return Text(word, style=UPLINK_STATE.get(word, ""))
 
 
+def verified(outcome: bool | None) -> Text:
+    """A backup snapshot's check: "✓ verified", "not verified yet", or "✗ DOES NOT VERIFY" in red."""
+    words, style = VERIFIED[outcome]
+    return Text(words, style=style)
+
+
 def cell(state: str) -> Text:
     glyph, style = CELL.get(state, ("?", ""))
     return Text(glyph, style=style)
@@ -132,3 +144,14 @@ def megabytes(mb: float | None) -> str:
     if mb is None:
         return "-"
     return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def size(n_bytes: int | None) -> str:
+    """ "412 KB", "2.4 MB", "31 MB", "1.2 GB": a file's size as a person reads it."""
+    if n_bytes is None:
+        return "-"
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n_bytes >= scale:
+            value = n_bytes / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n_bytes} bytes"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -24,13 +26,15 @@ from rich.console import Console
 from textual.message import Message
 from textual.notifications import Notification, Notify
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Input, ProgressBar, Static
 
+from appliance.export import MANIFEST, verify_export
 from appliance.secrets_files import write_secret
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 from tui.app import ConsoleApp
 from tui.client import AdminClient, AdminError
 from tui.screens.dialogs import ConfirmScreen, FreezeDialog
+from tui.screens.export import ExportDialog
 from tui.screens.pairing import PairingScreen
 from tui.screens.scores import ScoresScreen
 from tui.screens.tablets import TabletsScreen
@@ -554,3 +558,57 @@ def test_a_box_without_an_uplink_says_not_configured_and_u_says_how_to_configure
         assert uplink_of(box)["sync_requested_at"] is None
     finally:
         box.stop()
+
+
+def test_e_refuses_a_folder_that_does_not_exist_then_exports_to_a_real_one(tmp_path: Path) -> None:
+    box = RunningBox(make_box(tmp_path / "box")).start()
+    # Stands in for a USB key's mount point; short like one (/media/usb), as the tech types it key by key.
+    usb = Path(tempfile.mkdtemp(prefix="vb-usb-"))
+    try:
+        tablet = box.pair("J1")
+        assert submit(tablet, panel_entries(tablet.event())[0]).status_code == 201
+
+        async def scenario() -> str:
+            app = console_for(box)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: app.status is not None, "first status")
+                await pilot.press("e")
+                dialog = app.screen
+                assert isinstance(dialog, ExportDialog)
+                await until(pilot, lambda: dialog.phase == "pick", "the window asks where to")
+                folder = dialog.query_one("#export-to", Input)
+                folder.focus()  # a machine with a key mounted under /media lists it first
+
+                missing = usb / "gone"
+                await type_text(pilot, str(missing))
+                await pilot.press("enter")
+                await until(pilot, lambda: "is not a directory" in shown(app, "#export-problem"), "refused")
+                refusal = shown(app, "#export-problem")
+                assert refusal.startswith("The export cannot be made there\n"), refusal
+                assert f"{missing} is not a directory: give the USB key's mount point" in refusal
+                assert app.screen is dialog and dialog.phase == "pick"  # still open, to try again
+
+                await pilot.press(*["backspace"] * len("/gone"), "enter")  # the tech corrects it
+                await until(pilot, lambda: dialog.phase in ("running", "done"), "the export starts")
+                assert shown(app, "#export-problem") == ""
+                await until(pilot, lambda: dialog.phase == "done", "the export is done", timeout=60)
+                assert dialog.query_one("#export-bar", ProgressBar).percentage == 1.0
+                done = shown(app, "#export-done")
+                assert done.startswith(f"Done: {usb}/venuebox-"), done
+                assert "Keep the key safe" in done and "venuebox export verify " in done
+                await pilot.press("escape")
+                assert not isinstance(app.screen, ExportDialog)
+                return done.splitlines()[0].removeprefix("Done: ")
+
+        path = Path(asyncio.run(scenario()))
+        assert [p.name for p in usb.iterdir()] == [path.name]  # no partial folder left beside it
+        assert (path / MANIFEST).is_file()
+        report = verify_export(path)
+        assert report.ok, report.problems
+        assert report.manifest["ledger"]["rows"] == 1
+        with box.admin() as admin:
+            actions = [a["action"] for a in admin.get("/admin/v1/audit", params={"limit": 10}).json()]
+        assert "export.done" in actions
+    finally:
+        box.stop()
+        shutil.rmtree(usb, ignore_errors=True)

@@ -6,10 +6,11 @@ test fails, so the snapshots never show a console that works only against an old
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from appliance import alerts
+from appliance import alerts, backup, export
 from appliance.secrets_files import write_secret
 from appliance.storage.db import Store
 from tests.conftest import RunningBox, make_box, panel_entries
@@ -54,6 +55,9 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
         store.write_sync(
             lambda conn: alerts.raise_alert(conn, "disk-free", "warning", "Disk filling", "12 MB")
         )
+        # A verified snapshot, so the live backup block has a last snapshot's keys too.
+        backup.snapshot_job(config, store)
+        backup.verify_job(config, store)
     box = RunningBox(config).start()
     try:
         tablet = box.pair("J3")
@@ -76,8 +80,27 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
                 "alerts": admin.get("/admin/v1/alerts").json(),
                 "audit": admin.get("/admin/v1/audit").json(),
                 "pairing_code": admin.post("/admin/v1/pairing-codes", json={"judge_id": "J1"}).json(),
+                "export": finished_export(admin, tmp_path / "usb"),
             }
     finally:
         box.stop()
+    assert live["status"]["backup"]["last"] is not None
     problems = [p for name, value in live.items() for p in same_shape(fixture(name), value, name)]
+    # No USB key is plugged into a test machine: the keys' shape is what the API serialises one as.
+    key = export.UsbTarget(Path("/media/usb"), "/dev/sda1", "vfat", True, 0).view()
+    problems += same_shape(fixture("export")["targets"][0], key, "export.targets[0]")
     assert problems == [], "\n".join(problems)
+
+
+def finished_export(admin: Any, folder: Path) -> dict[str, Any]:
+    """GET /admin/v1/export after an export (to ``folder``) has finished."""
+    folder.mkdir()
+    admin.post("/admin/v1/export", json={"to": str(folder)}).raise_for_status()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = admin.get("/admin/v1/export").raise_for_status().json()
+        if answer["job"]["state"] != "running":
+            assert answer["job"]["state"] == "done", answer
+            return answer
+        time.sleep(0.1)
+    raise AssertionError("the export did not finish within 30 s")

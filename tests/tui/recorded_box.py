@@ -1,8 +1,9 @@
 """A recorded admin API, for snapshot tests that need the same screen every run.
 
 The JSON files in fixtures/ were recorded from a real daemon running `venuebox demo` (then given a
-stale and an offline tablet, two alerts, an uplink backing off after a DNS failure, and addresses
-from the documentation ranges). They are served through httpx's MockTransport to the console's real
+stale and an offline tablet, two alerts, an uplink backing off after a DNS failure, six verified
+snapshots, two USB keys (export.json: during an export to the first), and addresses from the
+documentation ranges). They are served through httpx's MockTransport to the console's real
 AdminClient: only the network is replaced. tests/integration/test_console_fixtures.py checks that the
 recordings still have the shape the live admin API answers with, so the snapshots cannot drift from
 the real contract.
@@ -36,6 +37,17 @@ ROUTES = {
     ("GET", "/admin/v1/audit"): "audit",
     ("POST", "/admin/v1/pairing-codes"): "pairing_code",
 }
+# What GET /admin/v1/export says of a daemon that has made no export yet (appliance/export.py ExportJob).
+IDLE_EXPORT = {
+    "state": "idle",
+    "fraction": 0.0,
+    "step": "",
+    "target": None,
+    "path": None,
+    "error": None,
+    "started_at": None,
+    "finished_at": None,
+}
 # The admin API's answer to a sync when no uplink target is set (edge_api/errors.py).
 NOT_CONFIGURED = {
     "type": "/problems/uplink-not-configured",
@@ -55,6 +67,12 @@ class RecordedBox:
     def __init__(self) -> None:
         self.status = fixture("status")
         self.calls: list[tuple[str, str]] = []
+        # The USB export: the keys the box sees, the job (a POST starts the recorded one, which then
+        # stays where it was recorded until a test moves it on), and a refusal a test may set.
+        self.usb_keys: list[dict[str, Any]] = fixture("export")["targets"]
+        self.export_job: dict[str, Any] = dict(IDLE_EXPORT)
+        self.export_refusal: dict[str, Any] | None = None
+        self.export_asked: list[dict[str, Any]] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         method, path = request.method, request.url.path
@@ -65,6 +83,10 @@ class RecordedBox:
             if not self.status["uplink"]["configured"]:
                 return httpx.Response(409, json=NOT_CONFIGURED)
             return httpx.Response(202, json={"requested_at": RECORDED_AT})
+        if (method, path) == ("GET", "/admin/v1/export"):
+            return httpx.Response(200, json={"job": self.export_job, "targets": self.usb_keys})
+        if (method, path) == ("POST", "/admin/v1/export"):
+            return self._start_export(json.loads(request.content or b"{}"))
         if (method, path) == ("GET", "/admin/v1/pairing-codes"):
             return httpx.Response(200, json=[_active(fixture("pairing_code"))])
         if method == "GET" and path.startswith("/admin/v1/sessions/") and path.endswith("/grid"):
@@ -75,6 +97,16 @@ class RecordedBox:
         if name is None:
             return httpx.Response(404, json={"title": "Not Found", "status": 404, "detail": path})
         return httpx.Response(201 if method == "POST" else 200, json=fixture(name))
+
+    def _start_export(self, body: dict[str, Any]) -> httpx.Response:
+        self.export_asked.append(body)
+        if self.export_refusal is not None:
+            return httpx.Response(self.export_refusal["status"], json=self.export_refusal)
+        if self.export_job["state"] == "running":
+            return httpx.Response(409, json=export_problem(409, "an export is running: wait for it"))
+        recorded = fixture("export")["job"]
+        self.export_job = recorded | {"target": body.get("to") or recorded["target"]}
+        return httpx.Response(202, json={"job": self.export_job})
 
     def frozen(self) -> RecordedBox:
         self.status = copy.deepcopy(self.status)
@@ -92,6 +124,15 @@ class RecordedBox:
             url="http://box.invalid", token="recorded", transport=httpx.MockTransport(self.handle)
         )
         return ConsoleApp(client, start_screen=start_screen, poll=False, clock=recorded_now)
+
+
+def export_problem(status: int, detail: str) -> dict[str, Any]:
+    """The admin API's refusal of an export (edge_api/errors.py): 422 cannot be made there, 409 busy."""
+    slug, title = {
+        422: ("export-refused", "The export cannot be made there"),
+        409: ("export-busy", "An export is already running"),
+    }[status]
+    return {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
 
 
 def recorded_now() -> datetime:

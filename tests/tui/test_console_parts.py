@@ -12,15 +12,18 @@ from typing import Any
 import pytest
 from rich.cells import cell_len
 from rich.console import Console
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.message import Message
 from textual.notifications import Notification, Notify
+from textual.widgets import OptionList, ProgressBar
 
-from tests.tui.recorded_box import RecordedBox, fixture
+from tests.tui.recorded_box import RecordedBox, export_problem, fixture
 from tui import format as fmt
 from tui.screens.dialogs import FreezeDialog
+from tui.screens.export import ExportDialog
 from tui.screens.help import HELP, HelpScreen
-from tui.screens.overview import box_panel, uplink_lines
+from tui.screens.overview import backup_lines, box_panel, uplink_lines
 from tui.widgets.qr import qr_matrix, qr_text
 from tui.widgets.table import Column, LinedTable
 
@@ -185,6 +188,8 @@ def test_help_lists_every_screen_key_and_closes_with_escape() -> None:
                 "Freeze",
                 "`u`",
                 "Sync uplink",
+                "`e`",
+                "Export to USB",
                 "ctrl+p",
             ):
                 assert words in HELP
@@ -445,5 +450,258 @@ def test_command_palette_reaches_uplink_sync() -> None:
             await app.workers.wait_for_complete()
             await pilot.pause()
             assert ("POST", "/admin/v1/uplink/sync") in box.calls
+
+    asyncio.run(scenario())
+
+
+# The backups as the overview shows them. The recorded status has a verified snapshot 8 min old, 6 kept.
+def backup_status(last: dict[str, Any] | None = None, **backup: Any) -> dict[str, Any]:
+    status = fixture("status")
+    recorded = status["backup"]
+    status["backup"] = {**recorded, **backup}
+    if last is not None:
+        status["backup"]["last"] = {**recorded["last"], **last} if last else None
+    return status
+
+
+NOT_CONFIGURED = {"configured": False, "recipients": 0, "passphrase": False}
+CORRUPT = "ledger head differs from the one recorded"
+
+
+@pytest.mark.parametrize(
+    ("status", "lines"),
+    [
+        pytest.param(backup_status(), ["8 min ago · ✓ verified", "6 kept · 1.4 MB"], id="verified"),
+        pytest.param(
+            backup_status({}, kept=0, kept_bytes=0, last_verified_ok_at=None), ["none yet"], id="none-yet"
+        ),
+        pytest.param(
+            backup_status({"age_s": 12.4, "verified": None}),
+            ["12 s ago · not verified yet", "6 kept · 1.4 MB"],
+            id="not-verified-yet",
+        ),
+        pytest.param(
+            backup_status({"age_s": 5400.0, "verified": False, "verify_problem": CORRUPT}),
+            ["1 h 30 min ago · ✗ DOES NOT VERIFY", "6 kept · 1.4 MB", CORRUPT],
+            id="does-not-verify",
+        ),
+        pytest.param(
+            backup_status(**NOT_CONFIGURED),
+            ["8 min ago · ✓ verified", "6 kept · 1.4 MB", "only this box can open them"],
+            id="not-configured",
+        ),
+        pytest.param(
+            backup_status({}, kept=0, kept_bytes=0, **NOT_CONFIGURED),
+            ["none yet", "only this box can open them"],
+            id="not-configured-none-yet",
+        ),
+    ],
+)
+def test_backup_lines_say_the_last_snapshot_in_words(status: dict[str, Any], lines: list[str]) -> None:
+    assert [line.plain for line in backup_lines(status)] == lines
+
+
+def styles(text: Text) -> str:
+    return " ".join(str(span.style) for span in text.spans) + f" {text.style}"
+
+
+def test_a_snapshot_that_does_not_verify_is_red_and_an_open_only_here_hint_yellow() -> None:
+    broken = backup_lines(backup_status({"verified": False, "verify_problem": CORRUPT}))
+    assert "bold red" in styles(broken[0]) and "red" in styles(broken[2])
+    assert "green" in styles(backup_lines(backup_status())[0])
+    assert "red" not in styles(backup_lines(backup_status({"verified": None}))[0])
+    assert "yellow" in styles(backup_lines(backup_status(**NOT_CONFIGURED))[-1])
+
+
+def test_a_last_snapshot_older_than_two_intervals_is_yellow() -> None:
+    assert "yellow" not in styles(backup_lines(backup_status({"age_s": 1700.0}))[0])
+    late = backup_lines(backup_status({"age_s": 1900.0}))[0]
+    assert late.plain.startswith("31 min ago") and "yellow" in styles(late)
+
+
+def test_the_backup_rows_fit_the_box_panel_at_80_columns() -> None:
+    """At 80x24 the box panel's text is 44 cells wide: no backup line wraps, a long problem is cut."""
+    status = backup_status(
+        {"age_s": 86000.0, "verified": False, "verify_problem": CORRUPT * 3}, kept=32, **NOT_CONFIGURED
+    )
+    console = Console(width=44, color_system=None, record=True, file=io.StringIO())
+    console.print(box_panel(status))
+    rows = [row.rstrip() for row in console.export_text().splitlines()]
+    start = next(i for i, row in enumerate(rows) if row.startswith("Backup"))
+    assert rows[start : start + 4] == [
+        "Backup  23 h 53 min ago · ✗ DOES NOT VERIFY",
+        "        32 kept · 1.4 MB",
+        "        " + CORRUPT[:35] + "…",
+        "        only this box can open them",
+    ]
+    assert rows[start + 4].startswith("Disk")
+
+
+def box_lines(app: Any) -> str:
+    """The overview's box panel as drawn at the console's size."""
+    panel = app.screen.query_one("#ov-box")
+    return "\n".join(panel.render_line(y).text for y in range(panel.size.height))
+
+
+def test_the_overview_repaints_the_backup_only_when_its_words_change() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app("overview")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert "Backup  8 min ago · ✓ verified" in box_lines(app)
+            drawn = app.screen._drawn  # type: ignore[attr-defined]
+            box.status = backup_status({"age_s": 500.0})  # still "8 min ago"
+            await app.poll_status()
+            await pilot.pause()
+            assert app.screen._drawn is drawn  # type: ignore[attr-defined]
+            box.status = backup_status({"age_s": 540.0, "verified": False, "verify_problem": CORRUPT})
+            await app.poll_status()
+            await pilot.pause()
+            assert app.screen._drawn is not drawn  # type: ignore[attr-defined]
+            assert "Backup  9 min ago · ✗ DOES NOT VERIFY" in box_lines(app)
+
+    asyncio.run(scenario())
+
+
+# The USB export window, against the recorded box: two keys, an export that stays at 35% until moved on.
+def said(app: Any, selector: str) -> str:
+    content = app.screen.query_one(selector).content
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+async def until(pilot: Any, check: Any, what: str, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+DONE_PATH = "/media/venue/KINGSTON/venuebox-glow-2026-toronto-20261122T015555Z"
+
+
+def test_e_opens_the_export_window_anywhere_and_enter_exports_to_the_chosen_key() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app("scores")  # any screen
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("e")
+            assert isinstance(app.screen, ExportDialog)
+            keys = app.screen.query_one("#export-targets", OptionList)
+            await until(pilot, lambda: keys.option_count == 2, "both USB keys listed")
+            assert "Choose a USB key" in said(app, "#export-keys")
+            assert "231 MB free" in str(keys.get_option_at_index(1).prompt)
+            await pilot.press("down", "enter")
+            await until(pilot, lambda: app.screen.query_one("#export-follow").display, "the progress")
+            assert box.export_asked == [{"to": "/media/venue/KINGSTON"}]
+            assert app.screen.query_one("#export-bar", ProgressBar).percentage == pytest.approx(0.35)
+            assert said(app, "#export-step") == "writing ledger.csv…"
+            assert said(app, "#export-target") == "Exporting to /media/venue/KINGSTON"
+
+            box.export_job = box.export_job | {"state": "done", "fraction": 1.0, "path": DONE_PATH}
+            await until(pilot, lambda: said(app, "#export-done").startswith("Done: "), "done", timeout=2)
+            done = said(app, "#export-done")
+            assert f"Done: {DONE_PATH}" in done and "Keep the key safe" in done
+            assert f"venuebox export verify {DONE_PATH}" in done
+            assert app.screen.query_one("#export-bar", ProgressBar).percentage == 1.0
+            await pilot.press("escape")
+            assert not isinstance(app.screen, ExportDialog)
+            assert app.current_mode == "scores"
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_export_says_why_and_the_window_stays_open() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        box.usb_keys = []
+        box.export_refusal = export_problem(
+            422, "/mnt/nothing is not a directory: give the USB key's mount point (or a folder on it)"
+        )
+        app = box.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("e")
+            await until(pilot, lambda: "No USB key found" in said(app, "#export-keys"), "no key")
+            assert app.screen.focused is app.screen.query_one("#export-to")  # straight to typing a folder
+            await pilot.press("enter")
+            assert "Choose a USB key, or type the folder" in said(app, "#export-problem")
+            await pilot.press(*"/mnt/nothing", "enter")
+            await until(pilot, lambda: "not a directory" in said(app, "#export-problem"), "the refusal")
+            assert box.export_asked == [{"to": "/mnt/nothing"}]
+            assert said(app, "#export-problem").startswith("The export cannot be made there\n")
+            assert isinstance(app.screen, ExportDialog) and app.screen.phase == "pick"
+
+            box.export_refusal = export_problem(409, "an export to /media/venue/SCORES is running (40%)")
+            await pilot.press("enter")
+            await until(pilot, lambda: "already running" in said(app, "#export-problem"), "busy")
+            assert isinstance(app.screen, ExportDialog)
+
+    asyncio.run(scenario())
+
+
+def test_an_export_that_fails_says_why_and_offers_the_keys_again() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        app = box.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("e")
+            keys = app.screen.query_one("#export-targets", OptionList)
+            await until(pilot, lambda: keys.option_count == 2, "keys")
+            await pilot.press("enter")
+            await until(pilot, lambda: app.screen.query_one("#export-follow").display, "the progress")
+            box.export_job = box.export_job | {"state": "failed", "error": "the USB key is full"}
+            await until(
+                pilot, lambda: "Export failed: the USB key is full" in said(app, "#export-problem"), ""
+            )
+            assert app.screen.query_one("#export-pick").display and keys.has_focus
+
+    asyncio.run(scenario())
+
+
+def test_e_during_an_export_shows_its_progress_and_the_console_says_when_it_ends() -> None:
+    async def scenario() -> None:
+        box = RecordedBox()
+        box.export_job = fixture("export")["job"]  # started elsewhere, or before the window closed
+        app = box.app()
+        messages: list[Message] = []
+        async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
+            await pilot.press("e")
+            await until(pilot, lambda: app.screen.query_one("#export-follow").display, "the progress")
+            assert said(app, "#export-step") == "writing ledger.csv…" and box.export_asked == []
+            await pilot.press("escape")  # the export carries on in the box
+            assert not isinstance(app.screen, ExportDialog)
+            box.export_job = box.export_job | {"state": "done", "fraction": 1.0, "path": DONE_PATH}
+            await until(pilot, lambda: bool(notifications(messages)), "the end is told", timeout=3)
+            [note] = notifications(messages)
+            assert note.title == "USB export done" and DONE_PATH in note.message
+
+    asyncio.run(scenario())
+
+
+def test_command_palette_reaches_export_to_usb() -> None:
+    async def scenario() -> None:
+        app = RecordedBox().app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("ctrl+p")
+            await pilot.press(*"export", "space", *"to", "space", *"usb")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, ExportDialog)
+
+    asyncio.run(scenario())
+
+
+def test_e_without_the_daemon_says_how_to_export_from_the_shell() -> None:
+    async def scenario() -> None:
+        app = RecordedBox().app()
+        messages: list[Message] = []
+        async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
+            app._set_link(False, "connection refused (is the daemon running?)")
+            await pilot.press("e")
+            assert not isinstance(app.screen, ExportDialog)
+            [note] = notifications(messages)
+            assert note.title == "Cannot export from here" and "venuebox export --to PATH" in note.message
 
     asyncio.run(scenario())

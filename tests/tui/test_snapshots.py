@@ -68,3 +68,18 @@ def test_overview_on_a_light_terminal(snap_compare: Any) -> None:
     app = RecordedBox().frozen().app("overview")
     app.theme = "textual-light"
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_export_to_usb_in_progress(snap_compare: Any) -> None:
+    async def export_to_the_first_key(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("e")
+        await pilot.app.workers.wait_for_complete()  # the keys are listed
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()  # started: the recorded export, at 35%
+        await pilot.pause()
+
+    assert snap_compare(
+        RecordedBox().app("overview"), terminal_size=(80, 24), run_before=export_to_the_first_key
+    )

@@ -88,16 +88,33 @@ def test_a_changed_snapshot_does_not_verify_and_raises_a_critical_alert(config: 
     assert alert["severity"] == "critical"
 
 
-def test_retention_keeps_the_newest_and_one_per_hour() -> None:
+def test_retention_keeps_the_newest_and_one_per_clock_hour() -> None:
     now = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
-    # Every 15 minutes for 30 hours, newest first: s0 (now), s1 (now - 15 min), ...
+    # Every 15 minutes for 30 hours, newest first: s0 (12:00), s1 (11:45), ...
     made = [(f"s{i}", now - timedelta(minutes=15 * i)) for i in range(120)]
     keep = backup.retained(made, now, keep_last=8, hourly_h=24)
-    newest_of_each_hour = {f"s{4 * h}" for h in range(24)}  # s0, s4, ... s92: one per hour bucket
+    # The newest of each clock hour 13:00 the day before .. 12:00: 12:00 (s0), 11:45 (s1), 10:45 (s5), ...
+    newest_of_each_hour = {"s0"} | {f"s{4 * h - 3}" for h in range(1, 24)}
     assert keep == {f"s{i}" for i in range(8)} | newest_of_each_hour
-    assert len(keep) == 8 + 24 - 2  # s0 and s4 are both among the newest eight
+    assert len(keep) == 8 + 24 - 3  # s0, s1 and s5 (10:45) are among the newest eight too
     assert backup.retained(made[:3], now, keep_last=8, hourly_h=24) == {"s0", "s1", "s2"}
     assert backup.retained(made, now, keep_last=1, hourly_h=0) == {"s0"}
+
+
+def test_retention_over_a_day_of_passes_keeps_an_hourly_snapshot_for_24_hours() -> None:
+    """What the daemon does: a snapshot every 15 minutes, retention after each one."""
+    start = datetime(2026, 3, 14, 0, 5, tzinfo=UTC)
+    kept: list[tuple[str, datetime]] = []
+    for i in range(4 * 30):  # 30 hours
+        at = start + timedelta(minutes=15 * i)
+        kept.append((f"s{i}", at))
+        names = backup.retained(kept, at, keep_last=8, hourly_h=24)
+        kept = [(name, when) for name, when in kept if name in names]
+    hours = sorted({when.replace(minute=0) for _, when in kept})
+    assert len(hours) == 24 and hours[-1] - hours[0] == timedelta(hours=23)
+    assert len(kept) == 8 + 24 - 2  # the newest 8 span 2 clock hours that also count as hourly
+    newest = max(when for _, when in kept)
+    assert all(newest - when < timedelta(hours=24) for _, when in kept)
 
 
 def test_retention_deletes_the_files_it_does_not_keep(tmp_path: Path) -> None:

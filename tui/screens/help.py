@@ -20,6 +20,7 @@ The console shows the box's state; it never changes scores. It talks to the runn
 | `1` … `6` | Overview, Tablets, Scores, Pairing, Alerts, Audit |
 | `f` (or `F2`) | **Freeze** scoring (asks why, then to confirm); when frozen, **unfreeze** (confirms) |
 | `u` | **Sync uplink**: the box tries to send its backlog to the cloud now (ends a backoff or a pause) |
+| `e` | **Export to USB**: choose a key the box sees (or type a folder); the box writes and checks it |
 | `ctrl+p` | Command palette: every action by name |
 | `?` / `F1` | This help (Escape closes) |
 | `q` | Quit the console (the box keeps running) |
@@ -35,6 +36,14 @@ The console shows the box's state; it never changes scores. It talks to the runn
 **Uplink** (Overview): the state (paused or circuit open in red, backing off in yellow), the last
 success, what waits and for how long; when it is in trouble, the next try and the last error.
 `venuebox uplink status` on the box's shell shows it all.
+
+**Backup** (Overview): the box's last encrypted snapshot: how old (yellow when they have stopped), ✓
+verified, not verified yet, or **DOES NOT VERIFY** (make a USB export now), and how many are kept.
+"only this box can open them": add an organiser's key with `venuebox backup configure`.
+
+**Export to USB** (`e`): the scores as spreadsheets, the ledger, the audit log and the encrypted
+database, signed. The export runs in the box: Escape closes the window and the export carries on
+(`e` shows it again). Keep the key safe; `venuebox export verify PATH` checks it anywhere.
 
 Presence: ● online (heartbeat in the last 30 s), ◐ stale, ○ offline, × revoked.
 When the banner says **DAEMON UNREACHABLE**, the figures are from before; the console reconnects by

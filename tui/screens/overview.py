@@ -39,9 +39,10 @@ class OverviewScreen(BoxScreen):
             self.query_one("#ov-box", Static).update("Waiting for the daemon…")
             return
         # Only the box's clock changed (the usual case twice a second): nothing to repaint. The uplink's
-        # ages move with that clock, so it counts by the words it shows, not by its figures.
-        figures = {k: v for k, v in status.items() if k not in ("server_time", "outbox", "uplink")}
-        figures["uplink"] = [(line.plain, tuple(line.spans)) for line in uplink_lines(status)]
+        # and the backups' ages move with that clock, so they count by the words they show.
+        figures = {k: v for k, v in status.items() if k not in ("server_time", "outbox", "uplink", "backup")}
+        for name, lines in (("uplink", uplink_lines(status)), ("backup", backup_lines(status))):
+            figures[name] = [(line.plain, tuple(line.spans)) for line in lines]
         if figures == self._drawn:
             return
         self._drawn = figures
@@ -78,11 +79,10 @@ def box_panel(status: dict[str, Any]) -> Table:
     table.add_row("Uplink", first)
     for line in more:
         table.add_row("", line)
-    backup = status.get("backup") or {}
-    if not backup.get("configured"):
-        table.add_row("Backup", "not configured")
-    else:
-        table.add_row("Backup", f"last {backup.get('last') or 'never'}")
+    first, *more = backup_lines(status)
+    table.add_row("Backup", first)
+    for line in more:
+        table.add_row("", line)
     disk = status.get("disk")
     if disk:
         style = "bold red" if disk["used_pct"] >= 95 else "yellow" if disk["used_pct"] >= 85 else ""
@@ -133,6 +133,37 @@ def uplink_lines(status: dict[str, Any]) -> list[Text]:
         lines.append(Text(" · ").join(after))
     if trouble:
         lines.append(Text(str(error), no_wrap=True, overflow="ellipsis"))
+    return lines
+
+
+def backup_lines(status: dict[str, Any]) -> list[Text]:
+    """The box's encrypted local snapshots at a glance, short enough for the box panel at 80 columns:
+
+    the last snapshot's age (yellow once it is older than two intervals: snapshots have stopped) and
+    its check (✓ verified, not verified yet, ✗ DOES NOT VERIFY in red, then why, cut with an ellipsis);
+    how many are kept and their size; "none yet" before the first. Without an organiser's key or a
+    passphrase, a yellow line says that only this box can open them."""
+    backup = status.get("backup") or {}
+    last = backup.get("last")
+    lines: list[Text] = []
+    if not isinstance(last, dict):
+        lines.append(Text("none yet"))
+    else:
+        age = last.get("age_s")
+        if age is None:
+            age = fmt.seconds_between(last.get("created_at"), status.get("server_time"))
+        interval = backup.get("interval_s") or 0
+        stopped = bool(interval) and age is not None and age > 2 * interval
+        lines.append(
+            Text.assemble(
+                (fmt.ago(age), "yellow" if stopped else ""), " · ", fmt.verified(last.get("verified"))
+            )
+        )
+        lines.append(Text(f"{backup.get('kept') or 0} kept · {fmt.size(backup.get('kept_bytes') or 0)}"))
+        if last.get("verified") is False and last.get("verify_problem"):
+            lines.append(Text(str(last["verify_problem"]), style="red", no_wrap=True, overflow="ellipsis"))
+    if not backup.get("configured"):
+        lines.append(Text("only this box can open them", style="yellow"))
     return lines
 
 
