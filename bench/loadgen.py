@@ -323,7 +323,8 @@ def submit_sheet_chains(
     in the writer's transaction, ``per_call`` sheets a transaction), as correction chains over every
     (entry, judge) pair of the event whose judge has a device in ``devices``: round after round, each
     pair gets an original, then sheets that each supersede the previous one. Returns the count;
-    raises RuntimeError when the ledger refuses one. The same fill as ``bench/uplink.py``'s."""
+    raises RuntimeError when the ledger refuses one. ``bench/uplink.py`` and ``bench/export.py`` fill
+    their boxes with it."""
     from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
     from appliance.times import now_rfc3339
 

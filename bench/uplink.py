@@ -65,7 +65,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,48 +102,15 @@ def fill_box(data_dir: Path, records: int, batch_max_records: int) -> FilledBox:
     through ``submit_sheets`` (correction chains over every (entry, judge) pair of the sample event)."""
     make_box, _ = loadgen.load_fixtures()
     from appliance.box import get_box
-    from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
     from appliance.storage.db import Store
-    from appliance.times import now_rfc3339
-    from tests.conftest import paired_device
 
     started = time.perf_counter()
     config = make_box(data_dir, uplink_batch_max_records=batch_max_records)
     with Store(config.db_path) as store:
-        devices = {judge: paired_device(store, judge) for judge in loadgen.JUDGES}
+        devices = loadgen.pair_judges(store)
         box_id = store.query(get_box)["box_id"]
-
-        def survey(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[tuple[str, str]], int]:
-            criteria = [dict(r) for r in conn.execute("SELECT key, min, max, step FROM criteria")]
-            pairs = conn.execute(
-                "SELECT p.judge_id, e.entry_id FROM panels p JOIN entries e ON e.session_id = p.session_id"
-                " AND e.event_id = p.event_id ORDER BY p.judge_id, e.session_id, e.running_order"
-            ).fetchall()
-            queued = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            return criteria, [(judge, entry) for judge, entry in pairs], queued
-
-        criteria, pairs, queued = store.query(survey)
-        pairs = [(judge, entry) for judge, entry in pairs if judge in devices]
-        values = [json.loads(loadgen.valid_values(criteria, i)) for i in range(10)]
-        submitted_at = now_rfc3339()
-        heads: dict[tuple[str, str], str] = {}
-        wanted = max(0, records - queued)
-        made = 0
-        while made < wanted:
-            items = []
-            for n in range(made, min(wanted, made + FILL_CALL_SHEETS)):
-                judge, entry = pair = pairs[n % len(pairs)]
-                sheet_id = str(uuid.uuid4())
-                sheet = SheetSubmission(
-                    sheet_id, entry, values[n % len(values)], submitted_at, None, heads.get(pair)
-                )
-                items.append((devices[judge], sheet))
-                heads[pair] = sheet_id
-            outcomes = store.write_sync(lambda conn, items=items: submit_sheets(conn, items), timeout=120)
-            refused = [o for o in outcomes if not (isinstance(o, SheetReceipt) and o.status == 201)]
-            if refused:
-                raise RuntimeError(f"the ledger refused {len(refused)} bench sheets, e.g. {refused[0]!r}")
-            made += len(items)
+        queued = store.query(lambda conn: conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        made = loadgen.submit_sheet_chains(store, devices, max(0, records - queued))
         total = store.query(lambda conn: conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
     return FilledBox(data_dir, box_id, total, made, time.perf_counter() - started)
 
