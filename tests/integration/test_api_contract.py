@@ -1,0 +1,73 @@
+"""The tablet and admin APIs against their own live OpenAPI documents, fuzzed by schemathesis (its
+`st` CLI) on a running box: a fixed number of generated cases per operation, with valid credentials
+and without. Nothing may answer 5xx, break the documented schema (status, content type, headers,
+body), or send a problem body without a request id (tests/schemathesis_hooks.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningBox, make_box
+
+ROOT = Path(__file__).resolve().parents[2]
+ST = Path(sys.executable).with_name("st")
+EXAMPLES = 40
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "problem_has_request_id",
+    ]
+)
+pytestmark = pytest.mark.skipif(
+    not ST.exists(), reason="schemathesis is not installed (the test extra has it)"
+)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
+    # Limits high enough that the fuzzer reaches the handlers instead of the rate limiter.
+    config = make_box(
+        tmp_path_factory.mktemp("fuzz") / "box",
+        device_rate_per_s=100_000.0,
+        device_burst=100_000,
+        pair_attempts_per_minute=100_000,
+    )
+    running = RunningBox(config).start()
+    yield running
+    running.stop()
+
+
+def fuzz(url: str, token: str | None) -> subprocess.CompletedProcess[str]:
+    args = [str(ST), "run", f"{url}/schema/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES)]
+    args += ["--seed", "20261130", "--no-color"]
+    if token:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+
+
+@pytest.mark.parametrize("api", ["tablet", "admin"])
+@pytest.mark.parametrize("authenticated", [True, False], ids=["with-token", "without-token"])
+def test_the_live_api_keeps_its_documented_contract(box: RunningBox, api: str, authenticated: bool) -> None:
+    if api == "tablet":
+        url = box.tablet_url
+        token = box.pair("J1", "fuzzer").pairing["token"] if authenticated else None
+    else:
+        url = box.admin_url
+        token = box.config.admin_token_path.read_text().strip() if authenticated else None
+    done = fuzz(url, token)
+    tail = "\n".join(done.stdout.splitlines()[-60:])
+    assert done.returncode == 0, f"schemathesis found problems:\n{tail}\n{done.stderr[-2000:]}"
+    assert " passed" in done.stdout and "generated" in done.stdout, tail
+    if authenticated:  # the credentials got the fuzzer past the guards, into the handlers
+        assert "Authentication failed" not in done.stdout, tail
