@@ -263,3 +263,46 @@ def test_the_advertisement_follows_an_address_change_without_a_restart(two_hosts
     finally:
         daemon.terminate()
         assert daemon.wait(15) == 0
+
+
+ASK_ADMIN = textwrap.dedent(
+    """
+    import httpx, json, sys
+    headers = {"Authorization": "Bearer " + sys.argv[2]}
+    answer = httpx.get(sys.argv[1] + "/admin/v1/status", headers=headers, timeout=5)
+    print(json.dumps({"status": answer.status_code, "type": answer.headers.get("content-type"),
+                      "body": answer.json()}))
+    """
+)
+
+
+def test_an_admin_api_opened_to_the_lan_by_mistake_still_refuses_the_lan(two_hosts, tmp_path: Path) -> None:
+    """A tech set admin_host = 0.0.0.0 but not admin_allow_remote: a host on the LAN with the
+    right admin token still gets 403; the box itself (loopback) gets its status."""
+    box_ns, tablet_ns, _ = two_hosts
+    config = make_box(tmp_path / "box", admin_host="0.0.0.0")
+    env = _env()
+    token = config.admin_token_path.read_text().strip()
+    daemon = _start_daemon(box_ns, config, tmp_path, env)
+    try:
+
+        def ask(namespace: str, url: str) -> dict:
+            done = subprocess.run(
+                ["ip", "netns", "exec", namespace, sys.executable, "-c", ASK_ADMIN, url, token],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+            )
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout.strip().splitlines()[-1])
+
+        from_lan = ask(tablet_ns, f"http://{BOX_ADDRESS}:8081")
+        assert from_lan["status"] == 403
+        assert from_lan["type"].startswith("application/problem+json") and from_lan["body"]["request_id"]
+        assert "loopback" in from_lan["body"]["detail"]
+        on_the_box = ask(box_ns, "http://127.0.0.1:8081")
+        assert on_the_box["status"] == 200 and on_the_box["body"]["box"]["id"]
+    finally:
+        daemon.terminate()
+        assert daemon.wait(15) == 0
