@@ -188,3 +188,9 @@ class ExportIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where to export: a folder on the box (a USB key's mount point); omitted: the one key found."""
 
     to: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+
+
+class RevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Why the tech needs to see personal data in full: kept in the audit log's access record."""
+
+    reason: Annotated[str, Meta(min_length=3, max_length=500)]

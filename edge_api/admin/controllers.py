@@ -19,7 +19,20 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from appliance import alerts, audit, box, chain, devices, export, outbox, progress, status, uplink_state
+from appliance import (
+    alerts,
+    audit,
+    box,
+    chain,
+    devices,
+    export,
+    outbox,
+    participants,
+    personal,
+    progress,
+    status,
+    uplink_state,
+)
 from appliance.errors import DomainError, UplinkNotConfigured
 from appliance.times import utcnow
 from edge_api.body import decode
@@ -27,7 +40,7 @@ from edge_api.context import context_of
 from edge_api.middleware import request_id_of
 from edge_api.responses import json_response as _json
 from edge_api.responses import problems
-from edge_api.schemas import ExportIn, FreezeIn, PairingCodeIn, UplinkRetryIn
+from edge_api.schemas import ExportIn, FreezeIn, PairingCodeIn, RevealIn, UplinkRetryIn
 from provisioning import pairing
 
 
@@ -153,6 +166,34 @@ class AdminController(Controller):
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         return _json(await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id)))
+
+    @get("/entries/{entry_id:str}/participants", responses=problems(401, 404))
+    async def participants_masked(
+        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        """The entry's participants masked to initials (no access record: nothing personal shown)."""
+        ctx = context_of(request)
+        key = await asyncio.to_thread(personal.load_key, ctx.config.data_key_path)
+        names = await ctx.store.read(lambda conn: participants.masked(conn, key, entry_id))
+        return _json({"entry_id": entry_id, "participants": names, "masked": True})
+
+    @post(
+        "/entries/{entry_id:str}/participants/reveal",
+        status_code=200,
+        responses=problems(400, 401, 404, 422, 503),
+    )
+    async def participants_reveal(
+        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        """The entry's participants in full; needs ``{"reason"}`` and writes one access record."""
+        ctx = context_of(request)
+        body = decode(await request.body(), RevealIn)
+        rid = request_id_of(request.scope)
+        key = await asyncio.to_thread(personal.load_key, ctx.config.data_key_path)
+        names = await ctx.write(
+            lambda conn: participants.reveal(conn, key, entry_id, "admin-api", body.reason, rid)
+        )
+        return _json({"entry_id": entry_id, "participants": names, "masked": False})
 
     @get("/alerts", responses=problems(401, 422))
     async def alerts(
