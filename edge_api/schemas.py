@@ -13,7 +13,15 @@ from appliance.box import FreezeCategory
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
 Comment = Annotated[str, Meta(max_length=2000)]
-Rfc3339 = Annotated[str, Meta(min_length=20, max_length=40, description="RFC 3339 date-time with offset")]
+Rfc3339 = Annotated[
+    str,
+    Meta(
+        min_length=20,
+        max_length=40,
+        description="RFC 3339 date-time with offset",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
