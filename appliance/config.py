@@ -46,6 +46,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device_burst: int = 100
     pair_attempts_per_minute: int = 10
     pairing_code_ttl_s: int = 600
+    # Device tokens expire: after this many hours, or with 0 at the end of the event (its last
+    # session's start + 12 h), and never sooner than a day after pairing.
+    device_token_ttl_h: float = 0.0
     freeze_retry_after_s: int = 30
     write_timeout_s: float = 10.0
     # Daemon: mDNS advertisement, systemd STATUS refresh, health watchdog.
@@ -211,6 +214,8 @@ def _check(config: Config) -> None:
         raise ConfigError("backup_interval_s must be >= 10 and backup_verify_interval_s >= 1")
     if config.backup_keep_last < 1 or config.backup_keep_hourly_h < 0:
         raise ConfigError("backup_keep_last must be >= 1 and backup_keep_hourly_h >= 0")
+    if config.device_token_ttl_h < 0:
+        raise ConfigError("device_token_ttl_h must be >= 0 (0: until the end of the event)")
     if config.uplink_breaker_failures < 1:
         raise ConfigError("uplink_breaker_failures must be >= 1")
     if config.uplink_url:

@@ -6,11 +6,12 @@ import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from appliance import audit
 from appliance.errors import NotAuthenticated, NotFound
-from appliance.times import now_rfc3339
+from appliance.times import now_rfc3339, parse_rfc3339, to_rfc3339, utcnow
 
 TOKEN_BYTES = 32  # 256 bits
 
@@ -31,26 +32,81 @@ class Device:
     event_id: str
     judge_id: str
     name: str
+    expires_at: str | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and (now or utcnow()) >= parse_rfc3339(self.expires_at)
+
+
+EXPIRED = "this tablet's token has expired: pair this tablet again"
+EVENT_END_GRACE = timedelta(hours=12)
+MIN_TOKEN_LIFE = timedelta(hours=24)
+NO_SCHEDULE_LIFE = timedelta(days=7)
+
+
+def token_expiry(conn: sqlite3.Connection, event_id: str, now: datetime, ttl_h: float = 0.0) -> datetime:
+    """When a token issued ``now`` stops working: ``ttl_h`` hours later, or (0) at the end of the
+    event: its last session's start plus 12 h; never sooner than a day from now (a box set up for
+    an event already under way, or a demo with an old sample), and a week when no session has a
+    start time."""
+    if ttl_h > 0:
+        return now + timedelta(hours=ttl_h)
+    starts = [
+        parse_rfc3339(row[0])
+        for row in conn.execute(
+            "SELECT starts_at FROM sessions WHERE event_id = ? AND starts_at IS NOT NULL", (event_id,)
+        )
+    ]
+    if not starts:
+        return now + NO_SCHEDULE_LIFE
+    return max(max(starts) + EVENT_END_GRACE, now + MIN_TOKEN_LIFE)
 
 
 def authenticate(conn: sqlite3.Connection, token: str | None) -> Device:
-    """The active device holding ``token``; NotAuthenticated for unknown, revoked or malformed."""
+    """The active device holding ``token``; NotAuthenticated for unknown, revoked, expired or
+    malformed."""
     if not token or len(token) > 200:
         raise NotAuthenticated("missing or malformed device token")
     row = conn.execute(
-        "SELECT device_id, event_id, judge_id, name, revoked_at FROM devices WHERE token_hash = ?",
+        "SELECT device_id, event_id, judge_id, name, revoked_at, expires_at FROM devices"
+        " WHERE token_hash = ?",
         (token_hash(token),),
     ).fetchone()
     if row is None or row["revoked_at"] is not None:
         raise NotAuthenticated("unknown or revoked device token: pair this tablet again")
-    return Device(row["device_id"], row["event_id"], row["judge_id"], row["name"])
+    device = Device(row["device_id"], row["event_id"], row["judge_id"], row["name"], row["expires_at"])
+    if device.expired():
+        raise NotAuthenticated(EXPIRED)
+    return device
 
 
 def ensure_active(conn: sqlite3.Connection, device: Device) -> None:
-    """Re-check inside a write transaction, so a revoke that commits first always wins."""
-    row = conn.execute("SELECT revoked_at FROM devices WHERE device_id = ?", (device.device_id,)).fetchone()
+    """Re-check inside a write transaction, so a revoke (or a rotation, or the expiry) that comes
+    first always wins."""
+    row = conn.execute(
+        "SELECT revoked_at, expires_at FROM devices WHERE device_id = ?", (device.device_id,)
+    ).fetchone()
     if row is None or row[0] is not None:
         raise NotAuthenticated("this device was revoked: pair this tablet again")
+    if row[1] is not None and utcnow() >= parse_rfc3339(row[1]):
+        raise NotAuthenticated(EXPIRED)
+
+
+def rotate_token(
+    conn: sqlite3.Connection, device: Device, ttl_h: float, request_id: str | None = None
+) -> dict[str, Any]:
+    """A new token for ``device`` (the one it used stops working at once), with a new expiry."""
+    ensure_active(conn, device)
+    token = new_token()
+    expires = to_rfc3339(token_expiry(conn, device.event_id, utcnow(), ttl_h))
+    conn.execute(
+        "UPDATE devices SET token_hash = ?, expires_at = ? WHERE device_id = ?",
+        (token_hash(token), expires, device.device_id),
+    )
+    audit.record(
+        conn, f"device:{device.device_id}", "device.rotate", {"device_id": device.device_id}, request_id
+    )
+    return {"device_id": device.device_id, "token": token, "expires_at": expires}
 
 
 def list_devices(conn: sqlite3.Connection) -> list[dict[str, Any]]:

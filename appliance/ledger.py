@@ -18,7 +18,7 @@ from typing import Any
 from appliance import chain, outbox
 from appliance.box import ensure_not_frozen
 from appliance.canonical import canonical_json, content_hash
-from appliance.devices import Device
+from appliance.devices import EXPIRED, Device
 from appliance.errors import (
     DomainError,
     EntryNotOnPanel,
@@ -162,18 +162,21 @@ def submit_sheets(
 def _refused_devices(
     conn: sqlite3.Connection, event_id: str, devices: set[Device]
 ) -> dict[Device, DomainError]:
-    """Devices that may not write now: revoked (a revoke that committed first always wins), or
-    paired for an event that is no longer on the box."""
+    """Devices that may not write now: revoked (a revoke that committed first always wins), with an
+    expired token, or paired for an event that is no longer on the box."""
     ids = list(devices)
-    active: set[str] = set()
+    active: dict[str, str | None] = {}
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT device_id FROM devices WHERE revoked_at IS NULL AND device_id IN ({marks})"
-        active.update(row[0] for row in conn.execute(sql, chunk))
+        sql = f"SELECT device_id, expires_at FROM devices WHERE revoked_at IS NULL AND device_id IN ({marks})"
+        active.update((row[0], row[1]) for row in conn.execute(sql, chunk))
     refused: dict[str, DomainError] = {}
+    now = now_rfc3339()
     for device_id, device in devices.items():
         if device_id not in active:
             refused[device_id] = NotAuthenticated("this device was revoked: pair this tablet again")
+        elif (expires_at := active[device_id]) is not None and now >= expires_at:  # both UTC, one format
+            refused[device_id] = NotAuthenticated(EXPIRED)
         elif device.event_id != event_id:
             refused[device_id] = NotAuthenticated("this tablet was paired for another event: pair it again")
     return refused

@@ -12,7 +12,8 @@ from litestar import Litestar, Request
 
 from appliance import __version__
 from appliance.config import Config
-from appliance.devices import Device, authenticate
+from appliance.devices import EXPIRED, Device, authenticate
+from appliance.errors import NotAuthenticated
 from appliance.export import ExportJob
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
@@ -108,6 +109,9 @@ class ApiContext:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
         device = self._known.get(token)
+        if device is not None and device.expired():
+            self._known.pop(token, None)
+            raise NotAuthenticated(EXPIRED)
         if device is None:
             device = self.store.query(lambda conn: authenticate(conn, token))
             if len(self._known) >= 10_000:
@@ -115,6 +119,11 @@ class ApiContext:
             self._known[token] = device
         self.device_limits.take(device.device_id)
         return device
+
+    def forget_token(self, request: Request[Any, Any, Any]) -> None:
+        """The request's token no longer works (rotated): drop it from the memory of known tokens."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        self._known.pop(token.strip() if scheme.lower() == "bearer" else "", None)
 
 
 def context_of(request: Request[Any, Any, Any]) -> ApiContext:

@@ -58,8 +58,15 @@ class Named(msgspec.Struct):
 class PairOut(msgspec.Struct, kw_only=True):
     device_id: str
     token: str
+    token_expires_at: str | None = None
     judge: Named
     event: Named
+
+
+class TokenOut(msgspec.Struct, kw_only=True):
+    device_id: str
+    token: str
+    expires_at: str
 
 
 class SheetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

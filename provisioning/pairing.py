@@ -77,9 +77,15 @@ def create_code(
 
 
 def redeem(
-    conn: sqlite3.Connection, code: str, device_name: str, address: str | None, request_id: str | None = None
+    conn: sqlite3.Connection,
+    code: str,
+    device_name: str,
+    address: str | None,
+    request_id: str | None = None,
+    token_ttl_h: float = 0.0,
 ) -> dict[str, Any]:
-    """Trade a valid code for a new device and its token (inside the writer's transaction)."""
+    """Trade a valid code for a new device and its token (inside the writer's transaction); the
+    token expires as ``devices.token_expiry`` says."""
     row = conn.execute(
         "SELECT code_id, event_id, judge_id, expires_at, used_at FROM pairing_codes WHERE code_hash = ?",
         (_code_hash(code),),
@@ -90,9 +96,10 @@ def redeem(
         raise PairingRefused("this pairing code is not valid: ask the venue tech for a new one")
     token = devices.new_token()
     device_id = str(uuid.uuid4())
+    expires_at = to_rfc3339(devices.token_expiry(conn, row["event_id"], now, token_ttl_h))
     conn.execute(
-        "INSERT INTO devices (device_id, event_id, judge_id, name, token_hash, paired_at, paired_from)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO devices (device_id, event_id, judge_id, name, token_hash, paired_at, paired_from,"
+        " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             device_id,
             row["event_id"],
@@ -101,6 +108,7 @@ def redeem(
             devices.token_hash(token),
             to_rfc3339(now),
             address,
+            expires_at,
         ),
     )
     conn.execute(
@@ -121,6 +129,7 @@ def redeem(
     return {
         "device_id": device_id,
         "token": token,
+        "token_expires_at": expires_at,
         "judge": {"id": row["judge_id"], "name": judge["name"]},
         "event": {"id": row["event_id"], "name": event["name"]},
     }

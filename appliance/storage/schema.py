@@ -319,6 +319,13 @@ def m005_snapshots(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_device_token_expiry(db: Database) -> None:
+    # When a device token stops working (appliance/devices.py ``token_expiry``); NULL for tablets
+    # paired before tokens expired, which keep working until revoked.
+    db.execute("ALTER TABLE devices ADD COLUMN expires_at TEXT")
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -1,4 +1,5 @@
-"""The tablet API (PROTOCOL.md v1): health, pairing, event download, sheets, heartbeats."""
+"""The tablet API (PROTOCOL.md v1): health, pairing, event download, sheets, heartbeats, and token
+rotation (this project's addition)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from appliance import errors as domain
 from appliance.box import get_box
+from appliance.devices import rotate_token
 from appliance.event import judge_event
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.presence import record_heartbeat
@@ -33,6 +35,7 @@ from edge_api.schemas import (
     SheetBatchIn,
     SheetIn,
     SheetOut,
+    TokenOut,
 )
 from provisioning.pairing import redeem
 
@@ -107,8 +110,24 @@ class TabletController(Controller):
         ctx.pair_limits.take(address, "pairing attempts from this address")
         body = decode(await request.body(), PairIn)
         rid = request_id_of(request.scope)
-        paired = await ctx.write(lambda conn: redeem(conn, body.code, body.device_name, address, rid))
+        ttl_h = ctx.config.device_token_ttl_h
+        paired = await ctx.write(lambda conn: redeem(conn, body.code, body.device_name, address, rid, ttl_h))
         return _json(paired, 201)
+
+    @post(
+        "/token",
+        summary="Rotate this tablet's token: a new one, with a new expiry; the old one stops at once",
+        status_code=200,
+        responses=problems(401, 429, 503),
+    )
+    async def rotate(self, request: Request[Any, Any, Any]) -> Response[TokenOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        rid = request_id_of(request.scope)
+        ttl_h = ctx.config.device_token_ttl_h
+        rotated = await ctx.write(lambda conn: rotate_token(conn, device, ttl_h, rid))
+        ctx.forget_token(request)
+        return _json(rotated)
 
     @get(
         "/event",
