@@ -89,6 +89,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     backup_keep_last: int = 8
     backup_keep_hourly_h: int = 24
     backup_recipients: list[str] = msgspec.field(default_factory=list)
+    # Folders the admin API (the console) may export into when given one: where USB keys get
+    # mounted. The CLI's `venuebox export --to` (a person at a shell) may use any folder.
+    export_roots: list[str] = msgspec.field(default_factory=lambda: ["/media", "/run/media", "/mnt"])
 
     @property
     def db_path(self) -> Path:

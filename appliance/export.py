@@ -142,13 +142,17 @@ def find_usb_targets(
 def choose_target(to: Path | None, targets: list[UsbTarget]) -> Path:
     """The directory to export into: ``--to``, else the one USB key found."""
     if to is not None:
-        if not to.is_dir():
+        try:
+            is_dir = to.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte: not a folder either
+            raise ExportRefused(f"cannot use that folder ({exc}): give the USB key's mount point") from None
+        if not is_dir:
             raise ExportRefused(
                 f"{to} is not a directory: give the USB key's mount point (or a folder on it)"
             )
         return to
     if not targets:
-        raise ExportRefused("no USB key found: plug one in (and mount it), or give the folder with --to PATH")
+        raise ExportRefused("no USB key found: plug one in (and mount it), or choose a folder (--to PATH)")
     if len(targets) > 1:
         where = ", ".join(str(t.mountpoint) for t in targets)
         raise ExportRefused(f"{len(targets)} USB keys found ({where}): choose one (--to PATH)")
@@ -156,6 +160,19 @@ def choose_target(to: Path | None, targets: list[UsbTarget]) -> Path:
 
 
 # -- writing --------------------------------------------------------------------------------------
+
+
+def check_api_target(target: Path, roots: list[str]) -> Path:
+    """A folder the admin API was asked to export into must be under one of ``roots`` (where keys
+    are mounted), so the API can never be used to write elsewhere on the box."""
+    resolved = target.resolve()
+    if any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
+        return resolved
+    where = ", ".join(roots) or "nowhere (export_roots is empty)"
+    raise ExportRefused(
+        f"the console exports to USB keys only (folders under {where}; setting export_roots): "
+        f"for another folder, run `sudo venuebox export --to {target}` in a shell"
+    )
 
 
 def _open_new(path: Path) -> BinaryIO:

@@ -285,6 +285,8 @@ class AdminController(Controller):
         body = decode(raw, ExportIn) if raw.strip() else ExportIn()
         targets = [] if body.to else await asyncio.to_thread(export.find_usb_targets)
         target = export.choose_target(Path(body.to) if body.to else None, targets)
+        if body.to:  # a folder typed in, not a key the box found: only where keys are mounted
+            target = export.check_api_target(target, ctx.config.export_roots)
         await asyncio.to_thread(export.preflight, ctx.config, target)
         job = ctx.export_job
         job.start(target)

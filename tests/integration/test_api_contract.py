@@ -37,11 +37,15 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
     # Limits high enough that the fuzzer reaches the handlers instead of the rate limiter.
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "usb").mkdir()
     config = make_box(
-        tmp_path_factory.mktemp("fuzz") / "box",
+        root / "box",
         device_rate_per_s=100_000.0,
         device_burst=100_000,
         pair_attempts_per_minute=100_000,
+        # Exports the fuzzer starts may only land in a scratch folder, never anywhere on the machine.
+        export_roots=[str(root / "usb")],
     )
     running = RunningBox(config).start()
     yield running

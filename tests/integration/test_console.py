@@ -561,7 +561,7 @@ def test_a_box_without_an_uplink_says_not_configured_and_u_says_how_to_configure
 
 
 def test_e_refuses_a_folder_that_does_not_exist_then_exports_to_a_real_one(tmp_path: Path) -> None:
-    box = RunningBox(make_box(tmp_path / "box")).start()
+    box = RunningBox(make_box(tmp_path / "box", export_roots=[tempfile.gettempdir()])).start()
     # Stands in for a USB key's mount point; short like one (/media/usb), as the tech types it key by key.
     usb = Path(tempfile.mkdtemp(prefix="vb-usb-"))
     try:

@@ -49,7 +49,10 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
     token_file = tmp_path / "uplink.token"
     write_secret(token_file, "recording-token")
     config = make_box(
-        tmp_path / "box", uplink_url=f"http://127.0.0.1:{port}", uplink_token_file=str(token_file)
+        tmp_path / "box",
+        uplink_url=f"http://127.0.0.1:{port}",
+        uplink_token_file=str(token_file),
+        export_roots=[str(tmp_path)],
     )
     with Store(config.db_path) as store:
         store.write_sync(

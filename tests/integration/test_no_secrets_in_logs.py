@@ -36,7 +36,13 @@ def venuebox(config_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_full_day_logs_no_secret_and_no_participant(tmp_path: Path) -> None:
     cloud = Cloud(tmp_path).start()
-    config = make_box(tmp_path / "box", uplink_poll_s=0.1, status_interval_s=0.5, backup_interval_s=10)
+    config = make_box(
+        tmp_path / "box",
+        uplink_poll_s=0.1,
+        status_interval_s=0.5,
+        backup_interval_s=10,
+        export_roots=[str(tmp_path)],
+    )
     good_token = tmp_path / "uplink.token"
     good_token.write_text(cloud.issue(box_id_of(config)) + "\n")
     wrong_token = tmp_path / "wrong.token"

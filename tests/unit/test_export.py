@@ -179,3 +179,20 @@ def test_usb_keys_are_found_from_proc_mounts_and_sysfs(tmp_path: Path) -> None:
         export.choose_target(None, [])
     with pytest.raises(export.ExportRefused, match=r"choose one \(--to PATH\)"):
         export.choose_target(None, found * 2)
+
+
+@pytest.mark.parametrize("to", ["/" + "a" * 300, "/tmp/" + "b/" * 3000, "nul\x00byte", "/no/such/folder"])
+def test_a_folder_that_cannot_be_one_is_refused_in_words(to: str) -> None:
+    """Found by fuzzing the admin API: a name too long for the file system answered 500."""
+    with pytest.raises(export.ExportRefused):
+        export.choose_target(Path(to), [])
+
+
+def test_the_api_exports_only_where_keys_are_mounted(tmp_path: Path) -> None:
+    mounts = tmp_path / "media"
+    (mounts / "usb").mkdir(parents=True)
+    assert export.check_api_target(mounts / "usb", [str(mounts)]) == (mounts / "usb").resolve()
+    with pytest.raises(export.ExportRefused, match="USB keys only"):
+        export.check_api_target(tmp_path, [str(mounts)])
+    with pytest.raises(export.ExportRefused, match="USB keys only"):
+        export.check_api_target(mounts / "usb" / ".." / "..", [str(mounts)])  # no way out by ..
