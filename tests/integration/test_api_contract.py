@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def fuzz(url: str, token: str | None, *only: str) -> subprocess.CompletedProcess
     if token:
         args += ["-H", f"Authorization: Bearer {token}"]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    # A scratch working directory: st keeps its example databases there, and each run starts clean.
+    with tempfile.TemporaryDirectory(prefix="vb-fuzz-") as scratch:
+        return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=scratch, env=env)
 
 
 @pytest.mark.parametrize("api", ["tablet", "admin"])
