@@ -37,6 +37,7 @@ from appliance import audit, personal
 from appliance.box import ensure_not_frozen, get_box
 from appliance.canonical import canonical_json, content_hash
 from appliance.errors import DomainError, Frozen
+from appliance.tabulation import PACKAGE_ENTRY_COLUMNS, PACKAGE_JUDGE_COLUMNS
 from appliance.times import now_rfc3339, parse_rfc3339, to_rfc3339
 
 EVENT_FILE = "event.json"
@@ -49,20 +50,11 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 EVENT_KEYS = ("id", "name", "timezone", "criteria", "sessions")
 CRITERION_KEYS = ("key", "label", "min", "max", "step")
 SESSION_KEYS = ("id", "name", "stage", "starts_at")
-ENTRY_COLUMNS = (
-    "entry_id",
-    "session_id",
-    "order",
-    "scheduled_at",
-    "title",
-    "category",
-    "division",
-    "level",
-    "studio",
-    "participants",
-)
+# The package's columns, as the export also writes them (appliance/tabulation.py), plus the one
+# personal column the export leaves out.
+ENTRY_COLUMNS = (*PACKAGE_ENTRY_COLUMNS, "participants")
 ENTRY_REQUIRED = ("entry_id", "session_id", "order", "title")
-JUDGE_COLUMNS = ("judge_id", "name", "sessions")
+JUDGE_COLUMNS = PACKAGE_JUDGE_COLUMNS
 ALL_SESSIONS = "*"
 
 
