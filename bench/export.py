@@ -55,7 +55,6 @@ import os
 import pstats
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -503,20 +502,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.load_before = os.getloadavg()[0]  # the machine may be busy with other work: say so
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="venuebox-bench-export-"))
     try:
-        return run(args, workdir)
-    except (RuntimeError, AssertionError) as exc:
-        print(f"bench: setup failed: {exc}", file=sys.stderr)
-        return 2
+        return loadgen.run_in_workdir("export", parse_args(argv), run, "data dir and exports")
     finally:
-        if args.keep:
-            print(f"data dir and exports kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
         print(f"bench: whole run {time.perf_counter() - started:.1f} s")
 
 

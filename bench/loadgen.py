@@ -297,6 +297,26 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000.0
 
 
+def run_in_workdir(name: str, args: Any, run: Callable[[Any, Path], int], kept: str) -> int:
+    """A bench's ``main``: ``run(args, workdir)`` in a fresh temporary folder, removed afterwards
+    unless ``args.keep``; a failed set-up is one line and exit status 2."""
+    import shutil
+    import tempfile
+
+    args.load_before = os.getloadavg()[0]  # the machine may be busy with other work: say so
+    workdir = Path(tempfile.mkdtemp(prefix=f"venuebox-bench-{name}-"))
+    try:
+        return run(args, workdir)
+    except (RuntimeError, AssertionError) as exc:
+        print(f"bench: setup failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep:
+            print(f"{kept} kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def verdict(ok: bool) -> str:
     return "target met" if ok else "target NOT met"
 

@@ -62,7 +62,6 @@ import pstats
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -623,19 +622,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.load_before = os.getloadavg()[0]  # the machine may be busy with other work: say so
-    workdir = Path(tempfile.mkdtemp(prefix="venuebox-bench-uplink-"))
-    try:
-        return run(args, workdir)
-    except (RuntimeError, AssertionError) as exc:
-        print(f"bench: setup failed: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            print(f"data dirs kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return loadgen.run_in_workdir("uplink", parse_args(argv), run, "data dirs")
 
 
 if __name__ == "__main__":
