@@ -7,7 +7,10 @@
   recorded; the plaintext copy is deleted. ``keys.age`` beside the snapshots holds the box's keys
   (personal-data key, signing key, backup identity) for the same recipients, so a restore on new
   hardware gets participants' names back; with a passphrase, ``backup-identity.age`` wraps the
-  identity so the passphrase alone opens everything.
+  identity so the passphrase alone opens everything. The personal-data key in ``keys.age`` is the
+  one that sealed the snapshot just taken; a key rotation (appliance/data_key.py) leaves
+  ``keys-<old key id>.age`` for the snapshots taken before it, and a restore takes the keys file
+  that opens the snapshot.
 * **Verify** (`verify_snapshot`, a job of its own): decrypt to a temporary file, ``PRAGMA
   integrity_check``, and compare the row counts and ledger head with what was recorded.
 * **Keep** (`retained`): the newest ``backup_keep_last`` plus the newest of each hour for
@@ -17,6 +20,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -35,10 +39,10 @@ import pyrage
 from pyrage import passphrase as age_passphrase
 from pyrage import x25519
 
-from appliance import audit, keys
+from appliance import audit, data_key, keys, personal
 from appliance.chain import head, verify_chain
 from appliance.config import Config
-from appliance.errors import DomainError
+from appliance.errors import DataKeyMismatch, DomainError
 from appliance.secrets_files import read_secret, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
@@ -137,24 +141,31 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def box_keys_bundle(config: Config) -> bytes:
-    """The secrets a restored box needs (never the admin token: a restore makes a new one)."""
+def box_keys_bundle(config: Config, personal_data_key: bytes | None = None) -> bytes:
+    """The secrets a restored box needs (never the admin token: a restore makes a new one), with
+    ``personal_data_key`` (the one that sealed the database these keys go with) or the key file's."""
     keys.ensure_box_keys(config)
     bundle = {
         "format": "venuebox-keys/1",
-        "personal_data_key": read_secret(config.data_key_path),
+        "personal_data_key": (
+            personal.key_text(personal_data_key)
+            if personal_data_key is not None
+            else read_secret(config.data_key_path)
+        ),
         "box_signing_key": read_secret(config.data_dir / keys.SIGNING_KEY),
         "backup_identity": read_secret(config.data_dir / keys.IDENTITY),
     }
     return json.dumps(bundle, indent=2).encode("ascii")
 
 
-def write_key_files(config: Config, directory: Path) -> None:
-    """``keys.age`` (and, with a passphrase, ``backup-identity.age``) into ``directory``."""
+def write_key_files(
+    config: Config, directory: Path, personal_data_key: bytes | None = None, name: str = KEYS_FILE
+) -> None:
+    """``keys.age`` (or ``name``; and, with a passphrase, ``backup-identity.age``) into ``directory``."""
     with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as scratch:
         plain = Path(scratch) / "keys.json"
-        write_private(plain, box_keys_bundle(config))
-        encrypt_to(keys.recipients(config), plain, directory / KEYS_FILE)
+        write_private(plain, box_keys_bundle(config, personal_data_key))
+        encrypt_to(keys.recipients(config), plain, directory / name)
     wrapped = keys.wrapped_identity(config)
     if wrapped is not None:
         write_private(directory / keys.WRAPPED_IDENTITY, wrapped)
@@ -193,8 +204,9 @@ def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
         plain = Path(scratch) / "venuebox.sqlite"
         copy_database(config.db_path, plain)
         facts = database_facts(plain)
+        opening_key = sealing_key(config, plain)
         encrypt_to(recipients, plain, target)
-    write_key_files(config, directory)
+    write_key_files(config, directory, opening_key)
     return Snapshot(
         name=name,
         path=target,
@@ -204,6 +216,17 @@ def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
         facts=facts,
         recipients=len(recipients) - 1,
     )
+
+
+def sealing_key(config: Config, database: Path) -> bytes | None:
+    """The personal-data key that opens this copy of the database (during a key rotation, the file
+    and the database may briefly disagree); None: the key file's, whatever it is (the scores are
+    backed up even when the personal data cannot be)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        try:
+            return data_key.key_for(conn, config.data_key_path)
+        except DataKeyMismatch:
+            return None
 
 
 def record_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
@@ -527,6 +550,9 @@ class Restored:
     ledger_rows: int
     ledger_head: str
     keys_restored: bool
+    keys_file: str | None = None  # keys.age, or the keys-<key id>.age a key rotation kept
+    # Whether the restored personal-data key opens the snapshot's personal fields (None: none sealed).
+    personal_data_opens: bool | None = None
 
 
 def load_identity(
@@ -596,12 +622,12 @@ def restore(
         if problems:
             raise BackupFailed(f"{snapshot.name} decrypts but is not sound: {'; '.join(problems[:3])}")
         keys_restored = False
-        bundle_path = snapshot.parent / KEYS_FILE
-        if bundle_path.exists():
-            with tempfile.TemporaryDirectory(dir=target, prefix=".keys-") as scratch:
-                plain = Path(scratch) / "keys.json"
-                decrypt_to(bundle_path, plain, identities)
-                bundle = json.loads(plain.read_text(encoding="ascii"))
+        found = _matching_keys(snapshot.parent, database, identities, target)
+        keys_file: str | None = None
+        opened: bool | None = None
+        if found is not None:
+            bundle, keys_file, opened = found
+            say(f"box keys from {keys_file}")
             write_secret(target / "personal-data.key", bundle["personal_data_key"])
             write_secret(target / keys.SIGNING_KEY, bundle["box_signing_key"])
             write_secret(target / keys.IDENTITY, bundle["backup_identity"])
@@ -617,4 +643,36 @@ def restore(
         conn.execute("DELETE FROM snapshots")
         audit.record(conn, "cli", "backup.restore", {"snapshot": snapshot.name, "keys": keys_restored})
         conn.execute("COMMIT")
-    return Restored(target, facts["ledger_rows"], facts["ledger_head"], keys_restored)
+    return Restored(target, facts["ledger_rows"], facts["ledger_head"], keys_restored, keys_file, opened)
+
+
+def _matching_keys(
+    folder: Path, database: Path, identities: list[x25519.Identity], scratch_parent: Path
+) -> tuple[dict[str, Any], str, bool | None] | None:
+    """The key bundle beside a snapshot whose personal-data key opens it, with its file name and
+    whether it opens it: ``keys.age`` (the newest keys), else a ``keys-<key id>.age`` that a key
+    rotation kept for the snapshots taken before it; ``keys.age`` when none does (the scores do not
+    need the key). None when there is no keys file at all."""
+    kept = sorted(folder.glob("keys-*.age"), key=lambda path: path.stat().st_mtime, reverse=True)
+    fallback = None
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn,
+        tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".keys-") as scratch,
+    ):
+        for path in [folder / KEYS_FILE, *kept]:
+            if not path.exists():
+                continue
+            plain = Path(scratch) / "keys.json"
+            try:
+                decrypt_to(path, plain, identities)
+            except BackupFailed:
+                if path.name == KEYS_FILE:
+                    raise
+                continue  # a kept file from before an organiser key was configured, say
+            bundle = json.loads(plain.read_text(encoding="ascii"))
+            plain.unlink()
+            opened = data_key.opens(conn, base64.b64decode(bundle["personal_data_key"]))
+            if opened is not False:
+                return bundle, path.name, opened
+            fallback = fallback or (bundle, path.name, False)
+    return fallback

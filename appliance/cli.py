@@ -121,15 +121,14 @@ def event() -> None:
 @click.pass_context
 def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
     """Import an event package (folder or .zip): all or nothing."""
-    from appliance import personal
+    from appliance import data_key
     from provisioning.event_import import import_package, load_package
 
     config = _config(ctx)
     loaded = load_package(package)
-    key = personal.load_key(config.data_key_path)
-    report = _with_store(
-        config, lambda store: store.write_sync(lambda conn: import_package(conn, loaded, key, "cli"))
-    )
+    # The key is chosen inside the transaction: the one the database names (a rotation may be running).
+    seal = data_key.with_key(config.data_key_path, lambda conn, key: import_package(conn, loaded, key, "cli"))
+    report = _with_store(config, lambda store: store.write_sync(seal))
     if as_json:
         _print_json(report.as_dict())
         return
@@ -255,6 +254,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"box      {box['id']} ({box['name']}), venuebox {box['version']}")
     daemon = snap["daemon"]
     click.echo(f"daemon   {'running, tablets at ' + daemon['tablet_url'] if daemon else 'not running'}")
+    if daemon and daemon.get("tls_fingerprint"):
+        from appliance.tls import grouped
+
+        click.echo(f"tls      fingerprint {grouped(daemon['tls_fingerprint'])}")
     click.echo(f"event    {ev['id'] + ' - ' + ev['name'] if ev else 'none imported'}")
     click.echo(f"freeze   {'FROZEN: ' + fr['reason'] if fr['frozen'] else 'not frozen'}")
     t = snap["tablets"]
@@ -359,6 +362,8 @@ def simulate(
             seconds=seconds,
             pace_s=pace_s,
             dropout=dropout,
+            # The box on this data dir: its tablets pin the certificate it serves.
+            fingerprint=(runtime or {}).get("tls_fingerprint"),
         )
     except httpx.HTTPError as exc:
         raise DomainError(
@@ -418,6 +423,10 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
     def ready(runtime: dict[str, Any]) -> None:
         click.echo(f"venuebox demo: data dir {config.data_dir}")
         click.echo(f"  tablet API  {runtime['tablet_url']}/api/v1/health   (OpenAPI at /schema/openapi.json)")
+        if runtime.get("tls_fingerprint"):
+            from appliance.tls import grouped
+
+            click.echo(f"  certificate {grouped(runtime['tls_fingerprint'])} (self-signed; tablets pin it)")
         click.echo(
             f"  admin API   {runtime['admin_url']}/admin/v1/status (token in {config.admin_token_path})"
         )
@@ -507,6 +516,86 @@ def _stop_process(process: Any) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@cli.group("tls")
+def tls_group() -> None:
+    """The box's TLS certificate (tablets pin its fingerprint): show it, rotate it."""
+
+
+@tls_group.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tls_show(ctx: click.Context, as_json: bool) -> None:
+    """The certificate tablets pin: fingerprint (compare it on a tablet), names, addresses, validity."""
+    from appliance import tls
+    from appliance.daemon import runtime_info
+
+    config = _config(ctx)
+    try:
+        identity = tls.load_identity(config.data_dir)
+    except FileNotFoundError:
+        raise click.ClickException("this box has no TLS certificate yet: run `venuebox init`") from None
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}; make a new one with `venuebox tls rotate`") from None
+    daemon = runtime_info(config) or {}
+    info = {**identity.as_dict(), "enabled": config.tls, "served": daemon.get("tls_fingerprint")}
+    if as_json:
+        _print_json(info)
+        return
+    click.echo(f"fingerprint  {info['fingerprint_groups']}")
+    click.echo(f"             (sha256 {identity.fingerprint})")
+    click.echo(f"names        {', '.join(identity.names)}")
+    click.echo(f"addresses    {', '.join(identity.addresses)}")
+    click.echo(f"valid        {identity.not_before} to {identity.not_after}")
+    click.echo(f"certificate  {identity.cert_path}")
+    if not config.tls:
+        click.echo("TLS is off (tls = false): tablets talk plain HTTP")
+    elif daemon and daemon.get("tls_fingerprint") not in (None, identity.fingerprint):
+        click.echo("the running box still serves the previous certificate; it switches within seconds")
+
+
+@tls_group.command("rotate")
+@click.option(
+    "--address",
+    "addresses",
+    multiple=True,
+    help="An address to name in the certificate (repeatable); default: the box's current addresses.",
+)
+@click.pass_context
+def tls_rotate(ctx: click.Context, addresses: tuple[str, ...]) -> None:
+    """A new key and certificate. Tablets that pinned the old one refuse the box until re-paired."""
+    import ipaddress
+
+    from appliance import audit, tls
+    from appliance.box import get_box
+
+    config = _config(ctx)
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.ClickException(f"--address {address!r} is not an IP address") from None
+    box = _with_store(config, lambda store: store.query(get_box))
+    try:
+        old = tls.load_identity(config.data_dir).fingerprint
+    except (OSError, ValueError):
+        old = None
+    identity = tls.write_identity(config.data_dir, box["name"], list(addresses) if addresses else None)
+    _with_store(
+        config,
+        lambda store: store.write_sync(
+            lambda conn: audit.record(
+                conn, "cli", "tls.rotate", {"old_fingerprint": old, "new_fingerprint": identity.fingerprint}
+            )
+        ),
+    )
+    click.echo(f"new certificate, fingerprint {tls.grouped(identity.fingerprint)}")
+    click.echo(f"names {', '.join(identity.names)}; addresses {', '.join(identity.addresses)}")
+    click.echo(
+        "a running box serves it within seconds; tablets that pinned the old one refuse it until "
+        "they are paired again (compare this fingerprint on each tablet)"
+    )
 
 
 @cli.group()
@@ -670,6 +759,32 @@ def uplink_retry(ctx: click.Context, record_ids: tuple[str, ...]) -> None:
     click.echo(f"{requeued} quarantined record(s) back in the send queue")
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """The box's keys: rotate the personal-data key."""
+
+
+@keys_group.command("rotate-data-key")
+@click.pass_context
+def keys_rotate_data_key(ctx: click.Context) -> None:
+    """Re-encrypt every personal field with a new personal-data key, in one transaction; the old key
+    is kept only in the backup dir's keys-<old key id>.age, for the snapshots taken before. Safe while
+    the daemon runs."""
+    from appliance.data_key import rotate
+
+    config = _config(ctx)
+    done = _with_store(config, lambda store: rotate(config, store, "cli"))
+    kept = (
+        f"; old key kept for earlier snapshots in {done.kept_for_backups.name}"
+        if done.kept_for_backups
+        else ""
+    )
+    click.echo(
+        f"personal-data key rotated: {done.previous_key_id} -> {done.key_id}, {done.fields} field(s) of "
+        f"{done.entries} entries re-encrypted in one transaction{kept}"
+    )
+
+
 @cli.group()
 def backup() -> None:
     """Encrypted local snapshots: configure who can open them, take one now, status, verify."""
@@ -818,6 +933,11 @@ def restore(
         if done.keys_restored
         else "NOT found (no keys.age beside it): participants stay unreadable"
     )
+    if done.keys_restored and done.personal_data_opens is False:
+        box_keys = (
+            f"restored from {done.keys_file}, but its personal-data key does not open this snapshot's "
+            "personal data (the key was rotated after it): put the keys-<key id>.age of that time beside it"
+        )
     click.echo(
         f"restored {snapshot.name} into {done.data_dir}: {done.ledger_rows} sheets, "
         f"ledger head {done.ledger_head[:16]}; box keys {box_keys}"

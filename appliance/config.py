@@ -33,6 +33,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     admin_allow_remote: bool = False
+    # TLS on the tablet port: a self-signed certificate made at first boot (<data dir>/tls/), pinned
+    # by tablets through the fingerprint in mDNS and the pairing answer. false = plain HTTP (a lab).
+    tls: bool = True
+    # With TLS, an optional plain-HTTP port serving only a page that explains how to trust the box
+    # (its fingerprint, the certificate to download, the https address). 0 = none.
+    http_port: int = 0
     # Presence thresholds (seconds since the last heartbeat) and the interval tablets are told.
     heartbeat_interval_s: int = 10
     presence_online_s: int = 30
@@ -45,6 +51,18 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device_rate_per_s: float = 20.0
     device_burst: int = 100
     pair_attempts_per_minute: int = 10
+    # Per client address, whatever the device (tablets share nothing; a flood from one address
+    # must not starve them): requests per second and burst, answered 429 + Retry-After beyond.
+    address_rate_per_s: float = 50.0
+    address_burst: int = 200
+    # Slow or oversized clients on the tablet port: the request line and headers must arrive within
+    # header_timeout_s (of connecting, or of the previous response) and fit in max_header_bytes
+    # (431 beyond); a body must arrive within body_timeout_s (408); idle connections close after
+    # keep_alive_s.
+    max_header_bytes: int = 16_384
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 15.0
     pairing_code_ttl_s: int = 600
     # Device tokens expire: after this many hours, or with 0 at the end of the event (its last
     # session's start + 12 h), and never sooner than a day after pairing.
@@ -191,12 +209,19 @@ def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check(config: Config) -> None:
-    for name in ("port", "admin_port"):
+    for name in ("port", "admin_port", "http_port"):
         port = getattr(config, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
     if not 0 < config.presence_online_s < config.presence_stale_s:
         raise ConfigError("presence thresholds must satisfy 0 < presence_online_s < presence_stale_s")
+    if config.address_rate_per_s <= 0 or config.address_burst < 1:
+        raise ConfigError("address_rate_per_s must be positive and address_burst >= 1")
+    if config.max_header_bytes < 1024:
+        raise ConfigError("max_header_bytes must be >= 1024")
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
     if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:
         raise ConfigError("batch_max_sheets must be >= 1 and max_body_bytes >= 1024")
     if config.uplink_batch_max_records < 1 or config.uplink_batch_max_bytes < 1024:

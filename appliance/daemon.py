@@ -28,7 +28,7 @@ from typing import Any
 
 import uvicorn
 
-from appliance import keys, sdnotify, status
+from appliance import data_key, keys, sdnotify, status, tls
 from appliance.alerts import active_counts
 from appliance.backup import add_backup_jobs
 from appliance.box import get_box
@@ -64,20 +64,34 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-def tablet_urls(tablet_url: str, advertisement: Advertisement | None, port: int) -> list[str]:
+def lan_server_options(config: Config) -> dict[str, Any]:
+    """uvicorn options of the LAN-facing listener: httptools with a deadline and a byte cap for
+    each request head (edge_api/guard.py), and the idle keep-alive timeout. The admin port is
+    loopback and keeps uvicorn's defaults. (bench/lan_side.py measures with these too.)"""
+    from edge_api.guard import guarded_protocol
+
+    return {
+        "http": guarded_protocol(config.header_timeout_s, config.max_header_bytes),
+        "timeout_keep_alive": max(1, round(config.keep_alive_s)),
+    }
+
+
+def tablet_urls(
+    tablet_url: str, advertisement: Advertisement | None, port: int, scheme: str = "http"
+) -> list[str]:
     """Where tablets reach the box, best first: with mDNS, the advertised host name, then each
     advertised address; without, the tablet listener's own URL."""
     if advertisement is None:
         return [tablet_url]
     hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
-    return [f"http://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
+    return [f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
 
 
 class AlreadyRunning(DomainError):
@@ -144,6 +158,9 @@ class Daemon:
         self.apps: tuple[Any, ...] = ()
         self.uplink: Any = None
         self._tablet_port = 0
+        self._scheme = "https" if config.tls else "http"
+        self.tls_identity: tls.TlsIdentity | None = None
+        self.landing: Any = None  # what the plain-HTTP landing page shows (with TLS and http_port)
         self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
         self._advertised_event: str | None = None
         self._stopping = asyncio.Event()
@@ -156,7 +173,8 @@ class Daemon:
 
     async def run(self, on_ready: Any = None) -> None:
         from edge_api.app import create_admin_app, create_app
-        from edge_api.context import set_tablet_urls
+        from edge_api.context import set_tablet_urls, set_tls_fingerprint
+        from edge_api.landing import LandingInfo, create_landing_app
         from edge_api.metrics import Metrics
         from uplink.worker import UplinkWorker
 
@@ -174,8 +192,22 @@ class Daemon:
         background: list[asyncio.Task[Any]] = []
         try:
             box = store.query(get_box)
+            try:
+                # A personal-data key rotation that stopped half-way (a crash, a power cut): the
+                # database's recorded key id decides whether it is finished or undone.
+                if settled := data_key.settle(config.data_key_path, store):
+                    log.warning("personal-data key rotation %s at start", settled)
+            except (DomainError, OSError) as exc:  # scores come first: the box serves them anyway
+                log.error("personal-data key: %s", getattr(exc, "detail", None) or exc)
             admin_token = read_secret(config.admin_token_path)
-            sockets = (_bind(config.host, config.port), _bind(config.admin_host, config.admin_port))
+            identity = None
+            if config.tls:
+                # A box initialised before TLS existed gets its certificate now.
+                identity, created = tls.ensure_identity(config.data_dir, box["name"])
+                if created:
+                    log.info("made the box's TLS certificate", extra={"fingerprint": identity.fingerprint})
+            self.tls_identity = identity
+            sockets = [_bind(config.host, config.port), _bind(config.admin_host, config.admin_port)]
             self.uplink = UplinkWorker(store, config, box["box_id"])
             self.apps = apps = (
                 create_app(store, config, box["box_id"], metrics),
@@ -183,6 +215,14 @@ class Daemon:
                     store, config, box["box_id"], admin_token, metrics, on_uplink_request=self.uplink.wake
                 ),
             )
+            lan_side = lan_server_options(config)
+            if identity is not None:
+                lan_side["ssl_certfile"] = str(identity.pem_path)
+            served: list[tuple[Any, dict[str, Any]]] = [(apps[0], lan_side), (apps[1], {})]
+            if identity is not None and config.http_port:
+                self.landing = LandingInfo(box["name"], identity.fingerprint, identity.cert_path)
+                sockets.append(_bind(config.host, config.http_port))
+                served.append((create_landing_app(self.landing), {**lan_side, "ssl_certfile": None}))
             self.servers = [
                 _EmbeddedServer(
                     uvicorn.Config(
@@ -192,10 +232,10 @@ class Daemon:
                         lifespan="on",
                         timeout_graceful_shutdown=5,
                         loop="none",
-                        http="auto",
+                        **{"http": "auto", **options},
                     )
                 )
-                for app in apps
+                for app, options in served
             ]
             server_tasks = [
                 asyncio.create_task(server.serve(sockets=[sock]))
@@ -214,13 +254,18 @@ class Daemon:
                     event_id=box["event_id"],
                     port=sockets[0].getsockname()[1],
                     interfaces=config.mdns_interfaces or None,
+                    tls_fingerprint=identity.fingerprint if identity else None,
                 )
                 await self.advertisement.start()
 
             self._tablet_port = sockets[0].getsockname()[1]
-            urls = tablet_urls(_url(sockets[0]), self.advertisement, self._tablet_port)
+            own_url = _url(sockets[0], self._scheme)
+            urls = tablet_urls(own_url, self.advertisement, self._tablet_port, self._scheme)
             for app in apps:
                 set_tablet_urls(app, urls)
+                set_tls_fingerprint(app, identity.fingerprint if identity else None)
+            if self.landing is not None:
+                self.landing.https_urls = urls
 
             self.probe.start()
             scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
@@ -233,9 +278,11 @@ class Daemon:
             self.runtime = {
                 "pid": os.getpid(),
                 "box_id": box["box_id"],
-                "tablet_url": _url(sockets[0]),
+                "tablet_url": _url(sockets[0], self._scheme),
                 "tablet_urls": urls,
+                "tls_fingerprint": identity.fingerprint if identity else None,
                 "admin_url": _url(sockets[1]),
+                "landing_url": _url(sockets[2]) if len(sockets) > 2 else None,
                 "mdns_name": self.advertisement.instance_name if self.advertisement else None,
                 "ready_after_s": round(time.monotonic() - started, 3),
             }
@@ -262,8 +309,10 @@ class Daemon:
             task.cancel()
         for server in self.servers:
             server.should_exit = True
+        reaper = asyncio.create_task(self._drop_closed_tls_connections())
         # Servers stop accepting and finish what is in flight (uvicorn's graceful shutdown).
         await asyncio.gather(*server_tasks, *background, return_exceptions=True)
+        reaper.cancel()
         if self.advertisement is not None:
             await self.advertisement.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -273,6 +322,22 @@ class Daemon:
         if self.store is not None:
             # Last: every queued write committed, the WAL checkpointed, before the process exits.
             self.store.close()
+
+    async def _drop_closed_tls_connections(self) -> None:
+        """During shutdown: a TLS connection uvicorn has closed waits for the client's close_notify,
+        and an idle keep-alive client that is not reading never sends one, so the graceful
+        shutdown would wait its whole timeout. Such a connection carries no request; drop it."""
+        while True:
+            await asyncio.sleep(0.2)
+            for server in self.servers:
+                if server.config.ssl is None:
+                    continue
+                for connection in list(server.server_state.connections):
+                    cycle = getattr(connection, "cycle", None)
+                    transport = getattr(connection, "transport", None)
+                    idle = cycle is None or getattr(cycle, "response_complete", False)
+                    if idle and transport is not None and transport.is_closing():
+                        transport.abort()
 
     async def _feed_systemd(self) -> None:
         """WATCHDOG=1 only while the event loop runs (this task runs on it) and the database takes a
@@ -291,6 +356,7 @@ class Daemon:
                 self.last_status = snap
                 await self._follow_event(snap)
                 self._follow_tablet_urls()
+                await self._follow_certificate()
                 if self.probe.is_healthy(self.config.loop_lag_critical_s):
                     sdnotify.notify("WATCHDOG=1", "STATUS=" + _status_line(snap))
             await asyncio.sleep(interval)
@@ -308,12 +374,46 @@ class Daemon:
             return
         from edge_api.context import set_tablet_urls
 
-        urls = tablet_urls(self.runtime["tablet_url"], self.advertisement, self._tablet_port)
+        urls = tablet_urls(self.runtime["tablet_url"], self.advertisement, self._tablet_port, self._scheme)
         if urls == self.runtime.get("tablet_urls"):
             return
         for app in self.apps:
             set_tablet_urls(app, urls)
+        if self.landing is not None:
+            self.landing.https_urls = urls
         self.runtime["tablet_urls"] = urls
+        self._rewrite_runtime()
+
+    async def _follow_certificate(self) -> None:
+        """`venuebox tls rotate` replaced the certificate: new handshakes present the new one (the
+        listening socket stays), and the TXT record, pairing answers and landing page follow."""
+        if self.tls_identity is None or not self.servers:
+            return
+        try:
+            identity = tls.load_identity(self.config.data_dir)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the TLS certificate (%s); still serving the one loaded", exc)
+            return
+        if identity.fingerprint == self.tls_identity.fingerprint:
+            return
+        from edge_api.context import set_tls_fingerprint
+
+        context = self.servers[0].config.ssl
+        if context is None:
+            return
+        context.load_cert_chain(str(identity.pem_path))
+        self.tls_identity = identity
+        for app in self.apps:
+            set_tls_fingerprint(app, identity.fingerprint)
+        if self.landing is not None:
+            self.landing.fingerprint = identity.fingerprint
+        if self.advertisement is not None:
+            await self.advertisement.update_tls(identity.fingerprint)
+        self.runtime["tls_fingerprint"] = identity.fingerprint
+        self._rewrite_runtime()
+        log.info("serving a new TLS certificate", extra={"fingerprint": identity.fingerprint})
+
+    def _rewrite_runtime(self) -> None:
         try:
             _write_runtime(self.config.data_dir / RUNTIME_FILE, self.runtime)
         except OSError as exc:  # the daemon keeps serving; only the CLI's view of it is stale
@@ -366,6 +466,7 @@ def run_demo(config: Config, tablets: int, on_ready: Any = None, pace_s: float =
                 token,
                 tablets,
                 tablet_url=daemon.runtime["tablet_url"],
+                fingerprint=daemon.runtime["tls_fingerprint"],
                 pace_s=pace_s,
                 state_dir=config.data_dir / "simulated-tablets",
             )

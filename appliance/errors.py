@@ -83,3 +83,12 @@ class UplinkNotConfigured(DomainError):
 
 class BadUplinkTarget(DomainError):
     """An uplink URL, token file or CA file that cannot be used; the message says which and why."""
+
+
+class DataKeyMismatch(DomainError):
+    """The personal-data key file does not open the database's personal fields (a key from another
+    box, or a rotation's new key lost); the message names the key id the database expects."""
+
+
+class RotationRunning(DomainError):
+    """Another rotation of the personal-data key holds its lock."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import Any
 
+from appliance import data_key, personal_fields
 from appliance.devices import Device, ensure_active
 from appliance.errors import NoEvent
 from appliance.ledger import sheets_for_judge
@@ -16,10 +18,14 @@ def current_event_id(conn: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
-def judge_event(conn: sqlite3.Connection, device: Device) -> dict[str, Any]:
+def judge_event(
+    conn: sqlite3.Connection, device: Device, data_key_path: Path | None = None
+) -> dict[str, Any]:
     """Event meta, criteria, all sessions (flagged on/off the judge's panel), the entries of the
-    judge's sessions in running order, and the judge's current sheets. No personal data.
-    Re-checks the device in the same read, so a revoke answers 401 here at once too."""
+    judge's sessions in running order, and the judge's current sheets. No personal data, except
+    each entry's ``participants`` (decrypted with the key at ``data_key_path``) when the event sets
+    ``tablets_see_participants``; the other personal columns never. Re-checks the device in the
+    same read, so a revoke answers 401 here at once too."""
     ensure_active(conn, device)
     event_id, judge_id = device.event_id, device.judge_id
     event = conn.execute(
@@ -40,6 +46,9 @@ def judge_event(conn: sqlite3.Connection, device: Device) -> dict[str, Any]:
         {"key": r["key"], "label": r["label"], "min": r["min"], "max": r["max"], "step": r["step"]}
         for r in conn.execute("SELECT * FROM criteria WHERE event_id = ? ORDER BY position", (event_id,))
     ]
+    key = None
+    if data_key_path is not None and personal_fields.tablets_see_participants(conn, event_id):
+        key = data_key.key_for(conn, data_key_path)
     sessions = []
     for s in conn.execute("SELECT * FROM sessions WHERE event_id = ? ORDER BY position", (event_id,)):
         on_panel = s["session_id"] in panel
@@ -55,6 +64,7 @@ def judge_event(conn: sqlite3.Connection, device: Device) -> dict[str, Any]:
                     "division": e["division"],
                     "level": e["level"],
                     "studio": e["studio"],
+                    **(_participants(key, event_id, e) if key is not None else {}),
                 }
                 for e in conn.execute(
                     "SELECT * FROM entries WHERE event_id = ? AND session_id = ? ORDER BY running_order",
@@ -83,6 +93,11 @@ def judge_event(conn: sqlite3.Connection, device: Device) -> dict[str, Any]:
         "sessions": sessions,
         "sheets": sheets_for_judge(conn, event_id, judge_id),
     }
+
+
+def _participants(key: bytes, event_id: str, entry: sqlite3.Row) -> dict[str, list[str]]:
+    names = personal_fields.participant_names(key, event_id, entry["entry_id"], entry["participants_enc"])
+    return {"participants": names}
 
 
 def event_summary(conn: sqlite3.Connection) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance import keys, tabulation
-from appliance.backup import copy_database, database_facts, fsync_dir, write_key_files
+from appliance.backup import copy_database, database_facts, fsync_dir, sealing_key, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
 from appliance.errors import DomainError
@@ -359,7 +359,7 @@ def export_to(
                         "database.sqlite.age",
                         lambda: writer.write("database.sqlite.age", _encrypted(copy, recipients)),
                     ),
-                    ("keys.age", lambda: _write_keys(writer, config, scratch)),
+                    ("keys.age", lambda: _write_keys(writer, config, scratch, copy)),
                     ("README.txt", lambda: writer.write("README.txt", _readme(config, name, heading))),
                 ]
                 for index, (label, step) in enumerate(steps):
@@ -444,10 +444,12 @@ def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
         writer.write(f"event/{file_name}", lambda out, content=content: out.write(content))
 
 
-def _write_keys(writer: _Writer, config: Config, scratch: Path) -> None:
+def _write_keys(writer: _Writer, config: Config, scratch: Path, database: Path) -> None:
+    """keys.age with the personal-data key that opens this export's copy of the database (during
+    a key rotation the key file and the copy may briefly disagree)."""
     keys_dir = scratch / "keys"
     keys_dir.mkdir()
-    write_key_files(config, keys_dir)
+    write_key_files(config, keys_dir, sealing_key(config, database))
     for path in sorted(keys_dir.iterdir()):
         writer.copy(path.name, path)
 

@@ -197,6 +197,15 @@ class Advertisement:
         except Exception:
             log.warning("mDNS: could not re-announce event %r", event_id, exc_info=True)
 
+    async def update_tls(self, fingerprint: str | None) -> None:
+        """Re-announce with a new certificate fingerprint (after `venuebox tls rotate`)."""
+        self._tls_fingerprint = fingerprint
+        self._txt = txt_record(self._box_id, self._txt.get("event") or None, fingerprint)
+        try:
+            await self._reannounce()
+        except Exception:
+            log.warning("mDNS: could not re-announce the TLS fingerprint", exc_info=True)
+
     async def stop(self) -> None:
         """Send goodbye packets and close; safe to call twice, logs (never raises) shutdown problems."""
         aiozc, self._aiozc = self._aiozc, None

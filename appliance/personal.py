@@ -19,7 +19,12 @@ PREFIX = "v1:"
 
 
 def create_key(path: Path) -> None:
-    write_secret(path, base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii"))
+    write_secret(path, key_text(AESGCM.generate_key(bit_length=256)))
+
+
+def key_text(key: bytes) -> str:
+    """A key as its file holds it (base64)."""
+    return base64.b64encode(key).decode("ascii")
 
 
 def load_key(path: Path) -> bytes:
@@ -47,3 +52,13 @@ def mask(name: str) -> str:
     """'Ana María López' -> 'A. M. L.': enough for a tech to tell entries apart, not to identify."""
     initials = [part[0] + "." for part in name.split() if part]
     return " ".join(initials) if initials else ""
+
+
+def mask_value(value: str) -> str:
+    """Any other personal value: its first character and a fixed '•••' ('+1 416 555 0199' ->
+    '+•••'), so a tech sees that there is a value and roughly what kind (a phone, an email), never
+    its length; a value shorter than 4 characters is all dots."""
+    value = value.strip()
+    if not value:
+        return ""
+    return value[0] + "•••" if len(value) >= 4 else "•••"

@@ -8,9 +8,10 @@ to rank); a few small queries read the event's criteria, judges and panels first
 queried per row. Consume the rows inside the same read as the call, so the header and the rows
 come from one snapshot: ``store.query(lambda c: write_csv(f, *scores_table(c)))``.
 
-Personal data never reaches these files: participants stay encrypted in ``entries``, and sheet
-comments (free text a judge may fill with a child's name) stay in the database. Judges' names,
-routine titles and studios are not personal data here and are written.
+Personal data never reaches these files: participants and the columns an event package marks
+personal stay encrypted in ``entries``, and sheet comments (free text a judge may fill with a
+child's name) stay in the database. Judges' names, routine titles and studios are not personal data
+here and are written.
 
 CSV files are made for a spreadsheet program at 2 a.m.:
 
@@ -447,9 +448,10 @@ PACKAGE_JUDGE_COLUMNS = ("judge_id", "name", "sessions")
 def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
     """The current event as an event package (EVENT_PACKAGE.md): {"event.json", "entries.csv",
     "judges.csv": bytes}. Importing these files on a fresh box gives the same event, criteria,
-    sessions, entries and judges/panels, extra attributes included, except participants: the
-    ``participants`` column is left out (personal data stays encrypted on the box), so the
-    re-imported entries have none.
+    sessions, entries and judges/panels, extra attributes included, except personal data: the
+    ``participants`` column and the columns event.json marked ``personal_columns`` are left out (they
+    stay encrypted on the box), and so is ``personal_columns`` itself, so the re-imported entries
+    have none of them.
 
     Times are written in the event's timezone (the import stores them in UTC, so they read back
     the same); the CSVs have no formula guard, which would change the titles."""
@@ -464,7 +466,9 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
         "id": event["event_id"],
         "name": event["name"],
         "timezone": event["timezone"],
-        **json.loads(event["extra"]),
+        # personal_columns goes: the columns it names stay on the box, and a list naming columns
+        # entries.csv lacks would not import. tablets_see_participants stays (it imports as is).
+        **{k: v for k, v in json.loads(event["extra"]).items() if k != "personal_columns"},
         "criteria": [
             {
                 "key": row["key"],
@@ -499,7 +503,7 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
 
 
 def _entries_csv(conn: sqlite3.Connection, event_id: str, zone: ZoneInfo | None) -> bytes:
-    # participants_enc is deliberately not selected.
+    # participants_enc and personal_enc are deliberately not selected.
     entries = conn.execute(
         "SELECT e.entry_id, e.session_id, e.running_order, e.scheduled_at, e.title, e.category,"
         " e.division, e.level, e.studio, e.extra FROM entries e"

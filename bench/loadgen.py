@@ -17,6 +17,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import sys
 import time
 import uuid
@@ -32,6 +33,8 @@ HIGH_LIMITS = {
     "device_rate_per_s": 1e6,
     "device_burst": 1_000_000,
     "pair_attempts_per_minute": 1_000_000,
+    "address_rate_per_s": 1e6,
+    "address_burst": 1_000_000,
 }
 # make_box writes the settings to the data dir's venuebox.toml; the environment (VENUEBOX_<SETTING>,
 # which wins over the file) says the same, so the server process gets the raised limits even with a
@@ -61,16 +64,20 @@ NET_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, P
 
 
 class Conn:
-    """One keep-alive connection; ``request`` sends pre-encoded bytes and returns (status, body)."""
+    """One keep-alive connection; ``request`` sends pre-encoded bytes and returns (status, body).
+    With ``ssl_context``, the connection speaks TLS (the context says which certificate to trust)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.opens = 0  # TCP connections opened (the first, plus reconnects)
 
     async def open(self) -> Conn:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, limit=1 << 20, ssl=self.ssl_context
+        )
         self.opens += 1
         return self
 
@@ -134,8 +141,10 @@ class Conn:
             await reader.readexactly(2)
 
 
-async def open_connections(host: str, port: int, count: int) -> list[Conn]:
-    return list(await asyncio.gather(*(Conn(host, port).open() for _ in range(count))))
+async def open_connections(
+    host: str, port: int, count: int, ssl_context: ssl.SSLContext | None = None
+) -> list[Conn]:
+    return list(await asyncio.gather(*(Conn(host, port, ssl_context).open() for _ in range(count))))
 
 
 def close_all(conns: Iterable[Conn]) -> None:

@@ -17,10 +17,12 @@ from appliance.storage.db import Store
 from edge_api.admin.controllers import AdminController, admin_guard
 from edge_api.context import ApiContext
 from edge_api.errors import DESCRIPTIONS, make_exception_handlers
+from edge_api.guard import ClientGuard
 from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
 from edge_api.middleware import RequestIdMiddleware
 from edge_api.openapi import FinishedOpenAPIPlugin
 from edge_api.tablet.controllers import TabletController
+from edge_api.webapp import webapp_handlers
 
 
 @get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
@@ -43,7 +45,7 @@ def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, 
     )
 
 
-def _wrap(app: Litestar, metrics: Metrics | None, name: str) -> RequestIdMiddleware:
+def _wrap(app: Any, metrics: Metrics | None, name: str) -> RequestIdMiddleware:
     # Plain ASGI layers around the whole Litestar app, not per route: a 404 or 405 for a path no
     # route matches must carry its request id and be counted too.
     inner: Any = app if metrics is None else MetricsMiddleware(app, metrics, name)
@@ -53,9 +55,13 @@ def _wrap(app: Litestar, metrics: Metrics | None, name: str) -> RequestIdMiddlew
 def create_app(
     store: Store, config: Config, box_id: str, metrics: Metrics | None = None
 ) -> RequestIdMiddleware:
-    """The tablet API (PROTOCOL.md), served to the venue LAN."""
+    """The tablet API (PROTOCOL.md) and the judge app, served to the venue LAN."""
     ctx = ApiContext(store=store, config=config, box_id=box_id, metrics=metrics)
-    return _wrap(_litestar(config, ctx, [TabletController], "venuebox tablet API"), metrics, "tablet")
+    # The judge app (static files at /, outside the OpenAPI document) is served beside the API.
+    handlers = [TabletController, *webapp_handlers()]
+    litestar = _litestar(config, ctx, handlers, "venuebox tablet API")
+    # The LAN side also gets per-address limits, a header cap and a body deadline (edge_api/guard.py).
+    return _wrap(ClientGuard(litestar, config), metrics, "tablet")
 
 
 def create_admin_app(

@@ -76,6 +76,8 @@ class ApiContext:
     # Where tablets reach the box, best first. The daemon sets them once it listens and advertises
     # (``set_tablet_urls``); until then, the configured tablet host and port.
     tablet_urls: list[str] = field(default_factory=list)
+    # The fingerprint of the certificate tablets must pin (None without TLS); set by the daemon.
+    tls_fingerprint: str | None = None
     # Wakes the daemon's uplink worker (a sync or retry asked through the admin API).
     on_uplink_request: Callable[[], None] | None = None
     # The USB export in progress or last made (one at a time).
@@ -133,14 +135,24 @@ def context_of(request: Request[Any, Any, Any]) -> ApiContext:
 def configured_tablet_url(config: Config) -> str:
     """The tablet API's URL from the config alone (a wildcard host answers on loopback too)."""
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
-    return f"http://{'[' + host + ']' if ':' in host else host}:{config.port}"
+    scheme = "https" if config.tls else "http"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{config.port}"
 
 
-def set_tablet_urls(asgi_app: Any, urls: list[str]) -> None:
-    """Tell an app built by ``create_app``/``create_admin_app`` where tablets reach the box.
-
-    The app is the Litestar app wrapped in plain ASGI middleware, each holding the next as ``.app``."""
+def _context(asgi_app: Any) -> ApiContext:
+    """The context of an app built by ``create_app``/``create_admin_app``: the Litestar app is
+    wrapped in plain ASGI middleware, each holding the next as ``.app``."""
     app = asgi_app
     while not isinstance(app, Litestar):
         app = app.app
-    app.state.ctx.tablet_urls = list(urls)
+    return app.state.ctx
+
+
+def set_tablet_urls(asgi_app: Any, urls: list[str]) -> None:
+    """Tell an app where tablets reach the box."""
+    _context(asgi_app).tablet_urls = list(urls)
+
+
+def set_tls_fingerprint(asgi_app: Any, fingerprint: str | None) -> None:
+    """Tell an app the fingerprint of the certificate the tablet port serves."""
+    _context(asgi_app).tls_fingerprint = fingerprint

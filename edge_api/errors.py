@@ -35,6 +35,7 @@ _DOMAIN: dict[type[domain.DomainError], tuple[int, str, str]] = {
     domain.NoEvent: (503, "no-event", "No event is loaded on this box yet"),
     domain.Unavailable: (503, "unavailable", "The box cannot store this right now"),
     domain.NotInitialised: (503, "not-initialised", "The box is not set up yet"),
+    domain.DataKeyMismatch: (503, "data-key-mismatch", "The personal-data key does not open this data"),
     domain.UplinkNotConfigured: (409, "uplink-not-configured", "The uplink is not configured"),
     domain.BadUplinkTarget: (422, "bad-uplink-target", "This uplink target cannot be used"),
     ExportRefused: (422, "export-refused", "The export cannot be made there"),
@@ -49,6 +50,8 @@ DESCRIPTIONS: dict[str, str] = {slug: title for (_, slug, title) in _DOMAIN.valu
     "forbidden": "This client may not use this endpoint",
     "http-error": "The request could not be handled",
     "internal-error": "Something went wrong inside the box; nothing was stored",
+    "headers-too-large": "The request headers are larger than the box accepts",
+    "request-timeout": "The request body came too slowly; nothing was stored",
 }
 
 

@@ -12,7 +12,16 @@ import msgspec
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from edge_api.schemas import FreezeIn, HeartbeatIn, PairIn, PairingCodeIn, SheetBatchIn, SheetIn
+from edge_api.schemas import (
+    FreezeIn,
+    HeartbeatIn,
+    PairIn,
+    PairingCodeIn,
+    PersonalRevealIn,
+    RevealIn,
+    SheetBatchIn,
+    SheetIn,
+)
 
 REQUEST_BODIES: dict[tuple[str, str], type] = {
     ("/api/v1/pair", "post"): PairIn,
@@ -21,6 +30,8 @@ REQUEST_BODIES: dict[tuple[str, str], type] = {
     ("/api/v1/heartbeat", "post"): HeartbeatIn,
     ("/admin/v1/freeze", "post"): FreezeIn,
     ("/admin/v1/pairing-codes", "post"): PairingCodeIn,
+    ("/admin/v1/entries/{entry_id}/participants/reveal", "post"): RevealIn,
+    ("/admin/v1/entries/{entry_id}/personal/reveal", "post"): PersonalRevealIn,
 }
 UNAUTHENTICATED = {"/api/v1/health", "/api/v1/pair"}
 

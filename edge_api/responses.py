@@ -16,11 +16,13 @@ _STATUS_WORDS = {
     401: "Device token missing, unknown or revoked",
     403: "Forbidden (pairing code not valid, entry not on the judge's panel, or not from loopback)",
     404: "No such thing (device, judge)",
+    408: "The request body came too slowly (body_timeout_s); nothing was stored, send it again",
     409: "Conflicts with the judge's current sheet for the entry",
     413: "Request body too large",
     422: "Invalid fields, unknown entry, or sheet_id reused with different content",
     423: "The box is frozen: competition writes are paused",
-    429: "Rate limited; see Retry-After",
+    429: "Rate limited (this device or this address); see Retry-After",
+    431: "Request headers larger than the box accepts (max_header_bytes)",
     503: "The box cannot take this now (busy, or no event loaded); retry later",
 }
 

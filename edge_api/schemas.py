@@ -43,6 +43,8 @@ class Health(msgspec.Struct, kw_only=True):
     event: str | None
     frozen: bool
     version: str
+    # The box's display name ("Main stage box"), for a pairing screen to show; null when degraded.
+    name: str | None = None
 
 
 class PairIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -61,6 +63,8 @@ class PairOut(msgspec.Struct, kw_only=True):
     token_expires_at: str | None = None
     judge: Named
     event: Named
+    # Hex SHA-256 of the box's TLS certificate, for the tablet to pin; null when served without TLS.
+    tls_fingerprint: str | None = None
 
 
 class TokenOut(msgspec.Struct, kw_only=True):
@@ -141,6 +145,8 @@ class EntryView(msgspec.Struct, kw_only=True):
     division: str | None
     level: str | None
     studio: str | None
+    # Only when the event package sets tablets_see_participants: the names, in full.
+    participants: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class SessionView(msgspec.Struct, kw_only=True):
@@ -209,3 +215,31 @@ class RevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Why the tech needs to see personal data in full: kept in the audit log's access record."""
 
     reason: Annotated[str, Meta(min_length=3, max_length=500)]
+
+
+# A personal field's value: participants as a list of names, another column as text, null when the
+# entry has none.
+PersonalValue = list[str] | str | None
+
+
+class PersonalOut(msgspec.Struct, kw_only=True):
+    """Every personal field of an entry, masked: names to initials, other values to their first
+    character and '•••'."""
+
+    entry_id: str
+    masked: bool
+    fields: dict[str, PersonalValue]
+
+
+class PersonalRevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which personal field to show in full, and why (kept in the audit log's access record)."""
+
+    field: Annotated[str, Meta(min_length=1, max_length=200)]
+    reason: Annotated[str, Meta(min_length=3, max_length=500)]
+
+
+class PersonalRevealOut(msgspec.Struct, kw_only=True):
+    entry_id: str
+    field: str
+    value: PersonalValue
+    masked: bool

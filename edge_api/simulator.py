@@ -122,6 +122,7 @@ async def run_simulation(
     seed: int | None = None,
     *,
     stop: asyncio.Event | None = None,
+    fingerprint: str | None = None,
 ) -> SimulationReport:
     """Run ``tablets`` simulated judge tablets until ``seconds`` of scoring have passed (counted
     once all tablets are paired), ``stop`` is set or the task is cancelled; then return what
@@ -129,7 +130,9 @@ async def run_simulation(
     sheets (randomised ±50%); ``dropout`` the chance, per sheet, that the tablet then goes off the
     network for 2-6 paces. Tablet state (queues, tokens) lives under ``state_dir``, one directory
     per tablet (a temporary directory, removed at the end, when None). Without ``tablet_url`` the
-    box is found by mDNS. ``seed`` makes the tablets' choices repeatable (not the box's timing).
+    box is found by mDNS. ``fingerprint`` is the box's TLS certificate fingerprint the tablets pin
+    (from the TXT record when the box is found by mDNS). ``seed`` makes the tablets' choices
+    repeatable (not the box's timing).
     Raises SimulationError when it cannot start (no judges, no box found, box unreachable)."""
     if tablets < 1:
         raise ValueError("tablets must be at least 1")
@@ -156,6 +159,7 @@ async def run_simulation(
             if tablet_url is None:
                 box = await _discover_box(admin)
                 tablet_url, api = box.base_url, box.api
+                fingerprint = fingerprint or box.fingerprint
                 log.info("found %s (%s) at %s", box.name, box.box_id, tablet_url)
             report.box_url = tablet_url
             for index, (judge, share) in enumerate(_assign(judges, tablets)):
@@ -163,6 +167,7 @@ async def run_simulation(
                     tablet_url,
                     root / f"tablet-{index + 1:03d}",
                     api=api,
+                    fingerprint=fingerprint,
                     backoff=Backoff(rng=random.Random(rng.random())),
                 )
                 sims.append(

@@ -16,6 +16,13 @@ answers 200/201. What each answer means for a queued sheet follows the protocol'
 
 Resending is always safe: the box treats the `sheet_id` as an idempotency key.
 
+A box serves HTTPS with a self-signed certificate. The client pins it by fingerprint (hex SHA-256
+of the certificate, from the mDNS TXT ``fp`` or read off the box's console): before the first
+request it fetches the certificate the box presents, compares it, and from then on trusts exactly
+that certificate in every TLS handshake. A box presenting another one raises CertificateMismatch
+before anything (a pairing code, a token, a sheet) is sent, and sheets stay queued. The pin is kept
+in the state dir; the pairing answer's ``tls_fingerprint`` must agree with it.
+
     client = TabletClient("http://192.168.1.20:8080", Path("~/.tablet").expanduser())
     await client.pair("ABCD-EFGH", "Judge 1 iPad")
     event = await client.event()
@@ -28,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import json
 import math
 import os
 import random
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -89,6 +98,28 @@ class RateLimited(BoxError):
 
 class NeedsPairing(TabletError):
     """The tablet has no valid token (never paired, or the box answered 401). Pair again."""
+
+
+class CertificateMismatch(BoxUnreachable):
+    """The box presented a TLS certificate other than the pinned one: an impostor, or a box whose
+    certificate was rotated (then pin the new fingerprint, shown on its console, and pair again).
+    Nothing was sent to it; queued sheets stay queued."""
+
+    def __init__(self, pinned: str, presented: str) -> None:
+        self.pinned = pinned
+        self.presented = presented
+        super().__init__(
+            f"the box's TLS certificate {presented[:16]}… is not the pinned {pinned[:16]}…; "
+            "refusing to talk to it"
+        )
+
+
+def normalise_fingerprint(value: str) -> str:
+    """'AB:12:…' or 'ab12 …' -> 'ab12…' (64 lowercase hex digits); ValueError otherwise."""
+    text = "".join(ch for ch in value if ch not in ": ").lower()
+    if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
+        raise ValueError(f"a certificate fingerprint is 64 hex digits (sha256), got {value!r}")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +525,8 @@ class TabletClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: Any = True,
+        fingerprint: str | None = None,
+        trust_on_first_use: bool = False,
         backoff: Backoff | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         clock: Callable[[], float] = time.monotonic,
@@ -504,13 +537,18 @@ class TabletClient:
         self.batch_size = max(1, batch_size)
         self._clock = clock
         self._api = api.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            transport=transport,
-            verify=verify,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._base_url = httpx.URL(base_url)
+        self._timeout = timeout
+        self._transport = transport
+        self._verify = verify
+        # The pin: given now (it wins, and is saved), or saved by an earlier run. With neither, an
+        # https box is verified against the usual CAs, or pinned at first contact if asked to.
+        self._pin = normalise_fingerprint(fingerprint) if fingerprint else self._load_pin()
+        if fingerprint:
+            self._save_pin(self._pin)
+        self._trust_on_first_use = trust_on_first_use
+        self._http: httpx.AsyncClient | None = None
+        self._connect_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self.pairing: Pairing | None = self._load_pairing()
         self.needs_pairing = self.pairing is None
@@ -525,10 +563,16 @@ class TabletClient:
 
     @property
     def base_url(self) -> str:
-        return str(self._http.base_url)
+        return str(self._base_url)
+
+    @property
+    def pinned_fingerprint(self) -> str | None:
+        """The certificate fingerprint this client trusts, once known."""
+        return self._pin
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
         self.queue.close()
 
     async def __aenter__(self) -> TabletClient:
@@ -550,6 +594,9 @@ class TabletClient:
         if response.status_code != 201:
             raise _error_for(response, refused=PairingRefused)
         body = response.json()
+        announced = body.get("tls_fingerprint")
+        if self._pin and announced and normalise_fingerprint(announced) != self._pin:
+            raise CertificateMismatch(self._pin, normalise_fingerprint(announced))
         pairing = Pairing(
             device_id=body["device_id"],
             token=body["token"],
@@ -793,13 +840,81 @@ class TabletClient:
             if self.pairing is None:
                 raise NeedsPairing("this tablet is not paired")
             headers["Authorization"] = f"Bearer {self.pairing.token}"
+        http = await self._client()
         try:
-            response = await self._http.request(method, self._api + path, json=json, headers=headers)
+            response = await http.request(method, self._api + path, json=json, headers=headers)
         except httpx.TransportError as exc:
+            if self._pin and _certificate_refused(exc):
+                presented = await self._presented_fingerprint()
+                raise CertificateMismatch(self._pin, presented or "unknown") from exc
             raise BoxUnreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
         if auth and response.status_code == 401:
             self.needs_pairing = True
         return response
+
+    async def _client(self) -> httpx.AsyncClient:
+        """The HTTP client, made on first use: for an https box with a pin (or trust on first
+        use), only after the certificate it presents was checked against the pin."""
+        async with self._connect_lock:
+            if self._http is not None:
+                return self._http
+            verify = self._verify
+            pinning = self._pin is not None or self._trust_on_first_use
+            if self._base_url.scheme == "https" and self._transport is None and pinning:
+                der = await self._presented_certificate()
+                presented = hashlib.sha256(der).hexdigest()
+                if self._pin is None:
+                    self._pin = presented
+                    self._save_pin(presented)
+                elif presented != self._pin:
+                    raise CertificateMismatch(self._pin, presented)
+                # From now on every handshake must show exactly this certificate; host names are
+                # not checked (a box is reached by address as often as by name).
+                verify = ssl.create_default_context(cadata=der)
+                verify.check_hostname = False
+            self._http = httpx.AsyncClient(
+                base_url=self._base_url,
+                timeout=self._timeout,
+                transport=self._transport,
+                verify=verify,
+                headers={"User-Agent": USER_AGENT},
+            )
+            return self._http
+
+    async def _presented_certificate(self) -> bytes:
+        """The DER certificate the box shows in a TLS handshake (nothing is sent over it)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # read only, to compare with the pin
+        host, port = self._base_url.host, self._base_url.port or 443
+        connect_s = self._timeout.connect or 10.0
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), connect_s)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise BoxUnreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        try:
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        if not der:
+            raise BoxUnreachable("the box did not present a TLS certificate")
+        return der
+
+    async def _presented_fingerprint(self) -> str | None:
+        try:
+            return hashlib.sha256(await self._presented_certificate()).hexdigest()
+        except BoxUnreachable:
+            return None
+
+    def _load_pin(self) -> str | None:
+        path = self.state_dir / "tls-pin.txt"
+        return normalise_fingerprint(path.read_text().strip()) if path.exists() else None
+
+    def _save_pin(self, fingerprint: str | None) -> None:
+        if fingerprint:
+            _write_private(self.state_dir / "tls-pin.txt", fingerprint + "\n")
 
     def _load_pairing(self) -> Pairing | None:
         path = self.state_dir / "pairing.json"
@@ -828,8 +943,23 @@ class TabletClient:
 
     @classmethod
     def for_box(cls, box: BoxAddress, state_dir: Path, **options: Any) -> TabletClient:
-        """A client for a discovered box (its address, port and API path)."""
+        """A client for a discovered box (its address, port and API path), pinned to the TXT
+        record's fingerprint when the box serves TLS and no pin is given or saved."""
+        if box.tls and box.fingerprint and "fingerprint" not in options:
+            saved = (Path(state_dir) / "tls-pin.txt").exists()
+            if not saved:
+                options["fingerprint"] = box.fingerprint
         return cls(box.base_url, state_dir, api=box.api, **options)
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a transport error comes from a failed certificate check in the TLS handshake."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _must_wait(answer: _Answer) -> bool:
@@ -898,6 +1028,7 @@ __all__ = [
     "BoxAddress",
     "BoxError",
     "BoxUnreachable",
+    "CertificateMismatch",
     "FlushResult",
     "HeartbeatAnswer",
     "NeedsPairing",
@@ -912,4 +1043,5 @@ __all__ = [
     "async_discover",
     "discover",
     "make_sheet",
+    "normalise_fingerprint",
 ]

@@ -10,8 +10,9 @@ either returns a fully checked ``Package`` or raises ``PackageInvalid`` listing 
   never removes a judge who has sheets and never changes the criteria; what it kept is reported in
   ``ImportReport.refused``.
 
-Participants' names are personal data: they leave this module only as ``personal.encrypt``
-ciphertext, never in extras, messages or the audit log.
+Participants' names are personal data, and so are the values of the entries.csv columns event.json
+lists in ``personal_columns``: they leave this module only as ``personal.encrypt`` ciphertext (one
+per field), never in extras, messages or the audit log.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from appliance import audit, personal
+from appliance import audit, personal, personal_fields
 from appliance.box import ensure_not_frozen, get_box
 from appliance.canonical import canonical_json, content_hash
 from appliance.errors import DomainError, Frozen
@@ -107,6 +108,8 @@ class Entry:
     studio: str | None = None
     # Personal data: kept out of repr so a logged package never shows a name.
     participants: str | None = field(default=None, repr=False)
+    # The values of the columns event.json marks personal (``personal_columns``), by column.
+    personal: dict[str, str] = field(default_factory=dict, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -177,10 +180,15 @@ def load_package(path: Path) -> Package:
     problems = _Problems()
     files = _read_files(path, problems)
     event = _parse_event(files.get(EVENT_FILE), problems)
-    entries = _parse_entries(files.get(ENTRIES_FILE), event.session_ids, problems)
+    entries, personal = _parse_entries(
+        files.get(ENTRIES_FILE), event.session_ids, problems, event.personal_columns
+    )
     judges = _parse_judges(files.get(JUDGES_FILE), event.session_ids, problems)
     if problems:
         raise PackageInvalid(problems.lines())
+    if "personal_columns" in event.extra:
+        # Stored as entries.csv names them: the fields the admin API lists and reveals.
+        event.extra["personal_columns"] = personal
     return Package(
         event_id=event.event_id,
         name=event.name,
@@ -287,6 +295,7 @@ class _Event:
     sessions: list[Session] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     session_ids: set[str] | None = None  # None: no usable sessions list, so don't check the CSVs' sessions
+    personal_columns: list[tuple[str, int]] = field(default_factory=list)  # (column, line in event.json)
 
 
 class _JsonLines:
@@ -408,9 +417,42 @@ def _parse_event(data: bytes | None, problems: _Problems) -> _Event:
         except (ZoneInfoNotFoundError, ValueError):
             problem(("timezone",), f"unknown timezone {timezone!r}: use an IANA name such as America/Toronto")
     event.extra = {k: v for k, v in document.items() if k not in EVENT_KEYS}
+    event.personal_columns = _parse_personal_settings(document, problem)
     event.criteria = _parse_criteria(document, problem)
     event.sessions, event.session_ids = _parse_sessions(document, problem)
     return event
+
+
+def _parse_personal_settings(document: dict[str, Any], problem: _JsonProblems) -> list[tuple[str, int]]:
+    """``tablets_see_participants`` (true or false) and ``personal_columns``: a list of entries.csv
+    column names, each with its line; documented columns other than participants cannot be personal.
+    Whether each column exists is checked against entries.csv's header (``_personal_columns``)."""
+    flag = document.get("tablets_see_participants", False)
+    if not isinstance(flag, bool):
+        problem(
+            ("tablets_see_participants",),
+            f"'tablets_see_participants' must be true or false, not {json.dumps(flag)}",
+        )
+    if "personal_columns" not in document:
+        return []
+    listed = document["personal_columns"]
+    if not isinstance(listed, list):
+        problem(("personal_columns",), "'personal_columns' must be a list of entries.csv column names")
+        return []
+    columns: list[tuple[str, int]] = []
+    for index, name in enumerate(listed):
+        path = ("personal_columns", index)
+        if not isinstance(name, str) or not name.strip():
+            problem(path, f"personal_columns: {json.dumps(name)} is not a column name")
+        elif name.strip().lower() in PACKAGE_ENTRY_COLUMNS:
+            problem(
+                path,
+                f"personal_columns: {name.strip()!r} is a documented column that is not personal data "
+                "(only participants and extra columns can be personal)",
+            )
+        else:
+            columns.append((name.strip(), problem.line(path)))
+    return columns
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
@@ -566,21 +608,22 @@ class _Row:
 
 def _read_csv(
     name: str, data: bytes | None, columns: tuple[str, ...], required: tuple[str, ...], problems: _Problems
-) -> tuple[list[_Row], set[str]]:
-    """Rows of a CSV file with the physical line each starts on (header = line 1), and the set of
-    documented columns present. Documented columns match case-insensitively; others are extras."""
+) -> tuple[list[_Row], set[str], list[str]]:
+    """Rows of a CSV file with the physical line each starts on (header = line 1), the set of
+    documented columns present, and the header's column names ([] when it cannot be read).
+    Documented columns match case-insensitively; others are extras."""
     text = _decode(name, data, problems)
     if text is None:
-        return [], set(columns)  # missing or unreadable: already reported, don't pile on
+        return [], set(columns), []  # missing or unreadable: already reported, don't pile on
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         problems.add(name, 1, f"the file is empty: it needs a header row ({', '.join(required)}, ...)")
-        return [], set()
+        return [], set(), []
     except csv.Error as exc:
         problems.add(name, 1, f"the header row is not valid CSV ({exc})")
-        return [], set()
+        return [], set(), []
     keys: list[str] = []
     for position, raw in enumerate(header, 1):
         label = raw.strip()
@@ -626,7 +669,7 @@ def _read_csv(
             elif value:
                 problems.add(name, start, f"value {value!r} is in column {position + 1}, which has no header")
         rows.append(_Row(start, values, extra))
-    return rows, present
+    return rows, present, keys
 
 
 def _split_names(text: str) -> list[str]:
@@ -638,13 +681,21 @@ def _person_key(name: str) -> str:
     return unicodedata.normalize("NFC", " ".join(name.split())).casefold()
 
 
-def _parse_entries(data: bytes | None, session_ids: set[str] | None, problems: _Problems) -> list[Entry]:
+def _parse_entries(
+    data: bytes | None,
+    session_ids: set[str] | None,
+    problems: _Problems,
+    personal_columns: list[tuple[str, int]] | None = None,
+) -> tuple[list[Entry], list[str]]:
+    """The valid entries, and the extra columns event.json marks personal (as the header names them)."""
+
     def problem(line: int, message: str) -> None:
         problems.add(ENTRIES_FILE, line, message)
 
     if data is None:
-        return []
-    rows, present = _read_csv(ENTRIES_FILE, data, ENTRY_COLUMNS, ENTRY_REQUIRED, problems)
+        return [], []
+    rows, present, header = _read_csv(ENTRIES_FILE, data, ENTRY_COLUMNS, ENTRY_REQUIRED, problems)
+    sealed_columns = _personal_columns(personal_columns or [], header, problems)
     entries: list[Entry] = []
     first_line: dict[str, int] = {}
     slots: dict[tuple[str, int], tuple[str, int]] = {}
@@ -734,10 +785,33 @@ def _parse_entries(data: bytes | None, session_ids: set[str] | None, problems: _
                     level=get("level") or None,
                     studio=get("studio") or None,
                     participants=participants,
-                    extra=row.extra,
+                    personal={c: row.extra[c] for c in sealed_columns if row.extra.get(c)},
+                    extra={k: v for k, v in row.extra.items() if k not in sealed_columns},
                 )
             )
-    return entries
+    return entries, sealed_columns
+
+
+def _personal_columns(listed: list[tuple[str, int]], header: list[str], problems: _Problems) -> list[str]:
+    """event.json's ``personal_columns`` (name, line) matched to entries.csv's extra columns (case
+    does not matter); a name the header lacks is a problem at its line in event.json."""
+    extras = {key.casefold(): key for key in header if key and key not in ENTRY_COLUMNS}
+    found: list[str] = []
+    for name, line in listed:
+        if name.casefold() == "participants":
+            continue  # always personal, listed or not
+        column = extras.get(name.casefold())
+        if column is None:
+            if header:  # an unreadable header is reported already
+                have = ", ".join(sorted(extras.values())) or "none"
+                problems.add(
+                    EVENT_FILE,
+                    line,
+                    f"personal_columns: entries.csv has no column {name!r} (its extra columns: {have})",
+                )
+        elif column not in found:
+            found.append(column)
+    return found
 
 
 def _missing_any(present: set[str], required: tuple[str, ...]) -> bool:
@@ -751,7 +825,7 @@ def _parse_judges(data: bytes | None, session_ids: set[str] | None, problems: _P
 
     if data is None:
         return []
-    rows, present = _read_csv(JUDGES_FILE, data, JUDGE_COLUMNS, JUDGE_COLUMNS, problems)
+    rows, present, _ = _read_csv(JUDGES_FILE, data, JUDGE_COLUMNS, JUDGE_COLUMNS, problems)
     judges: list[Judge] = []
     first_line: dict[str, int] = {}
     for row in rows:
@@ -948,12 +1022,14 @@ def _upsert_entry(
         )
     conn.execute(
         "INSERT INTO entries (event_id, entry_id, session_id, running_order, scheduled_at, title, category, "
-        "division, level, studio, participants_enc, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "division, level, studio, participants_enc, personal_enc, extra) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (event_id, entry_id) DO UPDATE SET session_id = excluded.session_id, "
         "running_order = excluded.running_order, scheduled_at = excluded.scheduled_at, "
         "title = excluded.title, "
         "category = excluded.category, division = excluded.division, level = excluded.level, "
-        "studio = excluded.studio, participants_enc = excluded.participants_enc, extra = excluded.extra",
+        "studio = excluded.studio, participants_enc = excluded.participants_enc, "
+        "personal_enc = excluded.personal_enc, extra = excluded.extra",
         (
             event_id,
             entry.entry_id,
@@ -966,6 +1042,7 @@ def _upsert_entry(
             entry.level,
             entry.studio,
             participants,
+            personal_fields.seal_fields(data_key, event_id, entry.entry_id, entry.personal),
             canonical_json(entry.extra),
         ),
     )

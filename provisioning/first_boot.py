@@ -1,5 +1,5 @@
 """First boot: a data dir with a database, a box identity, the admin token, the data key, the
-signing key and the backup identity."""
+signing key, the backup identity and the TLS certificate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance import audit, keys, personal
+from appliance import audit, keys, personal, tls
 from appliance.config import Config
 from appliance.secrets_files import write_secret
 from appliance.storage.db import Store, create_database
@@ -49,4 +49,7 @@ def init_box(config: Config, name: str | None = None) -> dict[str, Any]:
 
     with Store(config.db_path) as store:
         box = store.write_sync(write)
+    identity, made = tls.ensure_identity(config.data_dir, box["name"])
+    if made:
+        created.append(f"TLS certificate (fingerprint {tls.grouped(identity.fingerprint)})")
     return {"box": box, "created": created, "data_dir": str(Path(data_dir).resolve())}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -35,8 +36,12 @@ def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: An
 
     ``settings`` go into the data dir's venuebox.toml, so a server started on it uses them too."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Test boxes do not advertise on the LAN unless a test is about that (faster start, no noise).
-    settings = {"mdns_enabled": False, **settings}
+    # Test boxes do not advertise on the LAN unless a test is about that (faster start, no noise),
+    # and serve plain HTTP unless the test is about TLS (tests/integration/test_tls.py).
+    # Every test request comes from 127.0.0.1, where a venue has many tablets: the per-address
+    # limit is tested on its own (tests/integration/test_limits.py).
+    defaults = {"mdns_enabled": False, "tls": False, "address_rate_per_s": 1e6, "address_burst": 1_000_000}
+    settings = {**defaults, **settings}
     # JSON scalars (numbers, true/false, quoted strings) are valid TOML values.
     (data_dir / "venuebox.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
     config = load_config(data_dir, environ={})
@@ -83,6 +88,8 @@ class RunningBox:
     admin_url: str = ""
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # 0: any free port (a new one on each start); a browser test that restarts the box keeps one.
+    port: int = 0
 
     def start(self, timeout: float = 15.0) -> RunningBox:
         runtime = self.config.data_dir / "daemon.json"
@@ -100,7 +107,7 @@ class RunningBox:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(self.port),
                 "--admin-port",
                 "0",
             ],
@@ -136,8 +143,16 @@ class RunningBox:
         self.process.kill()
         self.process.wait()
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How a test trusts the tablet port: with TLS, exactly the box's own certificate (which
+        names 127.0.0.1, so the host name is checked too)."""
+        if not self.tablet_url.startswith("https:"):
+            return True
+        return ssl.create_default_context(cafile=self.config.data_dir / "tls" / "box.crt")
+
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.tablet_url, timeout=TIMEOUT)
+        return httpx.Client(base_url=self.tablet_url, timeout=TIMEOUT, verify=self.verify)
 
     def admin(self) -> httpx.Client:
         token = self.config.admin_token_path.read_text().strip()
@@ -172,7 +187,9 @@ class Tablet:
         return self.pairing["judge"]["id"]
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.box.tablet_url, timeout=TIMEOUT, headers=self.headers)
+        return httpx.Client(
+            base_url=self.box.tablet_url, timeout=TIMEOUT, headers=self.headers, verify=self.box.verify
+        )
 
     def event(self) -> dict[str, Any]:
         with self.client() as c:

@@ -144,6 +144,11 @@ class AdminClient:
     async def entry(self, entry_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}")
 
+    async def personal(self, entry_id: str) -> dict[str, Any]:
+        """The entry's personal fields, masked by the box (names to initials): the console never
+        reveals them (that needs a reason, through the admin API)."""
+        return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}/personal")
+
     async def alerts(self, include_cleared: bool = False) -> list[dict[str, Any]]:
         params = {"include_cleared": "true" if include_cleared else "false"}
         return await self._call("GET", "/admin/v1/alerts", params=params)

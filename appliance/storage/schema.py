@@ -326,6 +326,25 @@ def m006_device_token_expiry(db: Database) -> None:
     db.execute("ALTER TABLE devices ADD COLUMN expires_at TEXT")
 
 
+@migrations()
+def m007_personal_fields(db: Database) -> None:
+    # The entries.csv columns an event package marks personal (event.json ``personal_columns``):
+    # {column: AES-256-GCM ciphertext} as JSON, sealed field by field like participants_enc, never
+    # plaintext. And the id (a short SHA-256, never the key) of the personal-data key that sealed
+    # them, set by each rotation (appliance/data_key.py) in the transaction that re-encrypts them:
+    # no row means never rotated, the key is personal-data.key as it is.
+    db.executescript(
+        """
+        ALTER TABLE entries ADD COLUMN personal_enc TEXT;
+        CREATE TABLE data_key (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            key_id TEXT NOT NULL,
+            rotated_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -24,11 +24,12 @@ from appliance import (
     audit,
     box,
     chain,
+    data_key,
     devices,
     export,
     outbox,
     participants,
-    personal,
+    personal_fields,
     progress,
     status,
     uplink_state,
@@ -40,7 +41,16 @@ from edge_api.context import context_of
 from edge_api.middleware import request_id_of
 from edge_api.responses import json_response as _json
 from edge_api.responses import problems
-from edge_api.schemas import ExportIn, FreezeIn, PairingCodeIn, RevealIn, UplinkRetryIn
+from edge_api.schemas import (
+    ExportIn,
+    FreezeIn,
+    PairingCodeIn,
+    PersonalOut,
+    PersonalRevealIn,
+    PersonalRevealOut,
+    RevealIn,
+    UplinkRetryIn,
+)
 from provisioning import pairing
 
 
@@ -101,8 +111,10 @@ class AdminController(Controller):
         rid = request_id_of(request.scope)
         ttl = body.ttl_s or ctx.config.pairing_code_ttl_s
         code = await ctx.write(lambda conn: pairing.create_code(conn, body.judge_id, ttl, "admin-api", rid))
-        # What a QR code on the console carries: the tablet web app, told which code to redeem.
-        return _json({**code, "url": f"{ctx.tablet_urls[0]}/?pair={code['code']}"}, 201)
+        # What a QR code on the console carries: the tablet web app, told which code to redeem; and
+        # the certificate fingerprint the tablet should see (null without TLS).
+        url = f"{ctx.tablet_urls[0]}/?pair={code['code']}"
+        return _json({**code, "url": url, "tls_fingerprint": ctx.tls_fingerprint}, 201)
 
     @get("/pairing-codes", responses=problems(401))
     async def codes(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
@@ -167,14 +179,15 @@ class AdminController(Controller):
     ) -> Response[dict[str, Any]]:
         return _json(await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id)))
 
-    @get("/entries/{entry_id:str}/participants", responses=problems(401, 404))
+    @get("/entries/{entry_id:str}/participants", responses=problems(401, 404, 503))
     async def participants_masked(
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         """The entry's participants masked to initials (no access record: nothing personal shown)."""
         ctx = context_of(request)
-        key = await asyncio.to_thread(personal.load_key, ctx.config.data_key_path)
-        names = await ctx.store.read(lambda conn: participants.masked(conn, key, entry_id))
+        names = await data_key.read_with_key(
+            ctx.store, ctx.config.data_key_path, lambda conn, key: participants.masked(conn, key, entry_id)
+        )
         return _json({"entry_id": entry_id, "participants": names, "masked": True})
 
     @post(
@@ -189,11 +202,50 @@ class AdminController(Controller):
         ctx = context_of(request)
         body = decode(await request.body(), RevealIn)
         rid = request_id_of(request.scope)
-        key = await asyncio.to_thread(personal.load_key, ctx.config.data_key_path)
         names = await ctx.write(
-            lambda conn: participants.reveal(conn, key, entry_id, "admin-api", body.reason, rid)
+            data_key.with_key(
+                ctx.config.data_key_path,
+                lambda conn, key: participants.reveal(conn, key, entry_id, "admin-api", body.reason, rid),
+            )
         )
         return _json({"entry_id": entry_id, "participants": names, "masked": False})
+
+    @get("/entries/{entry_id:str}/personal", responses=problems(401, 404, 503))
+    async def personal_masked(
+        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
+    ) -> Response[PersonalOut]:
+        """Every personal field of the entry: participants, then the columns the event package marks
+        personal, masked (names to initials, other values to their first character and '•••'; null
+        when the entry has none). No access record: nothing personal is shown."""
+        ctx = context_of(request)
+        fields = await data_key.read_with_key(
+            ctx.store, ctx.config.data_key_path, lambda conn, key: personal_fields.masked(conn, key, entry_id)
+        )
+        return _json(PersonalOut(entry_id=entry_id, masked=True, fields=fields))
+
+    @post(
+        "/entries/{entry_id:str}/personal/reveal",
+        status_code=200,
+        responses=problems(400, 401, 404, 422, 503),
+    )
+    async def personal_reveal(
+        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
+    ) -> Response[PersonalRevealOut]:
+        """One personal field in full; needs ``{"field", "reason"}`` and writes exactly one
+        ``personal.reveal`` access record (actor, entry, field, reason, request id; never the value).
+        422 without a reason or for a field that is not personal in this event, 404 for no entry."""
+        ctx = context_of(request)
+        body = decode(await request.body(), PersonalRevealIn)
+        rid = request_id_of(request.scope)
+        shown = await ctx.write(
+            data_key.with_key(
+                ctx.config.data_key_path,
+                lambda conn, key: personal_fields.reveal(
+                    conn, key, entry_id, body.field, "admin-api", body.reason, rid
+                ),
+            )
+        )
+        return _json(PersonalRevealOut(entry_id=entry_id, field=body.field, value=shown, masked=False))
 
     @get("/alerts", responses=problems(401, 422))
     async def alerts(

@@ -11,6 +11,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 
+from appliance import data_key
 from appliance import errors as domain
 from appliance.box import get_box
 from appliance.devices import rotate_token
@@ -82,7 +83,7 @@ class TabletController(Controller):
     path = "/api/v1"
     tags = ["tablet"]
 
-    @get("/health", summary="Is the box up, which event, is it frozen", responses=problems(429))
+    @get("/health", summary="Is the box up, which event, is it frozen", responses=problems(429, 431))
     async def health(self, request: Request[Any, Any, Any]) -> Response[Health]:
         ctx = context_of(request)
         try:
@@ -93,6 +94,7 @@ class TabletController(Controller):
                 event=box["event_id"],
                 frozen=bool(box["frozen"]),
                 version=ctx.version,
+                name=box["name"],
             )
         except (sqlite3.Error, domain.DomainError):
             body = Health(status="degraded", box=ctx.box_id, event=None, frozen=False, version=ctx.version)
@@ -102,7 +104,7 @@ class TabletController(Controller):
         "/pair",
         summary="Trade a one-time pairing code for a device token",
         status_code=201,
-        responses=problems(400, 403, 413, 422, 429, 503),
+        responses=problems(400, 403, 408, 413, 422, 429, 431, 503),
     )
     async def pair(self, request: Request[Any, Any, Any]) -> Response[PairOut]:
         ctx = context_of(request)
@@ -112,13 +114,13 @@ class TabletController(Controller):
         rid = request_id_of(request.scope)
         ttl_h = ctx.config.device_token_ttl_h
         paired = await ctx.write(lambda conn: redeem(conn, body.code, body.device_name, address, rid, ttl_h))
-        return _json(paired, 201)
+        return _json({**paired, "tls_fingerprint": ctx.tls_fingerprint}, 201)
 
     @post(
         "/token",
         summary="Rotate this tablet's token: a new one, with a new expiry; the old one stops at once",
         status_code=200,
-        responses=problems(401, 429, 503),
+        responses=problems(401, 408, 413, 429, 431, 503),
     )
     async def rotate(self, request: Request[Any, Any, Any]) -> Response[TokenOut]:
         ctx = context_of(request)
@@ -134,13 +136,18 @@ class TabletController(Controller):
         summary="The event as this judge needs it (ETag / If-None-Match)",
         responses={
             304: ResponseSpec(None, description="Not modified since the ETag sent"),
-            **problems(401, 429, 503),
+            **problems(401, 429, 431, 503),
         },
     )
     async def event(self, request: Request[Any, Any, Any]) -> Response[EventOut]:
         ctx = context_of(request)
         device = ctx.device(request)
-        view = await ctx.store.read(lambda conn: judge_event(conn, device))
+        # The key is read only when the event lets tablets see participants (then they are in the body,
+        # so the ETag changes with them).
+        key_path = ctx.config.data_key_path
+        view = await data_key.read_retrying(
+            ctx.store, key_path, lambda conn: judge_event(conn, device, key_path)
+        )
         content = msgspec.json.encode(view)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -156,7 +163,7 @@ class TabletController(Controller):
             200: ResponseSpec(
                 SheetOut, description="Replay: the sheet was already stored", generate_examples=False
             ),
-            **problems(400, 401, 403, 409, 413, 422, 423, 429, 503),
+            **problems(400, 401, 403, 408, 409, 413, 422, 423, 429, 431, 503),
         },
     )
     async def submit(self, request: Request[Any, Any, Any]) -> Response[SheetOut]:
@@ -172,7 +179,7 @@ class TabletController(Controller):
         "/sheets/batch",
         summary="Submit up to 500 sheets; each item answered as the single call would",
         status_code=200,
-        responses=problems(400, 401, 413, 422, 423, 429, 503),
+        responses=problems(400, 401, 408, 413, 422, 423, 429, 431, 503),
     )
     async def batch(self, request: Request[Any, Any, Any]) -> Response[BatchOut]:
         ctx = context_of(request)
@@ -205,7 +212,7 @@ class TabletController(Controller):
         "/heartbeat",
         summary="Tablet heartbeat; the answer carries freeze state",
         status_code=200,
-        responses=problems(400, 401, 413, 422, 429, 503),
+        responses=problems(400, 401, 408, 413, 422, 429, 431, 503),
     )
     async def heartbeat(self, request: Request[Any, Any, Any]) -> Response[HeartbeatOut]:
         ctx = context_of(request)

@@ -47,17 +47,21 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
         pair_attempts_per_minute=100_000,
         # Exports the fuzzer starts may only land in a scratch folder, never anywhere on the machine.
         export_roots=[str(root / "usb")],
+        # The tablet API is fuzzed as tablets reach it: over TLS, trusting the box's certificate.
+        tls=True,
     )
     running = RunningBox(config).start()
     yield running
     running.stop()
 
 
-def fuzz(url: str, token: str | None, *only: str) -> subprocess.CompletedProcess[str]:
+def fuzz(url: str, token: str | None, *only: str, ca: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``st run`` against ``url``'s OpenAPI; ``only`` = st's operation filters (e.g. an
-    --include-path)."""
+    --include-path); ``ca`` = the certificate to trust for an https URL."""
     args = [str(ST), "run", f"{url}/schema/openapi.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES)]
     args += ["--seed", "20261130", "--no-color", *only]
+    if ca is not None:
+        args += ["--tls-verify", str(ca)]
     if token:
         args += ["-H", f"Authorization: Bearer {token}"]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
@@ -70,7 +74,10 @@ def fuzz(url: str, token: str | None, *only: str) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("authenticated", [True, False], ids=["with-token", "without-token"])
 def test_the_live_api_keeps_its_documented_contract(box: RunningBox, api: str, authenticated: bool) -> None:
     only: tuple[str, ...] = ()
+    ca = None
     if api == "tablet":
+        assert box.tablet_url.startswith("https://")
+        ca = box.config.data_dir / "tls" / "box.crt"
         url = box.tablet_url
         token = box.pair("J1", "fuzzer").pairing["token"] if authenticated else None
         # Rotating the token would lock the rest of the run out: the rotation has its own run.
@@ -78,7 +85,7 @@ def test_the_live_api_keeps_its_documented_contract(box: RunningBox, api: str, a
     else:
         url = box.admin_url
         token = box.config.admin_token_path.read_text().strip() if authenticated else None
-    done = fuzz(url, token, *only)
+    done = fuzz(url, token, *only, ca=ca)
     tail = "\n".join(done.stdout.splitlines()[-60:])
     assert done.returncode == 0, f"schemathesis found problems:\n{tail}\n{done.stderr[-2000:]}"
     assert " passed" in done.stdout and "generated" in done.stdout, tail
@@ -88,7 +95,7 @@ def test_the_live_api_keeps_its_documented_contract(box: RunningBox, api: str, a
 
 def test_token_rotation_keeps_its_documented_contract(box: RunningBox) -> None:
     token = box.pair("J2", "rotating fuzzer").pairing["token"]
-    done = fuzz(box.tablet_url, token, "--include-path", ROTATE)
+    done = fuzz(box.tablet_url, token, "--include-path", ROTATE, ca=box.config.data_dir / "tls" / "box.crt")
     tail = "\n".join(done.stdout.splitlines()[-40:])
     assert done.returncode == 0, f"schemathesis found problems:\n{tail}\n{done.stderr[-2000:]}"
     assert " passed" in done.stdout, tail

@@ -28,9 +28,11 @@ from textual.notifications import Notification, Notify
 from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, Static
 
+from appliance import personal, tls
 from appliance.export import MANIFEST, verify_export
 from appliance.secrets_files import write_secret
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
+from tests.personal_package import participants_of_sample, personal_package
 from tui.app import ConsoleApp
 from tui.client import AdminClient, AdminError
 from tui.screens.dialogs import ConfirmScreen, FreezeDialog
@@ -105,7 +107,9 @@ def submit(tablet: Tablet, entry_id: str) -> httpx.Response:
 
 
 def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path: Path) -> None:
-    box = RunningBox(make_box(tmp_path / "box", presence_online_s=2, presence_stale_s=4)).start()
+    # A box as shipped: TLS on, so the console also shows the fingerprint a tablet must see.
+    box = RunningBox(make_box(tmp_path / "box", presence_online_s=2, presence_stale_s=4, tls=True)).start()
+    fingerprint = tls.load_identity(box.config.data_dir).fingerprint
     try:
 
         async def scenario() -> None:
@@ -122,12 +126,14 @@ def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path
                 big = shown(app, "#code-big")
                 assert " ".join(code["code"]) in big and "Daniel O'Connor" in big
                 assert code["url"].endswith(f"/?pair={code['code']}")
-                assert code["url"] in shown(app, "#code-url")
+                assert code["url"] in shown(app, "#code-url") and code["url"].startswith("https://")
+                assert code["tls_fingerprint"] == fingerprint
+                assert " ".join(tls.grouped(fingerprint).split()[:8]) in shown(app, "#code-url")
                 assert "expires in" in shown(app, "#code-expiry")
                 assert "█" in shown(app, "#code-qr") or "▀" in shown(app, "#code-qr")
 
                 # A stranger's tablet types the code shown on the console.
-                async with httpx.AsyncClient(base_url=box.tablet_url) as http:
+                async with httpx.AsyncClient(base_url=box.tablet_url, verify=box.verify) as http:
                     answer = await http.post(
                         "/api/v1/pair", json={"code": code["code"], "device_name": "pilot tablet"}
                     )
@@ -322,6 +328,37 @@ def test_scores_grid_feed_and_entry_detail_follow_the_ledger(tmp_path: Path) -> 
                 await pilot.press("escape")
 
         asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_an_entry_shows_its_participants_masked_and_the_console_reveals_nothing(tmp_path: Path) -> None:
+    package = personal_package(tmp_path / "package")
+    box = RunningBox(make_box(tmp_path / "box", package=package)).start()
+    try:
+
+        async def scenario() -> None:
+            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            async with app.run_test(size=SIZE) as pilot:
+                grid = app.screen.query_one("#grid", LinedTable)
+                await until(pilot, lambda: grid.row_count > 0, "grid rows")
+                grid.focus()
+                await pilot.press("down", "down")
+                entry_id = grid.selected_key()
+                assert entry_id is not None
+                await pilot.press("enter")
+                await until(pilot, lambda: app.screen.query("#entry-personal"), "entry detail")
+                names = participants_of_sample()[entry_id]
+                initials = ", ".join(personal.mask(n) for n in names)
+                assert shown(app, "#entry-personal") == f"Participants: {initials} · guardian_phone: +•••"
+                drawn = " ".join(on_screen(app, "#entry-personal"))
+                assert drawn.startswith("Participants: " + initials.split(", ")[0])
+                assert not any(name in drawn for name in names) and "555" not in drawn
+                await pilot.press("escape")
+
+        asyncio.run(scenario())
+        with box.admin() as admin:
+            assert admin.get("/admin/v1/audit", params={"action": "personal.reveal"}).json() == []
     finally:
         box.stop()
 

@@ -80,6 +80,7 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
                 "grid": admin.get(f"/admin/v1/sessions/{session}/grid").json(),
                 "sheets": admin.get("/admin/v1/sheets").json(),
                 "entry": admin.get(f"/admin/v1/entries/{entry}").json(),
+                "personal": admin.get(f"/admin/v1/entries/{entry}/personal").json(),
                 "alerts": admin.get("/admin/v1/alerts").json(),
                 "audit": admin.get("/admin/v1/audit").json(),
                 "pairing_code": admin.post("/admin/v1/pairing-codes", json={"judge_id": "J1"}).json(),

@@ -6,7 +6,7 @@ snapshots, two USB keys (export.json: during an export to the first), and addres
 documentation ranges). They are served through httpx's MockTransport to the console's real
 AdminClient: only the network is replaced. tests/integration/test_console_fixtures.py checks that the
 recordings still have the shape the live admin API answers with, so the snapshots cannot drift from
-the real contract.
+the real contract (personal.json, entry 104's masked participants, is written by hand to that shape).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class RecordedBox:
             return httpx.Response(200, json=[_active(fixture("pairing_code"))])
         if method == "GET" and path.startswith("/admin/v1/sessions/") and path.endswith("/grid"):
             return httpx.Response(200, json=fixture("grid"))
+        if method == "GET" and path.startswith("/admin/v1/entries/") and path.endswith("/personal"):
+            return httpx.Response(200, json=fixture("personal"))
         if method == "GET" and path.startswith("/admin/v1/entries/"):
             return httpx.Response(200, json=fixture("entry"))
         name = ROUTES.get((method, path))

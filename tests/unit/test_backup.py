@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyrage
 import pytest
 from pyrage import x25519
 
-from appliance import backup, keys
+from appliance import backup, data_key, keys, personal, personal_fields
 from appliance.config import Config, load_config
 from appliance.storage.db import Store
 from tests.conftest import make_box, paired_device
+from tests.personal_package import personal_package
 
 
 @pytest.fixture
@@ -188,3 +192,43 @@ def test_bad_backup_keys_are_refused_before_anything_is_written(config: Config, 
         keys.configure(config, [], short)
     assert keys.organiser_recipients(config) == []
     assert keys.passphrase(config) is None
+
+
+def bundled_data_key(path: Path, identities: list[x25519.Identity]) -> bytes:
+    bundle = json.loads(pyrage.decrypt(path.read_bytes(), identities))
+    return base64.b64decode(bundle["personal_data_key"])
+
+
+def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_it(tmp_path: Path) -> None:
+    config = make_box(
+        tmp_path / "box",
+        package=personal_package(tmp_path / "package"),
+        backup_dir=str(tmp_path / "backups"),
+    )
+    old = personal.load_key(config.data_key_path)
+    start = datetime.now(UTC)
+    with Store(config.db_path) as store:
+        before = backup.snapshot_job(config, store, start)
+        rotation = data_key.rotate(config, store, "test")
+        after = backup.snapshot_job(config, store, start + timedelta(minutes=1))
+    new = personal.load_key(config.data_key_path)
+    identities = [keys.box_identity(config)]
+
+    # keys.age beside the snapshots now carries the new key; the rotation kept the old one for the
+    # snapshots taken before it.
+    assert rotation.kept_for_backups == config.backup_path / f"keys-{data_key.key_id(old)}.age"
+    assert bundled_data_key(config.backup_path / backup.KEYS_FILE, identities) == new
+    assert bundled_data_key(rotation.kept_for_backups, identities) == old
+    for taken, key, keys_file in ((before, old, rotation.kept_for_backups.name), (after, new, "keys.age")):
+        target = tmp_path / f"restored-{taken.name}"
+        done = backup.restore(taken.path, target, identities)
+        assert (done.keys_file, done.personal_data_opens) == (keys_file, True)
+        assert personal.load_key(target / "personal-data.key") == key
+        with Store(target / "venuebox.sqlite") as restored:
+            names = restored.query(
+                data_key.with_key(
+                    target / "personal-data.key",
+                    lambda conn, key: personal_fields.value(conn, key, "101", "participants"),
+                )
+            )
+        assert names == ["Naomi Roy"]

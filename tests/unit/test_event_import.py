@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from appliance import audit, chain, personal
 from appliance.errors import Frozen
@@ -432,6 +433,94 @@ def test_participants_are_stored_only_as_ciphertext(store: Store, data_key: byte
     raw = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
     for secret in (name, "Quackenbush", "Bartholomew Figgis"):
         assert secret.encode() not in raw
+
+
+def personal_event(**settings: Any) -> str:
+    """small_event with settings, one key per line (the import reports event.json lines)."""
+    return json.dumps({**json.loads(small_event()), **settings}, indent=2)
+
+
+def test_columns_marked_personal_are_sealed_field_by_field_and_kept_out_of_extras(
+    store: Store, data_key: bytes, tmp_path: Path
+) -> None:
+    phone, born = "+1 416 555 0199", "2013-05-02"
+    folder = write_package(
+        tmp_path / "private",
+        personal_event(personal_columns=["Guardian_Phone", "date_of_birth", "participants"]),
+        "entry_id,session_id,order,title,participants,guardian_phone,date_of_birth,style\n"
+        f"1,S1,1,Solo,Wilhelmina Quackenbush,{phone},{born},Jazz\n"
+        "2,S1,2,Duet,,,,Tap\n",
+        "judge_id,name,sessions\nJ1,Ana,S1\n",
+    )
+
+    report = run_import(store, folder, data_key)
+
+    assert report.counts["entries"] == 2
+    stored = {r["entry_id"]: r for r in rows(store, "SELECT * FROM entries")}
+    assert json.loads(stored["1"]["extra"]) == {"style": "Jazz"}
+    assert stored["2"]["personal_enc"] is None and json.loads(stored["2"]["extra"]) == {"style": "Tap"}
+    sealed = json.loads(stored["1"]["personal_enc"])
+    assert sorted(sealed) == ["date_of_birth", "guardian_phone"]
+    assert all(token.startswith(personal.PREFIX) for token in sealed.values())
+    # Each value is bound to its own column and row: the AAD names both.
+    assert (
+        personal.decrypt(data_key, "entries", "guardian_phone", "spring-gala/1", sealed["guardian_phone"])
+        == phone
+    )
+    assert (
+        personal.decrypt(data_key, "entries", "date_of_birth", "spring-gala/1", sealed["date_of_birth"])
+        == born
+    )
+    with pytest.raises(InvalidTag):
+        personal.decrypt(data_key, "entries", "date_of_birth", "spring-gala/1", sealed["guardian_phone"])
+    [event] = rows(store, "SELECT extra FROM events")
+    # Stored as the header names them (participants is personal anyway): what the admin API lists.
+    assert json.loads(event["extra"])["personal_columns"] == ["guardian_phone", "date_of_birth"]
+    db_path = store.path
+    store.close()
+    raw = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+    for secret in (phone, born, "Wilhelmina"):
+        assert secret.encode() not in raw
+
+
+def test_personal_settings_that_cannot_work_are_import_errors_with_their_lines(tmp_path: Path) -> None:
+    folder = write_package(
+        tmp_path / "bad",
+        personal_event(
+            personal_columns=["guardian_phone", "title", "allergies", 7],
+            tablets_see_participants="yes",
+        ),
+        "entry_id,session_id,order,title,guardian_phone\n1,S1,1,Solo,555\n",
+        "judge_id,name,sessions\nJ1,Ana,S1\n",
+    )
+    lines = (folder / "event.json").read_text().splitlines()
+
+    def line_of(text: str) -> int:
+        return next(n for n, line in enumerate(lines, 1) if text in line)
+
+    title, allergies, seven = line_of('"title"'), line_of('"allergies"'), line_of("7")
+    flag = line_of("tablets_see_participants")
+
+    with pytest.raises(PackageInvalid) as caught:
+        load_package(folder)
+
+    assert caught.value.problems == [
+        f"event.json:{title}: personal_columns: 'title' is a documented column that is not "
+        "personal data (only participants and extra columns can be personal)",
+        f"event.json:{allergies}: personal_columns: entries.csv has no column 'allergies' "
+        "(its extra columns: guardian_phone)",
+        f"event.json:{seven}: personal_columns: 7 is not a column name",
+        f"event.json:{flag}: 'tablets_see_participants' must be true or false, not \"yes\"",
+    ]
+    not_a_list = write_package(
+        tmp_path / "bad2",
+        personal_event(personal_columns="guardian_phone"),
+        "entry_id,session_id,order,title\n",
+        "judge_id,name,sessions\nJ1,Ana,S1\n",
+    )
+    with pytest.raises(PackageInvalid, match="1 problem") as caught:
+        load_package(not_a_list)
+    assert "'personal_columns' must be a list of entries.csv column names" in caught.value.problems[0]
 
 
 # -- re-imports ----------------------------------------------------------------------------------

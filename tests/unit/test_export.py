@@ -196,3 +196,34 @@ def test_the_api_exports_only_where_keys_are_mounted(tmp_path: Path) -> None:
         export.check_api_target(tmp_path, [str(mounts)])
     with pytest.raises(export.ExportRefused, match="USB keys only"):
         export.check_api_target(mounts / "usb" / ".." / "..", [str(mounts)])  # no way out by ..
+
+
+def test_an_export_during_a_half_done_key_rotation_carries_the_key_that_opens_its_database(
+    tmp_path: Path, usb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    import pyrage
+
+    from appliance import data_key, keys, personal
+    from tests.conftest import make_box
+    from tests.personal_package import personal_package
+
+    config = make_box(tmp_path / "personal-box", package=personal_package(tmp_path / "package"))
+    old = personal.load_key(config.data_key_path)
+
+    def crash(path: Path) -> None:
+        raise OSError("power cut before the key file was renamed")
+
+    # The database committed to the new key; personal-data.key still holds the old one.
+    monkeypatch.setattr(data_key, "_promote", crash)
+    with Store(config.db_path) as store, pytest.raises(OSError):
+        data_key.rotate(config, store)
+    monkeypatch.undo()
+    new = personal.load_key(data_key.pending_path(config.data_key_path))
+    assert new != old and personal.load_key(config.data_key_path) == old
+
+    done = export.export_to(config, usb)
+    bundle = json.loads(pyrage.decrypt((done.path / "keys.age").read_bytes(), [keys.box_identity(config)]))
+    assert base64.b64decode(bundle["personal_data_key"]) == new
+    assert export.verify_export(done.path).ok

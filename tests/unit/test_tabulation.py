@@ -33,6 +33,7 @@ from appliance.tabulation import (
 )
 from provisioning.event_import import import_package, load_package
 from tests.conftest import SAMPLE_EVENT, make_box, paired_device
+from tests.personal_package import personal_package
 
 # The sample event: SAT-AM (entries 101-120) is judged by J1 J2 J3, SAT-PM (121-140) by J1 J3 J4,
 # SUN-AM (141-160) by J2 J3 J4 J5. Solo/Teen entries: 102 104 109 113 (SAT-AM), 126, 145 149.
@@ -442,6 +443,46 @@ def test_the_regenerated_event_package_imports_to_the_same_event(
         "music": "Édith Piaf – La Vie en Rose",
         "style": "Ballet",
     }
+
+
+def test_columns_marked_personal_stay_on_the_box_and_the_package_still_reimports(tmp_path: Path) -> None:
+    package = personal_package(tmp_path / "personal", tablets_see_participants=True)
+    with Store(make_box(tmp_path / "first", package=package).db_path) as store:
+        submit(store, "J1", "101", values(9.4, 9.1, 8.5))
+        files = store.query(event_package_files)
+        plain = b"".join(csv_bytes(store, table) for table in (scores_table, ledger_table, results_table))
+        original = setup_rows(store)
+
+    event = json.loads(files["event.json"])
+    # personal_columns would name a column entries.csv no longer has; the tablets setting stays.
+    assert "personal_columns" not in event and event["tablets_see_participants"] is True
+    assert b"guardian_phone" not in files["entries.csv"] and b"participants" not in files["entries.csv"]
+    for text in (*files.values(), plain):
+        assert b"555 01" not in text and b"Naomi Roy" not in text
+
+    folder = tmp_path / "regenerated"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    with Store(make_box(tmp_path / "second", package=folder).db_path) as fresh:
+        again = setup_rows(fresh)
+        assert (
+            fresh.query(
+                lambda c: c.execute(
+                    "SELECT count(*) FROM entries"
+                    " WHERE personal_enc IS NOT NULL OR participants_enc IS NOT NULL"
+                ).fetchone()[0]
+            )
+            == 0
+        )
+    for tables in (original, again):
+        for entry in tables["entries"]:
+            entry.pop("personal_enc")
+        for event_row in tables["events"]:
+            event_row["extra"] = {
+                k: v for k, v in json.loads(event_row["extra"]).items() if k != "personal_columns"
+            }
+    assert again == original
 
 
 # -- audit.jsonl -----------------------------------------------------------------------------------

@@ -111,14 +111,18 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class EntryScreen(ModalScreen[None]):
-    """Every sheet of one entry, judge by judge, from the original to the current one."""
+    """Every sheet of one entry, judge by judge, from the original to the current one, and the
+    entry's participants (and other personal fields) masked as the box sends them."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "close", "Close")]
 
-    def __init__(self, detail: dict[str, Any], tz_name: str | None) -> None:
+    def __init__(
+        self, detail: dict[str, Any], tz_name: str | None, personal: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.detail = detail
         self.tz = fmt.zone(tz_name)
+        self.personal = personal
 
     def compose(self) -> ComposeResult:
         entry = self.detail["entry"]
@@ -129,12 +133,25 @@ class EntryScreen(ModalScreen[None]):
             yield Static(
                 " · ".join(str(entry[k]) for k in ("category", "division", "level", "studio") if entry.get(k))
             )
+            if self.personal:
+                yield Static(personal_line(self.personal), id="entry-personal")
             with VerticalScroll():
                 yield Static(entry_table(self.detail, self.tz), id="entry-chains")
             yield Static("Escape closes.", classes="hint")
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def personal_line(personal: dict[str, Any]) -> str:
+    """'Participants: N. R., M. F. · guardian_phone: 4•••': the masked fields as the admin API
+    sends them (GET /admin/v1/entries/ID/personal); '—' for a field the entry has no value for."""
+    parts = []
+    for field, value in (personal.get("fields") or {}).items():
+        label = "Participants" if field == "participants" else field
+        shown = ", ".join(value) if isinstance(value, list) else value
+        parts.append(f"{label}: {shown or '—'}")
+    return " · ".join(parts)
 
 
 def entry_table(detail: dict[str, Any], tz: Any) -> Table:

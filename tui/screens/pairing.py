@@ -116,7 +116,12 @@ class PairingScreen(BoxScreen):
         big.append(f"{judge['name'] or judge['judge_id']}\n", style="bold")
         big.append(" " + " ".join(code["code"]) + " ", style="bold reverse")
         self.query_one("#code-big", Static).update(big)
-        self.query_one("#code-url", Static).update(Text(code["url"], style="dim", justify="center"))
+        url = Text(code["url"], style="dim", justify="center")
+        if code.get("tls_fingerprint"):
+            # What the judge compares with the browser's certificate warning (or the tablet app shows).
+            groups = [code["tls_fingerprint"][i : i + 4].upper() for i in range(0, 64, 4)]
+            url.append(f"\ncertificate {' '.join(groups[:8])}\n{' '.join(groups[8:])}", style="dim")
+        self.query_one("#code-url", Static).update(url)
         self.query_one("#code-qr", Static).update(qr_text(code["url"]))
         self._tick()
 

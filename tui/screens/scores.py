@@ -205,10 +205,15 @@ class ScoresScreen(BoxScreen):
             await self.open_entry(entry_id)
 
     async def open_entry(self, entry_id: str) -> None:
-        try:
-            detail = await self.client.entry(entry_id)
-        except (Unreachable, AdminError) as exc:
-            self.notify(str(exc), severity="error")
+        detail, personal = await asyncio.gather(
+            self.client.entry(entry_id), self.client.personal(entry_id), return_exceptions=True
+        )
+        if isinstance(detail, BaseException):
+            if not isinstance(detail, Unreachable | AdminError):
+                raise detail
+            self.notify(str(detail), severity="error")
             return
+        # Masked by the box; without them (an older daemon) the sheets still show.
+        masked = personal if isinstance(personal, dict) else None
         tz = ((self.status or {}).get("event") or {}).get("timezone")
-        self.app.push_screen(EntryScreen(detail, tz))
+        self.app.push_screen(EntryScreen(detail, tz, masked))

@@ -1,0 +1,324 @@
+// The judge app: owns the state (pairing, the judge's event, freeze), wires the API client, the
+// sheet queue and the heartbeat together, and shows one view at a time. Views never talk HTTP;
+// they call the functions on `app`.
+
+import { Api } from "./api.js";
+import { kv, openDb } from "./db.js";
+import { announce, focusHeading, h, sheets } from "./dom.js";
+import { Heartbeat } from "./heartbeat.js";
+import { Outbox } from "./outbox.js";
+import { APP_VERSION } from "./version.js";
+import { entryView } from "./view-entry.js";
+import { pairingView } from "./view-pairing.js";
+import { sessionsView } from "./view-sessions.js";
+
+const EVENT_REFRESH_MS = 60000;
+
+const api = new Api();
+const outbox = new Outbox(api);
+const heartbeat = new Heartbeat(api, outbox);
+
+export const app = {
+  api,
+  outbox,
+  pairing: null, // the pairing answer kept on the tablet: device_id, token, judge, event
+  event: null, // GET /event for this judge (kept for working offline)
+  eventEtag: null,
+  health: null, // GET /health: the box's name, its event, frozen
+  freeze: { frozen: false, reason: "" },
+  repair: null, // why the judge must pair again (a 401), or null
+  pairCode: null, // a code from the QR code's URL (?pair=...)
+  notice: "", // one line for the next view ("Sheet for entry 101 saved")
+  view: null,
+
+  judgeId() {
+    return app.pairing?.judge?.id ?? null;
+  },
+
+  navigate(hash) {
+    if (location.hash === hash) render();
+    else location.hash = hash;
+  },
+
+  /** A new sheet: kept on the tablet (IndexedDB) before anything else, then sent. */
+  async submitSheet(body) {
+    const record = await outbox.add({ judgeId: app.judgeId(), eventId: app.pairing.event.id, body });
+    return record;
+  },
+
+  async discardSheet(sheetId) {
+    await outbox.discard(sheetId);
+  },
+
+  async pair(code, deviceName) {
+    const answer = await api.pair(code, deviceName);
+    if (answer.status === 201) await paired(answer.body, deviceName);
+    return answer;
+  },
+
+  async refreshHealth() {
+    const answer = await api.health();
+    if (answer.ok) {
+      app.health = answer.body;
+      if (answer.body.frozen && !app.freeze.frozen) app.freeze = { frozen: true, reason: app.freeze.reason };
+      if (!answer.body.frozen && !app.pairing) app.freeze = { frozen: false, reason: "" };
+      update();
+    }
+    return answer;
+  },
+};
+
+async function paired(body, deviceName) {
+  const pairing = {
+    device_id: body.device_id,
+    token: body.token,
+    token_expires_at: body.token_expires_at ?? null,
+    judge: body.judge,
+    event: body.event,
+    device_name: deviceName,
+    paired_at: new Date().toISOString(),
+  };
+  await kv.set("pairing", pairing);
+  await kv.set("device_name", deviceName);
+  const sameJudge = app.pairing?.judge?.id === pairing.judge.id;
+  app.pairing = pairing;
+  app.repair = null;
+  if (!sameJudge) {
+    app.event = null;
+    app.eventEtag = null;
+  }
+  app.notice = `Paired as ${pairing.judge.name} for ${pairing.event.name}.`;
+  startSession();
+  await refreshEvent();
+  app.navigate("#/sessions");
+}
+
+function startSession() {
+  outbox.setSession({ token: app.pairing.token, judgeId: app.pairing.judge.id });
+  heartbeat.start(app.pairing.token);
+}
+
+let refreshing = null;
+async function refreshEvent() {
+  if (!app.pairing) return;
+  refreshing ??= (async () => {
+    const answer = await api.event(app.pairing.token, app.event ? app.eventEtag : null);
+    if (answer.ok && answer.body) {
+      const first = app.event === null;
+      app.event = answer.body;
+      app.eventEtag = answer.etag;
+      await kv.set("event", { judge_id: app.pairing.judge.id, etag: answer.etag, body: answer.body });
+      if (first) render();
+      else update();
+    } else if (answer.status === 401) {
+      needsPairing(answer.problem);
+    }
+  })().finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+/** A 401: the token is unknown, revoked or expired. Sheets stay queued; pair again to send them. */
+function needsPairing(problem) {
+  if (app.repair) return;
+  app.repair = { detail: problem?.detail || "the box no longer knows this tablet" };
+  heartbeat.stop();
+  app.navigate("#/pair");
+}
+
+function onHeartbeat(answer) {
+  const wasFrozen = app.freeze.frozen;
+  app.freeze = answer.frozen
+    ? { frozen: true, reason: answer.freeze_reason ?? "" }
+    : { frozen: false, reason: "" };
+  outbox.nudge({ frozen: answer.frozen });
+  if (wasFrozen && !answer.frozen) announce("Scoring has resumed.");
+  update();
+}
+
+function render() {
+  const main = document.getElementById("main");
+  const hash = location.hash || "";
+  const entry = hash.match(/^#\/entry\/([^/]+)(?:\/(correct|edit)(?:\/([^/]+))?)?$/);
+  if (!app.pairing || app.repair || hash === "#/pair") app.view = pairingView(app);
+  else if (entry) {
+    const entryId = decodeURIComponent(entry[1]);
+    app.view = entryView(app, { entryId, mode: entry[2] ?? "view", sourceId: entry[3] ?? null });
+  } else app.view = sessionsView(app);
+  // What just happened ("Sheet for entry 101 saved"), shown above the new view and announced.
+  const notice = app.notice ? h("p", { class: "notice" }, app.notice) : null;
+  main.replaceChildren(...(notice ? [notice] : []), app.view.root);
+  if (app.notice) {
+    announce(app.notice);
+    app.notice = "";
+  }
+  focusHeading(main);
+  updateChrome();
+}
+
+/** Something changed (the queue, the event, the freeze, the link): redraw what shows it. */
+function update() {
+  app.view?.update?.();
+  updateChrome();
+}
+
+function setText(id, ...parts) {
+  document.getElementById(id).replaceChildren(...parts.filter(Boolean));
+}
+
+function updateChrome() {
+  const judgeId = app.judgeId();
+  const waiting = outbox.waiting().length;
+  const offline = api.reachable === false;
+
+  setText(
+    "who",
+    app.pairing ? `${app.pairing.judge.name} · ${app.event?.event?.name ?? app.pairing.event.name}` : "",
+  );
+  setText("link-state", offline ? "Offline" : api.reachable ? "Connected" : "Connecting…");
+  document.body.classList.toggle("is-offline", offline);
+  document.body.classList.toggle("is-frozen", app.freeze.frozen);
+
+  setText(
+    "freeze-banner",
+    app.freeze.frozen &&
+      h("strong", {}, `Scoring paused by the venue tech${app.freeze.reason ? `: ${app.freeze.reason}` : ""}`),
+    app.freeze.frozen &&
+      h(
+        "span",
+        {},
+        waiting
+          ? ` — ${sheets(waiting)} waiting on this tablet; they are sent when scoring resumes.`
+          : " — you can keep scoring; sheets wait on this tablet until scoring resumes.",
+      ),
+  );
+
+  setText(
+    "pairing-banner",
+    app.repair &&
+      `This tablet must be paired again: ${app.repair.detail}.` +
+        (waiting
+          ? ` ${sheets(waiting)} ${waiting === 1 ? "is" : "are"} kept on this tablet, sent after pairing.`
+          : ""),
+  );
+
+  let queueText = "";
+  if (offline) {
+    queueText = waiting
+      ? `offline — ${sheets(waiting)} waiting`
+      : "offline — the box cannot be reached; new sheets are kept on this tablet";
+  } else if (waiting && outbox.failures > 0 && !app.freeze.frozen && !app.repair) {
+    queueText = `${sheets(waiting)} waiting — the box did not store them yet; trying again`;
+  }
+  setText("queue-banner", queueText);
+
+  const aside = judgeId ? outbox.aside(judgeId) : [];
+  const otherJudges = judgeId ? outbox.waiting().filter((r) => r.judge_id !== judgeId).length : 0;
+  setText(
+    "attention-banner",
+    aside.length > 0 &&
+      h("span", {}, `${sheets(aside.length)} ${aside.length === 1 ? "needs" : "need"} your attention. `),
+    aside.length > 0 &&
+      h("a", { href: `#/entry/${encodeURIComponent(aside[0].entry_id)}` }, `Show entry ${aside[0].entry_id}`),
+    otherJudges > 0 &&
+      h(
+        "span",
+        {},
+        ` ${sheets(otherJudges)} scored by another judge on this tablet wait here: pair it to that judge again to send them.`,
+      ),
+  );
+
+  setText(
+    "footer",
+    h(
+      "span",
+      {},
+      `Judge app ${APP_VERSION}${app.health ? ` · box ${app.health.name || app.health.box}` : ""}`,
+    ),
+    app.pairing && !app.repair && h("a", { href: "#/pair", class: "footer-link" }, "Pair this tablet again"),
+  );
+}
+
+/** ?pair=CODE (the QR code on the console) fills the pairing form; the code leaves the address bar. */
+function takePairCode() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("pair");
+  if (code === null) return null;
+  history.replaceState(null, "", location.pathname + location.hash);
+  return code;
+}
+
+/** Service workers need a secure context (HTTPS, or localhost); the app works without one. */
+function registerServiceWorker() {
+  if (!window.isSecureContext || !("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
+}
+
+async function boot() {
+  const main = document.getElementById("main");
+  try {
+    await openDb();
+    await outbox.load();
+  } catch (error) {
+    main.replaceChildren(
+      h("h1", {}, "This tablet cannot keep sheets"),
+      h(
+        "p",
+        { class: "problem" },
+        `${error.message}. Open the app in a normal (not private) browser window.`,
+      ),
+    );
+    return;
+  }
+  app.pairCode = takePairCode();
+  if (app.pairCode) location.hash = "#/pair";
+  app.pairing = (await kv.get("pairing")) ?? null;
+  const kept = await kv.get("event");
+  if (app.pairing && kept && kept.judge_id === app.pairing.judge.id) {
+    app.event = kept.body;
+    app.eventEtag = kept.etag;
+  }
+
+  outbox.addEventListener("change", update);
+  outbox.addEventListener("stored", () => refreshEvent());
+  outbox.addEventListener("aside", () => refreshEvent());
+  outbox.addEventListener("frozen", (e) => {
+    app.freeze = { frozen: true, reason: e.detail.reason || app.freeze.reason };
+    update();
+  });
+  outbox.addEventListener("unauthorized", (e) => needsPairing(e.detail.problem));
+  heartbeat.addEventListener("answer", (e) => onHeartbeat(e.detail));
+  heartbeat.addEventListener("unauthorized", (e) => needsPairing(e.detail.problem));
+  api.addEventListener("reachability", () => {
+    if (api.reachable) outbox.nudge({ frozen: app.freeze.frozen });
+    update();
+  });
+  window.addEventListener("hashchange", render);
+  // Back from sleep or from another app: say hello, send what waits, see what changed.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible" || !app.pairing || app.repair) return;
+    heartbeat.soon(0);
+    outbox.flushSoon(0);
+    refreshEvent();
+  });
+  window.addEventListener("online", () => {
+    heartbeat.soon(0);
+    outbox.nudge({ frozen: app.freeze.frozen });
+  });
+  setInterval(() => {
+    if (app.pairing && !app.repair) refreshEvent();
+  }, EVENT_REFRESH_MS);
+
+  if (app.pairing) {
+    startSession();
+    refreshEvent();
+  }
+  render();
+  app.refreshHealth();
+  registerServiceWorker();
+  // Ask the browser not to evict the queue under storage pressure (secure contexts only).
+  navigator.storage?.persist?.().catch(() => {});
+}
+
+boot();

@@ -1,0 +1,59 @@
+// The tablet's own storage: IndexedDB of the box's origin. Two object stores:
+//   kv      settings by name: "pairing" (device id, token, judge, event), "event" (the judge's
+//           event and its ETag, for working offline), "device_name"
+//   sheets  every sheet this tablet made, by sheet_id, with its state in the queue
+// Writes use strict durability: a sheet counts as kept only once it is on the tablet's disk.
+
+const NAME = "venuebox-judge";
+const VERSION = 1;
+let opened = null;
+
+export function openDb() {
+  opened ??= new Promise((resolve, reject) => {
+    if (!("indexedDB" in globalThis)) {
+      reject(new Error("this browser has no IndexedDB, so it cannot keep sheets offline"));
+      return;
+    }
+    const request = indexedDB.open(NAME, VERSION);
+    request.onupgradeneeded = () => {
+      const db = request.result;
+      db.createObjectStore("kv");
+      db.createObjectStore("sheets", { keyPath: "sheet_id" });
+    };
+    request.onsuccess = () => {
+      const db = request.result;
+      // Another tab with a newer app wants to upgrade: let it, and reload this one later.
+      db.onversionchange = () => db.close();
+      resolve(db);
+    };
+    request.onerror = () => reject(request.error);
+    request.onblocked = () => reject(new Error("the tablet's storage is held by another tab of this app"));
+  });
+  return opened;
+}
+
+async function run(store, mode, work) {
+  const db = await openDb();
+  return new Promise((resolve, reject) => {
+    const options = mode === "readwrite" ? { durability: "strict" } : undefined;
+    const transaction = db.transaction(store, mode, options);
+    let result;
+    const request = work(transaction.objectStore(store));
+    if (request) request.onsuccess = () => (result = request.result);
+    transaction.oncomplete = () => resolve(result);
+    transaction.onerror = () => reject(transaction.error);
+    transaction.onabort = () => reject(transaction.error ?? new Error("storage transaction aborted"));
+  });
+}
+
+export const kv = {
+  get: (key) => run("kv", "readonly", (store) => store.get(key)),
+  set: (key, value) => run("kv", "readwrite", (store) => store.put(value, key)),
+  delete: (key) => run("kv", "readwrite", (store) => store.delete(key)),
+};
+
+export const sheetStore = {
+  all: () => run("sheets", "readonly", (store) => store.getAll()),
+  /** Resolves once the record is committed (the transaction completed). */
+  put: (record) => run("sheets", "readwrite", (store) => store.put(record)),
+};
