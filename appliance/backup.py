@@ -43,7 +43,7 @@ from appliance import audit, data_key, keys, personal
 from appliance.chain import head, verify_chain
 from appliance.config import Config
 from appliance.errors import DataKeyMismatch, DomainError
-from appliance.secrets_files import read_secret, write_secret
+from appliance.secrets_files import fsync_dir, read_secret, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 
@@ -57,14 +57,6 @@ CHUNK = 1024 * 1024
 
 class BackupFailed(DomainError):
     """A snapshot, verification or restore could not be done; the message says why and what to do."""
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_file(path: Path) -> None:

@@ -71,6 +71,20 @@ def _url(sock: socket.socket, scheme: str = "http") -> str:
     return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
+def server_config(app: Any, **options: Any) -> uvicorn.Config:
+    """How the daemon runs an app under uvicorn: on the daemon's own loop, without uvicorn's
+    logging setup or access log, 5 s to finish requests in flight at stop; ``options`` on top."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        loop="none",
+        **{"http": "auto", **options},
+    )
+
+
 def lan_server_options(config: Config) -> dict[str, Any]:
     """uvicorn options of the LAN-facing listener: httptools with a deadline and a byte cap for
     each request head (edge_api/guard.py), and the idle keep-alive timeout. The admin port is
@@ -223,20 +237,7 @@ class Daemon:
                 self.landing = LandingInfo(box["name"], identity.fingerprint, identity.cert_path)
                 sockets.append(_bind(config.host, config.http_port))
                 served.append((create_landing_app(self.landing), {**lan_side, "ssl_certfile": None}))
-            self.servers = [
-                _EmbeddedServer(
-                    uvicorn.Config(
-                        app,
-                        log_config=None,
-                        access_log=False,
-                        lifespan="on",
-                        timeout_graceful_shutdown=5,
-                        loop="none",
-                        **{"http": "auto", **options},
-                    )
-                )
-                for app, options in served
-            ]
+            self.servers = [_EmbeddedServer(server_config(app, **options)) for app, options in served]
             server_tasks = [
                 asyncio.create_task(server.serve(sockets=[sock]))
                 for server, sock in zip(self.servers, sockets, strict=True)

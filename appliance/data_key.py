@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance import audit, personal
 from appliance.errors import DataKeyMismatch, RotationRunning
-from appliance.secrets_files import write_secret
+from appliance.secrets_files import fsync_dir, write_secret
 from appliance.times import now_rfc3339
 
 if TYPE_CHECKING:
@@ -187,23 +187,15 @@ def _rotation_lock(path: Path) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _promote(path: Path) -> None:
     """Step 3: the new key replaces the old one, durably."""
     os.replace(pending_path(path), path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _discard(path: Path) -> None:
     pending_path(path).unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _settle_locked(path: Path, store: Store) -> str | None:
@@ -253,7 +245,7 @@ def _write_pending(path: Path, key: bytes) -> None:
     owner = path.stat()
     if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
         os.chown(pending, owner.st_uid, owner.st_gid)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _reseal(conn: sqlite3.Connection, old: bytes, new: bytes, actor: str, request_id: str | None) -> Rotation:

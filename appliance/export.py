@@ -43,10 +43,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance import keys, tabulation
-from appliance.backup import copy_database, database_facts, fsync_dir, sealing_key, write_key_files
+from appliance.backup import copy_database, database_facts, sealing_key, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
 from appliance.errors import DomainError
+from appliance.secrets_files import fsync_dir
 from appliance.times import to_rfc3339, utcnow
 
 MANIFEST = "MANIFEST.json"

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.mdns import current_addresses, host_label
+from appliance.secrets_files import fsync_dir
 
 TLS_DIR = "tls"
 PEM_FILE = "box.pem"
@@ -146,14 +147,6 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_identity(data_dir: Path, box_name: str, addresses: list[str] | None = None) -> TlsIdentity:
     """Make a new key and certificate and put them in place: the 0600 key+certificate file in one
     atomic rename (a crash leaves the old pair or the new pair, never half of each), then the
@@ -164,7 +157,7 @@ def write_identity(data_dir: Path, box_name: str, addresses: list[str] | None = 
     key_pem, cert_pem = make_certificate(box_name, current_addresses() if addresses is None else addresses)
     _write_atomically(directory / PEM_FILE, key_pem + cert_pem, 0o600)
     _write_atomically(directory / CERT_FILE, cert_pem, 0o644)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return load_identity(data_dir)
 
 

@@ -198,17 +198,9 @@ async def _serve(variant: Variant, data_dir: Path, port: int) -> None:
     tls_file = Path(options["ssl_certfile"]).name if "ssl_certfile" in options else "off"
     print(f"{SERVED_PREFIX}{layer_names(app)}; http={protocol}; tls={tls_file}", flush=True)
     sock = _bind(port)
-    server = Embedded(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            loop="none",
-            **options,
-        )
-    )
+    from appliance.daemon import server_config
+
+    server = Embedded(server_config(app, **options))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:
