@@ -23,7 +23,8 @@ that certificate in every TLS handshake. A box presenting another one raises Cer
 before anything (a pairing code, a token, a sheet) is sent, and sheets stay queued. The pin is kept
 in the state dir; the pairing answer's ``tls_fingerprint`` must agree with it.
 
-    client = TabletClient("http://192.168.1.20:8080", Path("~/.tablet").expanduser())
+    box = discover()[0]  # or TabletClient("https://192.168.1.20:8080", state, fingerprint="ab12…")
+    client = TabletClient.for_box(box, Path("~/.tablet").expanduser())  # pins the TXT fingerprint
     await client.pair("ABCD-EFGH", "Judge 1 iPad")
     event = await client.event()
     await client.submit(make_sheet("142", {"technique": 9.4, "performance": 9.1}))

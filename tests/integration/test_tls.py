@@ -190,6 +190,22 @@ def test_tablet_client_pins_the_certificate_and_refuses_a_second_one(
         other.stop()
 
 
+def test_trust_on_first_use_pins_what_the_box_showed_first(tls_box: RunningBox, tmp_path: Path) -> None:
+    served = hashlib.sha256(served_certificate(tls_box.tablet_url)).hexdigest()
+
+    async def scenario() -> None:
+        async with TabletClient(tls_box.tablet_url, tmp_path / "tablet", trust_on_first_use=True) as client:
+            await client.pair(new_code(tls_box.config, "J1"), "judge 1 tablet")
+            assert client.pinned_fingerprint == served
+        # Saved: the next run of the tablet holds the same pin without being told.
+        async with TabletClient(tls_box.tablet_url, tmp_path / "tablet") as again:
+            assert again.pinned_fingerprint == served
+            assert (await again.heartbeat()).frozen is False
+
+    asyncio.run(scenario())
+    assert (tmp_path / "tablet" / "tls-pin.txt").read_text().strip() == served
+
+
 def test_rotation_on_a_running_box_is_served_and_pinned_tablets_refuse_it(
     tls_box: RunningBox, tmp_path: Path
 ) -> None:
