@@ -288,3 +288,32 @@ def test_a_revoked_tablet_asks_to_pair_again_and_keeps_its_queue_until_then(
     expect(page.locator("#pairing-banner")).to_be_empty()
     assert app.foreign_requests() == []
     assert app.errors == []
+
+
+def test_participants_show_only_when_the_event_lets_tablets_see_them(
+    tmp_path: Path, open_app: Callable[..., JudgeApp]
+) -> None:
+    from tests.browser.conftest import free_port
+    from tests.conftest import make_box
+    from tests.personal_package import guardian_phone, personal_package
+
+    names = {"101": "Naomi Roy"}
+    for allowed in (True, False):
+        package = personal_package(tmp_path / f"package-{allowed}", tablets_see_participants=allowed)
+        box = RunningBox(make_box(tmp_path / f"box-{allowed}", package=package), port=free_port()).start()
+        try:
+            app = open_app(box, service_workers="block")
+            app.pair(new_code(box.config, "J1"))
+            app.open_entry("101")
+            facts = app.page.locator(".facts")
+            expect(facts).to_contain_text("Studio")
+            if allowed:
+                expect(facts).to_contain_text(f"Participants{names['101']}")
+            else:
+                expect(facts).not_to_contain_text("Participants")
+                expect(facts).not_to_contain_text(names["101"])
+            # A column the package marks personal never reaches the page.
+            assert guardian_phone("101") not in app.page.content()
+            assert app.foreign_requests() == [] and app.errors == []
+        finally:
+            box.stop()

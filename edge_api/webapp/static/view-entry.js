@@ -111,6 +111,10 @@ export function entryView(app, { entryId, mode, sourceId }) {
         h("dd", {}, [entry.category, entry.division, entry.level].filter(Boolean).join(" · ") || "—"),
       ),
       h("div", { class: "fact" }, h("dt", {}, "Studio"), h("dd", {}, entry.studio || "—")),
+      // Only when the event lets tablets see who is on stage (tablets_see_participants).
+      Array.isArray(entry.participants) &&
+        entry.participants.length > 0 &&
+        h("div", { class: "fact" }, h("dt", {}, "Participants"), h("dd", {}, entry.participants.join(", "))),
       entry.scheduled_at &&
         h(
           "div",
