@@ -217,7 +217,10 @@ class Daemon:
             identity = None
             if config.tls:
                 # A box initialised before TLS existed gets its certificate now.
-                identity, created = tls.ensure_identity(config.data_dir, box["name"])
+                try:
+                    identity, created = tls.ensure_identity(config.data_dir, box["name"])
+                except ValueError as exc:
+                    raise DomainError(f"{exc}: make a new one with `venuebox tls rotate`") from None
                 if created:
                     log.info("made the box's TLS certificate", extra={"fingerprint": identity.fingerprint})
             self.tls_identity = identity

@@ -367,3 +367,26 @@ def test_a_crash_between_the_two_writes_is_repaired_on_load(tmp_path: Path) -> N
         ).hexdigest()
         == identity.fingerprint
     )
+
+
+def test_a_damaged_certificate_file_stops_the_daemon_in_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    config = make_box(tmp_path / "box", package=None, tls=True)
+    (config.data_dir / "tls" / "box.pem").write_text("not a certificate\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), "run", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("venuebox: error:") and "venuebox tls rotate" in last
+    # The advice works: a new certificate, and the box starts.
+    assert cli(config.data_dir, "tls", "rotate").returncode == 0
+    box = RunningBox(config).start()
+    try:
+        with box.client() as client:
+            assert client.get("/api/v1/health").status_code == 200
+    finally:
+        box.stop()
