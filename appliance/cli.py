@@ -427,6 +427,7 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
             from appliance.tls import grouped
 
             click.echo(f"  certificate {grouped(runtime['tls_fingerprint'])} (self-signed; tablets pin it)")
+        click.echo(f"  judge app   {runtime['tablet_url']}/   (a tablet's or phone's browser; codes below)")
         click.echo(
             f"  admin API   {runtime['admin_url']}/admin/v1/status (token in {config.admin_token_path})"
         )

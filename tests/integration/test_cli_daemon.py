@@ -6,11 +6,15 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from appliance import tls
 from tests.conftest import RunningBox, make_box
 
 
@@ -52,6 +56,14 @@ def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path:
             if "Ctrl-C stops the box" in line or not line:
                 break
         assert any("J1" in line for line in lines), "".join(lines)
+        # As shipped: HTTPS, with the fingerprint to compare, and the judge app's address.
+        fingerprint = tls.load_identity(tmp_path / "demo").fingerprint
+        assert any(f"certificate {tls.grouped(fingerprint)}" in line for line in lines), "".join(lines)
+        app_url = next(line.split()[2] for line in lines if line.strip().startswith("judge app"))
+        assert app_url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=tmp_path / "demo" / "tls" / "box.crt")
+        page = httpx.get(app_url, verify=trust, timeout=10)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         # Let the simulated judges pair and score (a loaded machine takes longer than a quiet one).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _sheets(tmp_path / "demo") == 0:
