@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningBox, make_box
+from tests.conftest import RunningBox, make_box, needs_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ST = Path(sys.executable).with_name("st")
@@ -30,9 +30,7 @@ CHECKS = ",".join(
         "problem_has_request_id",
     ]
 )
-pytestmark = pytest.mark.skipif(
-    not ST.exists(), reason="schemathesis is not installed (the test extra has it)"
-)
+pytestmark = needs_tool(ST.exists(), "schemathesis is not installed (the test extra has it)")
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Config
-from tests.conftest import RunningBox, make_box
+from tests.conftest import RunningBox, make_box, needs_tool
 from tests.unit.test_backup import score
 
 AGE = shutil.which("age")
-needs_age = pytest.mark.skipif(AGE is None, reason="the age tool is not installed (.ci/run installs it)")
+needs_age = needs_tool(AGE is not None, "the age tool is not installed (.ci/run installs it)")
 PASSPHRASE = "correct horse battery staple"
 
 

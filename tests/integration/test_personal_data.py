@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance import personal
-from tests.conftest import SAMPLE_EVENT, RunningBox, make_box
+from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, needs_tool
 from tests.integration.test_backup_export import venuebox
 from tests.personal_package import COLUMN, guardian_phone, personal_package
 
@@ -32,9 +32,7 @@ def sample_participants() -> dict[str, list[str]]:
         }
 
 
-@pytest.mark.skipif(
-    shutil.which("sqlite3") is None, reason="the sqlite3 CLI is not installed (.ci/run has it)"
-)
+@needs_tool(shutil.which("sqlite3") is not None, "the sqlite3 CLI is not installed (.ci/run installs it)")
 def test_the_raw_database_holds_ciphertext_for_every_participant(running_box: RunningBox) -> None:
     rows = subprocess.run(
         ["sqlite3", str(running_box.config.db_path), "SELECT entry_id, participants_enc FROM entries"],
