@@ -443,6 +443,8 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
     import asyncio
     import logging
 
+    from appliance.watchdog import add_interval_job
+
     log = logging.getLogger("venuebox.backup")
 
     async def snapshot() -> None:
@@ -473,17 +475,7 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
             soon + timedelta(seconds=config.backup_verify_interval_s),
         ),
     ):
-        scheduler.add_job(
-            func,
-            "interval",
-            seconds=interval,
-            id=f"backup-{job_id}",
-            name=f"backup {job_id}",
-            next_run_time=first,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=max(1, round(interval)),
-        )
+        add_interval_job(scheduler, func, f"backup-{job_id}", f"backup {job_id}", interval, first)
 
 
 # -- status ---------------------------------------------------------------------------------------

@@ -511,10 +511,10 @@ def _entries_csv(conn: sqlite3.Connection, event_id: str, zone: ZoneInfo | None)
         " WHERE e.event_id = ? ORDER BY se.position, e.running_order, e.entry_id",
         (event_id,),
     ).fetchall()
-    extras = [json.loads(row["extra"]) for row in entries]
-    extra_columns = list(dict.fromkeys(key for extra in extras for key in extra))
-    rows = (
-        (
+    return _package_csv(
+        PACKAGE_ENTRY_COLUMNS,
+        entries,
+        lambda row: (
             row["entry_id"],
             row["session_id"],
             row["running_order"],
@@ -524,13 +524,8 @@ def _entries_csv(conn: sqlite3.Connection, event_id: str, zone: ZoneInfo | None)
             row["division"],
             row["level"],
             row["studio"],
-            *[extra.get(key) for key in extra_columns],
-        )
-        for row, extra in zip(entries, extras, strict=True)
+        ),
     )
-    stream = io.BytesIO()
-    write_csv(stream, [*PACKAGE_ENTRY_COLUMNS, *extra_columns], rows, formula_guard=False)
-    return stream.getvalue()
 
 
 def _judges_csv(conn: sqlite3.Connection, event_id: str) -> bytes:
@@ -546,20 +541,31 @@ def _judges_csv(conn: sqlite3.Connection, event_id: str) -> bytes:
         "SELECT judge_id, name, all_sessions, extra FROM judges WHERE event_id = ? ORDER BY judge_id",
         (event_id,),
     ).fetchall()
-    extras = [json.loads(row["extra"]) for row in judges]
-    extra_columns = list(dict.fromkeys(key for extra in extras for key in extra))
-    rows = (
-        (
+    return _package_csv(
+        PACKAGE_JUDGE_COLUMNS,
+        judges,
+        lambda row: (
             row["judge_id"],
             row["name"],
             # '*' re-imports as "every session", also sessions added later; a list would not.
             "*" if row["all_sessions"] else ";".join(seats.get(row["judge_id"], [])),
-            *[extra.get(key) for key in extra_columns],
-        )
-        for row, extra in zip(judges, extras, strict=True)
+        ),
+    )
+
+
+def _package_csv(
+    columns: Sequence[str], records: list[sqlite3.Row], documented: Callable[[sqlite3.Row], tuple[Any, ...]]
+) -> bytes:
+    """An event package CSV: the documented ``columns`` (cells from ``documented``), then every
+    extra attribute any record has, in the order first seen (a record without one leaves it empty)."""
+    extras = [json.loads(row["extra"]) for row in records]
+    extra_columns = list(dict.fromkeys(key for extra in extras for key in extra))
+    rows = (
+        (*documented(row), *[extra.get(key) for key in extra_columns])
+        for row, extra in zip(records, extras, strict=True)
     )
     stream = io.BytesIO()
-    write_csv(stream, [*PACKAGE_JUDGE_COLUMNS, *extra_columns], rows, formula_guard=False)
+    write_csv(stream, [*columns, *extra_columns], rows, formula_guard=False)
     return stream.getvalue()
 
 

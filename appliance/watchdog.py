@@ -469,16 +469,25 @@ def build_scheduler(
         (loop_job, "event-loop", settings.loop_check_s, soon + timedelta(seconds=settings.loop_check_s)),
     ]
     for func, job_id, interval, first_run in jobs:
-        scheduler.add_job(
-            func,
-            "interval",
-            seconds=interval,
-            id=f"watchdog-{job_id}",
-            name=f"watchdog {job_id} check",
-            next_run_time=first_run,
-            max_instances=1,
-            coalesce=True,
-            # A run that is late by more than one interval is skipped; the next one will look anyway.
-            misfire_grace_time=max(1, round(interval)),
-        )
+        name = f"watchdog {job_id} check"
+        add_interval_job(scheduler, func, f"watchdog-{job_id}", name, interval, first_run)
     return scheduler
+
+
+def add_interval_job(
+    scheduler: Any, func: Callable[[], Any], job_id: str, name: str, interval_s: float, first_run: datetime
+) -> None:
+    """A periodic job on the daemon's scheduler, as every one of its jobs runs: never two runs at
+    once, missed runs coalesced into one, and a run late by more than one interval skipped (the
+    next one will do the work anyway)."""
+    scheduler.add_job(
+        func,
+        "interval",
+        seconds=interval_s,
+        id=job_id,
+        name=name,
+        next_run_time=first_run,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(1, round(interval_s)),
+    )
