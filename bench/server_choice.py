@@ -158,20 +158,10 @@ async def _serve_in_loop(kind: str, data_dir: str, port: int, admin_port: int) -
             def capture_signals(self):  # type: ignore[no-untyped-def]
                 yield
 
-        servers = [
-            Embedded(
-                uvicorn.Config(
-                    app,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="on",
-                    timeout_graceful_shutdown=5,
-                    loop="none",
-                    http="httptools",
-                )
-            )
-            for app in (tablet, admin)
-        ]
+        from appliance.daemon import server_config
+
+        # The daemon's uvicorn settings, with the parser this bench compared (httptools).
+        servers = [Embedded(server_config(app, http="httptools")) for app in (tablet, admin)]
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, socks, strict=True)]
 
         def stop_servers() -> None:

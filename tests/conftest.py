@@ -27,8 +27,26 @@ from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
 from provisioning.pairing import create_code, redeem
 
-SAMPLE_EVENT = Path(__file__).resolve().parents[1] / "provisioning" / "sample_event"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_EVENT = ROOT / "provisioning" / "sample_event"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def venuebox(
+    box: Config | Path | None, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a tech runs it, in a process of its own, on ``box`` (a config or a data dir; None:
+    no --data-dir); ``env`` is added to this process's environment."""
+    data_dir = box.data_dir if isinstance(box, Config) else box
+    where = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *where, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def needs_tool(present: bool, reason: str) -> pytest.MarkDecorator:

@@ -10,26 +10,18 @@ import select
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from appliance.config import Config
-from tests.conftest import RunningBox, make_box, needs_tool
+from tests.conftest import RunningBox, make_box, needs_tool, venuebox
 from tests.unit.test_backup import score
 
 AGE = shutil.which("age")
 needs_age = needs_tool(AGE is not None, "the age tool is not installed (.ci/run installs it)")
 PASSPHRASE = "correct horse battery staple"
-
-
-def venuebox(config: Config | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    data_dir = ["--data-dir", str(config.data_dir)] if config is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *data_dir, *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def organiser_key(tmp_path: Path) -> tuple[Path, str]:

@@ -16,16 +16,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import RunningBox, make_box, panel_entries
-
-
-def venuebox(config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.conftest import RunningBox, make_box, panel_entries, venuebox
 
 
 def test_sigkill_while_eight_clients_submit_loses_no_acknowledged_sheet(tmp_path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RunningBox, make_box
+from tests.conftest import RunningBox, make_box, venuebox
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -171,17 +171,7 @@ def test_idle_keep_alive_connections_are_closed(box: RunningBox) -> None:
 
 
 def test_limits_in_the_environment_are_checked(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     config = make_box(tmp_path / "box", package=None)
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), "status"],
-        capture_output=True,
-        text=True,
-        env={"VENUEBOX_ADDRESS_BURST": "0", "PATH": "/usr/bin:/bin"},
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    done = venuebox(config, "status", env={"VENUEBOX_ADDRESS_BURST": "0"})
     assert done.returncode != 0
     assert "address_burst" in done.stderr and len(done.stderr.strip().splitlines()) == 1

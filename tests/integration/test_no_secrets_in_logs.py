@@ -5,13 +5,11 @@ participant's name may appear in it."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, panel_entries
+from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, panel_entries, venuebox
 from tests.integration.test_uplink import Cloud, box_id_of, uplink, wait_for
 
 PASSPHRASE = "velvet lanterns at midnight"
@@ -23,15 +21,9 @@ def participant_names() -> set[str]:
     return {name for name in names if name}
 
 
-def venuebox(config_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VENUEBOX_LOG_LEVEL": "DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", "--data-dir", str(config_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+def debug_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with DEBUG logs: everything it logs must be clean too."""
+    return venuebox(data_dir, *args, timeout=120, env={"VENUEBOX_LOG_LEVEL": "DEBUG"})
 
 
 def test_a_full_day_logs_no_secret_and_no_participant(tmp_path: Path) -> None:
@@ -50,10 +42,13 @@ def test_a_full_day_logs_no_secret_and_no_participant(tmp_path: Path) -> None:
     passphrase = tmp_path / "passphrase"
     passphrase.write_text(PASSPHRASE + "\n")
     assert (
-        venuebox(config.data_dir, "backup", "configure", "--passphrase-file", str(passphrase)).returncode == 0
+        debug_cli(config.data_dir, "backup", "configure", "--passphrase-file", str(passphrase)).returncode
+        == 0
     )
     assert (
-        venuebox(config.data_dir, "uplink", "configure", "--url", cloud.url, "--token-file", str(wrong_token))
+        debug_cli(
+            config.data_dir, "uplink", "configure", "--url", cloud.url, "--token-file", str(wrong_token)
+        )
     ).returncode == 0
     box = RunningBox(config, env={"VENUEBOX_LOG_LEVEL": "DEBUG"}).start()
     secrets = {config.admin_token_path.read_text().strip(), PASSPHRASE, wrong_token.read_text().strip()}
@@ -88,7 +83,7 @@ def test_a_full_day_logs_no_secret_and_no_participant(tmp_path: Path) -> None:
             client.get("/api/v1/event", headers={"Authorization": f"Bearer {token}x"})  # unknown token
         # The uplink is refused (wrong token), then configured right and drains.
         wait_for("paused", lambda: uplink(box)["state"] == "paused")
-        fixed = venuebox(
+        fixed = debug_cli(
             config.data_dir, "uplink", "configure", "--url", cloud.url, "--token-file", str(good_token)
         )
         assert fixed.returncode == 0
@@ -102,7 +97,7 @@ def test_a_full_day_logs_no_secret_and_no_participant(tmp_path: Path) -> None:
             wait_for("the export", lambda: admin.get("/admin/v1/export").json()["job"]["state"] == "done")
             device = admin.get("/admin/v1/devices").json()[0]["device_id"]
             admin.post(f"/admin/v1/devices/{device}/revoke")
-        assert venuebox(config.data_dir, "backup", "now").returncode == 0
+        assert debug_cli(config.data_dir, "backup", "now").returncode == 0
         time.sleep(1)
     finally:
         box.stop()

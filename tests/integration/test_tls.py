@@ -32,7 +32,7 @@ from edge_api.tablet_client import (
     async_discover,
     make_sheet,
 )
-from tests.conftest import RunningBox, make_box, new_code
+from tests.conftest import RunningBox, make_box, new_code, venuebox
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,16 +52,6 @@ def served_certificate(url: str) -> bytes:
         der = wrapped.getpeercert(binary_form=True)
     assert der
     return der
-
-
-def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def wait_until(condition: Any, timeout_s: float, what: str) -> None:
@@ -123,10 +113,10 @@ def test_daemon_serves_https_with_the_fingerprint_it_announces(tls_box: RunningB
     assert paired.pairing["tls_fingerprint"] == fingerprint
 
     # The CLI shows the same, and so does `status`.
-    shown = cli(tls_box.config.data_dir, "tls", "show")
+    shown = venuebox(tls_box.config.data_dir, "tls", "show")
     assert shown.returncode == 0, shown.stderr
     assert tls.grouped(fingerprint) in shown.stdout
-    assert tls.grouped(fingerprint) in cli(tls_box.config.data_dir, "status").stdout
+    assert tls.grouped(fingerprint) in venuebox(tls_box.config.data_dir, "status").stdout
 
     # Plain HTTP on the TLS port gets nothing useful: no API answer over an unencrypted channel.
     plain = tls_box.tablet_url.replace("https://", "http://")
@@ -219,7 +209,7 @@ def test_rotation_on_a_running_box_is_served_and_pinned_tablets_refuse_it(
 
     asyncio.run(pair_and_score())
 
-    rotated = cli(tls_box.config.data_dir, "tls", "rotate", "--address", "192.168.7.20")
+    rotated = venuebox(tls_box.config.data_dir, "tls", "rotate", "--address", "192.168.7.20")
     assert rotated.returncode == 0, rotated.stderr
     new = tls.load_identity(tls_box.config.data_dir).fingerprint
     assert new != old and tls.grouped(new) in rotated.stdout
@@ -339,7 +329,7 @@ def test_tls_off_serves_plain_http_and_says_so_in_txt_and_pairing(tmp_path: Path
     try:
         assert box.tablet_url.startswith("http://")
         assert box.pair("J1").pairing["tls_fingerprint"] is None
-        shown = cli(box.config.data_dir, "tls", "show")
+        shown = venuebox(box.config.data_dir, "tls", "show")
         assert shown.returncode == 0 and "TLS is off" in shown.stdout
     finally:
         box.stop()
@@ -348,7 +338,7 @@ def test_tls_off_serves_plain_http_and_says_so_in_txt_and_pairing(tmp_path: Path
 def test_cli_refuses_a_bad_address_in_one_line_and_changes_nothing(tmp_path: Path) -> None:
     config = make_box(tmp_path / "box", package=None, tls=True)
     before = (config.data_dir / "tls" / "box.pem").read_bytes()
-    refused = cli(config.data_dir, "tls", "rotate", "--address", "not-an-ip")
+    refused = venuebox(config.data_dir, "tls", "rotate", "--address", "not-an-ip")
     assert refused.returncode != 0
     assert len(refused.stderr.strip().splitlines()) == 1 and "not an IP address" in refused.stderr
     assert (config.data_dir / "tls" / "box.pem").read_bytes() == before
@@ -383,7 +373,7 @@ def test_a_damaged_certificate_file_stops_the_daemon_in_one_line_saying_what_to_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("venuebox: error:") and "venuebox tls rotate" in last
     # The advice works: a new certificate, and the box starts.
-    assert cli(config.data_dir, "tls", "rotate").returncode == 0
+    assert venuebox(config.data_dir, "tls", "rotate").returncode == 0
     box = RunningBox(config).start()
     try:
         with box.client() as client:

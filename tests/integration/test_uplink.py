@@ -8,8 +8,6 @@ import ipaddress
 import json
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,20 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appliance.config import Config
-from tests.conftest import RunningBox, make_box
+from tests.conftest import RunningBox, make_box, venuebox
 from tests.faultproxy import FaultProxy, Faults
 from tests.receiver_process import RunningReceiver, add_box
 
 SETTLE_S = 30.0
-
-
-def venuebox(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def box_id_of(config: Config) -> str:
