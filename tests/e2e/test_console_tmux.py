@@ -50,15 +50,21 @@ class Terminal:
             [*self.base, "send-keys", "-t", "console", *(["-l"] if literal else []), *keys], check=True
         )
 
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+    def wait_for(self, *texts: str, timeout: float = 15.0) -> str:
+        """The screen once every one of `texts` is on it.
+
+        Textual paints a screen in more than one pass (the header can be up before the footer), so a
+        test names everything it is about to read rather than waiting for one string and assuming.
+        """
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.1)
-        raise AssertionError(f"{text!r} not on screen within {timeout} s; the screen shows:\n{screen}")
+        missing = [text for text in texts if text not in screen]
+        raise AssertionError(f"{missing!r} not on screen within {timeout} s; the screen shows:\n{screen}")
 
     def close(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
@@ -81,9 +87,8 @@ def test_a_tech_freezes_the_box_from_the_console_in_a_terminal(box: RunningBox) 
     console = [sys.executable, "-m", "appliance", "--data-dir", str(box.config.data_dir), "console"]
     terminal = Terminal(console)
     try:
-        screen = terminal.wait_for("scoring open")
-        assert "1 Overview" in screen and "Freeze/unfreeze" in screen
-        assert "Tablets" in screen and "Missing scores" in screen
+        # The first screen: status, tabs, the overview's panels and the footer's key help.
+        terminal.wait_for("scoring open", "1 Overview", "Tablets", "Missing scores", "Freeze/unfreeze")
 
         terminal.keys("f")
         terminal.wait_for("Freeze scoring: why?")
@@ -93,11 +98,9 @@ def test_a_tech_freezes_the_box_from_the_console_in_a_terminal(box: RunningBox) 
         time.sleep(0.5)
         terminal.keys("Power cut in hall B", literal=True)
         terminal.keys("Enter")
-        screen = terminal.wait_for("Freeze all scoring now?")
-        assert "Reason (dispute): Power cut in hall B" in screen
+        terminal.wait_for("Freeze all scoring now?", "Reason (dispute): Power cut in hall B")
         terminal.keys("y")
-        screen = terminal.wait_for("FROZEN")
-        assert "Power cut in hall B" in screen
+        terminal.wait_for("FROZEN", "Power cut in hall B")
 
         with tablet.client() as c:
             refused = c.post("/api/v1/sheets", json=tablet.sheet_for(entry))
@@ -105,8 +108,7 @@ def test_a_tech_freezes_the_box_from_the_console_in_a_terminal(box: RunningBox) 
         assert refused.json()["detail"] == "Power cut in hall B"
 
         terminal.keys("2")  # another screen: the banner is still there
-        screen = terminal.wait_for("Last seen")
-        assert "FROZEN" in screen
+        terminal.wait_for("Last seen", "FROZEN")
 
         terminal.keys("f")
         terminal.wait_for("Unfreeze scoring?")
