@@ -132,7 +132,8 @@ def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return
-    counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
+    one = {"sessions": "session", "entries": "entry", "judges": "judge", "criteria": "criterion"}
+    counts = ", ".join(f"{n} {one.get(what, what) if n == 1 else what}" for what, n in report.counts.items())
     click.echo(f"imported {report.event_id} (snapshot {report.snapshot_id[:12]}): {counts}")
     for line in report.added:
         click.echo(f"  added: {line}")

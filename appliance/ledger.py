@@ -398,11 +398,12 @@ def value_problem(value: float, minimum: float, maximum: float, step: float) -> 
         return "must be a finite number"
     if not v.is_finite():
         return "must be a finite number"
+    # The range first: "between 0 and 10" tells a judge more about 10.05 than "on a step of 0.1".
+    if v < lo - st * STEP_TOLERANCE or v > hi + st * STEP_TOLERANCE:
+        return f"must be between {_num(minimum)} and {_num(maximum)}"
     off_step = (v - lo) / st - ((v - lo) / st).to_integral_value()
     if abs(off_step) > STEP_TOLERANCE:
         return f"must be on a step of {_num(step)} from {_num(minimum)}"
-    if v < lo - st * STEP_TOLERANCE or v > hi + st * STEP_TOLERANCE:
-        return f"must be between {_num(minimum)} and {_num(maximum)}"
     return None
 
 

@@ -35,6 +35,18 @@ def test_value_must_be_in_range_and_on_step(value, ok) -> None:
     assert (value_problem(value, 0, 10, 0.1) is None) is ok
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (-5.1, "must be between -5 and 5"),  # off the range and off the step: the range is the news
+        (5.25 + 0.25, "must be between -5 and 5"),
+        (0.3, "must be on a step of 0.25 from -5"),
+    ],
+)
+def test_a_value_off_the_range_is_told_its_range_first(value, problem) -> None:
+    assert value_problem(value, -5, 5, 0.25) == problem
+
+
 def test_float_noise_is_read_as_its_step_point() -> None:
     assert on_step(0.1 * 3, 0, 0.1) == 0.3
     assert on_step(7.5, 0, 0.5) == 7.5
