@@ -600,7 +600,7 @@ def test_e_opens_the_export_window_anywhere_and_enter_exports_to_the_chosen_key(
             assert said(app, "#export-target") == "Exporting to /media/venue/KINGSTON"
 
             box.export_job = box.export_job | {"state": "done", "fraction": 1.0, "path": DONE_PATH}
-            await until(pilot, lambda: said(app, "#export-done").startswith("Done: "), "done", timeout=2)
+            await until(pilot, lambda: said(app, "#export-done").startswith("Done: "), "done")
             done = said(app, "#export-done")
             assert f"Done: {DONE_PATH}" in done and "Keep the key safe" in done
             assert f"venuebox export verify {DONE_PATH}" in done
@@ -674,7 +674,7 @@ def test_e_during_an_export_shows_its_progress_and_the_console_says_when_it_ends
             await pilot.press("escape")  # the export carries on in the box
             assert not isinstance(app.screen, ExportDialog)
             box.export_job = box.export_job | {"state": "done", "fraction": 1.0, "path": DONE_PATH}
-            await until(pilot, lambda: bool(notifications(messages)), "the end is told", timeout=3)
+            await until(pilot, lambda: bool(notifications(messages)), "the end is told")
             [note] = notifications(messages)
             assert note.title == "USB export done" and DONE_PATH in note.message
 

@@ -295,8 +295,10 @@ def test_the_scheduler_raises_the_offline_alert_for_a_silent_tablet(box: Box) ->
         scheduler = build_scheduler(box.store, settings, probe, on_change, disk_usage=usage(50_000))
         scheduler.start()
         try:
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and not active(box.store):
+            # A 0.2 s sweep: the generous deadline only bounds a broken scheduler, it times nothing.
+            deadline = time.monotonic() + 15
+            while not active(box.store):
+                assert time.monotonic() < deadline, "no alert from the scheduler"
                 await asyncio.sleep(0.05)
             # Let the integrity job's first run happen too.
             await asyncio.sleep(0.5)
@@ -306,7 +308,5 @@ def test_the_scheduler_raises_the_offline_alert_for_a_silent_tablet(box: Box) ->
             probe.stop()
             await asyncio.sleep(0.05)
 
-    started = time.monotonic()
     assert asyncio.run(scenario()) == {f"tablet-offline:{tablet.device_id}": "warning"}
-    assert time.monotonic() - started < 3
     assert changes and changes[0] == {f"tablet-offline:{tablet.device_id}": "warning"}
