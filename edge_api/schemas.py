@@ -15,8 +15,8 @@ EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
 Comment = Annotated[str, Meta(max_length=2000)]
 Rfc3339 = Annotated[
     str,
+    # No minimum length: a time without its offset gets check_time's words, not a length rule.
     Meta(
-        min_length=20,
         max_length=40,
         description="RFC 3339 date-time with offset",
         extra_json_schema={"format": "date-time"},

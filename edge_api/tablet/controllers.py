@@ -76,7 +76,9 @@ def _name_the_value(raw: bytes, exc: domain.InvalidInput) -> domain.InvalidInput
         for key, value in values.items()
         if isinstance(value, bool) or not isinstance(value, int | float)
     ]
-    return domain.InvalidInput(exc.detail, errors or exc.errors)
+    if not errors:
+        return exc
+    return domain.InvalidInput(f"{errors[0]['field']}: {errors[0]['message']}", errors)
 
 
 class TabletController(Controller):

@@ -91,6 +91,67 @@ def test_body_errors_tell_400_from_422_and_name_the_field() -> None:
     assert info.value.errors[0]["field"] == "sheet_id"
 
 
+_SHEET = '"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "submitted_at": "2026-03-14T10:42:07Z"'
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            f'{{{_SHEET}, "entry_id": 142, "values": {{}}}}',
+            "entry_id",
+            "must be a string, not a whole number",
+        ),
+        (f'{{{_SHEET}, "entry_id": "", "values": {{}}}}', "entry_id", "must not be empty"),
+        (f'{{{_SHEET}, "entry_id": "1", "values": []}}', "values", "must be a JSON object, not a JSON array"),
+        (f'{{{_SHEET}, "entry_id": "1", "values": {{"": 1}}}}', "values", "each key must not be empty"),
+        (f'{{{_SHEET}, "entry_id": "1", "values": {{"a": true}}}}', "values.a", "must be a number"),
+        (f'{{{_SHEET}, "values": {{}}}}', "entry_id", "is required"),
+        (
+            f'{{{_SHEET}, "entry_id": "1", "values": {{}}, "score": 3}}',
+            "score",
+            "is not a field of this request",
+        ),
+        (
+            f'{{{_SHEET}, "entry_id": "1", "values": {{}}, "comment": "{"x" * 2001}"}}',
+            "comment",
+            "must have at most 2000 characters",
+        ),
+        (
+            '{"sheet_id": "142", "entry_id": "1", "values": {}, "submitted_at": "2026-03-14T10:42:07Z"}',
+            "sheet_id",
+            "must be a UUID, e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        ),
+        (
+            '{"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "entry_id": "1", "values": {},'
+            ' "submitted_at": "2026-03-14T10:42:07"}',
+            "submitted_at",
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-03-14T10:42:07-05:00",
+        ),
+        ("[]", "body", "must be a JSON object, not a JSON array"),
+    ],
+)
+def test_a_bad_sheet_is_told_what_is_wrong_in_plain_words(body: str, field: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_sheet(body.encode())
+    assert info.value.errors[0] == {"field": field, "message": message}
+    assert info.value.detail == f"{field}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"battery": 101}', "battery: must be at most 100"),
+        ('{"battery": 1.5}', "battery: must be a whole number or null, not a number with a decimal point"),
+        ('{"queue_depth": -1}', "queue_depth: must be at least 0"),
+    ],
+)
+def test_a_bad_heartbeat_is_told_the_bound_it_broke(body: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        decode(b'{"sent_at": "2026-03-14T10:42:07Z", ' + body[1:].encode(), HeartbeatIn)
+    assert info.value.detail == message
+
+
 def test_config_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     (tmp_path / "venuebox.toml").write_text("port = 9000\n[limits]\nbatch_max_sheets = 100\n")
     config = load_config(tmp_path, environ={"VENUEBOX_PORT": "9100", "VENUEBOX_ADMIN_PORT": "9101"})
