@@ -47,3 +47,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
         media_type="application/json",
         headers=headers or {},
     )
+
+
+def not_modified(if_none_match: str, etag: str) -> bool:
+    """Does an ``If-None-Match`` header match ``etag``? RFC 9110's weak comparison: ``W/"x"`` matches
+    ``"x"`` (a proxy that compresses may weaken a tag), and ``*`` matches any current representation."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag.removeprefix("W/") in tags

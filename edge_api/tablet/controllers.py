@@ -23,7 +23,7 @@ from edge_api.context import context_of
 from edge_api.errors import problem_for
 from edge_api.middleware import request_id_of
 from edge_api.responses import json_response as _json
-from edge_api.responses import problems
+from edge_api.responses import not_modified, problems
 from edge_api.schemas import (
     BatchIn,
     BatchOut,
@@ -153,7 +153,7 @@ class TabletController(Controller):
         content = msgspec.json.encode(view)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        if not_modified(request.headers.get("if-none-match", ""), etag):
             return Response(content=b"", status_code=304, headers=headers)
         return Response(content=content, status_code=200, media_type="application/json", headers=headers)
 
@@ -192,7 +192,7 @@ class TabletController(Controller):
         if len(batch.sheets) > limit:
             raise domain.InvalidInput(
                 f"a batch holds at most {limit} sheets, got {len(batch.sheets)}",
-                [{"field": "sheets", "message": f"at most {limit} items"}],
+                [{"field": "sheets", "message": f"must have at most {limit} items"}],
             )
         rid = request_id_of(request.scope)
         parsed, sheet_ids = _parse_batch(body, batch)

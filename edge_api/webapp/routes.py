@@ -14,6 +14,8 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from edge_api.responses import not_modified
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 MEDIA_TYPES = {
@@ -83,7 +85,7 @@ def webapp_handlers(directory: Path = STATIC_DIR) -> list[HTTPRouteHandler]:
         if file is None:
             raise NotFoundException(f"no such file in the judge app: {name}")
         headers = {**SECURITY_HEADERS, "ETag": file.etag}
-        if file.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+        if not_modified(request.headers.get("if-none-match", ""), file.etag):
             return Response(content=b"", status_code=304, headers=headers)
         return Response(content=file.body, media_type=file.media_type, headers=headers)
 

@@ -66,6 +66,10 @@ def test_pair_event_sheet_correction_heartbeat(running_box: RunningBox) -> None:
         assert event.status_code == 200
         etag = event.headers["etag"]
         assert c.get("/api/v1/event", headers={"If-None-Match": etag}).status_code == 304
+        # RFC 9110's weak comparison: a tag a proxy weakened, one of a list, or "*" still match.
+        for matching in (f"W/{etag}", f'"other", {etag}', "*"):
+            assert c.get("/api/v1/event", headers={"If-None-Match": matching}).status_code == 304, matching
+        assert c.get("/api/v1/event", headers={"If-None-Match": '"other"'}).status_code == 200
         body = event.json()
         assert body["criteria"] and any(s["on_panel"] for s in body["sessions"])
         assert "participants" not in str(body)
