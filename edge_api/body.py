@@ -74,6 +74,8 @@ def plain(message: str, allowed: list[str] | None = None) -> str:
         return "is required"
     if message.startswith("Object contains unknown field"):
         return "is not a field of this request"
+    if message == "Number out of range":
+        return "is out of range"
     if message == "Invalid UUID":
         return "must be a UUID, e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     if m := re.fullmatch(r"Invalid enum value (.+)", message):

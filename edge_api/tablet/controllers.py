@@ -4,6 +4,8 @@ rotation (this project's addition)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import sqlite3
 from typing import Any
 
@@ -70,15 +72,24 @@ def _name_the_value(raw: bytes, exc: domain.InvalidInput) -> domain.InvalidInput
     """msgspec says ``values[...]`` for a bad score; say which criterion instead."""
     if not exc.errors or not exc.errors[0]["field"].startswith("values["):
         return exc
-    values = msgspec.json.decode(raw).get("values", {})
+    body = _lenient_json(raw)
+    values = body.get("values") if isinstance(body, dict) else None
     errors = [
-        {"field": f"values.{key}", "message": "must be a number"}
-        for key, value in values.items()
-        if isinstance(value, bool) or not isinstance(value, int | float)
+        {"field": f"values.{key}", "message": problem}
+        for key, value in (values.items() if isinstance(values, dict) else ())
+        if (problem := _not_a_score(value))
     ]
     if not errors:
         return exc
     return domain.InvalidInput(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+
+
+def _not_a_score(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    if not math.isfinite(value):
+        return "is out of range"
+    return None
 
 
 class TabletController(Controller):
@@ -273,9 +284,15 @@ def _parse_batch(
 def _readable_sheet_id(raw: bytes) -> str | None:
     # A sheet that failed validation may still carry a readable id; the tablet needs it to match
     # the answer to its queued sheet.
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return None
+    value = _lenient_json(raw)
     sheet_id = value.get("sheet_id") if isinstance(value, dict) else None
     return sheet_id if isinstance(sheet_id, str) and len(sheet_id) <= 100 else None
+
+
+def _lenient_json(raw: bytes) -> Any:
+    """A refused body read again to name what is wrong in it, or None. The standard library reads a
+    number beyond a float (1e400) as infinity where msgspec refuses it."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -205,6 +206,17 @@ def test_every_rejection_leaves_the_competition_tables_unchanged(running_box: Ru
             "invalid-input",
         ),
         (
+            "a number beyond a float",  # msgspec refuses 1e400 where JSON allows it
+            {
+                "content": json.dumps({**good, "values": {**good["values"], criterion: "BIG"}})
+                .replace('"BIG"', "1e400")
+                .encode(),
+                "headers": {**tablet.headers, "Content-Type": "application/json"},
+            },
+            422,
+            "invalid-input",
+        ),
+        (
             "off step",
             {"json": {**good, "values": {**good["values"], criterion: 0.123}}, "headers": tablet.headers},
             422,
@@ -318,6 +330,19 @@ def test_batch_answers_each_item_as_the_single_call_would(running_box: RunningBo
         assert results[3]["problem"]["type"].endswith("/unknown-entry")
         too_many = c.post("/api/v1/sheets/batch", json={"sheets": [good[0]] * 501})
         assert too_many.status_code == 422
+        # A score beyond a float (valid JSON, 1e400) in one item: that item is told why, as alone.
+        huge = tablet.sheet_for(entries[4])
+        first = next(iter(huge["values"]))
+        body = json.dumps({"sheets": [{**huge, "values": {**huge["values"], first: "BIG"}}]})
+        beyond = c.post(
+            "/api/v1/sheets/batch",
+            content=body.replace('"BIG"', "1e400").encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert beyond.status_code == 200, beyond.text
+        [item] = beyond.json()["results"]
+        assert item["status"] == 422 and item["sheet_id"] == huge["sheet_id"]
+        assert item["problem"]["errors"] == [{"field": f"values.{first}", "message": "is out of range"}]
     conn = sqlite3.connect(running_box.config.db_path)
     assert conn.execute("SELECT count(*) FROM sheets").fetchone()[0] == 3
 

@@ -106,6 +106,7 @@ _SHEET = '"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "submitted_at": "2
         (f'{{{_SHEET}, "entry_id": "1", "values": []}}', "values", "must be a JSON object, not a JSON array"),
         (f'{{{_SHEET}, "entry_id": "1", "values": {{"": 1}}}}', "values", "each key must not be empty"),
         (f'{{{_SHEET}, "entry_id": "1", "values": {{"a": true}}}}', "values.a", "must be a number"),
+        (f'{{{_SHEET}, "entry_id": "1", "values": {{"a": 1, "b": 1e400}}}}', "values.b", "is out of range"),
         (f'{{{_SHEET}, "values": {{}}}}', "entry_id", "is required"),
         (
             f'{{{_SHEET}, "entry_id": "1", "values": {{}}, "score": 3}}',
@@ -144,6 +145,7 @@ def test_a_bad_sheet_is_told_what_is_wrong_in_plain_words(body: str, field: str,
         ('{"battery": 101}', "battery: must be at most 100"),
         ('{"battery": 1.5}', "battery: must be a whole number or null, not a number with a decimal point"),
         ('{"queue_depth": -1}', "queue_depth: must be at least 0"),
+        ('{"battery": -1e400}', "battery: is out of range"),
     ],
 )
 def test_a_bad_heartbeat_is_told_the_bound_it_broke(body: str, message: str) -> None:
