@@ -28,6 +28,8 @@ _COMPARED = {">=": "at least", "<=": "at most", ">": "more than", "<": "less tha
 
 
 def decode(raw: bytes, kind: type[T]) -> T:
+    # RFC 8259 lets a parser ignore a byte order mark; some tablet stacks send one.
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
     if not raw.strip():
         raise MalformedRequest("the request has no body; send a JSON object")
     try:

@@ -91,6 +91,13 @@ def test_body_errors_tell_400_from_422_and_name_the_field() -> None:
     assert info.value.errors[0]["field"] == "sheet_id"
 
 
+def test_a_body_may_start_with_a_byte_order_mark() -> None:
+    beat = decode(b'\xef\xbb\xbf{"sent_at": "2026-03-14T10:42:07Z", "battery": 40}', HeartbeatIn)
+    assert beat.battery == 40
+    with pytest.raises(MalformedRequest, match="no body"):
+        decode(b"\xef\xbb\xbf  ", HeartbeatIn)
+
+
 _SHEET = '"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "submitted_at": "2026-03-14T10:42:07Z"'
 
 
