@@ -615,7 +615,7 @@ def _read_csv(
     text = _decode(name, data, problems)
     if text is None:
         return [], set(columns), []  # missing or unreadable: already reported, don't pile on
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text, required), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -670,6 +670,21 @@ def _read_csv(
                 problems.add(name, start, f"value {value!r} is in column {position + 1}, which has no header")
         rows.append(_Row(start, values, extra))
     return rows, present, keys
+
+
+def _delimiter(text: str, required: tuple[str, ...]) -> str:
+    """The header's separator: a comma, or the semicolon or tab that a spreadsheet set to a language
+    with decimal commas writes. Whichever finds the most required column names; a tie keeps the comma."""
+    header = text.split("\n", 1)[0]
+
+    def found(separator: str) -> int:
+        try:
+            labels = next(csv.reader([header], delimiter=separator, strict=True), [])
+        except csv.Error:
+            return 0
+        return sum(1 for label in labels if label.strip().lower() in required)
+
+    return max((",", ";", "\t"), key=found)
 
 
 def _split_names(text: str) -> list[str]:

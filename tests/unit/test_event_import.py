@@ -82,9 +82,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_csv(path: Path, records: list[dict[str, str]], *, bom: bool = False) -> None:
+def write_csv(path: Path, records: list[dict[str, str]], *, bom: bool = False, delimiter: str = ",") -> None:
     with path.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
-        writer = csv.DictWriter(f, list(records[0]))
+        writer = csv.DictWriter(f, list(records[0]), delimiter=delimiter)
         writer.writeheader()
         writer.writerows(records)
 
@@ -350,6 +350,39 @@ def test_unicode_quotes_commas_semicolons_emoji_and_newlines_survive_a_round_tri
         )
         assert json.loads(row["extra"]) == {"music": entry["music"]}
     assert rows(store, "SELECT name FROM judges")[0]["name"] == "Zoë “Zed” Ng"
+
+
+def test_semicolon_and_tab_separated_files_from_a_spreadsheet_import_like_commas(
+    store: Store, data_key: bytes, tmp_path: Path
+) -> None:
+    # What a spreadsheet set to French or German writes as "CSV": semicolons, since the comma is
+    # its decimal mark; a value holding a semicolon (participants) is quoted.
+    entries = [
+        {
+            "entry_id": "1",
+            "session_id": "S1",
+            "order": "1",
+            "title": "Vol, au vent",
+            "participants": "Ann; Bo",
+        },
+        {"entry_id": "2", "session_id": "S1", "order": "2", "title": "Poutre", "participants": "Cé"},
+    ]
+    folder = write_package(
+        tmp_path / "semicolons", small_event(), "", "judge_id\tname\tsessions\nJ1\tZoë\tS1\n"
+    )
+    write_csv(folder / "entries.csv", entries, bom=True, delimiter=";")
+
+    report = run_import(store, folder, data_key)
+
+    assert (report.counts["entries"], report.counts["judges"]) == (2, 1)
+    stored = rows(store, "SELECT entry_id, title, participants_enc FROM entries ORDER BY running_order")
+    assert [(r["entry_id"], r["title"]) for r in stored] == [("1", "Vol, au vent"), ("2", "Poutre")]
+    row_id = "spring-gala/1"
+    assert (
+        personal.decrypt(data_key, "entries", "participants", row_id, stored[0]["participants_enc"])
+        == "Ann; Bo"
+    )
+    assert rows(store, "SELECT judge_id, name FROM judges") == [{"judge_id": "J1", "name": "Zoë"}]
 
 
 def test_extra_columns_and_unknown_json_keys_are_kept(store: Store, data_key: bytes, tmp_path: Path) -> None:
