@@ -154,20 +154,12 @@ def test_command_palette_reaches_freeze_and_the_screens() -> None:
         box = RecordedBox()
         app = box.app()
         async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("ctrl+p")
-            await pilot.press(*"freeze", "space", *"scoring")
-            await pilot.pause(0.5)
-            await pilot.press("enter")
-            await pilot.pause()
-            assert isinstance(app.screen, FreezeDialog)
+            await run_command(pilot, app, "freeze scoring")
+            await until(pilot, lambda: isinstance(app.screen, FreezeDialog), "the freeze dialog")
             await pilot.press("escape")
-            await pilot.press("ctrl+p")
-            await pilot.press(*"go", "space", *"to", "space", *"tablets")
-            await pilot.pause(0.5)
-            await pilot.press("enter")
-            await pilot.pause()
+            await run_command(pilot, app, "go to tablets")
+            await until(pilot, lambda: ("GET", "/admin/v1/devices") in box.calls, "the tablets asked for")
             assert app.current_mode == "tablets"
-            assert ("GET", "/admin/v1/devices") in box.calls
 
     asyncio.run(scenario())
 
@@ -254,12 +246,14 @@ def test_an_expired_pairing_code_is_taken_off_the_screen() -> None:
             await screen.refresh_now()
             screen.query_one("#judges").focus()
             await pilot.press("enter")
-            await pilot.pause()
+            await until(
+                pilot, lambda: "expires in" in str(screen.query_one("#code-expiry").content), "a code"
+            )
             assert "expires in 10:00" in str(screen.query_one("#code-expiry").content)
             assert "PKFM-XYDM" in str(screen.query_one("#code-url").content)
             later["now"] = recorded_now() + timedelta(minutes=10, seconds=1)
-            await pilot.pause(1.2)  # the countdown ticks every second
-            assert "expired" in str(screen.query_one("#code-expiry").content)
+            # The countdown ticks every second.
+            await until(pilot, lambda: "expired" in str(screen.query_one("#code-expiry").content), "expired")
             assert str(screen.query_one("#code-qr").content) == ""
             assert str(screen.query_one("#code-url").content) == ""
 
@@ -443,10 +437,7 @@ def test_command_palette_reaches_uplink_sync() -> None:
         box = RecordedBox()
         app = box.app()
         async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("ctrl+p")
-            await pilot.press(*"sync", "space", *"uplink")
-            await pilot.pause(0.5)
-            await pilot.press("enter")
+            await run_command(pilot, app, "sync uplink")
             await app.workers.wait_for_complete()
             await pilot.pause()
             assert ("POST", "/admin/v1/uplink/sync") in box.calls
@@ -570,6 +561,21 @@ def said(app: Any, selector: str) -> str:
     return content.plain if isinstance(content, Text) else str(content)
 
 
+async def run_command(pilot: Any, app: Any, words: str) -> None:
+    """Ctrl+P, type ``words``, Enter once the palette offers them first. The palette searches in a
+    worker, so a fixed pause before Enter can be too short on a loaded machine."""
+    await pilot.press("ctrl+p")
+    await pilot.press(*("space" if c == " " else c for c in words))
+    results = app.screen.query_one("#--results").query_one(OptionList)  # the CommandList
+
+    def offered() -> bool:
+        option = results.highlighted_option
+        return option is not None and words.lower() in str(option.prompt).lower()
+
+    await until(pilot, offered, f"the palette to offer {words!r}")
+    await pilot.press("enter")
+
+
 async def until(pilot: Any, check: Any, what: str, timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if check():
@@ -685,12 +691,8 @@ def test_command_palette_reaches_export_to_usb() -> None:
     async def scenario() -> None:
         app = RecordedBox().app()
         async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("ctrl+p")
-            await pilot.press(*"export", "space", *"to", "space", *"usb")
-            await pilot.pause(0.5)
-            await pilot.press("enter")
-            await pilot.pause()
-            assert isinstance(app.screen, ExportDialog)
+            await run_command(pilot, app, "export to usb")
+            await until(pilot, lambda: isinstance(app.screen, ExportDialog), "the export window")
 
     asyncio.run(scenario())
 
