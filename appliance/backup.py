@@ -43,7 +43,7 @@ from appliance import audit, data_key, keys, personal
 from appliance.chain import head, verify_chain
 from appliance.config import Config
 from appliance.errors import DataKeyMismatch, DomainError
-from appliance.secrets_files import fsync_dir, read_secret, write_secret
+from appliance.secrets_files import atomic_write, fsync_dir, fsync_file, read_secret, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 
@@ -57,14 +57,6 @@ CHUNK = 1024 * 1024
 
 class BackupFailed(DomainError):
     """A snapshot, verification or restore could not be done; the message says why and what to do."""
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -121,18 +113,6 @@ def encrypt_to(recipients: list[x25519.Recipient], source: Path, target: Path) -
     fsync_dir(target.parent)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """A file others cannot read, fsynced, renamed into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def box_keys_bundle(config: Config, personal_data_key: bytes | None = None) -> bytes:
     """The secrets a restored box needs (never the admin token: a restore makes a new one), with
     ``personal_data_key`` (the one that sealed the database these keys go with) or the key file's."""
@@ -156,12 +136,11 @@ def write_key_files(
     """``keys.age`` (or ``name``; and, with a passphrase, ``backup-identity.age``) into ``directory``."""
     with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as scratch:
         plain = Path(scratch) / "keys.json"
-        write_private(plain, box_keys_bundle(config, personal_data_key))
+        atomic_write(plain, box_keys_bundle(config, personal_data_key))
         encrypt_to(keys.recipients(config), plain, directory / name)
     wrapped = keys.wrapped_identity(config)
     if wrapped is not None:
-        write_private(directory / keys.WRAPPED_IDENTITY, wrapped)
-        fsync_dir(directory)
+        atomic_write(directory / keys.WRAPPED_IDENTITY, wrapped)
 
 
 # -- taking a snapshot ----------------------------------------------------------------------------

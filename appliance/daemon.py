@@ -35,7 +35,7 @@ from appliance.box import get_box
 from appliance.config import Config
 from appliance.errors import DomainError
 from appliance.mdns import Advertisement
-from appliance.secrets_files import read_secret
+from appliance.secrets_files import atomic_write, read_secret
 from appliance.storage.db import Store
 from appliance.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
 
@@ -425,9 +425,7 @@ class Daemon:
 
 
 def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(runtime))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(runtime).encode(), 0o644)
 
 
 def run(config: Config, on_ready: Any = None) -> None:

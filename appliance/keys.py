@@ -25,7 +25,7 @@ from pyrage import x25519
 
 from appliance.config import Config
 from appliance.errors import DomainError
-from appliance.secrets_files import read_secret, write_secret
+from appliance.secrets_files import atomic_write, read_secret, write_secret
 
 SIGNING_KEY = "box-signing.key"
 IDENTITY = "backup-identity.key"
@@ -132,7 +132,7 @@ def configure(config: Config, recipient_keys: list[str], passphrase_file: Path |
             "# Organisers' age public keys: every backup and export is also encrypted to these.",
             *recipient_keys,
         ]
-        (config.data_dir / RECIPIENTS).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write(config.data_dir / RECIPIENTS, ("\n".join(lines) + "\n").encode("utf-8"), 0o644)
     if passphrase_file is not None:
         secret = passphrase_file.read_text(encoding="utf-8").strip("\r\n")
         if len(secret) < 12 or not secret.isascii() or not secret.isprintable():

@@ -1,4 +1,11 @@
-"""Secret files (admin token, data key): created 0600 atomically, refused if readable by others."""
+"""Files the box must find whole after a power cut: written atomically and durably.
+
+``atomic_write`` is the one way the box writes a file it needs again (keys, tokens, the TLS pair,
+daemon.json, settings): a temporary file created with its final mode, written, fsynced, renamed over
+the target, then the directory fsynced so the rename itself survives a power cut. A reader sees the
+old file or the new one, never an empty or half-written one. Secrets are created 0600 and refused
+when readable by others.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +18,6 @@ class InsecureSecretFile(Exception):
     pass
 
 
-def write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # O_EXCL + 0600 at creation: the secret is never, even briefly, readable by anyone else.
-    if tmp.exists():
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (value + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in ``path`` durable (the directory entry itself is fsynced)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -33,6 +25,42 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see the module's docstring).
+
+    The temporary file is made with O_EXCL and ``mode`` (fchmod too, whatever the umask), so a
+    secret is never, even briefly, readable by anyone else."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a leftover of a write a crash interrupted
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_secret(path: Path, value: str) -> None:
+    atomic_write(path, (value + "\n").encode("ascii"), 0o600)
 
 
 def read_secret(path: Path) -> str:

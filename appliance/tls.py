@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.mdns import current_addresses, host_label
-from appliance.secrets_files import fsync_dir
+from appliance.secrets_files import atomic_write
 
 TLS_DIR = "tls"
 PEM_FILE = "box.pem"
@@ -135,18 +135,6 @@ def make_certificate(
     return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def write_identity(data_dir: Path, box_name: str, addresses: list[str] | None = None) -> TlsIdentity:
     """Make a new key and certificate and put them in place: the 0600 key+certificate file in one
     atomic rename (a crash leaves the old pair or the new pair, never half of each), then the
@@ -155,9 +143,8 @@ def write_identity(data_dir: Path, box_name: str, addresses: list[str] | None = 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     key_pem, cert_pem = make_certificate(box_name, current_addresses() if addresses is None else addresses)
-    _write_atomically(directory / PEM_FILE, key_pem + cert_pem, 0o600)
-    _write_atomically(directory / CERT_FILE, cert_pem, 0o644)
-    fsync_dir(directory)
+    atomic_write(directory / PEM_FILE, key_pem + cert_pem, 0o600)
+    atomic_write(directory / CERT_FILE, cert_pem, 0o644)
     return load_identity(data_dir)
 
 
@@ -174,7 +161,7 @@ def load_identity(data_dir: Path) -> TlsIdentity:
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
     if not cert_path.exists() or cert_path.read_bytes() != cert_pem:
         # The public copy is derived; a crash between the two renames is repaired here.
-        _write_atomically(cert_path, cert_pem, 0o644)
+        atomic_write(cert_path, cert_pem, 0o644)
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return TlsIdentity(
         pem_path=path,

@@ -146,7 +146,8 @@ class Baseline:
 def baselines(filled: FilledBox, scratch: Path) -> list[Baseline]:
     """(a) copyfile + fsync, (b) the online backup API, (c) age encryption of (b)'s copy."""
     from appliance import keys
-    from appliance.backup import copy_database, encrypt_to, fsync_file
+    from appliance.backup import copy_database, encrypt_to
+    from appliance.secrets_files import fsync_file
 
     db = filled.config.db_path
     scratch.mkdir()
