@@ -13,8 +13,10 @@
   that opens the snapshot.
 * **Verify** (`verify_snapshot`, a job of its own): decrypt to a temporary file, ``PRAGMA
   integrity_check``, and compare the row counts and ledger head with what was recorded.
-* **Keep** (`retained`): the newest ``backup_keep_last`` plus the newest of each hour for
-  ``backup_keep_hourly_h`` hours; the rest are deleted.
+* **Keep** (`retained`): of the snapshots that verified, the newest ``backup_keep_last`` plus the
+  newest of each hour for ``backup_keep_hourly_h`` hours, and always the newest one; every snapshot
+  not verified yet; the newest one that failed. The rest are deleted. Only snapshots found by name
+  in the current backup dir count: after ``backup_dir`` changes, the old dir's stay where they are.
 * **Restore** (`restore`): into a new, empty data dir only, never over a live one.
 """
 
@@ -29,7 +31,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +44,7 @@ from pyrage import x25519
 from appliance import audit, data_key, keys, personal
 from appliance.chain import head, verify_chain
 from appliance.config import Config
-from appliance.errors import DataKeyMismatch, DomainError
+from appliance.errors import DatabaseDamaged, DataKeyMismatch, DomainError
 from appliance.secrets_files import atomic_write, fsync_dir, fsync_file, read_secret, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
@@ -57,6 +59,10 @@ CHUNK = 1024 * 1024
 
 class BackupFailed(DomainError):
     """A snapshot, verification or restore could not be done; the message says why and what to do."""
+
+
+class BackupDirMissing(BackupFailed):
+    """The configured backup dir is not there (its disk unplugged or not mounted)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -157,6 +163,120 @@ class Snapshot:
     recipients: int
 
 
+def prepare_backup_dir(config: Config) -> Path:
+    """The backup dir, ready to write into (absolute, so that what is recorded names it whatever
+    the working directory). The default one (<data dir>/backups) is made when missing; a configured
+    one (`venuebox backup configure --dir`, a second disk) must exist: when it does not, its disk is
+    unplugged or not mounted, and making it would put the snapshots back on the database's disk (an
+    empty mount point) or fail anyway."""
+    directory = config.backup_path.absolute()
+    if config.backup_dir:
+        if not directory.is_dir():
+            raise BackupDirMissing(backup_dir_missing(directory))
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    return directory
+
+
+def backup_dir_missing(directory: Path) -> str:
+    return (
+        f"the backup directory {directory} is missing: plug its disk back in and mount it, or choose "
+        "another one with `venuebox backup configure --dir PATH`"
+    )
+
+
+def on_other_disk(config: Config) -> bool | None:
+    """Whether the backup dir is on another file system than the database (None: a configured
+    backup dir is missing; the default one, not made yet, is in the data dir). On the same one, a
+    dead SD card or disk takes the snapshots with the database."""
+    try:
+        backup_dev = config.backup_path.stat().st_dev
+    except FileNotFoundError:
+        return False if not config.backup_dir else None
+    return backup_dev != config.db_path.parent.stat().st_dev
+
+
+# Where systemd/venuebox.service lets the service write besides its data dir (ReadWritePaths=),
+# once installed where docs/operations.md puts it.
+SERVICE_WRITABLE = (Path("/media"), Path("/run/media"), Path("/mnt"))
+SERVICE_UNIT = Path("/etc/systemd/system/venuebox.service")
+
+
+@dataclass(frozen=True)
+class BackupDirCheck:
+    directory: Path
+    other_disk: bool
+    warnings: list[str]
+
+
+def check_backup_dir(config: Config, given: str) -> BackupDirCheck:
+    """`venuebox backup configure --dir`: ``given`` must be an absolute path to an existing
+    directory the box can write in (raises BackupFailed, saying why, otherwise). Warnings: on the
+    database's file system (the point of a second disk is lost), the disk's mount point itself
+    (unplugged, an empty folder on the database's disk takes its place: a folder on the disk goes
+    missing instead, which the ``backup-snapshot`` alert reports), or outside what the systemd unit
+    lets the service write."""
+    directory = Path(given)
+    if not directory.is_absolute():
+        raise BackupFailed(f"{given} is not an absolute path: give the whole path, e.g. /media/backup/box")
+    if not directory.exists():
+        raise BackupFailed(
+            f"{directory} does not exist: plug in and mount the backup disk, make the folder on it, then "
+            "configure again"
+        )
+    if not directory.is_dir():
+        raise BackupFailed(f"{directory} is not a directory")
+    try:
+        probe, name = tempfile.mkstemp(dir=directory, prefix=".venuebox-probe-")
+        os.close(probe)
+        os.unlink(name)
+    except OSError as exc:
+        raise BackupFailed(f"{directory} is not writable ({exc.strerror})") from None
+    owner = config.data_dir.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0 and not _writable_for(directory, owner.st_uid, owner.st_gid):
+        raise BackupFailed(
+            f"{directory} is not writable for the box's service (the data dir's owner, uid {owner.st_uid}): "
+            "`chown` the folder to it, or mount a FAT or exFAT disk with -o umask=000"
+        )
+    warnings = []
+    other_disk = directory.stat().st_dev != config.db_path.parent.stat().st_dev
+    if not other_disk:
+        warnings.append(
+            f"{directory} is on the same disk as the database ({config.data_dir}): a dead SD card or "
+            "disk takes the snapshots with it; choose a folder on another disk"
+        )
+    if other_disk and os.path.ismount(directory):
+        warnings.append(
+            f"{directory} is a mount point: when its disk is unplugged it stays behind as an empty folder on "
+            "the database's disk, and snapshots would go there; use a folder on the disk instead (`mkdir "
+            f"{directory / 'venuebox-backups'}`, then `venuebox backup configure --dir` it)"
+        )
+    resolved = directory.resolve()
+    allowed = (*SERVICE_WRITABLE, config.data_dir.resolve())
+    if SERVICE_UNIT.exists() and not any(resolved == root or root in resolved.parents for root in allowed):
+        warnings.append(
+            f"under systemd the service writes only in its data dir, /media, /run/media and /mnt: add "
+            f"ReadWritePaths={directory} in a drop-in (`sudo systemctl edit venuebox`), else every "
+            "snapshot fails"
+        )
+    return BackupDirCheck(directory, other_disk, warnings)
+
+
+def _writable_for(directory: Path, uid: int, gid: int) -> bool:
+    """Whether the mode bits let ``uid`` (group ``gid``) make files in ``directory``."""
+    import stat
+
+    st = directory.stat()
+    if st.st_uid == uid:
+        need = stat.S_IWUSR | stat.S_IXUSR
+    elif st.st_gid == gid:
+        need = stat.S_IWGRP | stat.S_IXGRP
+    else:
+        need = stat.S_IWOTH | stat.S_IXOTH
+    return st.st_mode & need == need
+
+
 def snapshot_name(at: datetime) -> str:
     return f"{SNAPSHOT_PREFIX}{at.strftime('%Y%m%dT%H%M%S')}{at.microsecond // 1000:03d}Z{SNAPSHOT_SUFFIX}"
 
@@ -165,9 +285,7 @@ def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
     """Copy, encrypt and fsync one snapshot into the backup dir (blocking: run it off the event
     loop). The caller records it (`record_snapshot`) in the writer's transaction."""
     now = now or utcnow()
-    directory = config.backup_path
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    directory = prepare_backup_dir(config)
     recipients = keys.recipients(config)
     name = snapshot_name(now)
     target = directory / name
@@ -292,20 +410,44 @@ def unverified(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 # -- retention ------------------------------------------------------------------------------------
 
 
+Verified = bool | None  # a snapshot's check: True verified, False does not verify, None not checked yet
+
+
 def retained(
-    created: Iterable[tuple[str, datetime]], now: datetime, keep_last: int, hourly_h: int
+    snapshots: Iterable[tuple[str, datetime, Verified]], now: datetime, keep_last: int, hourly_h: int
 ) -> set[str]:
-    """The names to keep of (name, created_at): the ``keep_last`` newest, plus the newest of each
-    clock hour (UTC) that began less than ``hourly_h`` hours ago. Clock hours, not hours counted
-    back from ``now``: the snapshot that represents an hour stays the same at every later pass, so
-    an hour once covered stays covered for the whole period."""
-    newest_first = sorted(created, key=lambda item: item[1], reverse=True)
-    keep = {name for name, _ in newest_first[:keep_last]}
+    """The names to keep of (name, created_at, verified).
+
+    * Snapshots that **verified** are the ones that restore: the ``keep_last`` newest of them, plus
+      the newest of each clock hour (UTC) that began less than ``hourly_h`` hours ago, and always
+      the newest one, whatever the settings. Clock hours, not hours counted back from ``now``: the
+      snapshot that represents an hour stays the same at every later pass, so an hour once covered
+      stays covered for the whole period.
+    * Snapshots **not verified yet** (taken since the last verification pass) are all kept, and
+      count for nothing until their check is in: a run of them can push nothing out, and none is
+      deleted before anyone knows whether it restores.
+    * Snapshots that **do not verify** restore nothing and count for nothing: a database damaged
+      after a good snapshot makes every later one fail, and counting those would push out the good
+      one, the only one that could bring the box back. The newest failed one alone is kept, for
+      diagnosis: its verify problem is recorded either way, but the file itself shows what was
+      wrong (a changed file, or the damaged database as it was, which `sqlite3 .recover` can still
+      read sheets from that no verified snapshot holds). Older failed ones are deleted: keeping one
+      bounds the room failures take on the backup disk.
+    """
+    items = sorted(snapshots, key=lambda item: item[1], reverse=True)
+    good = [(name, at) for name, at, verified in items if verified is True]
+    keep = {name for name, _, verified in items if verified is None}
+    failed = [name for name, _, verified in items if verified is False]
+    if failed:
+        keep.add(failed[0])
+    if good:
+        keep.add(good[0][0])
+    keep.update(name for name, _ in good[:keep_last])
     oldest_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
         hours=hourly_h - 1
     )
     seen_hours: set[datetime] = set()
-    for name, at in newest_first:
+    for name, at in good:
         hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         if hourly_h > 0 and hour >= oldest_hour and hour not in seen_hours:
             seen_hours.add(hour)
@@ -313,26 +455,43 @@ def retained(
     return keep
 
 
+def verified_state(row: Mapping[str, Any]) -> Verified:
+    return None if row["verified_at"] is None else bool(row["verify_ok"])
+
+
+def location(config: Config, row: Mapping[str, Any]) -> str:
+    """Where a recorded snapshot is, as the box sees it: ``here`` (its file is in the backup dir,
+    found by name), ``missing`` (written to this backup dir, the file is not there), or
+    ``elsewhere`` (written to another backup dir, before ``backup_dir`` changed, and not here).
+    The box checks and deletes only what is here: what it wrote elsewhere stays as it is."""
+    if (config.backup_path / row["name"]).exists():
+        return "here"
+    written_to = os.path.realpath(Path(row["path"]).parent)
+    return "missing" if written_to == os.path.realpath(config.backup_path) else "elsewhere"
+
+
 def apply_retention(config: Config, store: Store, now: datetime | None = None) -> list[str]:
-    """Delete the snapshots retention does not keep (files, then their rows marked); returns names."""
+    """Delete the snapshots retention does not keep (rows marked, then files); returns names.
+    Only snapshots whose file is in the backup dir count and are deleted: one written to another
+    backup dir (before ``backup_dir`` changed) or whose file is gone is left as it is."""
     now = now or utcnow()
     rows = store.query(
         lambda conn: [
             dict(r)
-            for r in conn.execute("SELECT name, path, created_at FROM snapshots WHERE deleted_at IS NULL")
+            for r in conn.execute(
+                "SELECT name, path, created_at, verified_at, verify_ok FROM snapshots"
+                " WHERE deleted_at IS NULL"
+            )
         ]
     )
+    rows = [r for r in rows if location(config, r) == "here"]
     keep = retained(
-        ((r["name"], parse_rfc3339(r["created_at"])) for r in rows),
+        ((r["name"], parse_rfc3339(r["created_at"]), verified_state(r)) for r in rows),
         now,
         config.backup_keep_last,
         config.backup_keep_hourly_h,
     )
     dropped = [r for r in rows if r["name"] not in keep]
-    for row in dropped:
-        # Named in the backup dir, never by a stored path: a restored copy of the database on the
-        # same machine must not reach the original box's files.
-        (config.backup_path / row["name"]).unlink(missing_ok=True)
     if dropped:
         at = to_rfc3339(now)
         store.write_sync(
@@ -340,6 +499,15 @@ def apply_retention(config: Config, store: Store, now: datetime | None = None) -
                 "UPDATE snapshots SET deleted_at = ? WHERE name = ?", [(at, r["name"]) for r in dropped]
             )
         )
+    # Files go only once the database no longer lists them: a power cut in between leaves a file
+    # nobody lists (deleted here next time), never a listed snapshot whose file is gone.
+    gone = store.query(
+        lambda conn: [r[0] for r in conn.execute("SELECT name FROM snapshots WHERE deleted_at IS NOT NULL")]
+    )
+    for name in gone:
+        # Named in the backup dir, never by a stored path: a restored copy of the database on the
+        # same machine must not reach the original box's files.
+        (config.backup_path / name).unlink(missing_ok=True)
     return [r["name"] for r in dropped]
 
 
@@ -354,22 +522,35 @@ def snapshot_job(config: Config, store: Store, now: datetime | None = None) -> S
     ``backup-snapshot`` alert (critical) and BackupFailed, a success clears it. Blocking."""
     from appliance import alerts
 
+    # The live file first: a damaged database raises DatabaseDamaged naming it, never "snapshot
+    # failed". A snapshot of it would not restore, and retention would delete a good older snapshot
+    # to make room for it: the recovery ("The database is damaged", docs/operations.md) needs those.
+    store.ensure_sound()
     try:
         snapshot = take_snapshot(config, now)
     except (OSError, sqlite3.Error, pyrage.EncryptError, DomainError) as exc:
         why = getattr(exc, "detail", None) or str(exc)
-        store.write_sync(
-            lambda conn: alerts.raise_alert(
-                conn,
-                SNAPSHOT_FINGERPRINT,
-                "critical",
-                "Backup snapshot failed",
+        if isinstance(exc, BackupDirMissing):
+            message = (
+                f"The box could not write its encrypted snapshot to {config.backup_path}: the directory is "
+                "missing (its disk unplugged or not mounted?). Scores are still stored. Plug the backup "
+                "disk back in and mount it there (`venuebox backup now` then takes one at once), or choose "
+                "another folder with `venuebox backup configure --dir PATH`; meanwhile make a USB export "
+                "(`venuebox export`)."
+            )
+        else:
+            message = (
                 f"The box could not write its encrypted snapshot to {config.backup_path} ({why}). Scores "
                 "are still stored; make a USB export (`venuebox export`) and free space or fix the backup "
-                "directory.",
+                "directory."
+            )
+        store.write_sync(
+            lambda conn: alerts.raise_alert(
+                conn, SNAPSHOT_FINGERPRINT, "critical", "Backup snapshot failed", message
             )
         )
-        raise BackupFailed(f"snapshot failed: {why}") from None
+        failed = BackupDirMissing if isinstance(exc, BackupDirMissing) else BackupFailed
+        raise failed(f"snapshot failed: {why}") from None
 
     def record(conn: sqlite3.Connection) -> None:
         record_snapshot(conn, snapshot)
@@ -383,11 +564,21 @@ def snapshot_job(config: Config, store: Store, now: datetime | None = None) -> S
 
 def verify_job(config: Config, store: Store, now: datetime | None = None) -> list[tuple[str, list[str]]]:
     """Verify every snapshot not verified yet; a snapshot that fails raises the ``backup-verify``
-    alert (critical), a good newest one clears it. Returns (name, problems) for each. Blocking."""
+    alert (critical), a good newest one clears it. Returns (name, problems) for each. Blocking.
+    A snapshot written to another backup dir (before ``backup_dir`` changed) is not checked; while
+    the backup dir itself is missing, none is judged (each says so, nothing is recorded)."""
     from appliance import alerts
 
     results = []
     for row in store.query(unverified):
+        where = location(config, row)
+        if where == "elsewhere":
+            continue  # written to the backup dir used before this one: not this dir's to judge
+        if where == "missing" and not config.backup_path.is_dir():
+            # The whole dir is gone (a disk unplugged): say so, but record no verdict; the snapshot
+            # is checked when the disk is back.
+            results.append((row["name"], [backup_dir_missing(config.backup_path.absolute())]))
+            continue
         problems = verify_snapshot(config, row)
         at = now or utcnow()
 
@@ -429,12 +620,14 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
     async def snapshot() -> None:
         try:
             taken = await asyncio.to_thread(snapshot_job, config, store)
-        except BackupFailed as exc:
+        except (BackupFailed, DatabaseDamaged) as exc:
             log.error("backup: %s", exc.detail)
             return
         log.info("backup: snapshot %s (%d bytes)", taken.name, taken.bytes)
 
     async def verify() -> None:
+        if store.damaged is not None:
+            return  # its result could not be recorded; the snapshots wait for the restored box
         for name, problems in await asyncio.to_thread(verify_job, config, store):
             if problems:
                 log.error("backup: %s does not verify: %s", name, "; ".join(problems))
@@ -462,13 +655,13 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
 
 def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict[str, Any]:
     """What the console and `venuebox backup status` show: the last snapshot and its verification,
-    how many are kept, who can decrypt them."""
+    the newest verified one (the one to restore from), how many are kept, who can decrypt them,
+    and whether the backup dir is there and on another disk than the database."""
     last = conn.execute(
         "SELECT * FROM snapshots WHERE deleted_at IS NULL ORDER BY created_at DESC LIMIT 1"
     ).fetchone()
     last_good = conn.execute(
-        "SELECT created_at FROM snapshots WHERE verify_ok = 1 AND deleted_at IS NULL"
-        " ORDER BY created_at DESC LIMIT 1"
+        "SELECT * FROM snapshots WHERE verify_ok = 1 AND deleted_at IS NULL ORDER BY created_at DESC LIMIT 1"
     ).fetchone()
     kept = conn.execute(
         "SELECT count(*), coalesce(sum(bytes), 0) FROM snapshots WHERE deleted_at IS NULL"
@@ -483,8 +676,26 @@ def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict
         "kept": kept[0],
         "kept_bytes": kept[1],
         "last": None,
-        "last_verified_ok_at": last_good[0] if last_good else None,
+        "last_verified_ok_at": last_good["created_at"] if last_good else None,
+        # The snapshot to restore from: the newest that verified (retention never deletes it).
+        "newest_verified": None,
+        "directory_exists": config.backup_path.is_dir(),
+        # False: on the database's disk, lost with it; None: the directory is missing.
+        "other_disk": on_other_disk(config),
     }
+    if last_good is not None:
+        where = location(config, last_good)
+        view["newest_verified"] = {
+            "name": last_good["name"],
+            "path": str((config.backup_path / last_good["name"]).absolute())
+            if where == "here"
+            else last_good["path"],
+            "created_at": last_good["created_at"],
+            "age_s": round((now - parse_rfc3339(last_good["created_at"])).total_seconds(), 1),
+            "bytes": last_good["bytes"],
+            "ledger_rows": last_good["ledger_rows"],
+            "location": where,
+        }
     if last is not None:
         view["last"] = {
             "name": last["name"],

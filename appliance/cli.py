@@ -1,7 +1,8 @@
 """The `venuebox` command: a thin layer over library functions (the sqlite-utils shape).
 
 Each command opens the data dir's store, calls one function that a test could call, and prints.
-Errors a person can act on are one line on stderr and exit status 1; usage errors exit 2.
+Errors a person can act on are one line on stderr and exit status 1; usage errors exit 2; a damaged
+database exits EXIT_DATABASE_DAMAGED.
 Heavy imports live inside the commands: start-up time matters on a Pi.
 """
 
@@ -19,11 +20,16 @@ import click
 
 from appliance.box import FREEZE_CATEGORIES
 from appliance.config import Config, ConfigError, load_config
-from appliance.errors import DomainError
+from appliance.errors import DatabaseDamaged, DomainError
 from appliance.logs import setup_logging
 from appliance.secrets_files import InsecureSecretFile, write_secret
 
 T = TypeVar("T")
+
+# Every command exits with this when the database file is damaged, `venuebox run` included:
+# systemd/venuebox.service lists it in RestartPreventExitStatus=, so systemd does not restart a box
+# that cannot store a score over and over (docs/operations.md, "The database is damaged").
+EXIT_DATABASE_DAMAGED = 3
 
 
 class VenueboxGroup(click.Group):
@@ -32,6 +38,9 @@ class VenueboxGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except DatabaseDamaged as exc:
+            click.echo(f"venuebox: error: {exc.detail}", err=True)
+            ctx.exit(EXIT_DATABASE_DAMAGED)
         except (DomainError, ConfigError, InsecureSecretFile, ValueError, OSError, sqlite3.Error) as exc:
             detail = getattr(exc, "detail", None) or str(exc)
             click.echo(f"venuebox: error: {detail}", err=True)
@@ -246,7 +255,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from appliance.status import snapshot
 
     config = _config(ctx)
-    snap = _with_store(config, lambda store: store.query(lambda conn: snapshot(conn, config)))
+
+    def read(store: Any) -> dict[str, Any]:
+        store.ensure_sound()  # a damaged file is said whatever pages the summary happens to read
+        return store.query(lambda conn: snapshot(conn, config))
+
+    snap = _with_store(config, read)
     snap["daemon"] = runtime_info(config)
     if as_json:
         _print_json(snap)
@@ -275,12 +289,11 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Check the ledger and audit hash chains; exits 1 naming the first altered row."""
     from appliance.chain import verify_chain
 
-    reports = _with_store(
-        _config(ctx),
-        lambda store: store.query(
-            lambda conn: [verify_chain(conn, table) for table in ("sheets", "audit_log")]
-        ),
-    )
+    def read(store: Any) -> list[Any]:
+        store.ensure_sound()  # the file first: chains read from a damaged file prove nothing
+        return store.query(lambda conn: [verify_chain(conn, table) for table in ("sheets", "audit_log")])
+
+    reports = _with_store(_config(ctx), read)
     if as_json:
         _print_json([r.__dict__ | {"ok": r.ok} for r in reports])
     else:
@@ -569,7 +582,7 @@ def tls_rotate(ctx: click.Context, addresses: tuple[str, ...]) -> None:
     """A new key and certificate. Tablets that pinned the old one refuse the box until re-paired."""
     import ipaddress
 
-    from appliance import audit, tls
+    from appliance import tls
     from appliance.box import get_box
 
     config = _config(ctx)
@@ -578,18 +591,14 @@ def tls_rotate(ctx: click.Context, addresses: tuple[str, ...]) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             raise click.ClickException(f"--address {address!r} is not an IP address") from None
-    box = _with_store(config, lambda store: store.query(get_box))
-    try:
-        old = tls.load_identity(config.data_dir).fingerprint
-    except (OSError, ValueError):
-        old = None
-    identity = tls.write_identity(config.data_dir, box["name"], list(addresses) if addresses else None)
-    _with_store(
+    identity = _with_store(
         config,
-        lambda store: store.write_sync(
-            lambda conn: audit.record(
-                conn, "cli", "tls.rotate", {"old_fingerprint": old, "new_fingerprint": identity.fingerprint}
-            )
+        lambda store: tls.rotate(
+            config.data_dir,
+            store.query(get_box)["name"],
+            list(addresses) if addresses else None,
+            store,
+            "cli",
         ),
     )
     click.echo(f"new certificate, fingerprint {tls.grouped(identity.fingerprint)}")
@@ -622,6 +631,8 @@ def uplink() -> None:
 @click.pass_context
 def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Path | None) -> None:
     """Set where the outbox goes; takes effect on a running box within a second."""
+    import hashlib
+
     from appliance.times import utcnow
     from appliance.uplink_state import configure_target
     from uplink.worker import load_ca_file, read_token_file
@@ -636,7 +647,9 @@ def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Pa
     if ca_file is not None:
         load_ca_file(ca_file)
         ca_file = ca_file.resolve()
-    stored_token = config.uplink_token_path
+    # A file of its own for each token, named by its hash, written before the database names it:
+    # a power cut leaves the old URL with the old token or the new URL with the new one, never a mix.
+    stored_token = config.data_dir / f"uplink-{hashlib.sha256(token.encode()).hexdigest()[:12]}.token"
     write_secret(stored_token, token)
     target = _with_store(
         config,
@@ -644,6 +657,9 @@ def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Pa
             lambda conn: configure_target(conn, url, stored_token.resolve(), ca_file, "cli", utcnow())
         ),
     )
+    for old in config.data_dir.glob("uplink-*.token"):
+        if old.name != stored_token.name:
+            old.unlink()  # only once the database names the new one
     click.echo(f"uplink configured: {target.view()['url']} (token in {stored_token})")
     click.echo("`venuebox uplink check` tests it now; a running box starts sending within a second.")
 
@@ -805,26 +821,66 @@ def backup() -> None:
     default=None,
     help="A file holding a passphrase (12+ characters) that also opens every backup and export.",
 )
+@click.option(
+    "--dir",
+    "directory",
+    default=None,
+    help="Where snapshots go from now on: an absolute path to an existing folder, best on another disk "
+    "than the database (kept in venuebox.toml as backup_dir).",
+)
 @click.pass_context
 def backup_configure(
-    ctx: click.Context, recipient_keys: tuple[str, ...], passphrase_file: Path | None
+    ctx: click.Context, recipient_keys: tuple[str, ...], passphrase_file: Path | None, directory: str | None
 ) -> None:
-    """Who can decrypt the box's snapshots and exports, besides the box itself."""
+    """Who can decrypt the box's snapshots and exports, besides the box itself; where snapshots go."""
     from appliance import keys
+    from appliance.backup import check_backup_dir
+    from appliance.config import write_setting
+    from appliance.daemon import runtime_info
 
-    if not recipient_keys and passphrase_file is None:
-        raise click.UsageError("give --recipient age1... and/or --passphrase-file FILE")
+    if not recipient_keys and passphrase_file is None and directory is None:
+        raise click.UsageError("give --recipient age1..., --passphrase-file FILE and/or --dir PATH")
     config = _config(ctx)
-    done = keys.configure(config, list(recipient_keys), passphrase_file)
-    detail = {"recipients": len(done["recipients"]), "passphrase": done["passphrase"]}
+    if not config.db_path.exists():
+        raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
+    # Every check before anything is written: a refused --dir changes nothing.
+    checked = check_backup_dir(config, directory) if directory is not None else None
+    detail: dict[str, Any] = {}
+    if recipient_keys or passphrase_file is not None:
+        done = keys.configure(config, list(recipient_keys), passphrase_file)
+        detail |= {"recipients": len(done["recipients"]), "passphrase": done["passphrase"]}
+    if checked is not None:
+        settings = write_setting(config.data_dir, "backup_dir", str(checked.directory))
+        detail |= {"dir": str(checked.directory), "other_disk": checked.other_disk}
     _with_store(
         config,
         lambda store: store.write_sync(lambda conn: audit_record(conn, "cli", "backup.configure", detail)),
     )
-    click.echo(
-        f"backups open with this box's key, {len(done['recipients'])} organiser key(s)"
-        + (" and the passphrase" if done["passphrase"] else "")
-    )
+    if recipient_keys or passphrase_file is not None:
+        click.echo(
+            f"backups open with this box's key, {len(done['recipients'])} organiser key(s)"
+            + (" and the passphrase" if done["passphrase"] else "")
+        )
+    if checked is not None:
+        disk = "another disk than the database" if checked.other_disk else "the database's disk"
+        click.echo(f"snapshots go to {checked.directory} ({disk}), set in {settings}")
+        before = config.backup_path
+        left = [] if before.resolve() == checked.directory.resolve() else list(before.glob("snapshot-*"))
+        if left:
+            click.echo(
+                f"the {len(left)} snapshot(s) in {before} stay there: the box no longer checks or deletes "
+                "them"
+            )
+        if os.environ.get("VENUEBOX_BACKUP_DIR"):
+            click.echo(
+                "venuebox: warning: VENUEBOX_BACKUP_DIR is set here and wins over venuebox.toml for "
+                "commands run with it",
+                err=True,
+            )
+        for warning in checked.warnings:
+            click.echo(f"venuebox: warning: {warning}", err=True)
+        if runtime_info(config):
+            click.echo("the running box uses it once restarted: `sudo systemctl restart venuebox`")
 
 
 @backup.command("now")
@@ -854,7 +910,7 @@ def backup_now(ctx: click.Context) -> None:
 @click.pass_context
 def backup_status(ctx: click.Context, as_json: bool) -> None:
     """The snapshots kept, the last one and its verification, who can open them."""
-    from appliance.backup import backup_view, list_snapshots
+    from appliance.backup import backup_view, list_snapshots, location
     from appliance.daemon import runtime_info
     from appliance.times import utcnow
 
@@ -864,7 +920,7 @@ def backup_status(ctx: click.Context, as_json: bool) -> None:
         lambda store: store.query(lambda conn: (backup_view(conn, config, utcnow()), list_snapshots(conn))),
     )
     if as_json:
-        _print_json(view | {"snapshots": snaps})
+        _print_json(view | {"snapshots": [snap | {"location": location(config, snap)} for snap in snaps]})
         return
     who = f"this box, {view['recipients']} organiser key(s)" + (
         ", the passphrase" if view["passphrase"] else ""
@@ -875,11 +931,33 @@ def backup_status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"backups   {view['directory']}, {when}; open with {who}")
     if not view["configured"]:
         click.echo("          only this box can open them: `venuebox backup configure --recipient age1...`")
+    disk = {
+        True: "on another disk than the database",
+        False: "on the database's disk: lost with it; `venuebox backup configure --dir PATH` on another disk",
+        None: "MISSING: plug its disk back in, or `venuebox backup configure --dir PATH`",
+    }
+    click.echo(f"          {disk[view['other_disk']]}")
+    good = view["newest_verified"]
+    if good is not None:
+        click.echo(
+            f"newest verified: {good['path']} ({good['created_at']}, {good['ledger_rows']} sheets)"
+            + {"here": "", "missing": " [file missing]", "elsewhere": " [in the backup dir used before]"}[
+                good["location"]
+            ]
+        )
+    elif snaps:
+        click.echo("newest verified: none")
+    where = {
+        "here": "",
+        "missing": "  [file missing]",
+        "elsewhere": "  [in {dir}, the backup dir used before: not checked or deleted]",
+    }
     for snap in snaps:
         verified = {None: "not verified yet", 1: "verified", 0: f"DOES NOT VERIFY: {snap['verify_problem']}"}
+        snap["location"] = location(config, snap)
         click.echo(
             f"{snap['created_at']}  {snap['name']}  {snap['bytes']:,} bytes  {snap['ledger_rows']} sheets  "
-            f"{verified[snap['verify_ok']]}"
+            f"{verified[snap['verify_ok']]}" + where[snap["location"]].format(dir=Path(snap["path"]).parent)
         )
     if not snaps:
         click.echo("no snapshot yet (`venuebox backup now`)")

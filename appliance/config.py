@@ -74,6 +74,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mdns_interfaces: list[str] = msgspec.field(default_factory=list)
     status_interval_s: float = 10.0
     loop_lag_critical_s: float = 2.0
+    # How often the watchdog runs PRAGMA quick_check on the database (a damaged file raises the
+    # db-integrity alert and freezes the box; a read or write that meets damage does so at once).
+    quick_check_s: float = 600.0
     # Uplink. Where to: `venuebox uplink configure` (stored in the database), or these three keys,
     # which win when uplink_url is set. The token file defaults to <data dir>/uplink.token.
     uplink_url: str = ""
@@ -191,6 +194,47 @@ def load_config(
     return config
 
 
+def write_setting(data_dir: Path, name: str, value: Any) -> Path:
+    """Set one setting in ``<data dir>/venuebox.toml`` for the daemon and every later command: that
+    key only, wherever it is (top level or a section), every other key and comment kept as the tech
+    wrote them (tomlkit); the file is made if there is none. Written atomically and durably, with
+    the file's mode kept. Returns the file's path."""
+    import stat
+
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    from appliance.secrets_files import atomic_write
+
+    if name not in _FIELDS or name == "data_dir":
+        raise ConfigError(f"unknown setting {name}")
+    path = data_dir / CONFIG_FILE
+    exists = path.exists()
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8")) if exists else tomlkit.document()
+    except (TOMLKitError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+    def set_in(table: Any) -> bool:
+        found = False
+        for key, item in list(table.items()):
+            if key == name and not isinstance(item, Mapping):
+                table[key] = value
+                found = True
+            elif isinstance(item, Mapping):
+                found = set_in(item) or found
+        return found
+
+    if not set_in(document):
+        document[name] = value
+    text = tomlkit.dumps(document)
+    if _flatten(tomllib.loads(text)).get(name) != value:  # what load_config will read
+        raise ConfigError(f"{path}: could not set {name}")
+    mode = stat.S_IMODE(path.stat().st_mode) if exists else 0o644
+    atomic_write(path, text.encode("utf-8"), mode)
+    return path
+
+
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str):
         return Path(value)
@@ -219,7 +263,7 @@ def _check(config: Config) -> None:
         raise ConfigError("address_rate_per_s must be positive and address_burst >= 1")
     if config.max_header_bytes < 1024:
         raise ConfigError("max_header_bytes must be >= 1024")
-    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "quick_check_s"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
     if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:

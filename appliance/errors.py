@@ -3,6 +3,8 @@ and only the CLI turns them into an exit code and one line on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -92,3 +94,26 @@ class DataKeyMismatch(DomainError):
 
 class RotationRunning(DomainError):
     """Another rotation of the personal-data key holds its lock."""
+
+
+# The runbook section a person with a damaged database follows (docs/operations.md); tests hold the
+# two to the same words.
+DAMAGED_DATABASE_SECTION = "The database is damaged"
+
+
+class DatabaseDamaged(DomainError):
+    """The database file itself is damaged: SQLite said "database disk image is malformed" or "file
+    is not a database", or ``PRAGMA quick_check`` found problems. ``problems`` keeps SQLite's own
+    words for the log and the alert; ``detail``, the line a person reads, names the file and the
+    first steps of the runbook instead."""
+
+    def __init__(self, path: Path | str, problems: Sequence[str] = ()) -> None:
+        super().__init__(
+            f"the database {path} is damaged: stop the service (`sudo systemctl stop venuebox`) and copy "
+            f'the whole data dir to a USB key, then follow "{DAMAGED_DATABASE_SECTION}" in '
+            "docs/operations.md",
+            path=str(path),
+            problems=list(problems),
+        )
+        self.path = Path(path)
+        self.problems = list(problems)

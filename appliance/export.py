@@ -46,8 +46,9 @@ from appliance import keys, tabulation
 from appliance.backup import copy_database, database_facts, sealing_key, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
-from appliance.errors import DomainError
+from appliance.errors import DatabaseDamaged, DomainError
 from appliance.secrets_files import fsync_dir
+from appliance.storage.db import database_problems
 from appliance.times import to_rfc3339, utcnow
 
 MANIFEST = "MANIFEST.json"
@@ -308,7 +309,22 @@ def export_to(
     now: datetime | None = None,
 ) -> ExportResult:
     """Write a complete, verified export into ``target`` (a folder on the USB key); see the module
-    docstring. Blocking: run it in a worker thread."""
+    docstring. Blocking: run it in a worker thread. On a damaged database it exports what it can
+    read; when it meets the damage it raises DatabaseDamaged naming the live file."""
+    try:
+        return _export(config, target, progress, opener=opener, now=now)
+    except (sqlite3.DatabaseError, MemoryError) as exc:
+        # The export reads a copy of the database, which carries the live file's damage: when the
+        # live file has it, say so, naming it; the export and the USB key are not to blame.
+        problems = database_problems(config.db_path)
+        if problems:
+            raise DatabaseDamaged(config.db_path, problems) from exc
+        raise
+
+
+def _export(
+    config: Config, target: Path, progress: Progress | None, *, opener: Opener, now: datetime | None
+) -> ExportResult:
     import time
 
     started = time.monotonic()

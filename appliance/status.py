@@ -17,6 +17,7 @@ from appliance.config import Config
 from appliance.devices import list_devices
 from appliance.event import event_summary
 from appliance.presence import presence_state
+from appliance.storage.db import Store
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.uplink_state import uplink_view
 
@@ -76,6 +77,18 @@ def console_snapshot(
     snap["disk"] = disk(config)
     snap["backup"] = backup_view(conn, config, now)
     return snap
+
+
+def database_view(store: Store) -> dict[str, Any]:
+    """Whether this process found the database file damaged (``Store.damaged``): ``state`` "ok" or
+    "damaged", with SQLite's first problems and the line a tech reads (the runbook's first steps)."""
+    damage = store.damaged
+    return {
+        "path": str(store.path),
+        "state": "ok" if damage is None else "damaged",
+        "problems": [] if damage is None else damage.problems[:5],
+        "detail": None if damage is None else damage.detail,
+    }
 
 
 def disk(config: Config) -> dict[str, Any]:

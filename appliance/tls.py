@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.mdns import current_addresses, host_label
-from appliance.secrets_files import atomic_write
+from appliance.secrets_files import atomic_write, fsync_dir
+from appliance.storage.db import Store
 
 TLS_DIR = "tls"
 PEM_FILE = "box.pem"
@@ -180,3 +182,75 @@ def ensure_identity(data_dir: Path, box_name: str) -> tuple[TlsIdentity, bool]:
         return load_identity(data_dir), False
     except FileNotFoundError:
         return write_identity(data_dir, box_name), True
+
+
+# -- rotation: the audit record is the commit point ------------------------------------------------
+
+PENDING_FILE = "box.pem.new"
+
+
+def _pem_fingerprint(pem: bytes) -> str:
+    certificate = x509.load_pem_x509_certificate(pem)
+    return fingerprint_of_der(certificate.public_bytes(serialization.Encoding.DER))
+
+
+def _promote(data_dir: Path) -> None:
+    directory = tls_dir(data_dir)
+    os.replace(directory / PENDING_FILE, directory / PEM_FILE)
+    fsync_dir(directory)
+    load_identity(data_dir)  # writes the public box.crt copy to match
+
+
+def rotate(
+    data_dir: Path, box_name: str, addresses: list[str] | None, store: Store, actor: str
+) -> TlsIdentity:
+    """A new key and certificate, in three steps so a power cut at any point leaves the old
+    identity or the new one, with an audit record exactly when the new one is in force:
+
+    1. the new pair goes to ``tls/box.pem.new`` (0600, durable);
+    2. the ``tls.rotate`` audit record naming both fingerprints commits (the commit point);
+    3. the new pair is renamed over ``box.pem`` (and ``box.crt`` follows).
+
+    ``settle_rotation`` (at the daemon's start) finishes step 3 or undoes step 1, as the audit
+    log says."""
+    from appliance import audit
+
+    settle_rotation(data_dir, store)
+    try:
+        old: str | None = load_identity(data_dir).fingerprint
+    except (OSError, ValueError):
+        old = None
+    directory = tls_dir(data_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_pem, cert_pem = make_certificate(box_name, current_addresses() if addresses is None else addresses)
+    atomic_write(directory / PENDING_FILE, key_pem + cert_pem, 0o600)
+    new = _pem_fingerprint(cert_pem)
+    store.write_sync(
+        lambda conn: audit.record(conn, actor, "tls.rotate", {"old_fingerprint": old, "new_fingerprint": new})
+    )
+    _promote(data_dir)
+    return load_identity(data_dir)
+
+
+def settle_rotation(data_dir: Path, store: Store) -> str | None:
+    """Finish ("finished") or undo ("undone") a rotation a crash stopped between its steps; None
+    when there is nothing to settle."""
+    pending = tls_dir(data_dir) / PENDING_FILE
+    if not pending.exists():
+        return None
+    try:
+        fingerprint = _pem_fingerprint(pending.read_bytes())
+    except ValueError:
+        fingerprint = None  # cut while it was written: never committed
+    row = store.query(
+        lambda conn: conn.execute(
+            "SELECT detail FROM audit_log WHERE action = 'tls.rotate' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    )
+    committed = row is not None and json.loads(row[0]).get("new_fingerprint") == fingerprint
+    if committed and fingerprint is not None:
+        _promote(data_dir)
+        return "finished"
+    pending.unlink()
+    fsync_dir(pending.parent)
+    return "undone"

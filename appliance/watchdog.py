@@ -10,7 +10,8 @@ Alerts (fingerprint: severity):
 * ``tablet-offline:<device_id>``: warning, a paired tablet that has sent heartbeats went silent.
 * ``clock-skew:<device_id>``: warning, a tablet's clock is off by more than ``clock_skew_max_s``.
 * ``disk-free``: warning, or critical (and an automatic freeze) when the data disk is nearly full.
-* ``db-integrity``: critical (and an automatic freeze) when ``PRAGMA quick_check`` fails.
+* ``db-integrity``: critical (and an automatic freeze) when ``PRAGMA quick_check`` fails, or at once
+  when any read or write of the store meets a damaged page (``Store.on_damage``).
 * ``event-loop-stalled``: critical, the event loop woke later than ``loop_lag_critical_s``.
 """
 
@@ -32,8 +33,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from appliance import alerts
 from appliance.box import freeze, get_box
+from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
 from appliance.presence import presence_state
-from appliance.storage.db import Store
+from appliance.storage.db import Store, quick_check
 from appliance.times import parse_rfc3339, utcnow
 
 log = logging.getLogger("venuebox.watchdog")
@@ -252,16 +254,6 @@ def check_disk(
 INTEGRITY_FINGERPRINT = "db-integrity"
 
 
-def quick_check(conn: sqlite3.Connection) -> list[str]:
-    """``PRAGMA quick_check`` on a (read) connection: [] when the database is sound, else problems."""
-    try:
-        result = [row[0] for row in conn.execute("PRAGMA quick_check")]
-    except sqlite3.DatabaseError as exc:
-        # A badly damaged file makes the check itself fail; that is the answer too.
-        return [f"quick_check could not run: {exc}"]
-    return [] if result == ["ok"] else result
-
-
 def apply_integrity(
     conn: sqlite3.Connection, settings: WatchdogSettings, problems: list[str], now: datetime
 ) -> bool:
@@ -277,9 +269,10 @@ def apply_integrity(
         INTEGRITY_FINGERPRINT,
         "critical",
         "Database integrity check failed",
-        f"SQLite quick_check reported: {shown}. Scoring is frozen: copy the data dir to a USB key now "
-        "and follow the runbook's recovery steps. The freeze stays until a tech unfreezes, even if a "
-        "later check passes and this alert clears.",
+        f"SQLite reported: {shown}. Scoring is frozen and the box stores nothing more: stop the service, "
+        f'copy the whole data dir to a USB key now and follow "{DAMAGED_DATABASE_SECTION}" in the '
+        "runbook (docs/operations.md). The freeze stays until a tech unfreezes, even if a later check "
+        "passes and this alert clears.",
         now,
     )
     return False
@@ -288,7 +281,11 @@ def apply_integrity(
 def check_integrity(store: Store, settings: WatchdogSettings, now: datetime | None = None) -> bool:
     """Blocking form for scripts and tests: quick_check on a read connection, then the alert write."""
     problems = store.query(quick_check)
-    return store.write_sync(lambda conn: apply_integrity(conn, settings, problems, now or utcnow()))
+    if problems:
+        store.mark_damaged(problems)
+    return store.write_sync(
+        lambda conn: apply_integrity(conn, settings, problems, now or utcnow()), damaged_ok=True
+    )
 
 
 # -- event loop -----------------------------------------------------------------------------------
@@ -407,10 +404,23 @@ def build_scheduler(
     alerts, e.g. to refresh systemd's STATUS line or a metric."""
     data_dir = store.path.parent
     started = utcnow()
+    loop = asyncio.get_running_loop()
+    responses: set[asyncio.Task[None]] = set()
 
-    async def write_checked(name: str, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    async def write_checked(
+        name: str, fn: Callable[[sqlite3.Connection], Any], *, damaged_ok: bool = False
+    ) -> None:
+        if store.damaged is not None and not damaged_ok:
+            return  # nothing but the integrity alert is written to a damaged file
         try:
-            changed = await store.write(_tracked(fn), timeout=settings.write_timeout_s)
+            changed = await store.write(_tracked(fn), timeout=settings.write_timeout_s, damaged_ok=damaged_ok)
+        except DatabaseDamaged as exc:
+            log.error(
+                "watchdog: the %s check could not store its result: the database is damaged",
+                name,
+                extra={"problems": exc.problems[:5]},
+            )
+            return
         except Exception:
             log.exception("watchdog: the %s check could not store its result", name)
             return
@@ -436,16 +446,40 @@ def build_scheduler(
         now = utcnow()
         await write_checked("disk", lambda conn: apply_disk_free(conn, settings, free_mb, now))
 
-    async def integrity_job() -> None:
+    async def integrity_job(met: DatabaseDamaged | None = None) -> None:
+        """quick_check, then the alert (and freeze) or its clearing. ``met``: damage a read or a
+        write met just now, which quick_check may not see (an index, the free list): it counts."""
         try:
             problems = await store.read(quick_check)
+        except DatabaseDamaged as exc:
+            problems = exc.problems
         except Exception:
             log.exception("watchdog: quick_check could not run")
             return
+        if met is not None and not problems:
+            problems = met.problems
         if problems:
-            log.error("watchdog: quick_check failed: %s", problems[:10])
+            log.error("watchdog: the database is damaged: %s", problems[:10])
+            # In memory first: the alert's own write may fail on the damaged file, and the box must
+            # still say so (health, status) and refuse every other write.
+            store.mark_damaged(problems)
         now = utcnow()
-        await write_checked("integrity", lambda conn: apply_integrity(conn, settings, problems, now))
+        await write_checked(
+            "integrity", lambda conn: apply_integrity(conn, settings, problems, now), damaged_ok=True
+        )
+
+    def damage_met(damage: DatabaseDamaged) -> None:
+        """A read or write met a damaged page (on any thread): the integrity response runs now, not
+        at the next quick_check_s."""
+
+        def respond() -> None:
+            task = loop.create_task(integrity_job(damage), name="venuebox-integrity-now")
+            responses.add(task)
+            task.add_done_callback(responses.discard)
+
+        loop.call_soon_threadsafe(respond)
+
+    store.on_damage(damage_met)
 
     async def loop_job() -> None:
         lag_s = probe.take_peak_lag()

@@ -36,6 +36,7 @@ _DOMAIN: dict[type[domain.DomainError], tuple[int, str, str]] = {
     domain.Unavailable: (503, "unavailable", "The box cannot store this right now"),
     domain.NotInitialised: (503, "not-initialised", "The box is not set up yet"),
     domain.DataKeyMismatch: (503, "data-key-mismatch", "The personal-data key does not open this data"),
+    domain.DatabaseDamaged: (503, "database-damaged", "The box's database is damaged"),
     domain.UplinkNotConfigured: (409, "uplink-not-configured", "The uplink is not configured"),
     domain.BadUplinkTarget: (422, "bad-uplink-target", "This uplink target cannot be used"),
     ExportRefused: (422, "export-refused", "The export cannot be made there"),
@@ -73,7 +74,10 @@ def problem_for(
     headers = {}
     if isinstance(exc, domain.TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
-    elif isinstance(exc, domain.Frozen | domain.Unavailable | domain.NoEvent) and retry_after:
+    elif (
+        isinstance(exc, domain.Frozen | domain.Unavailable | domain.NoEvent | domain.DatabaseDamaged)
+        and retry_after
+    ):
         headers["Retry-After"] = str(retry_after)
     if isinstance(exc, domain.NotAuthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="venuebox"'

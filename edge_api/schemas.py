@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -37,6 +37,10 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     sheet_id: str | None = None
 
 
+# "damaged": the box found its database file damaged; it stores nothing more until a tech restores it.
+DatabaseState = Literal["ok", "damaged"]
+
+
 class Health(msgspec.Struct, kw_only=True):
     status: str
     box: str
@@ -45,6 +49,8 @@ class Health(msgspec.Struct, kw_only=True):
     version: str
     # The box's display name ("Main stage box"), for a pairing screen to show; null when degraded.
     name: str | None = None
+    # This project's addition: whether the database file is sound (then status is "degraded").
+    database: DatabaseState = "ok"
 
 
 class PairIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

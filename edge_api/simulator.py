@@ -123,6 +123,7 @@ async def run_simulation(
     *,
     stop: asyncio.Event | None = None,
     fingerprint: str | None = None,
+    report: SimulationReport | None = None,
 ) -> SimulationReport:
     """Run ``tablets`` simulated judge tablets until ``seconds`` of scoring have passed (counted
     once all tablets are paired), ``stop`` is set or the task is cancelled; then return what
@@ -132,7 +133,8 @@ async def run_simulation(
     per tablet (a temporary directory, removed at the end, when None). Without ``tablet_url`` the
     box is found by mDNS. ``fingerprint`` is the box's TLS certificate fingerprint the tablets pin
     (from the TXT record when the box is found by mDNS). ``seed`` makes the tablets' choices
-    repeatable (not the box's timing).
+    repeatable (not the box's timing). ``report``, when given, is filled in as the run goes, so a
+    caller (the power-cut harness) can read what was acknowledged while the tablets still score.
     Raises SimulationError when it cannot start (no judges, no box found, box unreachable)."""
     if tablets < 1:
         raise ValueError("tablets must be at least 1")
@@ -141,7 +143,8 @@ async def run_simulation(
     deadline: float | None = None
     stop = stop or asyncio.Event()
     rng = random.Random(seed)
-    report = SimulationReport(tablets=tablets)
+    report = report if report is not None else SimulationReport()
+    report.tablets = tablets
     with contextlib.ExitStack() as stack:
         root = (
             Path(state_dir)

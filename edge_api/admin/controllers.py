@@ -80,12 +80,13 @@ class AdminController(Controller):
     guards = [admin_guard]
     tags = ["admin"]
 
-    @get("/status", responses=problems(401))
+    @get("/status", responses=problems(401, 503))
     async def status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         ctx = context_of(request)
-        return _json(
-            await ctx.store.read(lambda conn: status.console_snapshot(conn, ctx.config, ctx.tablet_urls))
-        )
+        # A damaged page the snapshot reads answers 503 database-damaged instead.
+        snap = await ctx.store.read(lambda conn: status.console_snapshot(conn, ctx.config, ctx.tablet_urls))
+        snap["database"] = status.database_view(ctx.store)
+        return _json(snap)
 
     @post("/freeze", status_code=200, responses=problems(400, 401, 422, 503))
     async def freeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:

@@ -101,6 +101,24 @@ class TabletController(Controller):
         ctx = context_of(request)
         try:
             box = ctx.store.query(get_box)
+        except (sqlite3.Error, domain.DomainError):
+            box = None
+        # The store's own memory of damage first: it holds when the box row cannot be read, or the
+        # watchdog's freeze could not be written to the damaged file.
+        if ctx.store.damaged is not None:
+            # Every write is refused, as frozen: a tablet keeps its sheets.
+            body = Health(
+                status="degraded",
+                box=ctx.box_id,
+                event=box["event_id"] if box else None,
+                frozen=True,
+                version=ctx.version,
+                name=box["name"] if box else None,
+                database="damaged",
+            )
+        elif box is None:
+            body = Health(status="degraded", box=ctx.box_id, event=None, frozen=False, version=ctx.version)
+        else:
             body = Health(
                 status="ok",
                 box=box["box_id"],
@@ -109,8 +127,6 @@ class TabletController(Controller):
                 version=ctx.version,
                 name=box["name"],
             )
-        except (sqlite3.Error, domain.DomainError):
-            body = Health(status="degraded", box=ctx.box_id, event=None, frozen=False, version=ctx.version)
         return _json(body)
 
     @post(

@@ -4,6 +4,7 @@ terminal), a real tmpfs too small for the export, and the daemon taking snapshot
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -11,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,190 @@ def test_the_daemon_takes_and_verifies_snapshots_by_itself(tmp_path: Path) -> No
         assert audit and audit[0]["actor"] == "backup"
     finally:
         box.stop()
+
+
+# -- retention with a damaged database; the backup dir on a second disk ------------------------------
+
+
+def damage_a_sheet(db: Path) -> int:
+    """What a failing SD card does, silently: one byte of a stored score sheet changes on disk. The
+    WAL is checkpointed into the database file first, then one hex digit of the first sheet's stored
+    hash is changed inside the leaf page of the `sheets` table that holds it (the page layout stays
+    sound, so SQLite reads on and the box keeps scoring; only the hash chain shows it). Returns the
+    page number."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [
+            row[0]
+            for row in conn.execute("SELECT pageno FROM dbstat WHERE name = 'sheets' AND pagetype = 'leaf'")
+        ]
+        stored = conn.execute("SELECT hash FROM sheets WHERE seq = 1").fetchone()[0].encode()
+    finally:
+        conn.close()
+    with db.open("r+b") as f:
+        for pageno in leaves:
+            f.seek((pageno - 1) * page_size)
+            page = f.read(page_size)
+            at = page.find(stored)
+            if at >= 0:
+                f.seek((pageno - 1) * page_size + at)
+                f.write(b"0" if stored[:1] != b"0" else b"1")
+                os.fsync(f.fileno())
+                return pageno
+    raise AssertionError("the first sheet's hash is in no leaf page of `sheets`")
+
+
+def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tmp_path: Path) -> None:
+    """Retention with `keep_last=2` and a database damaged after a verified snapshot: the verified one
+    survives any number of later, failing snapshots, and `backup status` names it."""
+    from appliance import backup, keys
+    from appliance.storage.db import Store
+    from appliance.times import utcnow
+
+    config = make_box(tmp_path / "box", backup_keep_last=2, backup_keep_hourly_h=0)
+    score(config, 6)
+    start = utcnow()
+    with Store(config.db_path) as store:
+        good = backup.snapshot_job(config, store, start)
+        assert backup.verify_job(config, store, start) == [(good.name, [])]
+    damage_a_sheet(config.db_path)
+    [damage] = backup.check_database(config.db_path)  # the live database now fails its own check
+    assert damage.startswith("sheets chain broken at row ")
+    failed = []
+    with Store(config.db_path) as store:
+        for i in range(1, 7):  # the daemon's rhythm: a snapshot (and retention), then its check
+            when = start + timedelta(minutes=15 * i)
+            failed.append(backup.snapshot_job(config, store, when))
+            [(name, problems)] = backup.verify_job(config, store, when)
+            assert (name, problems) == (failed[-1].name, [damage])
+            assert good.path.exists()
+            if i > 1:  # retention ran before the new one's check: it, the failed one before, the good one
+                kept = [row["name"] for row in store.query(backup.list_snapshots)]
+                assert kept == [failed[-1].name, failed[-2].name, good.name]
+        backup.apply_retention(config, store, start + timedelta(hours=2))
+        kept = [row["name"] for row in store.query(backup.list_snapshots)]
+    # The verified one, and the newest failed one (evidence); the older failed ones are gone.
+    assert kept == [failed[-1].name, good.name]
+    assert sorted(p.name for p in config.backup_path.glob("snapshot-*")) == sorted(kept)
+
+    status = venuebox(config, "backup", "status")
+    assert status.returncode == 0, status.stderr
+    assert f"newest verified: {good.path} ({good.created_at}, 6 sheets)" in status.stdout.splitlines()
+    as_json = json.loads(venuebox(config, "backup", "status", "--json").stdout)
+    assert as_json["newest_verified"]["name"] == good.name
+    assert as_json["last"]["name"] == failed[-1].name and as_json["last"]["verified"] is False
+    # And it is the one that brings the box back.
+    done = backup.restore(good.path, tmp_path / "restored", [keys.box_identity(config)])
+    assert done.ledger_rows == 6 and backup.check_database(tmp_path / "restored" / "venuebox.sqlite") == []
+
+
+@pytest.fixture
+def second_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real second file system (a tmpfs), as a USB disk would be."""
+    mount = tmp_path / "second-disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+SETTINGS = """\
+# Main stage box: set up by the venue tech, do not lose
+mdns_enabled = false
+tls = false  # a lab box
+address_rate_per_s = 1e6
+address_burst = 1_000_000
+
+[backups]
+# how many to keep on the USB disk
+backup_keep_last = 5
+"""
+
+
+def test_backup_configure_dir_on_a_second_disk(tmp_path: Path, second_disk: Path) -> None:
+    import tomllib
+
+    from appliance.config import load_config
+
+    config = make_box(tmp_path / "box")
+    settings = config.data_dir / "venuebox.toml"
+    settings.write_text(SETTINGS)
+    folder = second_disk / "venuebox-backups"
+    folder.mkdir()
+
+    done = venuebox(config, "backup", "configure", "--dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"snapshots go to {folder} (another disk than the database), set in {settings}"
+    )
+    assert "same disk" not in done.stderr and "mount point" not in done.stderr
+    # One key added; the tech's comments, keys and section as they were.
+    text = settings.read_text()
+    assert text.replace(f'backup_dir = "{folder}"\n', "", 1) == SETTINGS
+    assert tomllib.loads(text)["backup_dir"] == str(folder)
+    assert load_config(config.data_dir, environ={}).backup_path == folder  # what the daemon reads
+
+    taken = venuebox(config, "backup", "now")
+    assert taken.returncode == 0, taken.stderr
+    [snapshot] = folder.glob("snapshot-*.sqlite.age")
+    assert f"snapshot {snapshot} (" in taken.stdout and (folder / "keys.age").exists()
+    assert not (config.data_dir / "backups").exists()
+    status = venuebox(config, "backup", "status").stdout.splitlines()
+    assert status[0].startswith(f"backups   {folder}, ")
+    assert "          on another disk than the database" in status
+    assert f"newest verified: {snapshot} (" in status[3]
+
+    # The disk's mount point itself is refused nothing, but the tech is told why a folder is better.
+    mount_point = venuebox(config, "backup", "configure", "--dir", str(second_disk))
+    assert mount_point.returncode == 0 and "is a mount point" in mount_point.stderr
+    assert venuebox(config, "backup", "configure", "--dir", str(folder)).returncode == 0
+
+    # Unplugged: the folder is gone; a snapshot fails saying so, and nothing is written elsewhere.
+    subprocess.run(["umount", str(second_disk)], check=True)
+    unplugged = venuebox(config, "backup", "now")
+    assert unplugged.returncode == 1
+    assert f"the backup directory {folder} is missing: plug its disk back in" in unplugged.stderr
+    assert list(second_disk.iterdir()) == [] and not (config.data_dir / "backups").exists()
+    status = venuebox(config, "backup", "status").stdout
+    assert "MISSING: plug its disk back in" in status
+
+
+def test_backup_configure_dir_on_the_databases_disk_warns_and_a_missing_dir_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    config = make_box(tmp_path / "box")
+    settings = config.data_dir / "venuebox.toml"
+    before = settings.read_bytes()
+
+    missing = venuebox(config, "backup", "configure", "--dir", str(tmp_path / "usb" / "backups"))
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        f"venuebox: error: {tmp_path / 'usb' / 'backups'} does not exist: plug in and mount the backup disk, "
+        "make the folder on it, then configure again"
+    ]
+    relative = venuebox(config, "backup", "configure", "--dir", "backups")
+    assert relative.returncode == 1 and len(relative.stderr.splitlines()) == 1
+    assert "not an absolute path" in relative.stderr
+    assert settings.read_bytes() == before and not (tmp_path / "usb").exists()
+
+    same_disk = tmp_path / "same-disk"
+    same_disk.mkdir()
+    done = venuebox(config, "backup", "configure", "--dir", str(same_disk))
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"venuebox: warning: {same_disk} is on the same disk as the database ({config.data_dir}): a dead SD "
+        "card or disk takes the snapshots with it; choose a folder on another disk"
+    ) in done.stderr.splitlines()
+    assert "(the database's disk)" in done.stdout
+    status = venuebox(config, "backup", "status").stdout
+    assert "on the database's disk: lost with it" in status
+    assert venuebox(config, "backup", "now").returncode == 0
+    assert len(list(same_disk.glob("snapshot-*.sqlite.age"))) == 1

@@ -236,7 +236,8 @@ def test_a_refused_token_pauses_with_a_critical_alert_until_reconfigured(
     wrong.write_text("a-token-nobody-issued\n")
     configured = venuebox(config, "uplink", "configure", "--url", cloud.url, "--token-file", str(wrong))
     assert configured.returncode == 0, configured.stderr
-    assert stat.S_IMODE((config.data_dir / "uplink.token").stat().st_mode) == 0o600
+    (stored,) = config.data_dir.glob("uplink-*.token")
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     box = RunningBox(config).start()
     try:
         view = wait_for("paused", lambda: (v := uplink(box))["state"] == "paused" and v)

@@ -395,6 +395,19 @@ def test_the_box_panel_cuts_the_uplink_error_with_an_ellipsis_and_keeps_the_rest
     assert rows[start + 4].startswith("Backup")
 
 
+def test_the_box_panel_says_first_and_in_red_when_the_database_is_damaged() -> None:
+    console = Console(width=44, color_system=None, record=True, file=io.StringIO())
+    console.print(box_panel(uplink_status()))
+    assert "DAMAGED" not in console.export_text()
+    damaged = uplink_status() | {
+        "database": {"state": "damaged", "path": "/var/lib/venuebox/venuebox.sqlite"}
+    }
+    table = box_panel(damaged)
+    console.print(table)
+    assert console.export_text().splitlines()[0].startswith("Database DAMAGED: scoring refused.")
+    assert "red" in str(table.columns[1]._cells[0].style)
+
+
 def notifications(messages: list[Message]) -> list[Notification]:
     return [m.notification for m in messages if isinstance(m, Notify)]
 

@@ -21,6 +21,7 @@ from tests.personal_package import personal_package
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
+    (tmp_path / "backups").mkdir()  # a configured backup dir is a disk the tech mounted: never made
     return make_box(tmp_path / "box", backup_dir=str(tmp_path / "backups"))
 
 
@@ -95,7 +96,7 @@ def test_a_changed_snapshot_does_not_verify_and_raises_a_critical_alert(config: 
 def test_retention_keeps_the_newest_and_one_per_clock_hour() -> None:
     now = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
     # Every 15 minutes for 30 hours, newest first: s0 (12:00), s1 (11:45), ...
-    made = [(f"s{i}", now - timedelta(minutes=15 * i)) for i in range(120)]
+    made = [(f"s{i}", now - timedelta(minutes=15 * i), True) for i in range(120)]
     keep = backup.retained(made, now, keep_last=8, hourly_h=24)
     # The newest of each clock hour 13:00 the day before .. 12:00: 12:00 (s0), 11:45 (s1), 10:45 (s5), ...
     newest_of_each_hour = {"s0"} | {f"s{4 * h - 3}" for h in range(1, 24)}
@@ -108,24 +109,30 @@ def test_retention_keeps_the_newest_and_one_per_clock_hour() -> None:
 def test_retention_over_a_day_of_passes_keeps_an_hourly_snapshot_for_24_hours() -> None:
     """What the daemon does: a snapshot every 15 minutes, retention after each one."""
     start = datetime(2026, 3, 14, 0, 5, tzinfo=UTC)
-    kept: list[tuple[str, datetime]] = []
+    kept: list[tuple[str, datetime, bool | None]] = []
     for i in range(4 * 30):  # 30 hours
         at = start + timedelta(minutes=15 * i)
-        kept.append((f"s{i}", at))
+        kept.append((f"s{i}", at, True))
         names = backup.retained(kept, at, keep_last=8, hourly_h=24)
-        kept = [(name, when) for name, when in kept if name in names]
-    hours = sorted({when.replace(minute=0) for _, when in kept})
+        kept = [item for item in kept if item[0] in names]
+    hours = sorted({when.replace(minute=0) for _, when, _ in kept})
     assert len(hours) == 24 and hours[-1] - hours[0] == timedelta(hours=23)
     assert len(kept) == 8 + 24 - 2  # the newest 8 span 2 clock hours that also count as hourly
-    newest = max(when for _, when in kept)
-    assert all(newest - when < timedelta(hours=24) for _, when in kept)
+    newest = max(when for _, when, _ in kept)
+    assert all(newest - when < timedelta(hours=24) for _, when, _ in kept)
 
 
 def test_retention_deletes_the_files_it_does_not_keep(tmp_path: Path) -> None:
     config = make_box(tmp_path / "box", backup_keep_last=2, backup_keep_hourly_h=0)
     with Store(config.db_path) as store:
         start = datetime.now(UTC) - timedelta(minutes=10)
-        taken = [backup.snapshot_job(config, store, start + timedelta(minutes=i)) for i in range(4)]
+        taken = []
+        for i in range(4):  # as the daemon does: each snapshot verified before the next one is taken
+            taken.append(backup.snapshot_job(config, store, start + timedelta(minutes=i)))
+            backup.verify_job(config, store)
+        # Retention ran when taken[3] was new, not verified yet: it counted only the two verified.
+        assert [r["name"] for r in store.query(backup.list_snapshots)] == [t.name for t in taken[:0:-1]]
+        assert backup.apply_retention(config, store, start + timedelta(minutes=5)) == [taken[1].name]
         kept = store.query(backup.list_snapshots)
     assert [r["name"] for r in kept] == [taken[3].name, taken[2].name]
     on_disk = sorted(p.name for p in config.backup_path.glob("snapshot-*"))
@@ -200,6 +207,7 @@ def bundled_data_key(path: Path, identities: list[x25519.Identity]) -> bytes:
 
 
 def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_it(tmp_path: Path) -> None:
+    (tmp_path / "backups").mkdir()
     config = make_box(
         tmp_path / "box",
         package=personal_package(tmp_path / "package"),
@@ -232,3 +240,177 @@ def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_i
                 )
             )
         assert names == ["Naomi Roy"]
+
+
+# -- retention and verification: only what verified counts ------------------------------------------
+
+T0 = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_retention_counts_only_verified_snapshots_keeps_unverified_and_the_newest_failed() -> None:
+    made = [
+        ("v1", at(0), True),
+        ("v2", at(15), True),
+        ("v3", at(30), True),
+        ("f1", at(45), False),
+        ("v4", at(60), True),
+        ("f2", at(75), False),
+        ("f3", at(90), False),
+        ("u1", at(105), None),
+        ("u2", at(120), None),
+    ]
+    keep = backup.retained(made, at(120), keep_last=2, hourly_h=0)
+    # The two newest verified (the failed and unverified ones between them count for nothing), every
+    # unverified one, and the newest failed one; v1, v2, f1 and f2 go.
+    assert keep == {"v4", "v3", "u1", "u2", "f3"}
+    # Hourly: each hour's newest *verified* one, even when a failed one is newer in that hour.
+    hourly = backup.retained(made, at(120), keep_last=1, hourly_h=24)
+    assert hourly == {"v4", "v3", "u1", "u2", "f3"}  # 12:00 -> v3 (f1 fails), 13:00 -> v4
+    assert backup.retained([("f1", at(0), False), ("f2", at(1), False)], at(1), 8, 24) == {"f2"}
+    assert backup.retained([], at(0), 8, 24) == set()
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2, 3, 10, 100])
+def test_keep_last_2_never_pushes_out_a_verified_snapshot_followed_by_failing_ones(failing: int) -> None:
+    """As the daemon runs: each new snapshot is unverified when retention runs after it, then its
+    check fails; the good one before them stays, whatever their number."""
+    kept: list[tuple[str, datetime, bool | None]] = [("good", at(0), True)]
+    for i in range(1, failing + 1):
+        kept.append((f"bad{i}", at(15 * i), None))
+        names = backup.retained(kept, at(15 * i), keep_last=2, hourly_h=0)
+        assert "good" in names and f"bad{i}" in names
+        kept = [(name, when, False if name == f"bad{i}" else ok) for name, when, ok in kept if name in names]
+        # Bounded: the good one, the newest failed one (and the new one until it is checked).
+        assert len(kept) <= 3
+    assert backup.retained(kept, at(15 * failing), keep_last=2, hourly_h=0) == {"good"} | (
+        {f"bad{failing}"} if failing else set()
+    )
+    # keep_last is never below 1 in a config, but the newest verified one is kept even with 0.
+    assert "good" in backup.retained(kept, at(15 * failing), keep_last=0, hourly_h=0)
+
+
+def test_a_run_of_unverified_snapshots_pushes_nothing_out() -> None:
+    made = [("v1", at(0), True), ("v2", at(1), True)] + [(f"u{i}", at(2 + i), None) for i in range(20)]
+    keep = backup.retained(made, at(30), keep_last=2, hourly_h=0)
+    assert keep == {"v1", "v2"} | {f"u{i}" for i in range(20)}
+
+
+def test_a_configured_backup_dir_that_is_missing_is_never_made_and_the_alert_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    from appliance import alerts
+
+    stick = tmp_path / "usb" / "venuebox-backups"  # the stick is unplugged: its folder is gone
+    config = make_box(tmp_path / "box", backup_dir=str(stick))
+    with Store(config.db_path) as store:
+        with pytest.raises(backup.BackupDirMissing, match="is missing: plug its disk back in"):
+            backup.snapshot_job(config, store)
+        [alert] = [
+            a for a in store.query(alerts.list_alerts) if a["fingerprint"] == backup.SNAPSHOT_FINGERPRINT
+        ]
+    assert not stick.exists() and not stick.parent.exists()
+    assert alert["severity"] == "critical"
+    assert "the directory is missing" in alert["detail"]
+    assert "Plug the backup disk back in" in alert["detail"]
+    assert "`venuebox backup configure --dir PATH`" in alert["detail"]
+
+
+def test_a_snapshot_taken_before_the_disk_was_unplugged_is_not_judged_while_it_is_gone(
+    config: Config,
+) -> None:
+    with Store(config.db_path) as store:
+        taken = backup.snapshot_job(config, store)
+        config.backup_path.rename(config.backup_path.with_name("unplugged"))
+        [(name, problems)] = backup.verify_job(config, store)
+        assert name == taken.name and "is missing: plug its disk back in" in problems[0]
+        [row] = store.query(backup.unverified)  # no verdict recorded
+        assert row["name"] == taken.name
+        config.backup_path.with_name("unplugged").rename(config.backup_path)
+        assert backup.verify_job(config, store) == [(taken.name, [])]
+
+
+def test_moving_the_backup_dir_leaves_the_old_snapshots_alone(tmp_path: Path) -> None:
+    """Snapshots in the old dir are neither deleted, counted, nor judged missing from the new one."""
+    import msgspec
+
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    config = make_box(tmp_path / "box", backup_dir=str(old_dir), backup_keep_last=2, backup_keep_hourly_h=0)
+    moved = msgspec.structs.replace(config, backup_dir=str(new_dir))
+    start = datetime.now(UTC)
+    with Store(config.db_path) as store:
+        old = [backup.snapshot_job(config, store, start + timedelta(minutes=i)) for i in range(2)]
+        backup.verify_job(config, store)
+        pending = backup.snapshot_job(config, store, start + timedelta(minutes=2))  # not verified yet
+        new = []
+        for i in range(3, 7):
+            new.append(backup.snapshot_job(moved, store, start + timedelta(minutes=i)))
+            # The old dir's unverified snapshot is not reported missing from the new dir.
+            assert [name for name, _ in backup.verify_job(moved, store)] == [new[-1].name]
+        backup.apply_retention(moved, store, start + timedelta(minutes=7))  # the newest is verified now
+        backup.apply_retention(config, store, start + timedelta(minutes=7))  # and back: nothing goes
+        rows = {r["name"]: r for r in store.query(backup.list_snapshots)}
+        view = store.query(lambda conn: backup.backup_view(conn, moved, start + timedelta(minutes=7)))
+    assert sorted(p.name for p in old_dir.glob("snapshot-*")) == sorted([s.name for s in [*old, pending]])
+    assert all(s.name in rows for s in [*old, pending])  # still recorded, not marked deleted
+    assert rows[pending.name]["verified_at"] is None
+    assert {backup.location(moved, rows[s.name]) for s in [*old, pending]} == {"elsewhere"}
+    # In the new dir retention counted only the new dir's: the two newest verified.
+    assert sorted(p.name for p in new_dir.glob("snapshot-*")) == sorted(s.name for s in new[-2:])
+    assert view["newest_verified"]["name"] == new[-1].name
+    assert view["newest_verified"]["location"] == "here"
+    assert view["newest_verified"]["path"] == str(new_dir / new[-1].name)
+
+
+def test_backup_view_names_the_newest_verified_snapshot_and_the_disk(config: Config) -> None:
+    with Store(config.db_path) as store:
+        good = backup.snapshot_job(config, store, at(0))
+        backup.verify_job(config, store)
+        bad = backup.snapshot_job(config, store, at(1))
+        store.write_sync(lambda conn: backup.record_verification(conn, bad.name, ["broken"], at(2)))
+        view = store.query(lambda conn: backup.backup_view(conn, config, at(3)))
+    assert view["last"]["name"] == bad.name and view["last"]["verified"] is False
+    assert view["newest_verified"]["name"] == good.name
+    assert view["newest_verified"]["path"] == str(config.backup_path / good.name)
+    assert view["last_verified_ok_at"] == view["newest_verified"]["created_at"]
+    assert view["directory_exists"] is True and view["other_disk"] is False  # tmp_path: one disk
+
+
+def test_check_backup_dir_refuses_what_the_box_cannot_use(config: Config, tmp_path: Path) -> None:
+    with pytest.raises(backup.BackupFailed, match="not an absolute path"):
+        backup.check_backup_dir(config, "backups")
+    with pytest.raises(backup.BackupFailed, match="does not exist: plug in and mount"):
+        backup.check_backup_dir(config, str(tmp_path / "nowhere"))
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(backup.BackupFailed, match="not a directory"):
+        backup.check_backup_dir(config, str(tmp_path / "a-file"))
+    checked = backup.check_backup_dir(config, str(config.backup_path))
+    assert checked.other_disk is False
+    assert any("on the same disk as the database" in w for w in checked.warnings)
+
+
+def test_write_setting_changes_one_key_and_keeps_the_rest(tmp_path: Path) -> None:
+    import tomllib
+
+    from appliance.config import write_setting
+
+    settings = tmp_path / "venuebox.toml"
+    settings.write_text(
+        "# Main stage box, set up by Sam\nport = 8080  # tablets\n\n[backups]\n# on the USB disk\n"
+        'backup_dir = "/old/place"  # was here\nbackup_keep_last = 5\n'
+    )
+    write_setting(tmp_path, "backup_dir", "/media/backup/box")
+    text = settings.read_text()
+    assert text == text.replace("/old/place", "/media/backup/box")  # only that value changed
+    assert text.startswith("# Main stage box, set up by Sam\nport = 8080  # tablets\n")
+    assert 'backup_dir = "/media/backup/box"  # was here' in text and "# on the USB disk" in text
+    assert tomllib.loads(text)["backups"] == {"backup_dir": "/media/backup/box", "backup_keep_last": 5}
+    assert load_config(tmp_path, environ={}).backup_dir == "/media/backup/box"
+    (tmp_path / "venuebox.toml").unlink()
+    write_setting(tmp_path, "backup_dir", "/media/x")  # no file yet: one with that key
+    assert load_config(tmp_path, environ={}).backup_dir == "/media/x"

@@ -60,6 +60,12 @@ def _kv() -> Table:
 
 def box_panel(status: dict[str, Any]) -> Table:
     table = _kv()
+    if (status.get("database") or {}).get("state") == "damaged":
+        # First, in red: even when the alert itself could not be written to the damaged file.
+        table.add_row(
+            "Database",
+            Text("DAMAGED: scoring refused. Stop the service, copy the data dir (runbook)", style="bold red"),
+        )
     event = status.get("event")
     table.add_row("Event", f"{event['name']} ({event['entries']} entries)" if event else "none imported")
     session = status.get("session")
