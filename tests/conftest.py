@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +56,53 @@ def needs_tool(present: bool, reason: str) -> pytest.MarkDecorator:
     Under CI (which installs every tool, `.ci/run`) it never skips: the test runs and fails, since
     a skipped proof of a "done when" is no proof."""
     return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=reason)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """``probe()``'s first truthy answer, asked every 50 ms; fails naming ``what`` after ``timeout``
+    seconds (a bound for a loaded machine, never a timing check)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.05)
+
+
+class NotifySocket:
+    """systemd's side of sd_notify: the datagram socket a daemon given ``$NOTIFY_SOCKET`` (``path``)
+    reports READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 to."""
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+
+    def messages(self, seconds: float) -> list[str]:
+        """What the daemon told "systemd" during ``seconds`` (0: what is waiting now)."""
+        deadline = time.monotonic() + seconds
+        found: list[str] = []
+        while True:
+            try:
+                found.extend(self.sock.recv(65536).decode(errors="replace").split("\n"))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    return found
+
+    def wait_ready(self, process: subprocess.Popen[Any], timeout: float) -> bool:
+        """Whether READY=1 came before ``timeout`` seconds, or the process ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                if "READY=1" in self.sock.recv(65536).decode(errors="replace").split("\n"):
+                    return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: Any) -> Config:

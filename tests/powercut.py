@@ -40,6 +40,7 @@ import httpx
 
 from appliance.config import Config, load_config
 from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
+from tests.conftest import NotifySocket
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_EVENT = ROOT / "provisioning" / "sample_event"
@@ -248,35 +249,6 @@ def ledger_sheet_ids(config: Config) -> set[str]:
 # -- the box, powered and cut ---------------------------------------------------------------------
 
 
-class NotifySocket:
-    """systemd's side of sd_notify: a datagram socket the daemon reports READY=1 to."""
-
-    def __init__(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-
-    def drain(self) -> None:
-        with contextlib.suppress(TimeoutError, BlockingIOError):
-            while True:
-                self.sock.recv(65536)
-
-    def wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            with contextlib.suppress(TimeoutError):
-                if "READY=1" in self.sock.recv(65536).decode(errors="replace").split("\n"):
-                    return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @dataclass
 class PoweredBox:
     """A venue box whose data dir is on LazyFS, run as its systemd unit runs it."""
@@ -313,7 +285,7 @@ class PoweredBox:
         """`ExecStart=venuebox run`, as the unit has it: no flags, the data dir from systemd."""
         if self.notify is None:
             self.notify = NotifySocket(self.workdir / "notify.sock")
-        self.notify.drain()
+        self.notify.messages(0)  # what an earlier run said is not this start's READY=1
         env = {
             **os.environ,
             "STATE_DIRECTORY": str(self.config.data_dir),

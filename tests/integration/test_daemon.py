@@ -4,11 +4,9 @@ NOTIFY_SOCKET."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +15,7 @@ from pathlib import Path
 
 from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
 
-from tests.conftest import RunningBox, make_box
+from tests.conftest import NotifySocket, RunningBox, make_box
 from tests.integration.test_mdns import dig
 
 SERVICE = "_venuebox._tcp.local."
@@ -87,30 +85,14 @@ def test_daemon_is_discovered_and_says_goodbye_on_sigterm(tmp_path: Path) -> Non
         browser.close()
 
 
-def _notify_socket(tmp_path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(0.2)
-    return sock
-
-
-def _messages(sock: socket.socket, seconds: float) -> list[str]:
-    deadline = time.monotonic() + seconds
-    found: list[str] = []
-    while time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            found.extend(sock.recv(4096).decode().split("\n"))
-    return found
-
-
 def test_systemd_hears_ready_status_and_watchdog_until_the_database_stops_answering(tmp_path: Path) -> None:
     config = make_box(tmp_path / "box")
-    sock = _notify_socket(tmp_path)
+    systemd = NotifySocket(tmp_path / "notify.sock")
     box = RunningBox(config)
     box.env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
     box.start()
     try:
-        first = _messages(sock, 2.5)
+        first = systemd.messages(2.5)
         assert "READY=1" in first
         assert any(m.startswith("STATUS=") and "tablets" in m for m in first)
         assert first.count("WATCHDOG=1") >= 2  # every 0.5 s with a 1 s WatchdogSec
@@ -120,20 +102,20 @@ def test_systemd_hears_ready_status_and_watchdog_until_the_database_stops_answer
         blocker = sqlite3.connect(config.db_path, isolation_level=None, timeout=10)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            _messages(sock, 1.0)  # let in-flight feeds drain
-            starved = _messages(sock, 3.0)
+            systemd.messages(1.0)  # let in-flight feeds drain
+            starved = systemd.messages(3.0)
             assert "WATCHDOG=1" not in starved
             assert any("database not answering" in m for m in starved)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        recovered = _messages(sock, 8.0)
+        recovered = systemd.messages(8.0)
         assert "WATCHDOG=1" in recovered
         assert box.stop() == 0
-        assert "STOPPING=1" in _messages(sock, 1.0)
+        assert "STOPPING=1" in systemd.messages(1.0)
     finally:
         box.stop()
-        sock.close()
+        systemd.close()
 
 
 def test_sigterm_during_requests_exits_zero(tmp_path: Path) -> None:

@@ -10,10 +10,8 @@ page in its cache.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,7 @@ from appliance.config import Config, load_config
 from appliance.daemon import damaged_status_line
 from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
 from appliance.watchdog import INTEGRITY_FINGERPRINT, INTEGRITY_FREEZE_REASON
-from tests.conftest import ROOT, RunningBox, Tablet, make_box, panel_entries, venuebox
+from tests.conftest import ROOT, NotifySocket, RunningBox, Tablet, make_box, panel_entries, venuebox, wait_for
 from tests.damage import damage_table, store_sheets
 
 SHEETS = 300
@@ -41,16 +39,6 @@ TIMEOUT_S = 15.0
 
 def damaged_box_settings(**settings: Any) -> dict[str, Any]:
     return {"device_rate_per_s": 1000.0, "device_burst": 1000, **settings}
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
-        time.sleep(0.1)
 
 
 def integrity_alert(box: RunningBox) -> dict[str, Any] | None:
@@ -125,30 +113,18 @@ def scored_box(tmp_path: Path) -> Iterator[Callable[..., tuple[RunningBox, Table
 
 
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     """A socket standing in for systemd's NOTIFY_SOCKET."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(0.2)
+    sock = NotifySocket(tmp_path / "notify.sock")
     yield sock
     sock.close()
 
 
-def notifications(sock: socket.socket, seconds: float) -> list[str]:
-    """What the daemon told "systemd" (the NOTIFY_SOCKET) during ``seconds``."""
-    deadline = time.monotonic() + seconds
-    found: list[str] = []
-    while time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            found.extend(sock.recv(4096).decode().split("\n"))
-    return found
-
-
 def test_the_watchdog_finds_a_damaged_page_within_its_interval_and_freezes_the_box(
-    scored_box: Callable[..., tuple[RunningBox, Tablet, list[str]]], notify_socket: socket.socket
+    scored_box: Callable[..., tuple[RunningBox, Tablet, list[str]]], notify_socket: NotifySocket
 ) -> None:
     systemd = notify_socket
-    env = {"NOTIFY_SOCKET": systemd.getsockname(), "WATCHDOG_USEC": "1000000"}
+    env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000"}
     box, tablet, entries = scored_box(env, quick_check_s=1)
     assert health(box)["database"] == "ok"
 
@@ -173,8 +149,8 @@ def test_the_watchdog_finds_a_damaged_page_within_its_interval_and_freezes_the_b
 
     # systemd's status line says it, and the daemon goes on feeding the watchdog: a restart could
     # not repair the file, and the box must go on answering "damaged" meanwhile.
-    notifications(systemd, 1.0)  # what was sent before
-    told = notifications(systemd, 2.0)
+    systemd.messages(1.0)  # what was sent before
+    told = systemd.messages(2.0)
     assert any(m.startswith("STATUS=DATABASE DAMAGED") and DAMAGED_DATABASE_SECTION in m for m in told), told
     assert "WATCHDOG=1" in told
 

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appliance.config import Config
-from tests.conftest import RunningBox, make_box, venuebox
+from tests.conftest import RunningBox, make_box, venuebox, wait_for
 from tests.faultproxy import FaultProxy, Faults
 from tests.receiver_process import RunningReceiver, add_box
-
-SETTLE_S = 30.0
 
 
 def box_id_of(config: Config) -> str:
@@ -33,17 +31,6 @@ def box_id_of(config: Config) -> str:
         return conn.execute("SELECT box_id FROM box").fetchone()[0]
     finally:
         conn.close()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = SETTLE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Cloud:
