@@ -4,12 +4,13 @@
   copies the live database to a consistent file while tablets keep writing; its row counts and
   chain heads are read from that copy; the copy is encrypted with age (pyrage) to the box's own
   backup identity and the organisers' recipients, fsynced, renamed into place, its SHA-256
-  recorded; the plaintext copy is deleted. ``keys.age`` beside the snapshots holds the box's keys
-  (personal-data key, signing key, backup identity) for the same recipients, so a restore on new
-  hardware gets participants' names back; with a passphrase, ``backup-identity.age`` wraps the
-  identity so the passphrase alone opens everything. The personal-data key in ``keys.age`` is the
-  one that sealed the snapshot just taken; a key rotation (appliance/data_key.py) leaves
-  ``keys-<old key id>.age`` for the snapshots taken before it, and a restore takes the keys file
+  recorded; the plaintext copy is deleted. Beside each snapshot, ``snapshot-<time>.keys.age`` holds
+  the keys bundle written with it (appliance/keys_bundle.py: the box's keys, its TLS certificate,
+  admin and uplink tokens, its settings) for the same recipients, so a box restored on new hardware
+  is the same box, with the identity in force when the snapshot was taken; ``keys.age`` is the
+  newest bundle. With a passphrase, ``backup-identity.age`` wraps the identity so the passphrase
+  alone opens everything. A key rotation (appliance/data_key.py) leaves ``keys-<old key id>.age``
+  for the snapshots taken before per-snapshot bundles existed, and a restore takes the keys file
   that opens the snapshot.
 * **Verify** (`verify_snapshot`, a job of its own): decrypt to a temporary file, ``PRAGMA
   integrity_check``, and compare the row counts and ledger head with what was recorded.
@@ -17,7 +18,9 @@
   newest of each hour for ``backup_keep_hourly_h`` hours, and always the newest one; every snapshot
   not verified yet; the newest one that failed. The rest are deleted. Only snapshots found by name
   in the current backup dir count: after ``backup_dir`` changes, the old dir's stay where they are.
-* **Restore** (`restore`): into a new, empty data dir only, never over a live one.
+* **Restore** (`restore`): into a new, empty data dir only, never over a live one; the snapshot's
+  keys bundle puts the box's identity back, and one of another box, or written with another
+  database, is refused.
 """
 
 from __future__ import annotations
@@ -37,17 +40,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyrage
 from pyrage import passphrase as age_passphrase
 from pyrage import x25519
 
-from appliance import audit, data_key, keys, personal
+from appliance import audit, data_key, keys, keys_bundle
 from appliance.chain import head, verify_chain
 from appliance.config import Config
+from appliance.devices import devices_signature
 from appliance.errors import DatabaseDamaged, DataKeyMismatch, DomainError
-from appliance.secrets_files import atomic_write, fsync_dir, fsync_file, read_secret, write_secret
+from appliance.secrets_files import atomic_write, fsync_dir, fsync_file, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
+from appliance.watermark import new_epoch
 
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".sqlite.age"
@@ -63,6 +69,10 @@ class BackupFailed(DomainError):
 
 class BackupDirMissing(BackupFailed):
     """The configured backup dir is not there (its disk unplugged or not mounted)."""
+
+
+class NotOpened(BackupFailed):
+    """A snapshot the key given does not decrypt."""
 
 
 def sha256_file(path: Path) -> str:
@@ -119,34 +129,28 @@ def encrypt_to(recipients: list[x25519.Recipient], source: Path, target: Path) -
     fsync_dir(target.parent)
 
 
-def box_keys_bundle(config: Config, personal_data_key: bytes | None = None) -> bytes:
-    """The secrets a restored box needs (never the admin token: a restore makes a new one), with
-    ``personal_data_key`` (the one that sealed the database these keys go with) or the key file's."""
-    keys.ensure_box_keys(config)
-    bundle = {
-        "format": "venuebox-keys/1",
-        "personal_data_key": (
-            personal.key_text(personal_data_key)
-            if personal_data_key is not None
-            else read_secret(config.data_key_path)
-        ),
-        "box_signing_key": read_secret(config.data_dir / keys.SIGNING_KEY),
-        "backup_identity": read_secret(config.data_dir / keys.IDENTITY),
-    }
-    return json.dumps(bundle, indent=2).encode("ascii")
-
-
 def write_key_files(
-    config: Config, directory: Path, personal_data_key: bytes | None = None, name: str = KEYS_FILE
-) -> None:
-    """``keys.age`` (or ``name``; and, with a passphrase, ``backup-identity.age``) into ``directory``."""
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as scratch:
-        plain = Path(scratch) / "keys.json"
-        atomic_write(plain, box_keys_bundle(config, personal_data_key))
-        encrypt_to(keys.recipients(config), plain, directory / name)
+    config: Config,
+    directory: Path,
+    personal_data_key: bytes | None = None,
+    name: str = KEYS_FILE,
+    *,
+    database: Path | None = None,
+    files: keys_bundle.BoxFiles | None = None,
+    copies: tuple[str, ...] = (),
+) -> int:
+    """The keys bundle (appliance/keys_bundle.py) for ``database`` (a copy about to be encrypted;
+    None: the live database) as ``name`` and each of ``copies`` in ``directory``, age-encrypted in
+    memory to the backups' recipients (its plain text never touches a disk); with a passphrase, also
+    ``backup-identity.age``. Returns the encrypted bundle's size in bytes."""
+    bundle = keys_bundle.build(config, personal_data_key, database, files)
+    sealed = pyrage.encrypt(keys_bundle.encode(bundle), keys.recipients(config))
+    for each in (name, *copies):
+        atomic_write(directory / each, sealed)
     wrapped = keys.wrapped_identity(config)
     if wrapped is not None:
         atomic_write(directory / keys.WRAPPED_IDENTITY, wrapped)
+    return len(sealed)
 
 
 # -- taking a snapshot ----------------------------------------------------------------------------
@@ -289,13 +293,22 @@ def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
     recipients = keys.recipients(config)
     name = snapshot_name(now)
     target = directory / name
+    bundle = directory / keys_bundle.bundle_name(name)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".snapshot-") as scratch:
+        files = keys_bundle.read_box_files(config)  # before the copy: see read_box_files
         plain = Path(scratch) / "venuebox.sqlite"
         copy_database(config.db_path, plain)
         facts = database_facts(plain)
         opening_key = sealing_key(config, plain)
-        encrypt_to(recipients, plain, target)
-    write_key_files(config, directory, opening_key)
+        # The snapshot's keys bundle first: a snapshot on disk always has its own beside it.
+        write_key_files(
+            config, directory, opening_key, bundle.name, database=plain, files=files, copies=(KEYS_FILE,)
+        )
+        try:
+            encrypt_to(recipients, plain, target)
+        except BaseException:
+            bundle.unlink(missing_ok=True)
+            raise
     return Snapshot(
         name=name,
         path=target,
@@ -346,7 +359,7 @@ def decrypt_to(path: Path, target: Path, identities: list[x25519.Identity]) -> N
     try:
         pyrage.decrypt_file(str(path), str(target), identities)
     except pyrage.DecryptError as exc:
-        raise BackupFailed(f"{path.name} could not be decrypted with the key given ({exc})") from None
+        raise NotOpened(f"{path.name} could not be decrypted with the key given ({exc})") from None
 
 
 def check_database(path: Path) -> list[str]:
@@ -508,6 +521,8 @@ def apply_retention(config: Config, store: Store, now: datetime | None = None) -
         # Named in the backup dir, never by a stored path: a restored copy of the database on the
         # same machine must not reach the original box's files.
         (config.backup_path / name).unlink(missing_ok=True)
+        if companion := keys_bundle.bundle_name(name):  # its keys bundle goes with it
+            (config.backup_path / companion).unlink(missing_ok=True)
     return [r["name"] for r in dropped]
 
 
@@ -607,6 +622,9 @@ def verify_job(config: Config, store: Store, now: datetime | None = None) -> lis
     return results
 
 
+DEVICES_WATCH_S = 2.0
+
+
 def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
     """The snapshot and verification jobs on the daemon's scheduler, each run in a worker thread
     (they copy, encrypt and decrypt files) so the event loop keeps serving tablets."""
@@ -624,16 +642,35 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
             log.error("backup: %s", exc.detail)
             return
         log.info("backup: snapshot %s (%d bytes)", taken.name, taken.bytes)
+        # Verified at once, not at the next verify pass: the ledger's safe watermark (which lets
+        # tablets forget the sheets it covers, appliance/watermark.py) moves only with a verified one.
+        await verify()
+
+    verifying = asyncio.Lock()  # the pass after a snapshot and the periodic one never overlap
 
     async def verify() -> None:
         if store.damaged is not None:
             return  # its result could not be recorded; the snapshots wait for the restored box
-        for name, problems in await asyncio.to_thread(verify_job, config, store):
-            if problems:
-                log.error("backup: %s does not verify: %s", name, "; ".join(problems))
+        async with verifying:
+            for name, problems in await asyncio.to_thread(verify_job, config, store):
+                if problems:
+                    log.error("backup: %s does not verify: %s", name, "; ".join(problems))
+
+    seen: list[str] = []
+
+    async def devices_watch() -> None:
+        """A tablet paired, revoked or rotated its token: snapshot now (PROTOCOL.md: a box rebuilt
+        from its backups must know every tablet, and accept its current token)."""
+        if store.damaged is not None:
+            return
+        signature = await store.read(devices_signature)
+        if seen and seen[-1] != signature:
+            scheduler.modify_job("backup-snapshot", next_run_time=datetime.now(UTC))
+        seen[:] = [signature]
 
     soon = utcnow()
     for func, job_id, interval, first in (
+        (devices_watch, "devices", DEVICES_WATCH_S, soon),
         (
             snapshot,
             "snapshot",
@@ -724,9 +761,15 @@ class Restored:
     ledger_rows: int
     ledger_head: str
     keys_restored: bool
-    keys_file: str | None = None  # keys.age, or the keys-<key id>.age a key rotation kept
+    # Where the personal-data key came from: the snapshot's own snapshot-<time>.keys.age, keys.age,
+    # or the keys-<key id>.age a key rotation kept.
+    keys_file: str | None = None
     # Whether the restored personal-data key opens the snapshot's personal fields (None: none sealed).
     personal_data_opens: bool | None = None
+    box_id: str = ""
+    # What the keys bundle put back besides the keys (certificate, tokens, settings), and from which file.
+    identity: keys_bundle.Installed | None = None
+    identity_file: str | None = None
 
 
 def load_identity(
@@ -772,10 +815,16 @@ def restore(
     target: Path,
     identities: list[x25519.Identity],
     progress: Callable[[str], None] | None = None,
+    *,
+    box_id: str | None = None,
 ) -> Restored:
     """Decrypt ``snapshot`` into the new data dir ``target`` (which must not exist or be empty),
-    check it (integrity and both chains), put back the box's keys from ``keys.age`` when it is
-    beside the snapshot, and give the restored box a new admin token."""
+    check it (integrity and both chains), and make it the same box again from the keys bundle beside
+    the snapshot (keys, TLS certificate, admin and uplink tokens, settings: appliance/keys_bundle.py);
+    without one (or from an old bundle without them), a new admin token. ``box_id``: the box the
+    caller means (its ``--data-dir``), whose snapshot this must be. Refused (a snapshot of another
+    box, a bundle of another box or written with another database) or failed, ``target`` is left
+    as it was."""
     say = progress or (lambda _: None)
     if not snapshot.is_file():
         raise BackupFailed(f"no snapshot file at {snapshot}")
@@ -784,7 +833,9 @@ def restore(
             f"{target} is not empty: restore only into a new data dir (never over a box's data), "
             "then point the service at it"
         )
+    made = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
+    mode = target.stat().st_mode & 0o7777
     os.chmod(target, 0o700)
     database = target / "venuebox.sqlite"
     try:
@@ -795,58 +846,122 @@ def restore(
         problems = check_database(database)
         if problems:
             raise BackupFailed(f"{snapshot.name} decrypts but is not sound: {'; '.join(problems[:3])}")
-        keys_restored = False
-        found = _matching_keys(snapshot.parent, database, identities, target)
-        keys_file: str | None = None
-        opened: bool | None = None
-        if found is not None:
-            bundle, keys_file, opened = found
-            say(f"box keys from {keys_file}")
-            write_secret(target / "personal-data.key", bundle["personal_data_key"])
-            write_secret(target / keys.SIGNING_KEY, bundle["box_signing_key"])
-            write_secret(target / keys.IDENTITY, bundle["backup_identity"])
-            keys_restored = True
-        write_secret(target / "admin.token", secrets.token_urlsafe(32))
         facts = database_facts(database)
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT box_id FROM box WHERE id = 1").fetchone()
+        snapshot_box = row[0] if row is not None else ""
+        if box_id is not None and snapshot_box != box_id:
+            raise BackupFailed(
+                f"{snapshot.name} is a snapshot of box {snapshot_box}, not of box {box_id} (--data-dir): "
+                "restore it without --data-dir, with the key that opens it (--identity or --passphrase-file)"
+            )
+        found = _box_keys(snapshot, database, identities, snapshot_box, keys_bundle.mark_of(facts))
+        installed = None
+        with contextlib.closing(connect(database)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if found is not None:
+                say(f"box keys and identity from {found.identity_file}")
+                installed = keys_bundle.install(found.bundle, target, conn)
+            if installed is None or not installed.admin_token:
+                write_secret(target / "admin.token", secrets.token_urlsafe(32))
+            # The old box's snapshots are not this box's: its retention must never touch them.
+            conn.execute("DELETE FROM snapshots")
+            # A new ledger epoch: the restored ledger may lack sheets stored after this snapshot,
+            # and tablets send again every sheet they keep when they see it (appliance/watermark.py).
+            epoch = new_epoch(conn)
+            audit.record(
+                conn,
+                "cli",
+                "backup.restore",
+                {
+                    "snapshot": snapshot.name,
+                    "keys": found is not None,
+                    "identity": found.identity_file if found is not None else None,
+                    "tls_fingerprint": installed.tls_fingerprint if installed is not None else None,
+                    "ledger_epoch": epoch,
+                },
+            )
+            conn.execute("COMMIT")
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        if made:
+            shutil.rmtree(target, ignore_errors=True)
+        else:  # a folder that was there, empty (a mount point, say): left empty, as it was
+            for child in list(target.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            os.chmod(target, mode)
         raise
-    with contextlib.closing(connect(database)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        # The old box's snapshots are not this box's: its retention must never touch them.
-        conn.execute("DELETE FROM snapshots")
-        audit.record(conn, "cli", "backup.restore", {"snapshot": snapshot.name, "keys": keys_restored})
-        conn.execute("COMMIT")
-    return Restored(target, facts["ledger_rows"], facts["ledger_head"], keys_restored, keys_file, opened)
+    return Restored(
+        target,
+        facts["ledger_rows"],
+        facts["ledger_head"],
+        found is not None,
+        found.keys_file if found is not None else None,
+        found.opened if found is not None else None,
+        snapshot_box,
+        installed,
+        found.identity_file if found is not None else None,
+    )
 
 
-def _matching_keys(
-    folder: Path, database: Path, identities: list[x25519.Identity], scratch_parent: Path
-) -> tuple[dict[str, Any], str, bool | None] | None:
-    """The key bundle beside a snapshot whose personal-data key opens it, with its file name and
-    whether it opens it: ``keys.age`` (the newest keys), else a ``keys-<key id>.age`` that a key
-    rotation kept for the snapshots taken before it; ``keys.age`` when none does (the scores do not
-    need the key). None when there is no keys file at all."""
+@dataclass(frozen=True)
+class _FoundKeys:
+    bundle: keys_bundle.KeysBundle  # the identity, with the personal-data key that opens the snapshot
+    keys_file: str  # the file that personal-data key came from
+    identity_file: str  # the file the rest came from
+    opened: bool | None
+
+
+def _box_keys(
+    snapshot: Path,
+    database: Path,
+    identities: list[x25519.Identity],
+    box_id: str,
+    mark: keys_bundle.DatabaseMark,
+) -> _FoundKeys | None:
+    """The keys bundle beside ``snapshot`` (its database decrypted at ``database``): the identity
+    from the snapshot's own ``snapshot-<time>.keys.age``, else from ``keys.age`` (the newest bundle,
+    for a snapshot taken before bundles were written per snapshot), else from a ``keys-<key id>.age``
+    a personal-data key rotation kept; the personal-data key from the first of those whose key
+    opens the snapshot's personal data (else the first one's: the scores do not need it). The
+    snapshot's own bundle, or the ``keys.age`` used in its place, of another box or written with
+    another database is refused (BackupFailed); a kept one that does not fit is passed over. None
+    when there is no keys file at all."""
+    folder = snapshot.parent
+    own = keys_bundle.bundle_name(snapshot.name)
     kept = sorted(folder.glob("keys-*.age"), key=lambda path: path.stat().st_mtime, reverse=True)
-    fallback = None
-    with (
-        contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn,
-        tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".keys-") as scratch,
-    ):
-        for path in [folder / KEYS_FILE, *kept]:
-            if not path.exists():
+    candidates = [folder / name for name in ([own] if own else []) + [KEYS_FILE]] + kept
+    identity: tuple[str, keys_bundle.KeysBundle] | None = None
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        for path in candidates:
+            if not path.is_file():
                 continue
-            plain = Path(scratch) / "keys.json"
+            # The one the identity would come from must fit; later ones only lend a personal-data key.
+            decisive = identity is None and path.name in (own, KEYS_FILE)
             try:
-                decrypt_to(path, plain, identities)
-            except BackupFailed:
-                if path.name == KEYS_FILE:
-                    raise
+                bundle = keys_bundle.decode(pyrage.decrypt(path.read_bytes(), identities), path.name)
+                refused = keys_bundle.belongs(bundle, path.name, snapshot.name, box_id, mark)
+                if refused is not None:
+                    raise keys_bundle.BundleRefused(refused)
+            except pyrage.DecryptError as exc:
+                if decisive:
+                    raise BackupFailed(
+                        f"{path.name} beside {snapshot.name} could not be decrypted with the key given "
+                        f"({exc})"
+                    ) from None
                 continue  # a kept file from before an organiser key was configured, say
-            bundle = json.loads(plain.read_text(encoding="ascii"))
-            plain.unlink()
-            opened = data_key.opens(conn, base64.b64decode(bundle["personal_data_key"]))
+            except keys_bundle.BundleRefused:
+                if decisive:
+                    raise
+                continue
+            if identity is None:
+                identity = (path.name, bundle)
+            opened = data_key.opens(conn, base64.b64decode(bundle.personal_data_key))
             if opened is not False:
-                return bundle, path.name, opened
-            fallback = fallback or (bundle, path.name, False)
-    return fallback
+                merged = msgspec.structs.replace(identity[1], personal_data_key=bundle.personal_data_key)
+                return _FoundKeys(merged, path.name, identity[0], opened)
+    if identity is None:
+        return None
+    return _FoundKeys(identity[1], identity[0], identity[0], False)

@@ -865,7 +865,11 @@ def backup_configure(
         disk = "another disk than the database" if checked.other_disk else "the database's disk"
         click.echo(f"snapshots go to {checked.directory} ({disk}), set in {settings}")
         before = config.backup_path
-        left = [] if before.resolve() == checked.directory.resolve() else list(before.glob("snapshot-*"))
+        left = (
+            []
+            if before.resolve() == checked.directory.resolve()
+            else list(before.glob("snapshot-*.sqlite.age"))
+        )
         if left:
             click.echo(
                 f"the {len(left)} snapshot(s) in {before} stay there: the box no longer checks or deletes "
@@ -1001,17 +1005,32 @@ def backup_verify(ctx: click.Context) -> None:
 def restore(
     ctx: click.Context, snapshot: Path, target: Path, identity: Path | None, passphrase_file: Path | None
 ) -> None:
-    """Restore a snapshot into a NEW data dir (never over a live one); then `venuebox verify` it."""
-    from appliance.backup import load_identity
+    """Restore a snapshot into a NEW data dir (never over a live one): the same box, with its keys,
+    certificate, tokens and settings from the keys bundle beside the snapshot; then `venuebox verify` it."""
+    from appliance.backup import NotOpened, load_identity
     from appliance.backup import restore as do_restore
 
     config = load_config(ctx.obj["data_dir"]) if ctx.obj["data_dir"] else None
     identities = load_identity(identity, passphrase_file, snapshot, config)
-    done = do_restore(snapshot, target, identities, progress=lambda step: click.echo(f"  {step}"))
+    try:
+        done = do_restore(
+            snapshot,
+            target,
+            identities,
+            progress=lambda step: click.echo(f"  {step}"),
+            box_id=_box_id_at(config) if config is not None else None,
+        )
+    except NotOpened as exc:
+        if config is None or identity is not None or passphrase_file is not None:
+            raise
+        raise DomainError(
+            f"{exc.detail}: this box's key ({config.data_dir}) opens only its own snapshots; for another "
+            "box's, give the key that opens it (--identity FILE or --passphrase-file FILE) without --data-dir"
+        ) from None
     box_keys = (
         "restored"
         if done.keys_restored
-        else "NOT found (no keys.age beside it): participants stay unreadable"
+        else "NOT found (no keys file beside it): participants stay unreadable"
     )
     if done.keys_restored and done.personal_data_opens is False:
         box_keys = (
@@ -1022,7 +1041,74 @@ def restore(
         f"restored {snapshot.name} into {done.data_dir}: {done.ledger_rows} sheets, "
         f"ledger head {done.ledger_head[:16]}; box keys {box_keys}"
     )
+    for name, line in _restored_identity(done):
+        click.echo(f"{name:<9} {line}")
     click.echo(f"check it: venuebox --data-dir {done.data_dir} verify")
+
+
+def _box_id_at(config: Config) -> str | None:
+    """The box id of the box in ``config``'s data dir, or None (no box there, or its database cannot
+    be read: damaged, say; then its key, which opens only its own snapshots, is the check)."""
+    import contextlib
+
+    from appliance.storage.db import connect
+
+    if not config.db_path.exists():
+        return None
+    try:
+        with contextlib.closing(connect(config.db_path, readonly=True)) as conn:
+            row = conn.execute("SELECT box_id FROM box WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row is not None else None
+
+
+def _restored_identity(done: Any) -> list[tuple[str, str]]:
+    """What `venuebox restore` says about the restored box's identity, one (topic, line) each."""
+    from appliance import tls
+
+    installed = done.identity
+    if installed is not None:
+        lines = [("box", f"{done.box_id}, identity from {done.identity_file} ({installed.bundle_format})")]
+        missing = f"not in {done.identity_file}"
+    else:
+        lines = [("box", f"{done.box_id}; no keys file beside the snapshot")]
+        missing = "no keys file"
+    if installed is not None and installed.tls_fingerprint:
+        lines.append(
+            (
+                "tls",
+                f"certificate {tls.grouped(installed.tls_fingerprint)} restored: tablets that pinned it "
+                "reconnect with the tokens they hold",
+            )
+        )
+    else:
+        lines.append(
+            (
+                "tls",
+                f"{missing}: a new certificate at the first start, which pinned tablets refuse; "
+                "pair them again",
+            )
+        )
+    admin = installed is not None and installed.admin_token
+    lines.append(("admin", "the old box's admin token" if admin else "a new admin token"))
+    if installed is not None and installed.uplink is not None:
+        uplink = installed.uplink
+        via = "`uplink configure`" if uplink.source == "configure" else "venuebox.toml"
+        lines.append(("uplink", f"{uplink.url} (set by {via}), its token restored"))
+    if installed is not None and installed.uplink_note:
+        lines.append(("uplink", installed.uplink_note))
+    if installed is not None and installed.settings:
+        where = (
+            f"; its backup_dir {installed.backup_dir} is kept: the restored box takes its snapshots "
+            "where the old one did (`venuebox backup configure --dir` changes it)"
+            if installed.backup_dir
+            else ""
+        )
+        lines.append(("settings", f"venuebox.toml restored{where}"))
+    else:
+        lines.append(("settings", f"{missing}: copy your venuebox.toml into {done.data_dir}"))
+    return lines
 
 
 @cli.group("export", invoke_without_command=True)

@@ -18,10 +18,12 @@ the database names, so the box reads its data at every point, a running daemon i
 ``personal-data.key``, the other file goes. Rotations and tidy-ups hold an exclusive lock on
 ``personal-data.key.lock``, so a tidy-up never removes a key a rotation is about to commit.
 
-Backups: snapshots taken before a rotation hold ciphertexts of the old key, and ``keys.age`` beside
-them is rewritten with the new key at the next snapshot. So a rotation first writes
-``keys-<old key id>.age`` into the backup dir (the same bundle, with the old key) and a restore takes
-the keys file whose personal-data key opens the snapshot (appliance/backup.py).
+Backups: snapshots taken before a rotation hold ciphertexts of the old key. Each has its own keys
+bundle with the key that sealed it (appliance/keys_bundle.py), but ``keys.age`` beside them is
+rewritten with the new key at the next snapshot, and a snapshot taken by an older venuebox has only
+that. So a rotation first writes ``keys-<old key id>.age`` into the backup dir (the same bundle, with
+the old key) and a restore takes the keys file whose personal-data key opens the snapshot
+(appliance/backup.py).
 """
 
 from __future__ import annotations

@@ -109,6 +109,15 @@ def rotate_token(
     return {"device_id": device.device_id, "token": token, "expires_at": expires}
 
 
+def devices_signature(conn: sqlite3.Connection) -> str:
+    """Changes whenever a tablet is paired, revoked or rotates its token: the box then takes a
+    snapshot, so a box rebuilt from its backups still knows every tablet and its token."""
+    digest = hashlib.sha256()
+    for row in conn.execute("SELECT device_id, token_hash, revoked_at FROM devices ORDER BY device_id"):
+        digest.update("|".join(str(v) for v in row).encode() + b"\n")
+    return digest.hexdigest()
+
+
 def list_devices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
         """

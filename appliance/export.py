@@ -462,11 +462,13 @@ def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
 
 
 def _write_keys(writer: _Writer, config: Config, scratch: Path, database: Path) -> None:
-    """keys.age with the personal-data key that opens this export's copy of the database (during
-    a key rotation the key file and the copy may briefly disagree)."""
+    """keys.age, the keys bundle for this export's copy of the database (appliance/keys_bundle.py:
+    the box's keys, certificate, tokens and settings, so the export restores the same box), with
+    the personal-data key that opens the copy (during a key rotation the key file and the copy may
+    briefly disagree)."""
     keys_dir = scratch / "keys"
     keys_dir.mkdir()
-    write_key_files(config, keys_dir, sealing_key(config, database))
+    write_key_files(config, keys_dir, sealing_key(config, database), database=database)
     for path in sorted(keys_dir.iterdir()):
         writer.copy(path.name, path)
 
@@ -632,7 +634,8 @@ OTHER FILES
   audit.jsonl          who did what on the box, one JSON object per line (freezes, pairing, ...)
   event/               the event as it was imported (without participants' names)
   database.sqlite.age  the full database, personal data included, encrypted with age
-  keys.age             the box's keys (needed to read participants' names after a restore)
+  keys.age             the box's keys, TLS certificate, tokens and settings: a restore brings the same
+                       box back (names readable, tablets reconnect); secrets, encrypted like the database
   backup-identity.age  (only with a backup passphrase) the box's key, locked with the passphrase
   MANIFEST.json        every file's size and SHA-256, signed by the box
 

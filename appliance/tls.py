@@ -176,6 +176,22 @@ def load_identity(data_dir: Path) -> TlsIdentity:
     )
 
 
+def put_identity(data_dir: Path, pem: bytes) -> TlsIdentity:
+    """Put a key and certificate kept elsewhere (a restore's keys bundle) in place as the box's
+    identity: the 0600 pair in one atomic rename, then the public ``box.crt``. ValueError (nothing
+    in place) when ``pem`` does not hold both."""
+    try:
+        x509.load_pem_x509_certificate(pem)
+        serialization.load_pem_private_key(pem, password=None)
+    except ValueError as exc:
+        raise ValueError(f"the TLS key and certificate to restore are unusable ({exc})") from exc
+    directory = tls_dir(data_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    atomic_write(directory / PEM_FILE, pem, 0o600)
+    return load_identity(data_dir)
+
+
 def ensure_identity(data_dir: Path, box_name: str) -> tuple[TlsIdentity, bool]:
     """The box's identity, made now if it has none; (identity, whether it was created)."""
     try:
@@ -189,7 +205,8 @@ def ensure_identity(data_dir: Path, box_name: str) -> tuple[TlsIdentity, bool]:
 PENDING_FILE = "box.pem.new"
 
 
-def _pem_fingerprint(pem: bytes) -> str:
+def pem_fingerprint(pem: bytes) -> str:
+    """The fingerprint of the certificate in a PEM (ValueError when it holds none)."""
     certificate = x509.load_pem_x509_certificate(pem)
     return fingerprint_of_der(certificate.public_bytes(serialization.Encoding.DER))
 
@@ -224,7 +241,7 @@ def rotate(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pem, cert_pem = make_certificate(box_name, current_addresses() if addresses is None else addresses)
     atomic_write(directory / PENDING_FILE, key_pem + cert_pem, 0o600)
-    new = _pem_fingerprint(cert_pem)
+    new = pem_fingerprint(cert_pem)
     store.write_sync(
         lambda conn: audit.record(conn, actor, "tls.rotate", {"old_fingerprint": old, "new_fingerprint": new})
     )
@@ -239,7 +256,7 @@ def settle_rotation(data_dir: Path, store: Store) -> str | None:
     if not pending.exists():
         return None
     try:
-        fingerprint = _pem_fingerprint(pending.read_bytes())
+        fingerprint = pem_fingerprint(pending.read_bytes())
     except ValueError:
         fingerprint = None  # cut while it was written: never committed
     row = store.query(

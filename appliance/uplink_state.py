@@ -94,7 +94,8 @@ def resolve_target(conn: sqlite3.Connection, config: Config) -> Target | None:
         return None
     return Target(
         url=row["url"],
-        token_file=Path(row["token_file"]),
+        # A name alone is in the data dir (a restored box's: appliance/keys_bundle.py).
+        token_file=config.data_dir / row["token_file"],
         ca_file=Path(row["ca_file"]) if row["ca_file"] else None,
         source="configure",
         configured_at=row["configured_at"],
@@ -195,18 +196,70 @@ def uplink_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict
 # -- alerts ---------------------------------------------------------------------------------------
 
 REFUSED_FINGERPRINT = "uplink-refused"
+FORK_FINGERPRINT = "uplink-fork"
 BACKLOG_FINGERPRINT = "uplink-backlog"
 QUARANTINE_FINGERPRINT = "uplink-quarantine"
 
 
+def pause(
+    conn: sqlite3.Connection,
+    config: Config,
+    now: datetime,
+    reason: str,
+    target_fingerprint: str | None,
+    fork_seq: int | None = None,
+) -> None:
+    """Stop sending until a person acts (inside the writer's transaction): the state "paused" with
+    ``reason`` for ``target_fingerprint`` (a new target, or a sync, ends it), and its critical alert:
+    ``uplink-fork`` when the receiver refused a sheet as a fork of its copy of the ledger at
+    ``fork_seq``, else ``uplink-refused``."""
+    from appliance import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
+
+    update_state(
+        conn,
+        now,
+        state="paused",
+        paused_reason=reason,
+        paused_target=target_fingerprint,
+        last_error=reason,
+        last_error_at=to_rfc3339(now),
+        next_attempt_at=None,
+    )
+    if fork_seq is None:
+        alerts.clear_alert(conn, FORK_FINGERPRINT, now)
+    else:
+        alerts.raise_alert(
+            conn,
+            FORK_FINGERPRINT,
+            "critical",
+            "Uplink stopped: the cloud holds a different sheet",
+            f"The cloud already holds a different sheet at ledger position {fork_seq} of this box: "
+            "this box's ledger and the cloud's copy disagree (usually this box was restored from a "
+            "snapshot older than what the cloud received, or two boxes run with the same box id). "
+            "The uplink is paused so the cloud never holds two sheets for one position; every score "
+            "stays safe on this box. Do not reconfigure the uplink or point it at another receiver "
+            'blindly: follow the runbook (operations, section 10, "The cloud holds a different '
+            'sheet"). `venuebox uplink sync` tries once more.',
+            now,
+        )
+    check_alerts(conn, config, now)
+
+
 def check_alerts(conn: sqlite3.Connection, config: Config, now: datetime) -> None:
     """Raise or clear the uplink's alerts from its state (inside the writer's transaction):
-    refused credentials (critical, the uplink is paused), a backlog older than
-    ``uplink_backlog_alert_s`` (warning), records the receiver rejected (warning)."""
+    refused credentials (critical, the uplink is paused), a fork (critical, paused; raised by
+    ``pause``, cleared here once the pause ends), a backlog older than ``uplink_backlog_alert_s``
+    (warning), records the receiver rejected (warning)."""
     from appliance import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
 
     view = uplink_view(conn, config, now)
-    if view["state"] == "paused":
+    fork = alerts.get_alert(conn, FORK_FINGERPRINT)
+    forked = fork is not None and fork["active"]
+    if view["state"] != "paused":
+        alerts.clear_alert(conn, FORK_FINGERPRINT, now)
+    if view["state"] == "paused" and forked:
+        alerts.clear_alert(conn, REFUSED_FINGERPRINT, now)  # the fork alert says it all
+    elif view["state"] == "paused":
         alerts.raise_alert(
             conn,
             REFUSED_FINGERPRINT,

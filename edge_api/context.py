@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,10 +18,12 @@ from appliance.errors import NotAuthenticated
 from appliance.export import ExportJob
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
+from appliance.watermark import ledger_mark
 from edge_api.limits import TokenBuckets
 from edge_api.metrics import Metrics
 
 T = TypeVar("T")
+MARK_TTL_S = 1.0
 
 
 class SheetIntake:
@@ -88,6 +91,7 @@ class ApiContext:
     pair_limits: TokenBuckets = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)
     sheets: SheetIntake = field(init=False)
+    _mark: tuple[float, dict[str, Any]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.device_limits = TokenBuckets(self.config.device_rate_per_s, self.config.device_burst)
@@ -102,6 +106,15 @@ class ApiContext:
         """A write with the configured start deadline: a job the writer could not start in time is
         never run and answers 503, which the client retries safely."""
         return await self.store.write(fn, weight, self.config.write_timeout_s)
+
+    def ledger_mark(self) -> dict[str, Any]:
+        """The ledger's epoch and safe watermark that sheet and heartbeat answers carry
+        (appliance/watermark.py), read at most once per ``MARK_TTL_S``: an older mark only
+        understates ``safe_seq`` (tablets keep a sheet a moment longer), never overstates it."""
+        now = time.monotonic()
+        if self._mark is None or now - self._mark[0] > MARK_TTL_S:
+            self._mark = (now, self.store.query(ledger_mark))
+        return self._mark[1]
 
     def device(self, request: Request[Any, Any, Any]) -> Device:
         """The paired device behind the request's bearer token (401 otherwise), rate-limited.

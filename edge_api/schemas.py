@@ -98,6 +98,21 @@ class SheetOut(msgspec.Struct, kw_only=True):
     hash: str
 
 
+class LedgerMark(msgspec.Struct, kw_only=True):
+    """The ledger's epoch and safe watermark (PROTOCOL.md, "Recovery and the safe watermark"):
+    every sheet with ``seq <= safe_seq`` is in a verified snapshot or acknowledged by the cloud, so
+    a tablet may forget it; a new ``epoch`` means the box was rebuilt: send every kept sheet again."""
+
+    epoch: str
+    safe_seq: int
+
+
+class SheetAnswer(SheetOut, kw_only=True):
+    """The answer to a single sheet: the stored sheet (identical on a replay) and the ledger mark."""
+
+    ledger: LedgerMark
+
+
 class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Items are checked one by one (each is independent), so the list holds raw JSON here.
     sheets: list[msgspec.Raw]
@@ -118,6 +133,7 @@ class BatchItem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class BatchOut(msgspec.Struct, kw_only=True):
     results: list[BatchItem]
+    ledger: LedgerMark
 
 
 class HeartbeatIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -131,6 +147,7 @@ class HeartbeatOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     server_time: str
     frozen: bool
     next_heartbeat_s: int
+    ledger: LedgerMark
     freeze_reason: str | None = None
 
 

@@ -38,6 +38,7 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -45,7 +46,7 @@ import sqlite3
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ from typing import Any, Literal
 
 import httpx
 
+log = logging.getLogger("venuebox.tablet")
 SERVICE_TYPE = "_venuebox._tcp.local."
 DEFAULT_API = "/api/v1"
 # A tablet is on Wi-Fi: connecting should be quick, but a busy box may take a while to commit.
@@ -308,6 +310,25 @@ class SheetQueue:
             )
             """
         )
+        # Sheets the box stored but could still lose (seq above its safe watermark): kept with the
+        # seq and ledger epoch of the answer until safe, and queued again if the epoch changes.
+        self._conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS kept (
+                position INTEGER PRIMARY KEY,
+                sheet_id TEXT NOT NULL UNIQUE,
+                entry_id TEXT NOT NULL,
+                body TEXT NOT NULL,
+                judge_id TEXT,
+                event_id TEXT,
+                queued_at TEXT NOT NULL,
+                seq INTEGER,
+                epoch TEXT,
+                kept_at TEXT NOT NULL
+            )
+            """
+        )
+        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def close(self) -> None:
         self._conn.close()
@@ -373,8 +394,66 @@ class SheetQueue:
         return self.depth()
 
     def remove(self, sheet_id: str) -> None:
-        """The box stored it (200/201): forget it."""
+        """The box stored it (200/201) and it is safe: forget it."""
         self._conn.execute("DELETE FROM sheets WHERE sheet_id = ? AND state = 'queued'", (sheet_id,))
+
+    def keep(self, sheet_id: str, seq: int | None, epoch: str | None) -> None:
+        """The box stored it (200/201) as ledger ``seq`` of ``epoch``: no longer to send, kept until
+        the box's safe watermark passes it (``settle``)."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO kept (position, sheet_id, entry_id, body, judge_id, event_id,"
+                " queued_at, seq, epoch, kept_at) SELECT position, sheet_id, entry_id, body, judge_id,"
+                " event_id, queued_at, ?, ?, ? FROM sheets WHERE sheet_id = ? AND state = 'queued'",
+                (seq, epoch, _now(), sheet_id),
+            )
+            self._conn.execute("DELETE FROM sheets WHERE sheet_id = ? AND state = 'queued'", (sheet_id,))
+
+    def settle(self, epoch: str | None, safe_seq: int) -> int:
+        """Apply a box's ledger mark: forget kept sheets at or below ``safe_seq`` of ``epoch``; on a
+        new epoch, queue every sheet kept from another one again, in their first order, ahead of
+        newer sheets (a correction must follow what it corrects). ``epoch`` None (a box that does
+        not say) forgets what it kept without a mark, as before marks existed. Returns how many were
+        queued again."""
+        with self._transaction():
+            if epoch is None:
+                self._conn.execute("DELETE FROM kept WHERE epoch IS NULL")
+                return 0
+            known = self.epoch()
+            again = 0
+            if known is not None and known != epoch:
+                again = self._conn.execute(
+                    "INSERT INTO sheets (position, sheet_id, entry_id, body, judge_id, event_id, queued_at)"
+                    " SELECT position, sheet_id, entry_id, body, judge_id, event_id, queued_at FROM kept"
+                    " WHERE epoch IS NOT ?",
+                    (epoch,),
+                ).rowcount
+                self._conn.execute("DELETE FROM kept WHERE epoch IS NOT ?", (epoch,))
+            if known != epoch:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('ledger_epoch', ?)", (epoch,)
+                )
+            self._conn.execute("DELETE FROM kept WHERE epoch = ? AND seq <= ?", (epoch, safe_seq))
+            return again
+
+    def epoch(self) -> str | None:
+        """The ledger epoch of the box's last answer that carried one."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'ledger_epoch'").fetchone()
+        return row[0] if row else None
+
+    def kept(self) -> list[tuple[str, int | None]]:
+        """(sheet_id, seq) of the stored sheets kept until safe, in ledger order."""
+        return [(r[0], r[1]) for r in self._conn.execute("SELECT sheet_id, seq FROM kept ORDER BY position")]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def hold(self, sheet_id: str, status: int, problem: dict[str, Any]) -> None:
         """Move a sheet aside with the box's problem; it is never picked for sending again."""
@@ -505,6 +584,7 @@ class _Answer:
     retry_after_s: float | None = None
     error: str | None = None
     sent: bool = True  # False: not sent because an earlier sheet had to wait
+    ledger: dict[str, Any] | None = None  # the answer's ledger mark (epoch, safe_seq), if it has one
 
 
 class TabletClient:
@@ -689,20 +769,47 @@ class TabletClient:
 
     async def _send_queue(self, result: FlushResult) -> None:
         assert self.pairing is not None
-        pending = self.queue.pending(judge_id=self.pairing.judge_id, event_id=self.pairing.event_id)
-        waits: list[_Answer] = []  # answers that leave a sheet queued: sending stops for now
-        for start in range(0, len(pending), self.batch_size):
-            chunk = pending[start : start + self.batch_size]
-            answers = await self._send_chunk(chunk, result)
-            for queued, answer in zip(chunk, answers, strict=True):
-                if self._settle(queued, answer, result):
-                    waits.append(answer)
-            if waits:
-                break
+        for attempt in range(2):
+            pending = self.queue.pending(judge_id=self.pairing.judge_id, event_id=self.pairing.event_id)
+            waits: list[_Answer] = []  # answers that leave a sheet queued: sending stops for now
+            # 409 for a correction of a sheet this tablet keeps: the box may have been rebuilt and lost
+            # that sheet. Decided after a heartbeat tells the box's epoch, not held at once.
+            unsure: list[tuple[QueuedSheet, _Answer]] = []
+            for start in range(0, len(pending), self.batch_size):
+                chunk = pending[start : start + self.batch_size]
+                answers = await self._send_chunk(chunk, result)
+                for queued, answer in zip(chunk, answers, strict=True):
+                    if answer.status == 409 and attempt == 0 and self._corrects_kept(queued):
+                        unsure.append((queued, answer))
+                    elif self._settle(queued, answer, result):
+                        waits.append(answer)
+                for answer in answers:
+                    if answer.status in STORED_STATUSES:
+                        self._apply_mark(answer.ledger)
+                if waits or unsure:
+                    break
+            if unsure and await self._kept_sheets_went_back():
+                continue  # the box was rebuilt: what it lost goes first, then the corrections
+            for queued, answer in unsure:  # the same box: a true conflict, set aside as any 409
+                self._settle(queued, answer, result)
+            break
         if not waits:
             self.failures, self._next_attempt_at = 0, 0.0
             return
         self._schedule_after(waits, result)
+
+    def _corrects_kept(self, queued: QueuedSheet) -> bool:
+        supersedes = queued.sheet.get("supersedes")
+        return bool(supersedes) and any(sheet_id == supersedes for sheet_id, _ in self.queue.kept())
+
+    async def _kept_sheets_went_back(self) -> bool:
+        """A heartbeat, for the box's ledger mark: whether a new epoch put kept sheets back in the queue."""
+        before = self.queue.depth()
+        try:
+            await self.heartbeat()
+        except TabletError:
+            return False
+        return self.queue.depth() > before
 
     async def _send_chunk(self, chunk: list[QueuedSheet], result: FlushResult) -> list[_Answer]:
         if len(chunk) == 1:
@@ -714,7 +821,12 @@ class TabletClient:
         except BoxUnreachable as exc:
             return [_Answer(None, error=str(exc))] * len(chunk)
         if response.status_code == 200:
-            return self._batch_answers(chunk, response.json())
+            body = response.json()
+            answers = self._batch_answers(chunk, body)
+            mark = _mark(body.get("ledger")) if isinstance(body, dict) else None
+            for answer in answers:
+                answer.ledger = mark
+            return answers
         if response.status_code in (400, 404, 405, 413, 422):
             # The batch call itself was refused (too big, an older box...): each sheet deserves its
             # own verdict, so send them one by one, stopping at the first one that must wait.
@@ -753,7 +865,9 @@ class TabletClient:
         """Apply one answer to the queue; True when the sheet stays queued (sending stops)."""
         status = answer.status
         if status in STORED_STATUSES:
-            self.queue.remove(queued.sheet_id)
+            seq = (answer.receipt or {}).get("seq")
+            epoch = answer.ledger["epoch"] if answer.ledger else None
+            self.queue.keep(queued.sheet_id, seq if isinstance(seq, int) else None, epoch)
             result.acknowledged.append(queued.sheet_id)
             result.receipts[queued.sheet_id] = answer.receipt or {}
             return False
@@ -804,6 +918,8 @@ class TabletClient:
         if response.status_code != 200:
             raise _error_for(response)
         data = response.json()
+        if (mark := _mark(data.get("ledger"))) is not None:
+            self._apply_mark(mark)
         answer = HeartbeatAnswer(
             server_time=data.get("server_time", ""),
             frozen=bool(data.get("frozen")),
@@ -822,6 +938,17 @@ class TabletClient:
             if was_frozen:
                 self._next_attempt_at = 0.0
         return answer
+
+    def _apply_mark(self, mark: dict[str, Any] | None) -> None:
+        """A ledger mark from the box: forget the kept sheets it makes safe; after a new epoch (the
+        box was rebuilt from its backups) queue every kept sheet again and send at once."""
+        if mark is None:
+            self.queue.settle(None, 0)
+            return
+        again = self.queue.settle(mark["epoch"], mark["safe_seq"])
+        if again:
+            log.info("the box's ledger has a new epoch: sending %d kept sheets again", again)
+            self.failures, self._next_attempt_at = 0, 0.0
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -969,8 +1096,21 @@ def _must_wait(answer: _Answer) -> bool:
 
 def _answer_of(response: httpx.Response) -> _Answer:
     if response.status_code in STORED_STATUSES:
-        return _Answer(response.status_code, receipt=response.json())
+        body = response.json()
+        ledger = body.pop("ledger", None) if isinstance(body, dict) else None
+        return _Answer(response.status_code, receipt=body, ledger=_mark(ledger))
     return _Answer(response.status_code, problem=_problem(response), retry_after_s=_retry_after(response))
+
+
+def _mark(value: Any) -> dict[str, Any] | None:
+    """A ledger mark as the box sent it, or None (an older box, or something else)."""
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("epoch"), str)
+        and isinstance(value.get("safe_seq"), int)
+    ):
+        return {"epoch": value["epoch"], "safe_seq": value["safe_seq"]}
+    return None
 
 
 def _error_for(response: httpx.Response, refused: type[BoxError] = BoxError) -> TabletError:

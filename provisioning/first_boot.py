@@ -15,6 +15,7 @@ from appliance.config import Config
 from appliance.secrets_files import write_secret
 from appliance.storage.db import Store, create_database
 from appliance.times import now_rfc3339
+from appliance.watermark import new_epoch
 
 
 def init_box(config: Config, name: str | None = None) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def init_box(config: Config, name: str | None = None) -> dict[str, Any]:
                     "INSERT INTO box (id, box_id, name, created_at) VALUES (1, ?, ?, ?)",
                     (box_id, box_name, now_rfc3339()),
                 )
+                new_epoch(conn)
                 audit.record(conn, "cli", "box.init", {"box_id": box_id, "name": box_name})
                 created.append("box identity")
             return dict(conn.execute("SELECT * FROM box WHERE id = 1").fetchone())

@@ -220,21 +220,37 @@ def _identity(text: str) -> None:
 
 
 def snapshot_problems(config: Config) -> list[str]:
-    """Every snapshot the database lists as kept: its file is there, whole (the recorded SHA-256)."""
+    """Every snapshot the database lists as kept: its file is there, whole (the recorded SHA-256),
+    with its keys file beside it, written with it (its ledger and audit heads)."""
+    import pyrage
+
+    from appliance import keys, keys_bundle
     from appliance.backup import sha256_file
 
     conn = sqlite3.connect(config.db_path)
     try:
-        rows = conn.execute("SELECT name, sha256 FROM snapshots WHERE deleted_at IS NULL").fetchall()
+        rows = conn.execute(
+            "SELECT name, sha256, ledger_head, audit_head FROM snapshots WHERE deleted_at IS NULL"
+        ).fetchall()
     finally:
         conn.close()
     problems = []
-    for name, digest in rows:
+    for name, digest, ledger_head, audit_head in rows:
         path = config.backup_path / name
+        bundle = config.backup_path / keys_bundle.bundle_name(name)
         if not path.exists():
             problems.append(f"snapshot {name} is recorded but its file is gone")
         elif sha256_file(path) != digest:
             problems.append(f"snapshot {name} differs from the SHA-256 recorded for it")
+        elif not bundle.exists():
+            problems.append(f"snapshot {name} has no keys file beside it")
+        else:
+            opened = keys_bundle.decode(
+                pyrage.decrypt(bundle.read_bytes(), [keys.box_identity(config)]), bundle.name
+            )
+            mark = opened.database
+            if mark is None or (mark.ledger_head, mark.audit_head) != (ledger_head, audit_head):
+                problems.append(f"{bundle.name} was not written with snapshot {name}")
     return problems
 
 
@@ -592,6 +608,8 @@ def exactly_once_problems(
             view = admin.get("/admin/v1/uplink").raise_for_status().json()
         if view["quarantined"]:
             return [f"the receiver refused {view['quarantined']} records: {view['last_error']}"]
+        if view["state"] == "paused":  # e.g. a chain fork: the box lost what the cloud holds
+            return [f"the uplink paused: {view['last_error']}"]
         if view["backlog"] == 0 and view["batch"] is None:
             break
         if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ receiver's own tests and the box's uplink tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sqlite3
@@ -37,12 +38,22 @@ def add_box(data_dir: Path, box_id: str, *extra: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def record(record_id: str, **fields: Any) -> dict[str, Any]:
+def record(
+    record_id: str, *, seq: int | None = None, sheet: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A sheet record. Its ledger place (``seq``) and hash come from the record id unless given;
+    ``sheet`` names the sheet the hash is made of (another sheet: another hash)."""
+    digest = hashlib.sha256(record_id.encode()).hexdigest()
     return {
         "id": record_id,
         "kind": "sheet",
         "created_at": "2026-03-14T10:42:07.123456Z",
-        "payload": {"sheet_id": record_id, "values": {"technique": 7.5}},
+        "payload": {
+            "sheet_id": sheet or record_id,
+            "seq": seq if seq is not None else int(digest[:12], 16) + 1,
+            "hash": hashlib.sha256((sheet or record_id).encode()).hexdigest(),
+            "values": {"technique": 7.5},
+        },
         **fields,
     }
 
@@ -140,6 +151,11 @@ class RunningReceiver:
             # No token: no Authorization header at all ("Bearer " alone is not a valid header value).
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             return client.get(f"/v1/boxes/{box_id}/records", params=params, headers=headers)
+
+    def ledger(self, token: str, box_id: str = BOX, **params: Any) -> httpx.Response:
+        with self.client() as client:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return client.get(f"/v1/boxes/{box_id}/ledger", params=params, headers=headers)
 
     def stored_ids(self, box_id: str = BOX) -> list[str]:
         conn = sqlite3.connect(self.data_dir / "receiver.sqlite")

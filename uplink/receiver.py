@@ -1,9 +1,12 @@
 """The reference uplink receiver (`venuebox ingest-server`): the cloud end of PROTOCOL.md "Uplink".
 
 It checks each box's bearer token and body signature, stores records per box in SQLite with the
-record id unique (a record id seen before is acked again, never stored twice), answers a batch only
-after the commit that stores it, replays the stored answer for a repeated ``Idempotency-Key``, and
-serves the records back in order (``GET /v1/boxes/{box_id}/records?after=``) plus ``/metrics``.
+record id unique (a record id seen before is acked again, never stored twice) and each box's ledger
+unforked (one sheet per ledger seq: a batch that would put another sheet there is refused, 409
+``chain-fork``), answers a batch only after the commit that stores it, replays the stored answer
+for a repeated ``Idempotency-Key``, and serves the records back in order
+(``GET /v1/boxes/{box_id}/records?after=``), its copy of a box's ledger
+(``GET /v1/boxes/{box_id}/ledger?after=``) and ``/metrics``.
 
 Storage and tokens live in ``uplink/receiver_store.py``; this module is the HTTP layer and the
 process (``run_receiver``). It never logs a token, a signature or a payload.
@@ -56,11 +59,13 @@ from uplink.receiver_store import (
     BatchKeyReused,
     BatchTooLarge,
     BoxTokens,
+    ChainFork,
     IdempotencyKeyRequired,
     SignatureClockSkew,
     UplinkUnauthenticated,
     body_hash,
     check_batch,
+    ledger_after,
     migrate,
     private_dir,
     records_after,
@@ -84,6 +89,7 @@ _PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
     IdempotencyKeyRequired: (400, "idempotency-key-required", "A batch needs an Idempotency-Key header"),
     BatchKeyReused: (422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"),
     BatchTooLarge: (413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
+    ChainFork: (409, "chain-fork", "The receiver holds a different sheet at this ledger seq of the box"),
 }
 _DESCRIPTIONS = DESCRIPTIONS | {slug: title for (_, slug, title) in _PROBLEMS.values()}
 _UNAUTHENTICATED = (
@@ -113,10 +119,15 @@ class ReceiverMetrics(Metrics):
             "venuebox_receiver_records_stored", "Records stored for the first time."
         )
         self.records_duplicate = counter(
-            "venuebox_receiver_records_duplicate", "Records acked again because their id was already stored."
+            "venuebox_receiver_records_duplicate",
+            "Records acked again, not stored: their id, or their sheet at its ledger place, was stored.",
         )
         self.records_rejected = counter(
             "venuebox_receiver_records_rejected", "Records rejected as malformed (422 in `rejected`)."
+        )
+        self.chain_forks = counter(
+            "venuebox_receiver_chain_forks",
+            "Batches refused 409 chain-fork: a sheet at a ledger seq the receiver holds another sheet at.",
         )
         self.auth_failures = counter(
             "venuebox_receiver_auth_failures",
@@ -180,9 +191,18 @@ async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]
             f"{len(records)} records in one batch; send at most {MAX_BATCH_RECORDS} per request"
         )
     batch = check_batch(records)
-    outcome = await store.write(
-        lambda conn: store_batch(conn, box_id, key, digest, batch), weight=max(1, len(batch.rows))
-    )
+    try:
+        outcome = await store.write(
+            lambda conn: store_batch(conn, box_id, key, digest, batch), weight=max(1, len(batch.rows))
+        )
+    except ChainFork as exc:
+        # Not remembered under the key: the same batch is judged again (refused again while the
+        # fork stands), and a corrected batch under the same key is not taken for a mismatch.
+        metrics.chain_forks.inc()
+        log.warning(
+            "refused a batch: it forks the box's ledger", extra={"box_id": box_id, "seq": exc.extra["seq"]}
+        )
+        raise
     metrics.batches.labels("replayed" if outcome.replayed else "stored").inc()
     metrics.records_stored.inc(outcome.stored)
     metrics.records_duplicate.inc(outcome.duplicate)
@@ -203,15 +223,39 @@ async def get_records(
     return json_response(await store.read(lambda conn: records_after(conn, box_id, after, limit)))
 
 
+@get("/v1/boxes/{box_id:str}/ledger")
+async def get_ledger(
+    request: Request,
+    box_id: FromPath[str],
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Response[Any]:
+    """The receiver's copy of the box's ledger: its head (highest ledger seq held, its hash), and
+    the sheets with ledger seq > ``after``, in ledger order; ``last_seq`` is the next ``after``."""
+    _authenticate(request, box_id)
+    store: Store = request.app.state.store
+    return json_response(await store.read(lambda conn: ledger_after(conn, box_id, after, limit)))
+
+
+class ChainForkProblem(Problem, kw_only=True, omit_defaults=True):
+    """A ``chain-fork`` problem names the place and both sheets' hashes, for the box to act on."""
+
+    seq: int | None = None
+    held_hash: str | None = None
+    offered_hash: str | None = None
+    record_id: str | None = None
+
+
 def _on_receiver_problem(request: Request, exc: DomainError) -> Response:
     status, slug, title = _PROBLEMS[type(exc)]
-    problem = Problem(
-        type=PROBLEM_BASE + slug,
-        title=title,
-        status=status,
-        detail=exc.detail,
-        request_id=request_id_of(request.scope),
-    )
+    fields = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": exc.detail,
+        "request_id": request_id_of(request.scope),
+    }
+    problem = ChainForkProblem(**fields, **exc.extra) if isinstance(exc, ChainFork) else Problem(**fields)
     headers = {"WWW-Authenticate": 'Bearer realm="venuebox-receiver"'} if status == 401 else None
     return problem_response(problem, headers)
 
@@ -223,7 +267,7 @@ def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetric
     only exposes ``/v1``) when the metrics must stay private."""
     metrics = metrics or ReceiverMetrics()
     app = Litestar(
-        route_handlers=[post_records, get_records, health, problem_type, metrics_route(metrics)],
+        route_handlers=[post_records, get_records, get_ledger, health, problem_type, metrics_route(metrics)],
         exception_handlers=make_exception_handlers(1) | dict.fromkeys(_PROBLEMS, _on_receiver_problem),
         request_max_body_size=MAX_BATCH_BYTES,
         state=State({"store": store, "tokens": tokens, "metrics": metrics}),

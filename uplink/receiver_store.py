@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ RUNTIME_FILE = "receiver.json"
 MAX_RECORD_ID_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 _BOX_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_LEDGER_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+log = logging.getLogger("venuebox.receiver")
 
 migrations = Migrations("venuebox-receiver")
 
@@ -66,6 +70,45 @@ def m001_records(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_sheet_chain(db: Database) -> None:
+    # Each stored sheet's place in its box's ledger (issue 15): one sheet per (box, ledger seq), so
+    # a batch that would put a second, different sheet there is refused as a fork. Sheets stored
+    # before this version are placed in the order they were stored: where two already disagree (a
+    # fork let in before), the first stored keeps the place and the other stays in ``records``,
+    # outside the chain (nothing is deleted).
+    db.executescript(
+        """
+        CREATE TABLE sheet_chain (
+            box_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            record_seq INTEGER NOT NULL REFERENCES records (seq),
+            PRIMARY KEY (box_id, seq)
+        ) WITHOUT ROWID;
+
+        INSERT OR IGNORE INTO sheet_chain (box_id, seq, hash, record_seq)
+            SELECT box_id, json_extract(payload, '$.seq'), json_extract(payload, '$.hash'), seq
+            FROM records
+            WHERE kind = 'sheet'
+              AND json_type(payload, '$.seq') = 'integer' AND json_extract(payload, '$.seq') >= 1
+              AND json_type(payload, '$.hash') = 'text'
+            ORDER BY seq;
+        """
+    )
+    forks = db.execute(
+        "SELECT count(*) FROM records r JOIN sheet_chain c"
+        " ON c.box_id = r.box_id AND c.seq = json_extract(r.payload, '$.seq')"
+        " WHERE r.kind = 'sheet' AND c.record_seq != r.seq AND c.hash != json_extract(r.payload, '$.hash')"
+    ).fetchone()[0]
+    if forks:
+        log.warning(
+            "%d sheet record(s) stored before this version disagree with the sheet stored first at "
+            "their ledger seq (forks): they stay in the records, outside their box's chain",
+            forks,
+        )
+
+
 def migrate(db: Database) -> int:
     """Apply the receiver's pending migrations; returns its schema version."""
     migrations.apply(db)
@@ -97,6 +140,12 @@ class BatchKeyReused(IdempotencyMismatch):
 
 class BatchTooLarge(DomainError):
     """More records in one batch than the protocol allows."""
+
+
+class ChainFork(DomainError):
+    """A batch would put a second, different sheet at a ledger seq of the box: the receiver already
+    holds another sheet (another hash) there, or two records of the batch disagree. ``extra`` has
+    ``seq``, ``held_hash``, ``offered_hash`` and ``record_id``. Nothing of the batch is stored."""
 
 
 class BoxRefused(DomainError):
@@ -193,6 +242,8 @@ class Batch:
     rows: list[tuple[str, str, str, str]]  # record_id, kind, created_at, payload JSON
     acked: list[str]
     rejected: list[Rejected]
+    # Per row: a sheet's place in its box's ledger (ledger seq, hash); None for other kinds.
+    positions: list[tuple[int, str] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -222,6 +273,19 @@ def record_problem(record: Record) -> str | None:
         return f"created_at: {exc}"
     if not isinstance(record.payload, dict):
         return "payload: must be a JSON object"
+    if record.kind == "sheet":
+        return _sheet_position_problem(record.payload)
+    return None
+
+
+def _sheet_position_problem(payload: dict[str, Any]) -> str | None:
+    # A sheet without its ledger place could not be checked for a fork: it is not stored.
+    seq = payload.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        return "payload.seq: a sheet record carries its ledger seq, an integer from 1"
+    ledger_hash = payload.get("hash")
+    if not isinstance(ledger_hash, str) or not _LEDGER_HASH.match(ledger_hash):
+        return "payload.hash: a sheet record carries its ledger hash, 64 lowercase hex digits"
     return None
 
 
@@ -233,6 +297,9 @@ def check_batch(records: list[Record]) -> Batch:
         problem = record_problem(record)
         if problem is None:
             batch.rows.append((record.id, record.kind, record.created_at, encode(record.payload).decode()))
+            batch.positions.append(
+                (record.payload["seq"], record.payload["hash"]) if record.kind == "sheet" else None
+            )
             batch.acked.append(record.id)
         else:
             record_id = record.id if isinstance(record.id, str) else ""
@@ -258,18 +325,31 @@ def stored_answer(conn: sqlite3.Connection, box_id: str, key: str, digest: str) 
 
 def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, batch: Batch) -> BatchOutcome:
     """Store a checked batch in the writer's transaction: every good record once (a record id the
-    box sent before is acked again, not stored again), and the answer under the batch's key."""
+    box sent before is acked again, not stored again; so is a sheet whose ledger seq and hash are
+    held already, under whatever record id), and the answer under the batch's key. ChainFork, and
+    nothing stored (not even the answer), when a sheet would fork its box's ledger."""
     answer = stored_answer(conn, box_id, key, digest)
     if answer is not None:  # the same batch raced in on another connection and won
         return BatchOutcome(answer, 0, 0, 0, replayed=True)
+    rows = _rows_to_store(conn, box_id, batch)
     received_at = now_rfc3339()
+    last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
     before = conn.total_changes
     conn.executemany(
         "INSERT OR IGNORE INTO records (box_id, record_id, kind, created_at, payload, received_at, batch_id) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(box_id, *row, received_at, key) for row in batch.rows],
+        [(box_id, *row, received_at, key) for row in rows],
     )
     stored = conn.total_changes - before
+    if stored and any(batch.positions):
+        # The sheets just stored take their places; each place was free (checked above), and the
+        # primary key would refuse a second sheet anyway, failing the whole batch.
+        conn.execute(
+            "INSERT INTO sheet_chain (box_id, seq, hash, record_seq)"
+            " SELECT box_id, json_extract(payload, '$.seq'), json_extract(payload, '$.hash'), seq"
+            " FROM records WHERE seq > ? AND kind = 'sheet'",
+            (last_seq,),
+        )
     answer = msgspec.json.encode(RecordsAck(acked=batch.acked, rejected=batch.rejected))
     conn.execute(
         "INSERT INTO batches (box_id, idempotency_key, body_sha256, answer, received_at)"
@@ -277,6 +357,61 @@ def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, ba
         (box_id, key, digest, answer, received_at),
     )
     return BatchOutcome(answer, stored, len(batch.rows) - stored, len(batch.rejected), replayed=False)
+
+
+def _rows_to_store(conn: sqlite3.Connection, box_id: str, batch: Batch) -> list[tuple[str, str, str, str]]:
+    """The batch's rows minus the sheets whose ledger place already holds the same sheet (acked,
+    not stored again: exactly one record per ledger row). ChainFork when a sheet's place holds
+    another one, at the receiver or earlier in the batch, unless that very record id is stored
+    already (a resend of a stored record is always acked, as before)."""
+    seqs = [position[0] for position in batch.positions if position is not None]
+    if not seqs:
+        return batch.rows
+    held = conn.execute(
+        "SELECT seq, hash FROM sheet_chain WHERE box_id = ? AND seq IN (SELECT value FROM json_each(?))",
+        (box_id, json.dumps(seqs)),
+    ).fetchall()
+    places: dict[int, tuple[str, bool]] = {seq: (h, True) for seq, h in held}  # seq -> hash, held
+    rows = []
+    forks: list[tuple[str, int, str, bool, str]] = []  # record id, seq, hash there, held, offered
+    for row, position in zip(batch.rows, batch.positions, strict=True):
+        if position is None:
+            rows.append(row)
+            continue
+        seq, offered = position
+        there = places.get(seq)
+        if there is None:
+            places[seq] = (offered, False)
+            rows.append(row)
+        elif there[0] != offered:
+            forks.append((row[0], seq, there[0], there[1], offered))
+    if forks:
+        stored = {
+            r[0]
+            for r in conn.execute(
+                "SELECT record_id FROM records WHERE box_id = ? AND record_id IN"
+                " (SELECT value FROM json_each(?))",
+                (box_id, json.dumps([fork[0] for fork in forks])),
+            )
+        }
+        forks = [fork for fork in forks if fork[0] not in stored]
+    if forks:
+        record_id, seq, there, held_here, offered = forks[0]
+        where = (
+            "the receiver already holds a different sheet there"
+            if held_here
+            else "an earlier record of this batch puts a different sheet there"
+        )
+        raise ChainFork(
+            f"record {record_id} puts a sheet at ledger seq {seq} of box {box_id}, but {where} "
+            f"(hash held {there}, hash offered {offered}): the box's ledger and the receiver's copy "
+            "disagree. Nothing of this batch was stored.",
+            seq=seq,
+            held_hash=there,
+            offered_hash=offered,
+            record_id=record_id,
+        )
+    return rows
 
 
 class StoredRecord(msgspec.Struct, kw_only=True):
@@ -312,6 +447,60 @@ def records_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int)
         for r in rows
     ]
     return RecordsPage(records=records, last_seq=records[-1].seq if records else after)
+
+
+class LedgerHead(msgspec.Struct, kw_only=True):
+    seq: int  # the highest ledger seq the receiver holds a sheet for
+    hash: str  # that sheet's ledger hash
+
+
+class LedgerSheet(msgspec.Struct, kw_only=True):
+    seq: int  # the box's ledger seq (not the receiver's record seq)
+    hash: str
+    id: str
+    created_at: str
+    payload: msgspec.Raw  # stored JSON text, sent on as it is
+    received_at: str
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    head: LedgerHead | None  # None: the receiver holds no sheet of this box
+    sheets_held: int  # equal to head.seq when the receiver's copy has no gap
+    sheets: list[LedgerSheet]
+    last_seq: int  # pass it as the next ``after``; the same ``after`` when nothing is newer
+
+
+def ledger_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int) -> LedgerPage:
+    """The receiver's copy of the box's ledger: where it ends (the highest ledger seq held and its
+    hash, and how many sheets are held), and up to ``limit`` of its sheets with ledger seq >
+    ``after``, in ledger order. What a recovering box reads to continue its chain from exactly
+    where the receiver has it."""
+    head = conn.execute(
+        "SELECT seq, hash FROM sheet_chain WHERE box_id = ? ORDER BY seq DESC LIMIT 1", (box_id,)
+    ).fetchone()
+    held = conn.execute("SELECT count(*) FROM sheet_chain WHERE box_id = ?", (box_id,)).fetchone()[0]
+    rows = conn.execute(
+        "SELECT c.seq, c.hash, r.record_id, r.created_at, r.payload, r.received_at FROM sheet_chain c"
+        " JOIN records r ON r.seq = c.record_seq WHERE c.box_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
+        (box_id, after, limit),
+    ).fetchall()
+    sheets = [
+        LedgerSheet(
+            seq=r[0],
+            hash=r[1],
+            id=r[2],
+            created_at=r[3],
+            payload=msgspec.Raw(r[4].encode()),
+            received_at=r[5],
+        )
+        for r in rows
+    ]
+    return LedgerPage(
+        head=LedgerHead(seq=head[0], hash=head[1]) if head else None,
+        sheets_held=held,
+        sheets=sheets,
+        last_seq=sheets[-1].seq if sheets else after,
+    )
 
 
 def runtime_info(data_dir: Path) -> dict[str, Any] | None:

@@ -15,7 +15,9 @@ costs a resend, never a loss or a duplicate. Failures back off exponentially wit
 to a cap, honour ``Retry-After``, and after ``uplink_breaker_failures`` in a row the circuit opens:
 one trial request per backoff until one succeeds. Answers that will never succeed are not retried
 forever: refused credentials or a wrong URL pause the uplink (critical alert) until it is
-reconfigured or a tech asks for a sync; a record the receiver rejects is quarantined alone; a
+reconfigured or a tech asks for a sync, and so does a batch the receiver refuses as a fork of its
+copy of the box's ledger (409 ``chain-fork``: critical alert ``uplink-fork``; resending can never
+make the two ledgers agree); a record the receiver rejects is quarantined alone; a
 batch refused as a whole is split until the one bad record is found. Freeze does not stop it:
 freeze halts writes of competition data, not their delivery.
 """
@@ -51,6 +53,7 @@ from appliance.uplink_state import (
     Target,
     check_alerts,
     get_state,
+    pause,
     resolve_target,
     shown_url,
     update_state,
@@ -113,6 +116,8 @@ class Outcome:
     ``acked``: the receiver answered 200 with its ack (``acked`` ids, ``rejected`` (id, reason)).
     ``retry``: not stored, or unknown (network, timeout, 408/429/5xx): same batch after a backoff.
     ``pause``: will never succeed as configured (credentials, wrong URL): stop until a person acts.
+    ``fork``: the receiver holds another sheet at ledger seq ``fork_seq`` of this box (409
+    ``chain-fork``): pause the same way, with the ``uplink-fork`` alert.
     ``refused``: the receiver refused this batch as a whole (400/413/422...): split it, or
     quarantine it when it is one record. ``rekey``: the batch id was used for another body: resend
     under a new id. ``clock``: the signature time was refused; sign with the receiver's clock."""
@@ -123,6 +128,7 @@ class Outcome:
     acked: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     clock_offset_s: float | None = None
+    fork_seq: int | None = None
 
 
 def _problem_text(response: httpx.Response) -> str:
@@ -138,11 +144,15 @@ def _problem_text(response: httpx.Response) -> str:
 
 
 def _problem_type(response: httpx.Response) -> str:
+    return str(_problem_field(response, "type") or "")
+
+
+def _problem_field(response: httpx.Response, name: str) -> Any:
     try:
         body = response.json()
     except ValueError:
-        return ""
-    return str(body.get("type", "")) if isinstance(body, dict) else ""
+        return None
+    return body.get(name) if isinstance(body, dict) else None
 
 
 def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Outcome:
@@ -190,6 +200,18 @@ def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Out
     if status in (408, 425, 429) or status >= 500:
         return Outcome(
             "retry", f"the receiver answered {status}{said_part}", retry_after_s=retry_after_s(response, now)
+        )
+    if status == 409 and _problem_type(response).endswith("/chain-fork"):
+        seq = _problem_field(response, "seq")
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        where = f"ledger position {seq}" if seq else "a ledger position"
+        return Outcome(
+            "fork",
+            f"the cloud holds a different sheet at {where} of this box (409 chain-fork): this box's "
+            "ledger and the cloud's copy disagree, so nothing more is sent. Scores are safe on the "
+            "box. Do not reconfigure blindly: see the runbook, uplink section, "
+            '"The cloud holds a different sheet".',
+            fork_seq=seq,
         )
     if status == 422 and _problem_type(response).endswith("/idempotency-mismatch"):
         return Outcome("rekey", f"the receiver saw this batch id with other content{said_part}")
@@ -640,24 +662,13 @@ class UplinkWorker:
             self._clock_offset_s = offset
             log.warning("uplink: signing with the receiver's clock (the box's is off by %.0f s)", -offset)
             return 0.0
-        if outcome.kind == "pause":
+        if outcome.kind in ("pause", "fork"):
             fingerprint = self._target_fp
             self._token = ""
-
-            def pause(conn: Any) -> None:
-                update_state(
-                    conn,
-                    now,
-                    state="paused",
-                    paused_reason=outcome.error,
-                    paused_target=fingerprint,
-                    last_error=outcome.error,
-                    last_error_at=to_rfc3339(now),
-                    next_attempt_at=None,
-                )
-                check_alerts(conn, self.config, now)
-
-            await self.store.write(pause)
+            reason = outcome.error or "paused"
+            fork_seq = outcome.fork_seq if outcome.kind == "fork" else None
+            # The batch stays open (same id, same body): a sync resends it as it was.
+            await self.store.write(lambda conn: pause(conn, self.config, now, reason, fingerprint, fork_seq))
             log.error("uplink paused: %s", outcome.error)
             return settings.poll_s
         return await self._failed(outcome.error or "failed", outcome.retry_after_s, now)

@@ -345,6 +345,14 @@ def m007_personal_fields(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_ledger_epoch(db: Database) -> None:
+    # The ledger's epoch (appliance/watermark.py): answers carry it with the safe watermark, and a
+    # box rebuilt from its backups gets a new one, so tablets send again the sheets they keep.
+    db.execute("ALTER TABLE box ADD COLUMN ledger_epoch TEXT")
+    db.execute("UPDATE box SET ledger_epoch = lower(hex(randomblob(8)))")
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -33,11 +33,12 @@ from edge_api.schemas import (
     Health,
     HeartbeatIn,
     HeartbeatOut,
+    LedgerMark,
     PairIn,
     PairOut,
+    SheetAnswer,
     SheetBatchIn,
     SheetIn,
-    SheetOut,
     TokenOut,
 )
 from provisioning.pairing import redeem
@@ -190,19 +191,19 @@ class TabletController(Controller):
         status_code=201,
         responses={
             200: ResponseSpec(
-                SheetOut, description="Replay: the sheet was already stored", generate_examples=False
+                SheetAnswer, description="Replay: the sheet was already stored", generate_examples=False
             ),
             **problems(400, 401, 403, 408, 409, 413, 422, 423, 429, 431, 503),
         },
     )
-    async def submit(self, request: Request[Any, Any, Any]) -> Response[SheetOut]:
+    async def submit(self, request: Request[Any, Any, Any]) -> Response[SheetAnswer]:
         ctx = context_of(request)
         device = ctx.device(request)
         sheet = parse_sheet(await request.body())
         receipt = await ctx.sheets.submit(device, sheet)
         if receipt.status == 201 and ctx.metrics is not None:
             ctx.metrics.sheets_accepted.inc()
-        return _json(receipt.body, receipt.status)
+        return _json({**receipt.body, "ledger": ctx.ledger_mark()}, receipt.status)
 
     @post(
         "/sheets/batch",
@@ -235,7 +236,7 @@ class TabletController(Controller):
             else:
                 problem, _ = problem_for(outcome, rid, ctx.config.freeze_retry_after_s)
                 results.append({"sheet_id": sheet_id, "status": problem.status, "problem": problem})
-        return _json({"results": results})
+        return _json({"results": results, "ledger": ctx.ledger_mark()})
 
     @post(
         "/heartbeat",
@@ -270,6 +271,7 @@ class TabletController(Controller):
                 frozen=state["frozen"],
                 freeze_reason=state["freeze_reason"] if state["frozen"] else None,
                 next_heartbeat_s=ctx.config.heartbeat_interval_s,
+                ledger=LedgerMark(**ctx.ledger_mark()),
             )
         )
 

@@ -134,7 +134,9 @@ class JudgeApp:
         expect(self.page.locator(".notice")).to_contain_text(f"Sheet for entry {entry_id} saved")
 
     def kept_sheets(self) -> list[dict[str, Any]]:
-        """What the tablet keeps in IndexedDB: sheet id, entry, state."""
+        """What the tablet keeps in IndexedDB: sheet id, entry, state, the sheet it corrects, and
+        ``kept``: the box's ``{seq, epoch}`` while the sheet is kept until the box's safe watermark
+        passes it (None otherwise); in the order the sheets were made."""
         return self.page.evaluate(
             """() => new Promise((resolve, reject) => {
                 const opened = indexedDB.open("venuebox-judge");
@@ -144,13 +146,31 @@ class JudgeApp:
                     const all = db.transaction("sheets").objectStore("sheets").getAll();
                     all.onsuccess = () => {
                         db.close();
-                        resolve(all.result.map((s) => ({
+                        resolve(all.result.sort((a, b) => a.seq - b.seq).map((s) => ({
                             sheet_id: s.sheet_id, entry_id: s.entry_id, state: s.state,
-                            supersedes: s.body.supersedes ?? null,
+                            supersedes: s.body.supersedes ?? null, kept: s.kept ?? null,
                         })));
                     };
                 };
             })"""
+        )
+
+    def stored(self, key: str) -> Any:
+        """A setting the app keeps in IndexedDB (its ``kv`` store): "pairing", "ledger"..."""
+        return self.page.evaluate(
+            """(key) => new Promise((resolve, reject) => {
+                const opened = indexedDB.open("venuebox-judge");
+                opened.onerror = () => reject(opened.error);
+                opened.onsuccess = () => {
+                    const db = opened.result;
+                    const got = db.transaction("kv").objectStore("kv").get(key);
+                    got.onsuccess = () => {
+                        db.close();
+                        resolve(got.result ?? null);
+                    };
+                };
+            })""",
+            key,
         )
 
     def foreign_requests(self) -> list[str]:

@@ -104,6 +104,17 @@ def test_the_age_tool_opens_a_snapshot_and_an_export_with_the_organisers_key(
         subprocess.run([AGE, "-d", "-i", str(key), "-o", str(plain), str(encrypted)], check=True, timeout=60)
         seq, head, integrity = ledger_head(plain)
         assert integrity == ["ok"] and (seq, head) == expected[:2]
+    # The keys files beside them, as operations.md shows them: the box's identity, as JSON.
+    own = snapshot.with_name(snapshot.name.replace(".sqlite.age", ".keys.age"))
+    for keys_file in (own, box.backup_path / "keys.age", folder / "keys.age"):
+        opened = subprocess.run(
+            [AGE, "-d", "-i", str(key), str(keys_file)], capture_output=True, check=True, timeout=60
+        )
+        bundle = json.loads(opened.stdout)
+        assert bundle["format"] == "venuebox-keys/2"
+        assert bundle["tls_pem"] == (box.data_dir / "tls" / "box.pem").read_text()
+        assert bundle["admin_token"] == box.admin_token_path.read_text().strip()
+        assert bundle["database"]["ledger_rows"] == expected[0]
 
 
 @needs_age
@@ -291,7 +302,7 @@ def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tm
         kept = [row["name"] for row in store.query(backup.list_snapshots)]
     # The verified one, and the newest failed one (evidence); the older failed ones are gone.
     assert kept == [failed[-1].name, good.name]
-    assert sorted(p.name for p in config.backup_path.glob("snapshot-*")) == sorted(kept)
+    assert sorted(p.name for p in config.backup_path.glob("snapshot-*.sqlite.age")) == sorted(kept)
 
     status = venuebox(config, "backup", "status")
     assert status.returncode == 0, status.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlite_utils import Database
 
 from tests.receiver_process import BOX, RunningReceiver, add_box, cli, record
+from uplink import receiver_store
 from uplink.protocol import (
     IDEMPOTENCY_HEADER,
     MAX_BATCH_BYTES,
@@ -105,6 +108,9 @@ def test_same_key_with_another_body_is_an_idempotency_mismatch(receiver: tuple[R
         ({"created_at": "yesterday"}, "created_at:"),
         ({"id": None}, "id:"),
         ({"payload": "text"}, "payload:"),
+        ({"payload": {"sheet_id": "s"}}, "payload.seq:"),
+        ({"payload": {"seq": 0, "hash": "0" * 64}}, "payload.seq:"),
+        ({"payload": {"seq": 3, "hash": "not-a-hash"}}, "payload.hash:"),
     ],
 )
 def test_one_bad_record_is_rejected_alone(
@@ -284,3 +290,170 @@ def test_health_needs_no_auth_and_the_log_holds_no_secrets(receiver: tuple[Runni
     assert token not in log and "do-not-log-me" not in log and "v1=" not in log
     assert not (rx.data_dir / "receiver.json").exists()
     assert os.path.exists(rx.data_dir / "receiver.sqlite")
+
+
+# -- no forks: one sheet per ledger seq of a box -----------------------------------------------------
+
+
+def sheet_hash(sheet: str) -> str:
+    return record("-", sheet=sheet)["payload"]["hash"]
+
+
+def receiver_rows(rx: RunningReceiver, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(rx.data_dir / "receiver.sqlite")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_different_sheet_at_a_held_ledger_seq_is_a_fork_and_nothing_of_its_batch_is_stored(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    assert rx.post(token, [record("a", seq=1), record("b", seq=2)]).status_code == 200
+    forking = [record("c", seq=3), record("audit-1", kind="audit"), record("x", seq=2, sheet="another")]
+    refused = rx.post(token, forking, key="batch-2")
+    problem = assert_problem(refused, 409)
+    assert problem["type"] == "/problems/chain-fork"
+    assert (problem["seq"], problem["held_hash"], problem["offered_hash"], problem["record_id"]) == (
+        2,
+        sheet_hash("b"),
+        sheet_hash("another"),
+        "x",
+    )
+    assert "ledger seq 2" in problem["detail"] and sheet_hash("b") in problem["detail"]
+    assert sheet_hash("another") in problem["detail"]
+    # Nothing of the batch: not its good records, not its answer under the key.
+    assert rx.stored_ids() == ["a", "b"]
+    assert receiver_rows(rx, "SELECT seq, hash FROM sheet_chain ORDER BY seq") == [
+        (1, sheet_hash("a")),
+        (2, sheet_hash("b")),
+    ]
+    assert receiver_rows(rx, "SELECT idempotency_key FROM batches WHERE idempotency_key = 'batch-2'") == []
+    # Sent again, it is judged again (refused again), not replayed.
+    assert_problem(rx.post(token, forking, key="batch-2"), 409)
+    # The corrected batch under the same key is a new batch, not an idempotency mismatch.
+    corrected = rx.post(token, forking[:2], key="batch-2")
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json() == {"acked": ["c", "audit-1"], "rejected": []}
+    assert rx.stored_ids() == ["a", "b", "c", "audit-1"]
+    assert rx.metric("venuebox_receiver_chain_forks_total") == 2
+    with rx.client() as client:
+        assert "different sheet" in client.get("/problems/chain-fork").text
+
+
+def test_two_records_of_one_batch_at_one_ledger_seq_with_different_sheets_refuse_the_batch(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    problem = assert_problem(rx.post(token, [record("a", seq=1), record("b", seq=1, sheet="other")]), 409)
+    assert problem["type"].endswith("/chain-fork")
+    assert (problem["seq"], problem["held_hash"], problem["offered_hash"]) == (
+        1,
+        sheet_hash("a"),
+        sheet_hash("other"),
+    )
+    assert "earlier record of this batch" in problem["detail"]
+    assert rx.stored_ids() == []
+    assert receiver_rows(rx, "SELECT count(*) FROM sheet_chain") == [(0,)]
+    assert receiver_rows(rx, "SELECT count(*) FROM batches") == [(0,)]
+
+
+def test_the_same_sheet_again_is_acked_and_stored_once_under_any_record_id(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    assert rx.post(token, [record("a", seq=1)]).json() == {"acked": ["a"], "rejected": []}
+    # The same record again (new batch id): acked, as always.
+    assert rx.post(token, [record("a", seq=1)]).json() == {"acked": ["a"], "rejected": []}
+    # The same ledger row under a new record id (a recovered box re-queued it): acked, not stored.
+    again = rx.post(token, [record("a-requeued", seq=1, sheet="a"), record("b", seq=2)])
+    assert again.json() == {"acked": ["a-requeued", "b"], "rejected": []}
+    # ... and twice in one batch.
+    twice = rx.post(token, [record("c", seq=3), record("c-requeued", seq=3, sheet="c")])
+    assert twice.json() == {"acked": ["c", "c-requeued"], "rejected": []}
+    assert rx.stored_ids() == ["a", "b", "c"]
+    assert receiver_rows(rx, "SELECT seq FROM sheet_chain ORDER BY seq") == [(1,), (2,), (3,)]
+    assert rx.metric("venuebox_receiver_records_stored_total") == 3
+    assert rx.metric("venuebox_receiver_records_duplicate_total") == 3
+
+
+def test_ledger_tells_where_the_receivers_copy_ends_and_pages_its_sheets_in_ledger_order(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    other_token = add_box(rx.data_dir, OTHER_BOX)
+    assert rx.ledger(token).json() == {"head": None, "sheets_held": 0, "sheets": [], "last_seq": 0}
+    # Out of ledger order across batches, with records of other kinds between.
+    rx.post(token, [record("s4", seq=4), record("s1", seq=1), record("audit-1", kind="audit")])
+    rx.post(token, [record("s2", seq=2), record("s5", seq=5), record("s3", seq=3)])
+    rx.post(other_token, [record("o1", seq=1)], box_id=OTHER_BOX)
+    first = rx.ledger(token, after=0, limit=1).raise_for_status().json()
+    assert first["head"] == {"seq": 5, "hash": sheet_hash("s5")}
+    assert first["sheets_held"] == 5
+    seen = first["sheets"]
+    after = first["last_seq"]
+    while True:
+        page = rx.ledger(token, after=after, limit=2).raise_for_status().json()
+        if not page["sheets"]:
+            assert page["last_seq"] == after
+            break
+        seen += page["sheets"]
+        after = page["last_seq"]
+    assert [(s["seq"], s["id"], s["hash"]) for s in seen] == [
+        (n, f"s{n}", sheet_hash(f"s{n}")) for n in range(1, 6)
+    ]
+    assert seen[2]["payload"] == record("s3", seq=3)["payload"]
+    assert set(seen[0]) == {"seq", "hash", "id", "created_at", "payload", "received_at"}
+    assert [s["seq"] for s in rx.ledger(token, after=3).json()["sheets"]] == [4, 5]
+    # The box's own token only, as for the records.
+    assert_problem(rx.ledger(other_token), 401)
+    assert_problem(rx.ledger(""), 401)
+    assert rx.ledger(other_token, box_id=OTHER_BOX).json()["head"] == {"seq": 1, "hash": sheet_hash("o1")}
+    assert_problem(rx.ledger(token, limit=0), 422)
+
+
+def test_upgrade_places_the_sheets_already_stored_and_refuses_forks_of_them(tmp_path: Path) -> None:
+    data_dir = tmp_path / "receiver"
+    token = add_box(data_dir, BOX)
+    # A receiver database as the version before this one left it, forks included.
+    old = Database(data_dir / "receiver.sqlite")
+    receiver_store.migrations.apply(old, stop_before="m002_sheet_chain")
+    old.execute("PRAGMA user_version = 1")
+    stored = [
+        record("r1", seq=1),
+        record("r2", seq=2),
+        record("audit-1", kind="audit"),
+        record("r2-fork", seq=2, sheet="restored box's sheet"),  # let in by the old version
+        record("r2-again", seq=2, sheet="r2"),  # the same ledger row under another record id
+        record("no-place", payload={"sheet_id": "no-place"}),  # a sheet without its ledger seq
+        record("r3", seq=3),
+    ]
+    with old.conn:
+        old.conn.executemany(
+            "INSERT INTO records (box_id, record_id, kind, created_at, payload, received_at, batch_id)"
+            " VALUES (?, ?, ?, ?, ?, '2026-03-14T10:42:08Z', 'old-batch')",
+            [(BOX, r["id"], r["kind"], r["created_at"], json.dumps(r["payload"])) for r in stored],
+        )
+    old.close()
+
+    rx = RunningReceiver(data_dir).start()
+    try:
+        assert receiver_rows(
+            rx, "SELECT c.seq, c.hash, r.record_id FROM sheet_chain c JOIN records r ON r.seq = c.record_seq"
+        ) == [(1, sheet_hash("r1"), "r1"), (2, sheet_hash("r2"), "r2"), (3, sheet_hash("r3"), "r3")]
+        assert receiver_rows(rx, "SELECT name FROM _sqlite_migrations ORDER BY id")[-1] == (
+            "m002_sheet_chain",
+        )
+        assert rx.ledger(token).json()["head"] == {"seq": 3, "hash": sheet_hash("r3")}
+        problem = assert_problem(rx.post(token, [record("new-2", seq=2, sheet="yet another")]), 409)
+        assert problem["held_hash"] == sheet_hash("r2")
+        # Records stored before stay acked when resent, the fork let in before included.
+        resent = [record("r1", seq=1), record("r2-fork", seq=2, sheet="restored box's sheet")]
+        assert rx.post(token, resent).json()["acked"] == ["r1", "r2-fork"]
+        assert rx.post(token, [record("r4", seq=4)]).status_code == 200
+        assert rx.stored_ids() == [r["id"] for r in stored] + ["r4"]
+    finally:
+        rx.stop()
+    assert "1 sheet record(s) stored before this version disagree" in (data_dir / "receiver.log").read_text()

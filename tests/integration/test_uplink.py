@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import shutil
 import sqlite3
 import stat
 import time
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliance.config import Config
+from appliance.config import Config, load_config
 from tests.conftest import RunningBox, make_box, venuebox, wait_for
 from tests.faultproxy import FaultProxy, Faults
 from tests.receiver_process import RunningReceiver, add_box
@@ -254,6 +255,59 @@ def test_a_refused_token_pauses_with_a_critical_alert_until_reconfigured(
         json.dumps(uplink_dump(config)),
     ):
         assert token not in text and "a-token-nobody-issued" not in text
+
+
+def test_a_fork_at_the_cloud_pauses_with_a_critical_alert_and_is_not_retried(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    first = uplinked_box(tmp_path, cloud)
+    # The same box again (same box id, same token) from before any sheet was scored, as a box
+    # restored from an early snapshot is: its sheets take ledger positions the cloud holds already.
+    shutil.copytree(first.config.data_dir, tmp_path / "twin")
+    twin = RunningBox(load_config(tmp_path / "twin", environ={}))
+    first.start()
+    try:
+        score(first, 3)
+        wait_for(
+            "the first box delivered", lambda: (v := uplink(first))["state"] == "idle" and not v["backlog"]
+        )
+    finally:
+        first.stop()
+    at_the_cloud = cloud.stored("sheet")
+    assert len(at_the_cloud) == 3
+    forks = "venuebox_receiver_chain_forks_total"
+
+    twin.start()
+    try:
+        score(twin, 2)
+        view = wait_for("paused", lambda: (v := uplink(twin))["state"] == "paused" and v)
+        assert "different sheet at ledger position 1 of this box" in view["paused_reason"]
+        alert = wait_for("the fork alert", lambda: active_alerts(twin).get("uplink-fork"))
+        assert alert["severity"] == "critical"
+        assert "ledger position 1" in alert["detail"] and "runbook" in alert["detail"]
+        assert "uplink-refused" not in active_alerts(twin)
+        assert cloud.receiver.metric(forks) == 1
+        # Polling every 0.1 s with 0.2 s backoffs, a retry loop would have sent many batches by now.
+        time.sleep(2.0)
+        assert cloud.receiver.metric(forks) == 1
+        still = uplink(twin)
+        assert still["state"] == "paused" and still["records_acked"] == view["records_acked"]
+        assert still["backlog"] >= view["backlog"] >= 2  # (an audit line may join the queue)
+        assert cloud.stored("sheet") == at_the_cloud
+        shown = venuebox(twin.config, "uplink", "status")
+        assert shown.stdout.startswith("state     paused") and "different sheet" in shown.stdout
+
+        # A sync tries once: refused again, paused again, nothing stored.
+        synced = venuebox(twin.config, "uplink", "sync", "--wait", "20")
+        assert synced.returncode == 1
+        assert "did not get through: the cloud holds a different sheet" in synced.stderr
+        assert cloud.receiver.metric(forks) == 2
+        time.sleep(1.0)
+        assert cloud.receiver.metric(forks) == 2
+        assert uplink(twin)["state"] == "paused" and "uplink-fork" in active_alerts(twin)
+        assert cloud.stored("sheet") == at_the_cloud
+    finally:
+        twin.stop()
 
 
 def uplink_dump(config: Config) -> Any:

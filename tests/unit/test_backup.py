@@ -12,7 +12,7 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from appliance import backup, data_key, keys, personal, personal_fields
+from appliance import backup, data_key, keys, keys_bundle, personal, personal_fields
 from appliance.config import Config, load_config
 from appliance.storage.db import Store
 from tests.conftest import make_box, paired_device
@@ -135,8 +135,11 @@ def test_retention_deletes_the_files_it_does_not_keep(tmp_path: Path) -> None:
         assert backup.apply_retention(config, store, start + timedelta(minutes=5)) == [taken[1].name]
         kept = store.query(backup.list_snapshots)
     assert [r["name"] for r in kept] == [taken[3].name, taken[2].name]
-    on_disk = sorted(p.name for p in config.backup_path.glob("snapshot-*"))
+    on_disk = sorted(p.name for p in config.backup_path.glob("snapshot-*.sqlite.age"))
     assert on_disk == sorted([taken[2].name, taken[3].name])
+    # Each snapshot's keys bundle goes with it.
+    bundles = sorted(p.name for p in config.backup_path.glob("snapshot-*.keys.age"))
+    assert bundles == sorted(keys_bundle.bundle_name(name) for name in on_disk)
 
 
 def test_restore_round_trip_is_equal_and_brings_the_keys_back(config: Config, tmp_path: Path) -> None:
@@ -149,11 +152,56 @@ def test_restore_round_trip_is_equal_and_brings_the_keys_back(config: Config, tm
     assert done.ledger_head == taken.facts["ledger_head"]
     assert table_rows(target / "venuebox.sqlite", "sheets") == table_rows(config.db_path, "sheets")
     assert (target / "personal-data.key").read_text() == config.data_key_path.read_text()
-    assert (target / "admin.token").read_text() != config.admin_token_path.read_text()
+    # The identity travels (issue 15): the same admin token and TLS pair, each 0600.
+    assert (target / "admin.token").read_text() == config.admin_token_path.read_text()
+    assert (target / "tls" / "box.pem").read_bytes() == (config.data_dir / "tls" / "box.pem").read_bytes()
+    for secret in ("admin.token", "personal-data.key", "tls/box.pem", keys.SIGNING_KEY, keys.IDENTITY):
+        assert (target / secret).stat().st_mode & 0o777 == 0o600, secret
+    assert done.identity_file == keys_bundle.bundle_name(taken.name)
     restored = load_config(target, environ={})
     assert (
         keys.box_identity(restored).to_public().__str__() == keys.box_identity(config).to_public().__str__()
     )
+
+
+def test_restore_brings_back_an_uplink_set_by_the_settings_and_who_opens_the_backups(
+    config: Config, tmp_path: Path
+) -> None:
+    from appliance.secrets_files import read_secret, write_secret
+    from appliance.storage.db import connect
+    from appliance.uplink_state import resolve_target
+
+    settings = config.data_dir / "venuebox.toml"
+    settings.write_text(settings.read_text() + 'uplink_url = "https://cloud.example.org"\n')
+    config = load_config(config.data_dir, environ={})
+    write_secret(config.uplink_token_path, "the-uplink-token")
+    organiser = x25519.Identity.generate()
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    keys.configure(config, [str(organiser.to_public())], secret)
+    with Store(config.db_path) as store:
+        taken = backup.snapshot_job(config, store)
+    target = tmp_path / "restored"
+    done = backup.restore(taken.path, target, [organiser])
+    assert done.identity is not None and done.identity.uplink is not None
+    assert (done.identity.uplink.source, done.identity.uplink.url) == ("config", "https://cloud.example.org")
+    assert done.identity.uplink_note is None and done.identity.backup_dir == str(config.backup_path)
+    restored = load_config(target, environ={})
+    assert settings.read_text() == (target / "venuebox.toml").read_text()
+    conn = connect(restored.db_path, readonly=True)
+    try:
+        uplink = resolve_target(conn, restored)
+    finally:
+        conn.close()
+    assert uplink is not None and uplink.token_file == target / "uplink.token"
+    assert read_secret(uplink.token_file) == "the-uplink-token"
+    # Who opens the backups comes back too: new snapshots still open with the organiser key. The
+    # passphrase, a person's words, never travels in the keys file: it is set again by hand.
+    assert keys.organiser_recipients(restored) == [str(organiser.to_public())]
+    assert keys.passphrase(restored) is None
+    bundle = taken.path.with_name(taken.name.replace(".sqlite.age", ".keys.age"))
+    opened = pyrage.decrypt(bundle.read_bytes(), [organiser]).decode()
+    assert "the-uplink-token" in opened and "correct horse battery staple" not in opened
 
 
 def test_restore_never_writes_over_an_existing_data_dir(config: Config) -> None:
@@ -227,8 +275,16 @@ def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_i
     assert rotation.kept_for_backups == config.backup_path / f"keys-{data_key.key_id(old)}.age"
     assert bundled_data_key(config.backup_path / backup.KEYS_FILE, identities) == new
     assert bundled_data_key(rotation.kept_for_backups, identities) == old
-    for taken, key, keys_file in ((before, old, rotation.kept_for_backups.name), (after, new, "keys.age")):
-        target = tmp_path / f"restored-{taken.name}"
+    # Each snapshot's own keys bundle has the key that sealed it; without them (snapshots taken
+    # before bundles were written per snapshot), keys.age or the kept keys-<old key id>.age.
+    own = {taken.name: keys_bundle.bundle_name(taken.name) for taken in (before, after)}
+    cases = [(before, old, own[before.name]), (after, new, own[after.name])]
+    cases += [(before, old, rotation.kept_for_backups.name), (after, new, "keys.age")]
+    for i, (taken, key, keys_file) in enumerate(cases):
+        if i == 2:
+            for name in own.values():
+                (config.backup_path / name).unlink()
+        target = tmp_path / f"restored-{i}"
         done = backup.restore(taken.path, target, identities)
         assert (done.keys_file, done.personal_data_opens) == (keys_file, True)
         assert personal.load_key(target / "personal-data.key") == key
@@ -356,12 +412,14 @@ def test_moving_the_backup_dir_leaves_the_old_snapshots_alone(tmp_path: Path) ->
         backup.apply_retention(config, store, start + timedelta(minutes=7))  # and back: nothing goes
         rows = {r["name"]: r for r in store.query(backup.list_snapshots)}
         view = store.query(lambda conn: backup.backup_view(conn, moved, start + timedelta(minutes=7)))
-    assert sorted(p.name for p in old_dir.glob("snapshot-*")) == sorted([s.name for s in [*old, pending]])
+    assert sorted(p.name for p in old_dir.glob("snapshot-*.sqlite.age")) == sorted(
+        [s.name for s in [*old, pending]]
+    )
     assert all(s.name in rows for s in [*old, pending])  # still recorded, not marked deleted
     assert rows[pending.name]["verified_at"] is None
     assert {backup.location(moved, rows[s.name]) for s in [*old, pending]} == {"elsewhere"}
     # In the new dir retention counted only the new dir's: the two newest verified.
-    assert sorted(p.name for p in new_dir.glob("snapshot-*")) == sorted(s.name for s in new[-2:])
+    assert sorted(p.name for p in new_dir.glob("snapshot-*.sqlite.age")) == sorted(s.name for s in new[-2:])
     assert view["newest_verified"]["name"] == new[-1].name
     assert view["newest_verified"]["location"] == "here"
     assert view["newest_verified"]["path"] == str(new_dir / new[-1].name)

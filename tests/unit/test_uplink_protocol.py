@@ -22,9 +22,12 @@ BODY = b'{"records":[{"id":"r1","kind":"sheet","created_at":"2026-03-14T10:42:07
 NOW = 1_773_000_000
 
 
+SHEET = {"sheet_id": "s1", "seq": 1, "hash": "ab" * 32}
+
+
 def good_record(**fields: object) -> Record:
     return Record(
-        **{"id": "r1", "kind": "sheet", "created_at": "2026-03-14T10:42:07-05:00", "payload": {}} | fields
+        **{"id": "r1", "kind": "sheet", "created_at": "2026-03-14T10:42:07-05:00", "payload": SHEET} | fields
     )
 
 
@@ -97,6 +100,12 @@ def test_ack_encodes_rejected_records_with_their_reason() -> None:
         ({"created_at": "2026-03-14T10:42:07"}, "created_at:"),  # no offset
         ({"payload": [1, 2]}, "payload: must be a JSON object"),
         ({"payload": None}, "payload:"),
+        ({"payload": {"hash": "ab" * 32}}, "payload.seq: a sheet record carries its ledger seq"),
+        ({"payload": SHEET | {"seq": "1"}}, "payload.seq:"),
+        ({"payload": SHEET | {"seq": True}}, "payload.seq:"),
+        ({"payload": SHEET | {"seq": 0}}, "payload.seq:"),
+        ({"payload": SHEET | {"hash": None}}, "payload.hash: a sheet record carries its ledger hash"),
+        ({"payload": SHEET | {"hash": "AB" * 32}}, "payload.hash:"),
     ],
 )
 def test_record_problem_names_the_bad_field(fields: dict[str, object], reason: str) -> None:
@@ -106,6 +115,12 @@ def test_record_problem_names_the_bad_field(fields: dict[str, object], reason: s
 
 def test_good_record_has_no_problem() -> None:
     assert record_problem(good_record(id="x" * 200)) is None
+    assert record_problem(good_record(kind="audit", payload={})) is None  # only sheets have a place
+
+
+def test_check_batch_notes_each_sheets_ledger_place() -> None:
+    batch = check_batch([good_record(id="a"), good_record(id="b", kind="audit", payload={"seq": "x"})])
+    assert batch.positions == [(1, "ab" * 32), None]
 
 
 def test_check_batch_keeps_request_order_and_rejects_bad_records_alone() -> None:

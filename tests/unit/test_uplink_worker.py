@@ -320,6 +320,46 @@ async def test_a_batch_refused_whole_is_split_until_the_bad_record_is_alone(box:
     assert len(json.loads(alone[-1].content)["records"]) == 1
 
 
+async def test_a_fork_pauses_with_its_own_alert_which_gives_way_when_the_pause_changes(box: Box) -> None:
+    box.add(3)
+    fork_body = {
+        "type": "/problems/chain-fork",
+        "title": "chain-fork",
+        "status": 409,
+        "detail": "said chain-fork",
+        "seq": 42,
+        "held_hash": "a" * 64,
+        "offered_hash": "b" * 64,
+    }
+
+    def fork(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json=fork_body, headers={"content-type": "application/problem+json"})
+
+    seen: list[httpx.Request] = []
+    worker = box.worker(scripted([fork, fork, problem(401, "uplink-unauthenticated"), ack_all], seen))
+    await worker.step()
+    view = box.view()
+    assert view["state"] == "paused" and "ledger position 42" in view["paused_reason"]
+    [alert] = [a for a in box.store.query(alerts.list_alerts) if a["fingerprint"] == "uplink-fork"]
+    assert alert["severity"] == "critical" and "ledger position 42" in alert["detail"]
+    assert "uplink-refused" not in box.active_alerts()
+    for _ in range(5):  # paused: nothing is sent, however often it looks
+        await worker.step()
+    assert len(seen) == 1 and box.view()["batch"] is not None  # the batch stays open, as it was
+    box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
+    await worker.step()  # one try, refused again: paused again
+    assert len(seen) == 2 and box.view()["state"] == "paused"
+    assert seen[0].content == seen[1].content
+    assert seen[0].headers[IDEMPOTENCY_HEADER] == seen[1].headers[IDEMPOTENCY_HEADER]
+    box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
+    await worker.step()  # now the token is refused: the other pause, the other alert
+    assert box.active_alerts() >= {"uplink-refused"} and "uplink-fork" not in box.active_alerts()
+    box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
+    await drain(worker)
+    assert box.view()["state"] == "idle"
+    assert not box.active_alerts() & {"uplink-refused", "uplink-fork"}
+
+
 async def test_a_refused_signature_time_is_signed_again_with_the_receivers_clock(box: Box) -> None:
     box.add(2)
     ahead = time.time() + 3600

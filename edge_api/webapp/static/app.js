@@ -133,6 +133,8 @@ function onHeartbeat(answer) {
     ? { frozen: true, reason: answer.freeze_reason ?? "" }
     : { frozen: false, reason: "" };
   outbox.nudge({ frozen: answer.frozen });
+  // The box's safe watermark: kept sheets it makes safe are let go; a new epoch sends them again.
+  outbox.applyMark(answer.ledger);
   if (wasFrozen && !answer.frozen) announce("Scoring has resumed.");
   update();
 }

@@ -1,7 +1,9 @@
 // The tablet's own storage: IndexedDB of the box's origin. Two object stores:
 //   kv      settings by name: "pairing" (device id, token, judge, event), "event" (the judge's
-//           event and its ETag, for working offline), "device_name"
-//   sheets  every sheet this tablet made, by sheet_id, with its state in the queue
+//           event and its ETag, for working offline), "device_name", "ledger" (the last safe
+//           watermark the box sent: {epoch, safe_seq})
+//   sheets  every sheet this tablet made, by sheet_id, with its state in the queue (outbox.js);
+//           a stored sheet the box could still lose carries `kept` ({seq, epoch}) until it is safe
 // Writes use strict durability: a sheet counts as kept only once it is on the tablet's disk.
 
 const NAME = "venuebox-judge";
@@ -15,10 +17,15 @@ export function openDb() {
       return;
     }
     const request = indexedDB.open(NAME, VERSION);
-    request.onupgradeneeded = () => {
+    request.onupgradeneeded = (event) => {
       const db = request.result;
-      db.createObjectStore("kv");
-      db.createObjectStore("sheets", { keyPath: "sheet_id" });
+      // One step per version, from the tablet's own: an upgrade changes a tablet's queue in
+      // place, never drops it. (Fields added to records, as `kept`, need no step: records
+      // without them read as before.)
+      if (event.oldVersion < 1) {
+        db.createObjectStore("kv");
+        db.createObjectStore("sheets", { keyPath: "sheet_id" });
+      }
     };
     request.onsuccess = () => {
       const db = request.result;
@@ -56,4 +63,9 @@ export const sheetStore = {
   all: () => run("sheets", "readonly", (store) => store.getAll()),
   /** Resolves once the record is committed (the transaction completed). */
   put: (record) => run("sheets", "readwrite", (store) => store.put(record)),
+  /** Several records in one transaction: all of them committed, or none. */
+  putAll: (records) =>
+    run("sheets", "readwrite", (store) => {
+      for (const record of records) store.put(record);
+    }),
 };

@@ -1,6 +1,8 @@
 // Heartbeats: every next_heartbeat_s seconds (the box says how often), report the battery (where
-// the browser tells it), the app's version and how many sheets wait on this tablet. The answer
-// says whether the box is frozen, and a heartbeat that gets through shows the box is back.
+// the browser tells it), the app's version and how many sheets wait on this tablet (sheets kept
+// after the box stored them do not wait). The answer says whether the box is frozen and carries
+// its safe watermark (app.js hands it to the queue), and a heartbeat that gets through shows the
+// box is back.
 
 import { rfc3339 } from "./ids.js";
 import { APP_VERSION } from "./version.js";

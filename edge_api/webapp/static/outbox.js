@@ -1,6 +1,6 @@
 // The tablet's queue of score sheets. Every sheet is written to IndexedDB first, then sent; it
 // leaves the queue only on 200/201. What each answer does follows PROTOCOL.md's table:
-//   200, 201                           stored: leaves the queue
+//   200, 201                           stored: leaves the queue (kept until safe, below)
 //   no answer, timeout, 408, 429, 5xx  stays; retried with exponential backoff and full jitter,
 //                                      never sooner than Retry-After
 //   423                                stays; the reason is shown; retried after Retry-After or
@@ -9,14 +9,30 @@
 //   409                                set aside and shown to the judge (correct or discard)
 //   400, 403, 413, 422 (and 431)       set aside with the problem shown; never resent unchanged
 // A sheet's state: "queued" -> "stored" | "aside"; "aside" -> "discarded" by the judge's choice.
+//
+// The box's safe watermark (docs/protocol.md, "The safe watermark"): every sheet answer and every
+// heartbeat answer carries `ledger: {epoch, safe_seq}`. A sheet the box stored is `kept` (its
+// ledger `seq` and the answer's `epoch`) until a mark of the same epoch has safe_seq >= seq: a
+// box whose storage dies can take back from the tablet what neither a snapshot nor the cloud
+// holds. A mark of another epoch (the box was rebuilt from its backups) puts every sheet kept from
+// another epoch back in the queue: "stored" -> "queued", in its first order, ahead of newer
+// sheets. An answer without `ledger` (an older box) keeps nothing: stored is done, as before.
+// Stored sheets stay on the tablet either way, as the judge's history of their sheets.
 
-import { sheetStore } from "./db.js";
+import { kv, sheetStore } from "./db.js";
 
 const BATCH_MAX = 50;
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 60000;
 const NEVER_RESEND = new Set([400, 403, 413, 422, 431]); // 431: headers too large (docs/protocol.md)
 const STORED = new Set([200, 201]);
+
+/** A ledger mark as the box sends it ({epoch, safe_seq}), or null (an older box, or not a mark). */
+function ledgerMark(value) {
+  return value && typeof value.epoch === "string" && Number.isInteger(value.safe_seq)
+    ? { epoch: value.epoch, safe_seq: value.safe_seq }
+    : null;
+}
 
 export class Outbox extends EventTarget {
   constructor(api) {
@@ -33,6 +49,8 @@ export class Outbox extends EventTarget {
     this.flushing = false;
     this.again = false;
     this.needsPairing = false;
+    this.ledger = null; // the last ledger mark the box sent ({epoch, safe_seq}), kept in kv
+    this.marking = Promise.resolve(); // marks are applied one at a time, in the order they came
   }
 
   async load() {
@@ -40,6 +58,7 @@ export class Outbox extends EventTarget {
       this.records.set(record.sheet_id, record);
       this.lastSeq = Math.max(this.lastSeq, record.seq);
     }
+    this.ledger = (await kv.get("ledger")) ?? null;
     this.#changed();
   }
 
@@ -66,6 +85,11 @@ export class Outbox extends EventTarget {
   /** Sheets set aside for the judge to look at. */
   aside(judgeId) {
     return this.#sorted().filter((r) => r.state === "aside" && r.judge_id === judgeId);
+  }
+
+  /** Sheets the box stored but could still lose, kept until its safe watermark passes them. */
+  kept() {
+    return this.#sorted().filter((r) => r.state === "stored" && r.kept);
   }
 
   get(sheetId) {
@@ -120,6 +144,45 @@ export class Outbox extends EventTarget {
     }
   }
 
+  /**
+   * A ledger mark from the box (a heartbeat's or a sheet answer's `ledger`; anything else is
+   * ignored): kept sheets it makes safe are kept no longer; every sheet kept from another epoch
+   * goes back into the queue and is sent at once. Never rejects: a mark that could not be written
+   * is as good as the next one (every heartbeat brings one).
+   */
+  applyMark(value) {
+    const mark = ledgerMark(value);
+    if (!mark) return this.marking;
+    this.marking = this.marking.then(() => this.#applyMark(mark)).catch(() => {});
+    return this.marking;
+  }
+
+  async #applyMark(mark) {
+    const again = [];
+    const safe = [];
+    for (const record of this.kept()) {
+      // Each sheet's own epoch decides, not only the last one seen: a sheet answer that crossed
+      // the box's restart is sent again at the next mark (the box answers 200 if it has it).
+      if (record.kept.epoch !== mark.epoch) {
+        again.push({ ...record, state: "queued", kept: null, receipt: null });
+      } else if (record.kept.seq !== null && record.kept.seq <= mark.safe_seq) {
+        safe.push({ ...record, kept: null });
+      }
+    }
+    if (again.length || safe.length) await this.#saveAll([...again, ...safe]);
+    if (this.ledger?.epoch !== mark.epoch || this.ledger?.safe_seq !== mark.safe_seq) {
+      await kv.set("ledger", mark);
+      this.ledger = mark;
+    }
+    if (again.length) {
+      // A rebuilt box: what it may have lost goes now, ahead of newer sheets (the queue is in
+      // the order sheets were made, so a correction still follows what it corrects).
+      this.failures = 0;
+      this.notBefore = 0;
+      this.flushSoon(0);
+    }
+  }
+
   async flush() {
     if (this.flushing) {
       this.again = true;
@@ -156,7 +219,7 @@ export class Outbox extends EventTarget {
         batch.map((record) => record.body),
       );
       if (answer.status === 200 && Array.isArray(answer.body?.results)) {
-        if (!(await this.#settle(batch, answer.body.results))) return;
+        if (!(await this.#settle(batch, answer.body.results, ledgerMark(answer.body.ledger)))) return;
       } else if (answer.status === 413 && batch.length > 1) {
         size = Math.max(1, Math.floor(batch.length / 2)); // too big together: split, never resend unchanged
       } else if (NEVER_RESEND.has(answer.status) && batch.length > 1) {
@@ -171,33 +234,46 @@ export class Outbox extends EventTarget {
     }
   }
 
-  /** Per-sheet results of a batch. -> true to go on with the next batch, false when waiting. */
-  async #settle(batch, results) {
-    const kept = new Set();
+  /**
+   * Per-sheet results of a batch, with the answer's ledger `mark` (null from an older box).
+   * -> true to go on with the next batch, false when waiting.
+   */
+  async #settle(batch, results, mark) {
+    const queued = new Set(); // sheets of this batch that stay queued
+    const originals = []; // what the corrections kept queued wait for
     let retry = null;
     let stored = 0;
     for (const [index, record] of batch.entries()) {
       const result = results[index];
       const status = result?.status ?? 0;
       if (STORED.has(status)) {
-        await this.#save({ ...record, state: "stored", receipt: result.sheet ?? null, problem: null });
+        const seq = result.sheet?.seq;
+        const kept = mark ? { seq: Number.isInteger(seq) ? seq : null, epoch: mark.epoch } : null;
+        await this.#save({ ...record, state: "stored", receipt: result.sheet ?? null, problem: null, kept });
         stored += 1;
-      } else if (status === 409 && record.body.supersedes && kept.has(record.body.supersedes)) {
-        kept.add(record.sheet_id); // it corrects a sheet still queued: it goes again with it
+      } else if (status === 409 && this.#goesFirst(record.body.supersedes, queued, mark)) {
+        queued.add(record.sheet_id); // it corrects a sheet that is sent again first: it goes after it
+        originals.push(record.body.supersedes);
       } else if (status === 409 || NEVER_RESEND.has(status)) {
         await this.#save({ ...record, state: "aside", problem: result.problem ?? { status } });
         this.#emit("aside", { sheetId: record.sheet_id });
       } else if (status === 401) {
-        kept.add(record.sheet_id);
+        queued.add(record.sheet_id);
         this.#refused({ status, problem: result.problem, retryAfter: null });
         retry = null;
         break;
       } else {
-        kept.add(record.sheet_id);
+        queued.add(record.sheet_id);
         retry = { status, problem: result?.problem ?? null, retryAfter: null };
       }
     }
     if (stored) this.#emit("stored", { count: stored });
+    if (mark) await this.applyMark(mark);
+    // Never ask again at once for nothing: if no original is queued now (a mark that could not be
+    // written), the corrections wait for the next round like any sheet the box did not take.
+    if (originals.length && !originals.some((id) => this.records.get(id)?.state === "queued")) {
+      retry ??= { status: 409, problem: null, retryAfter: null };
+    }
     if (this.needsPairing) return false;
     if (retry) {
       this.#refused(retry);
@@ -206,6 +282,21 @@ export class Outbox extends EventTarget {
     this.failures = 0;
     this.lastStatus = null;
     return true;
+  }
+
+  /**
+   * Whether the sheet a 409'd correction supersedes is still to be sent before it: queued (in
+   * this batch or not), or kept from another epoch than this answer's (the box was rebuilt and
+   * lost it; the mark puts it back in the queue, ahead of the correction).
+   */
+  #goesFirst(supersedes, queued, mark) {
+    if (!supersedes) return false;
+    if (queued.has(supersedes)) return true;
+    const original = this.records.get(supersedes);
+    if (original?.state === "queued") return true;
+    return Boolean(
+      mark && original?.state === "stored" && original.kept && original.kept.epoch !== mark.epoch,
+    );
   }
 
   /** The box did not store the sheets and they stay queued: why, and when to try again. */
@@ -230,6 +321,12 @@ export class Outbox extends EventTarget {
   async #save(record) {
     await sheetStore.put(record);
     this.records.set(record.sheet_id, record);
+    this.#changed();
+  }
+
+  async #saveAll(records) {
+    await sheetStore.putAll(records);
+    for (const record of records) this.records.set(record.sheet_id, record);
     this.#changed();
   }
 
