@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -56,6 +57,15 @@ def needs_tool(present: bool, reason: str) -> pytest.MarkDecorator:
     Under CI (which installs every tool, `.ci/run`) it never skips: the test runs and fails, since
     a skipped proof of a "done when" is no proof."""
     return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=reason)
+
+
+def box_id_of(config: Config) -> str:
+    """The box id in a data dir's database, read with the plain sqlite3 module."""
+    conn = sqlite3.connect(config.db_path)
+    try:
+        return conn.execute("SELECT box_id FROM box").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:

@@ -40,7 +40,7 @@ import httpx
 
 from appliance.config import Config, load_config
 from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
-from tests.conftest import NotifySocket
+from tests.conftest import NotifySocket, box_id_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_EVENT = ROOT / "provisioning" / "sample_event"
@@ -543,7 +543,7 @@ def run_cuts(
     box = new_box(fs, workdir, entries=entries)
     if unsafe:
         box.env[UNSAFE_SYNCHRONOUS_ENV] = "NORMAL"
-    box_id = _box_id(box.config)
+    box_id = box_id_of(box.config)
     token_file = workdir / "cloud.token"
     token_file.write_text(add_box(receiver.data_dir, box_id) + "\n")
     token_file.chmod(0o600)
@@ -587,14 +587,6 @@ def run_cuts(
     box.shut_down()
     box.close()
     return report
-
-
-def _box_id(config: Config) -> str:
-    conn = sqlite3.connect(config.db_path)
-    try:
-        return conn.execute("SELECT box_id FROM box").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def exactly_once_problems(

@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, panel_entries, venuebox
-from tests.integration.test_uplink import Cloud, box_id_of, uplink, wait_for
+from tests.conftest import SAMPLE_EVENT, RunningBox, box_id_of, make_box, panel_entries, venuebox, wait_for
+from tests.integration.test_uplink import Cloud, uplink
 
 PASSPHRASE = "velvet lanterns at midnight"
 

@@ -27,7 +27,7 @@ from appliance.secrets_files import read_secret
 from appliance.storage.db import connect
 from appliance.uplink_state import resolve_target
 from edge_api.tablet_client import TabletClient, make_sheet
-from tests.conftest import TIMEOUT, RunningBox, make_box, new_code, venuebox, wait_for
+from tests.conftest import TIMEOUT, RunningBox, box_id_of, make_box, new_code, venuebox, wait_for
 from tests.integration.test_tls import served_certificate
 from tests.receiver_process import RunningReceiver, add_box
 from tests.unit.test_backup import score
@@ -47,14 +47,6 @@ def organiser_key(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "organiser-key.txt"
     path.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
     return path, str(identity.to_public())
-
-
-def box_id_of(config: Config) -> str:
-    conn = sqlite3.connect(config.db_path)
-    try:
-        return conn.execute("SELECT box_id FROM box").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def ok(done: Any) -> Any:

@@ -21,17 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appliance.config import Config, load_config
-from tests.conftest import RunningBox, make_box, venuebox, wait_for
+from tests.conftest import RunningBox, box_id_of, make_box, venuebox, wait_for
 from tests.faultproxy import FaultProxy, Faults
 from tests.receiver_process import RunningReceiver, add_box
-
-
-def box_id_of(config: Config) -> str:
-    conn = sqlite3.connect(config.db_path)
-    try:
-        return conn.execute("SELECT box_id FROM box").fetchone()[0]
-    finally:
-        conn.close()
 
 
 class Cloud:
