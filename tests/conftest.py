@@ -115,6 +115,42 @@ class NotifySocket:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real file system of its own, ``size`` big, mounted at ``mount`` (a USB key, a second disk),
+    unmounted afterwards. Mounting needs root and a kernel that allows it: without them the test is
+    skipped saying which, except under CI (`.ci/run` runs as root), where it fails instead."""
+    mount.mkdir(parents=True, exist_ok=True)
+    refusal = "mounting a tmpfs needs root (.ci/run runs as root)" if os.geteuid() != 0 else None
+    if refusal is None:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+        )
+        if done.returncode != 0:
+            refusal = f"this machine does not allow mounting a tmpfs: {done.stderr.decode().strip()}"
+    if refusal is not None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(refusal)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def served_certificate(url: str) -> bytes:
+    """The DER certificate a TLS server at ``url`` presents (nothing else is sent)."""
+    parsed = httpx.URL(url)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((parsed.host, parsed.port), timeout=5) as raw,
+        context.wrap_socket(raw) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der
+    return der
+
+
 def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: Any) -> Config:
     """A real initialised data dir (database, tokens, keys) with the sample event imported.
 

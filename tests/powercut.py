@@ -17,7 +17,6 @@ Used by tests/integration/test_power_cuts.py (a few cuts, every command) and ben
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
 import os
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,7 +38,7 @@ import httpx
 
 from appliance.config import Config, load_config
 from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
-from tests.conftest import NotifySocket, box_id_of
+from tests.conftest import NotifySocket, box_id_of, venuebox
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_EVENT = ROOT / "provisioning" / "sample_event"
@@ -356,14 +354,7 @@ class PoweredBox:
             return None
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "appliance", "--data-dir", str(self.config.data_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.workdir,
-            env={**os.environ, **self.env},
-        )
+        return venuebox(self.config, *args, timeout=timeout, env=self.env)
 
     def admin(self) -> httpx.Client:
         return httpx.Client(
@@ -650,19 +641,25 @@ def exactly_once_problems(
     return problems[:50]
 
 
-@contextlib.contextmanager
-def lazyfs_mount(workdir: Path) -> Iterator[LazyFS]:
-    binary = lazyfs_binary()
-    if binary is None:
-        raise RuntimeError("LazyFS is not built: see ../shared/tools/lazyfs/README.md (.ci/run builds it)")
-    fs = LazyFS(workdir, binary).mount()
-    try:
-        yield fs
-    finally:
-        fs.unmount()
-
-
 # -- a cut inside a command -----------------------------------------------------------------------
+
+
+def _cutpoint(under: Path, report: Path, step: int, args: list[str]) -> list[str]:
+    """The command line of tests/cutpoint.py: stop before ``step`` (0: count) of the steps under
+    ``under``, reporting to ``report``."""
+    return [
+        sys.executable,
+        "-m",
+        "tests.cutpoint",
+        "--under",
+        str(under),
+        "--report",
+        str(report),
+        "--at",
+        str(step),
+        "--",
+        *args,
+    ]
 
 
 def count_steps(box: PoweredBox, args: tuple[str, ...], twin_args: tuple[str, ...] | None = None) -> int:
@@ -674,21 +671,7 @@ def count_steps(box: PoweredBox, args: tuple[str, ...], twin_args: tuple[str, ..
     shutil.copytree(data_dir, twin, ignore=shutil.ignore_patterns("daemon.lock", "daemon.json"))
     report = box.workdir / "count.txt"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.cutpoint",
-            "--under",
-            str(box.fs.mnt),
-            "--report",
-            str(report),
-            "--at",
-            "0",
-            "--",
-            "--data-dir",
-            str(twin),
-            *(twin_args or args),
-        ],
+        _cutpoint(box.fs.mnt, report, 0, ["--data-dir", str(twin), *(twin_args or args)]),
         capture_output=True,
         text=True,
         timeout=300,
@@ -718,20 +701,7 @@ def start_cut_at(
     if not data_dir_flag:
         env["STATE_DIRECTORY"] = str(box.config.data_dir)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.cutpoint",
-            "--under",
-            str(under or box.fs.mnt),
-            "--report",
-            str(report),
-            "--at",
-            str(step),
-            "--",
-            *where,
-            *args,
-        ],
+        _cutpoint(under or box.fs.mnt, report, step, [*where, *args]),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

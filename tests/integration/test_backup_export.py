@@ -12,13 +12,14 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from appliance.config import Config
-from tests.conftest import RunningBox, make_box, needs_tool, venuebox
+from tests.conftest import RunningBox, make_box, needs_tool, tmpfs, venuebox
 from tests.unit.test_backup import score
 
 AGE = shutil.which("age")
@@ -192,18 +193,9 @@ def test_export_without_a_usb_key_or_to_is_one_readable_line(box: Config) -> Non
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mount = tmp_path / "small-key"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "small-key", "256k") as mount:
+        yield mount
 
 
 def test_a_key_too_small_is_refused_cleanly(box: Config, small_tmpfs: Path) -> None:
@@ -316,19 +308,10 @@ def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tm
 
 
 @pytest.fixture
-def second_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def second_disk(tmp_path: Path) -> Iterator[Path]:
     """A real second file system (a tmpfs), as a USB disk would be."""
-    mount = tmp_path / "second-disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with tmpfs(tmp_path / "second-disk", "16m") as mount:
+        yield mount
 
 
 SETTINGS = """\

@@ -4,21 +4,22 @@ come up by itself, with nothing acknowledged lost and every file it needs whole.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sqlite3
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import needs_tool
+from tests.conftest import needs_tool, served_certificate
 from tests.powercut import (
     LazyFS,
     PoweredBox,
     box_file_problems,
+    count_steps,
     cut_inside,
     lazyfs_binary,
     new_box,
@@ -89,19 +90,7 @@ def _db(box: PoweredBox, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def _served_fingerprint(box: PoweredBox) -> str:
-    import hashlib
-
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    import socket
-
-    with (
-        socket.create_connection(("127.0.0.1", box.config.port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(served_certificate(box.tablet_url)).hexdigest()
 
 
 def _settled(box: PoweredBox, where: str) -> None:
@@ -131,8 +120,6 @@ def test_a_cut_inside_init_leaves_no_box_or_a_whole_one(fs: LazyFS, tmp_path: Pa
         (data_dir / "venuebox.toml").write_text('host = "127.0.0.1"\nmdns_enabled = false\n')
         fs.checkpoint()
         twin = PoweredBox(fs, _config(data_dir), tmp_path)
-        from tests.powercut import count_steps
-
         steps = count_steps(twin, ("init",))
         step = rng.randint(1, steps)
         command = start_cut_at(twin, ("init",), step)

@@ -27,8 +27,16 @@ from appliance.secrets_files import read_secret
 from appliance.storage.db import connect
 from appliance.uplink_state import resolve_target
 from edge_api.tablet_client import TabletClient, make_sheet
-from tests.conftest import TIMEOUT, RunningBox, box_id_of, make_box, new_code, venuebox, wait_for
-from tests.integration.test_tls import served_certificate
+from tests.conftest import (
+    TIMEOUT,
+    RunningBox,
+    box_id_of,
+    make_box,
+    new_code,
+    served_certificate,
+    venuebox,
+    wait_for,
+)
 from tests.receiver_process import RunningReceiver, add_box
 from tests.unit.test_backup import score
 

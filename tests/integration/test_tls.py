@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import os
 import socket
-import ssl
 import stat
 import subprocess
 import sys
@@ -32,26 +31,11 @@ from edge_api.tablet_client import (
     async_discover,
     make_sheet,
 )
-from tests.conftest import RunningBox, make_box, new_code, venuebox
+from tests.conftest import RunningBox, make_box, new_code, served_certificate, venuebox
 
 pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def served_certificate(url: str) -> bytes:
-    """The DER certificate a TLS server at ``url`` presents (nothing else is sent)."""
-    parsed = httpx.URL(url)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((parsed.host, parsed.port), timeout=5) as raw,
-        context.wrap_socket(raw) as wrapped,
-    ):
-        der = wrapped.getpeercert(binary_form=True)
-    assert der
-    return der
 
 
 def wait_until(condition: Any, timeout_s: float, what: str) -> None:
