@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -360,6 +361,12 @@ def decrypt_to(path: Path, target: Path, identities: list[x25519.Identity]) -> N
         pyrage.decrypt_file(str(path), str(target), identities)
     except pyrage.DecryptError as exc:
         raise NotOpened(f"{path.name} could not be decrypted with the key given ({exc})") from None
+    except OSError as exc:  # age's stream cut short or altered: pyrage says "decryption error"
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise
+        raise BackupFailed(
+            f"{path.name} is damaged or cut short: it does not decrypt to the end ({exc})"
+        ) from None
 
 
 def check_database(path: Path) -> list[str]:
@@ -539,7 +546,8 @@ def snapshot_job(config: Config, store: Store, now: datetime | None = None) -> S
 
     # The live file first: a damaged database raises DatabaseDamaged naming it, never "snapshot
     # failed". A snapshot of it would not restore, and retention would delete a good older snapshot
-    # to make room for it: the recovery ("The database is damaged", docs/operations.md) needs those.
+    # to make room for it: the recovery (docs/operations.md, "The SD card died / the database is
+    # damaged") needs those.
     store.ensure_sound()
     try:
         snapshot = take_snapshot(config, now)
@@ -770,6 +778,8 @@ class Restored:
     # What the keys bundle put back besides the keys (certificate, tokens, settings), and from which file.
     identity: keys_bundle.Installed | None = None
     identity_file: str | None = None
+    # What the cloud added after the snapshot (appliance/recovery.py ``CloudContinued``), if asked.
+    cloud: Any = None
 
 
 def load_identity(
@@ -817,6 +827,7 @@ def restore(
     progress: Callable[[str], None] | None = None,
     *,
     box_id: str | None = None,
+    use_cloud: bool = True,
 ) -> Restored:
     """Decrypt ``snapshot`` into the new data dir ``target`` (which must not exist or be empty),
     check it (integrity and both chains), and make it the same box again from the keys bundle beside
@@ -825,9 +836,6 @@ def restore(
     caller means (its ``--data-dir``), whose snapshot this must be. Refused (a snapshot of another
     box, a bundle of another box or written with another database) or failed, ``target`` is left
     as it was."""
-    say = progress or (lambda _: None)
-    if not snapshot.is_file():
-        raise BackupFailed(f"no snapshot file at {snapshot}")
     if target.exists() and any(target.iterdir()):
         raise BackupFailed(
             f"{target} is not empty: restore only into a new data dir (never over a box's data), "
@@ -836,36 +844,17 @@ def restore(
     made = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     mode = target.stat().st_mode & 0o7777
-    os.chmod(target, 0o700)
-    database = target / "venuebox.sqlite"
     try:
-        say(f"decrypting {snapshot.name}")
-        decrypt_to(snapshot, database, identities)
-        os.chmod(database, 0o600)
-        say("checking the database and its hash chains")
-        problems = check_database(database)
-        if problems:
-            raise BackupFailed(f"{snapshot.name} decrypts but is not sound: {'; '.join(problems[:3])}")
-        facts = database_facts(database)
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
-            row = conn.execute("SELECT box_id FROM box WHERE id = 1").fetchone()
-        snapshot_box = row[0] if row is not None else ""
-        if box_id is not None and snapshot_box != box_id:
-            raise BackupFailed(
-                f"{snapshot.name} is a snapshot of box {snapshot_box}, not of box {box_id} (--data-dir): "
-                "restore it without --data-dir, with the key that opens it (--identity or --passphrase-file)"
+        done = unpack(snapshot, target, identities, progress, box_id=box_id)
+        if use_cloud:
+            # Both chains go on from where the cloud has them, never beside it (a fork).
+            from appliance.recovery import continue_from_cloud
+
+            done = dataclasses.replace(
+                done, cloud=continue_from_cloud(target, done.box_id, progress or (lambda _: None))
             )
-        found = _box_keys(snapshot, database, identities, snapshot_box, keys_bundle.mark_of(facts))
-        installed = None
-        with contextlib.closing(connect(database)) as conn:
+        with contextlib.closing(connect(target / "venuebox.sqlite")) as conn:
             conn.execute("BEGIN IMMEDIATE")
-            if found is not None:
-                say(f"box keys and identity from {found.identity_file}")
-                installed = keys_bundle.install(found.bundle, target, conn)
-            if installed is None or not installed.admin_token:
-                write_secret(target / "admin.token", secrets.token_urlsafe(32))
-            # The old box's snapshots are not this box's: its retention must never touch them.
-            conn.execute("DELETE FROM snapshots")
             # A new ledger epoch: the restored ledger may lack sheets stored after this snapshot,
             # and tablets send again every sheet they keep when they see it (appliance/watermark.py).
             epoch = new_epoch(conn)
@@ -875,10 +864,11 @@ def restore(
                 "backup.restore",
                 {
                     "snapshot": snapshot.name,
-                    "keys": found is not None,
-                    "identity": found.identity_file if found is not None else None,
-                    "tls_fingerprint": installed.tls_fingerprint if installed is not None else None,
+                    "keys": done.keys_restored,
+                    "identity": done.identity_file,
+                    "tls_fingerprint": done.identity.tls_fingerprint if done.identity is not None else None,
                     "ledger_epoch": epoch,
+                    "from_cloud": done.cloud.appended if done.cloud is not None else None,
                 },
             )
             conn.execute("COMMIT")
@@ -893,6 +883,54 @@ def restore(
                     child.unlink(missing_ok=True)
             os.chmod(target, mode)
         raise
+    return done
+
+
+def unpack(
+    snapshot: Path,
+    target: Path,
+    identities: list[x25519.Identity],
+    progress: Callable[[str], None] | None = None,
+    *,
+    box_id: str | None = None,
+) -> Restored:
+    """The first half of a restore (and of `venuebox recover`): decrypt ``snapshot`` into the
+    empty folder ``target``, check it (integrity and both chains; of box ``box_id`` when given),
+    and put the box's identity back from its keys bundle. No new epoch and no audit record: the
+    caller writes those last, after anything it appends. The caller cleans ``target`` on failure."""
+    say = progress or (lambda _: None)
+    if not snapshot.is_file():
+        raise BackupFailed(f"no snapshot file at {snapshot}")
+    os.chmod(target, 0o700)
+    database = target / "venuebox.sqlite"
+    say(f"decrypting {snapshot.name}")
+    decrypt_to(snapshot, database, identities)
+    os.chmod(database, 0o600)
+    say("checking the database and its hash chains")
+    problems = check_database(database)
+    if problems:
+        raise BackupFailed(f"{snapshot.name} decrypts but is not sound: {'; '.join(problems[:3])}")
+    facts = database_facts(database)
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT box_id FROM box WHERE id = 1").fetchone()
+    snapshot_box = row[0] if row is not None else ""
+    if box_id is not None and snapshot_box != box_id:
+        raise BackupFailed(
+            f"{snapshot.name} is a snapshot of box {snapshot_box}, not of box {box_id} (--data-dir): "
+            "restore it without --data-dir, with the key that opens it (--identity or --passphrase-file)"
+        )
+    found = _box_keys(snapshot, database, identities, snapshot_box, keys_bundle.mark_of(facts))
+    installed = None
+    with contextlib.closing(connect(database)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if found is not None:
+            say(f"box keys and identity from {found.identity_file}")
+            installed = keys_bundle.install(found.bundle, target, conn)
+        if installed is None or not installed.admin_token:
+            write_secret(target / "admin.token", secrets.token_urlsafe(32))
+        # The old box's snapshots are not this box's: its retention must never touch them.
+        conn.execute("DELETE FROM snapshots")
+        conn.execute("COMMIT")
     return Restored(
         target,
         facts["ledger_rows"],

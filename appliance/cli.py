@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 # Every command exits with this when the database file is damaged, `venuebox run` included:
 # systemd/venuebox.service lists it in RestartPreventExitStatus=, so systemd does not restart a box
-# that cannot store a score over and over (docs/operations.md, "The database is damaged").
+# that cannot store a score over and over (docs/operations.md, "The SD card died / the database is damaged").
 EXIT_DATABASE_DAMAGED = 3
 
 
@@ -280,6 +280,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
     s = snap["sheets"]
     click.echo(f"sheets   {s['total']} stored, {s['last_5_min']} in the last 5 min")
     click.echo(f"outbox   {snap['outbox']['records']} records waiting")
+    if snap.get("recovery"):
+        for line in _recovery_lines(snap["recovery"]):
+            click.echo(line)
+
+
+def _recovery_lines(rec: dict[str, Any]) -> list[str]:
+    """What `venuebox status` says of the recovery that built this data dir."""
+    got = rec["sheets"]
+    lines = [
+        f"recovery {rec['at']} from {rec['snapshot']}: {got['snapshot']} sheets from the snapshot, "
+        f"{got['salvage']} salvaged, {got['cloud']} from the cloud; {rec['since']} stored since "
+        "(tablets sending back what they kept, and new scores)"
+    ]
+    for source in ("salvage", "cloud"):
+        if rec[source]["state"] != "used":
+            lines.append(f"         {source} {rec[source]['state']}: {rec[source]['detail']}")
+    missing = rec["missing_sheet_ids"]
+    if missing or rec["missing_unnamed"]:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} sheet(s) seen but not restorable: {', '.join(missing[:5])}")
+        if rec["missing_unnamed"]:
+            parts.append(
+                f"{rec['missing_unnamed']} place(s) of the old ledger (it reached seq {rec['known_head']}) "
+                "that no source could name (a sheet a tablet sent back since is counted in 'stored since', "
+                "not here)"
+            )
+        lines.append(f"missing  {'; '.join(parts)}")
+    else:
+        lines.append("missing  none known")
+    return lines
 
 
 @cli.command()
@@ -1001,9 +1032,17 @@ def backup_verify(ctx: click.Context) -> None:
     default=None,
     help="The backup passphrase (opens backup-identity.age beside the snapshot).",
 )
+@click.option(
+    "--no-cloud", is_flag=True, help="Do not ask the cloud receiver for what it holds beyond the snapshot."
+)
 @click.pass_context
 def restore(
-    ctx: click.Context, snapshot: Path, target: Path, identity: Path | None, passphrase_file: Path | None
+    ctx: click.Context,
+    snapshot: Path,
+    target: Path,
+    identity: Path | None,
+    passphrase_file: Path | None,
+    no_cloud: bool,
 ) -> None:
     """Restore a snapshot into a NEW data dir (never over a live one): the same box, with its keys,
     certificate, tokens and settings from the keys bundle beside the snapshot; then `venuebox verify` it."""
@@ -1019,6 +1058,7 @@ def restore(
             identities,
             progress=lambda step: click.echo(f"  {step}"),
             box_id=_box_id_at(config) if config is not None else None,
+            use_cloud=not no_cloud,
         )
     except NotOpened as exc:
         if config is None or identity is not None or passphrase_file is not None:
@@ -1041,9 +1081,111 @@ def restore(
         f"restored {snapshot.name} into {done.data_dir}: {done.ledger_rows} sheets, "
         f"ledger head {done.ledger_head[:16]}; box keys {box_keys}"
     )
+    if done.cloud is not None and done.cloud.state.state == "used":
+        added = done.cloud.appended
+        click.echo(
+            f"cloud     {added['sheets']} sheets, {added['audit']} audit records after the snapshot "
+            f"from {done.cloud.state.detail}"
+        )
+    elif done.cloud is not None:
+        click.echo(f"cloud     {done.cloud.state.state}: {done.cloud.state.detail}")
     for name, line in _restored_identity(done):
         click.echo(f"{name:<9} {line}")
     click.echo(f"check it: venuebox --data-dir {done.data_dir} verify")
+
+
+@cli.command()
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The new data dir: a path that does not exist yet.",
+)
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The old box's data dir (the old card, mounted): its damaged database is salvaged, its keys "
+    "open its snapshots, its backup_dir is where they are.",
+)
+@click.option(
+    "--snapshot",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A snapshot, or a folder of them (its newest that verifies). Default: the old box's backup_dir.",
+)
+@click.option(
+    "--identity",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An age identity file that opens the snapshots: the organiser's key, or backup-identity.key.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The backup passphrase (opens backup-identity.age beside the snapshots).",
+)
+@click.option("--no-cloud", is_flag=True, help="Do not ask the cloud receiver for what it holds.")
+def recover(
+    target: Path,
+    from_dir: Path | None,
+    snapshot: Path | None,
+    identity: Path | None,
+    passphrase_file: Path | None,
+    no_cloud: bool,
+) -> None:
+    """Rebuild a box whose storage died into a NEW data dir: the newest snapshot that verifies, then
+    what can be salvaged from the damaged database (--from), then what the cloud holds, each only
+    where it continues the hash chains. Tablets then send back what they kept."""
+    from appliance.backup import load_identity
+    from appliance.recovery import old_box
+    from appliance.recovery import recover as do_recover
+
+    old_config = old_box(from_dir)[0] if from_dir is not None else None
+
+    def identities(path: Path) -> list[Any]:
+        return load_identity(identity, passphrase_file, path, old_config)
+
+    done = do_recover(
+        target,
+        from_dir=from_dir,
+        snapshot=snapshot,
+        identities=identities,
+        use_cloud=not no_cloud,
+        progress=lambda step: click.echo(f"  {step}"),
+    )
+    sheets, audit_log = done.chains["sheets"], done.chains["audit"]
+    for name in done.passed_over:
+        click.echo(f"passed over {name}")
+    click.echo(
+        f"snapshot  {done.snapshot.name}: {sheets.count('snapshot')} sheets, "
+        f"{audit_log.count('snapshot')} audit records"
+    )
+    for source, state in (("salvage", done.salvage), ("cloud", done.cloud)):
+        if state.state == "used":
+            click.echo(
+                f"{source:<9} {sheets.count(source)} sheets, {audit_log.count(source)} audit records "
+                f"from {state.detail}"
+            )
+        else:
+            click.echo(f"{source:<9} {state.state}: {state.detail}")
+    click.echo(
+        f"ledger    {sheets.head_seq} sheets (the old ledger reached at least seq {sheets.known_head}), "
+        f"new epoch {done.epoch}: tablets send back every sheet they keep"
+    )
+    if done.listed:
+        click.echo(f"not appended ({len(done.listed)}: they do not continue the hash chains):")
+        for item in done.listed:
+            click.echo(f"  {item.line()}")
+    for name, line in _restored_identity(done.restored):
+        click.echo(f"{name:<9} {line}")
+    click.echo(
+        f"next: venuebox --data-dir {done.data_dir} verify; then start the box on it "
+        '(docs/operations.md, "The SD card died / the database is damaged")'
+    )
 
 
 def _box_id_at(config: Config) -> str | None:

@@ -98,7 +98,7 @@ class RotationRunning(DomainError):
 
 # The runbook section a person with a damaged database follows (docs/operations.md); tests hold the
 # two to the same words.
-DAMAGED_DATABASE_SECTION = "The database is damaged"
+DAMAGED_DATABASE_SECTION = "The SD card died / the database is damaged"
 
 
 class DatabaseDamaged(DomainError):

@@ -17,6 +17,7 @@ from appliance.config import Config
 from appliance.devices import list_devices
 from appliance.event import event_summary
 from appliance.presence import presence_state
+from appliance.recovery import recovery_view
 from appliance.storage.db import Store
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.uplink_state import uplink_view
@@ -58,6 +59,7 @@ def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = No
         "audit": {"rows": audit_rows, "head_hash": audit_head},
         "outbox": outbox.backlog(conn, now),
         "uplink": uplink_view(conn, config, now),
+        "recovery": recovery_view(conn),
     }
 
 

@@ -208,11 +208,13 @@ def pause(
     reason: str,
     target_fingerprint: str | None,
     fork_seq: int | None = None,
+    fork_chain: str = "sheets",
 ) -> None:
     """Stop sending until a person acts (inside the writer's transaction): the state "paused" with
     ``reason`` for ``target_fingerprint`` (a new target, or a sync, ends it), and its critical alert:
-    ``uplink-fork`` when the receiver refused a sheet as a fork of its copy of the ledger at
-    ``fork_seq``, else ``uplink-refused``."""
+    ``uplink-fork`` when the receiver refused a record as a fork of its copy of the box's chain
+    ``fork_chain`` ("sheets": the ledger, "audit": the audit log) at ``fork_seq``, else
+    ``uplink-refused``."""
     from appliance import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
 
     update_state(
@@ -228,18 +230,23 @@ def pause(
     if fork_seq is None:
         alerts.clear_alert(conn, FORK_FINGERPRINT, now)
     else:
+        thing, place, chain, runbook = (
+            ("audit-log entry", "audit-log position", "audit log", "on a fork at the cloud")
+            if fork_chain == "audit"
+            else ("sheet", "ledger position", "ledger", '"The cloud holds a different sheet"')
+        )
         alerts.raise_alert(
             conn,
             FORK_FINGERPRINT,
             "critical",
-            "Uplink stopped: the cloud holds a different sheet",
-            f"The cloud already holds a different sheet at ledger position {fork_seq} of this box: "
-            "this box's ledger and the cloud's copy disagree (usually this box was restored from a "
+            f"Uplink stopped: the cloud holds a different {thing}",
+            f"The cloud already holds a different {thing} at {place} {fork_seq} of this box: "
+            f"this box's {chain} and the cloud's copy disagree (usually this box was restored from a "
             "snapshot older than what the cloud received, or two boxes run with the same box id). "
-            "The uplink is paused so the cloud never holds two sheets for one position; every score "
+            f"The uplink is paused so the cloud never holds two {thing}s for one position; every score "
             "stays safe on this box. Do not reconfigure the uplink or point it at another receiver "
-            'blindly: follow the runbook (operations, section 10, "The cloud holds a different '
-            'sheet"). `venuebox uplink sync` tries once more.',
+            f"blindly: follow the runbook (operations, section 10, {runbook}). `venuebox uplink sync` "
+            "tries once more.",
             now,
         )
     check_alerts(conn, config, now)

@@ -210,6 +210,8 @@ class RunningBox:
     env: dict[str, str] = field(default_factory=dict)
     # 0: any free port (a new one on each start); a browser test that restarts the box keeps one.
     port: int = 0
+    # The same for the admin API (simulated tablets pair through it: a recovery drill keeps it).
+    admin_port: int = 0
 
     def start(self, timeout: float = 15.0) -> RunningBox:
         runtime = self.config.data_dir / "daemon.json"
@@ -229,7 +231,7 @@ class RunningBox:
                 "--port",
                 str(self.port),
                 "--admin-port",
-                "0",
+                str(self.admin_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

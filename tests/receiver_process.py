@@ -58,6 +58,20 @@ def record(
     }
 
 
+def audit_record(record_id: str, seq: int, *, action: str = "box.freeze", **fields: Any) -> dict[str, Any]:
+    """An audit record as the box sends it: its payload the audit-log row, with its place in the
+    audit log (``seq``) and its hash, made of the row (another ``action``: another hash)."""
+    row = {"seq": seq, "at": "2026-03-14T10:42:07.123456Z", "actor": "tech", "action": action}
+    digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+    return {
+        "id": record_id,
+        "kind": "audit",
+        "created_at": "2026-03-14T10:42:07.123456Z",
+        "payload": row | {"detail": {}, "request_id": None, "prev_hash": "0" * 64, "hash": digest},
+        **fields,
+    }
+
+
 @dataclass
 class RunningReceiver:
     """An `ingest-server run` process on an ephemeral port."""
@@ -156,6 +170,11 @@ class RunningReceiver:
         with self.client() as client:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             return client.get(f"/v1/boxes/{box_id}/ledger", params=params, headers=headers)
+
+    def chain(self, token: str, chain: str, box_id: str = BOX, **params: Any) -> httpx.Response:
+        with self.client() as client:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return client.get(f"/v1/boxes/{box_id}/chains/{chain}", params=params, headers=headers)
 
     def stored_ids(self, box_id: str = BOX) -> list[str]:
         conn = sqlite3.connect(self.data_dir / "receiver.sqlite")

@@ -18,9 +18,11 @@ What this project adds, in the same spirit:
   the box then signs with the receiver's time (its ``Date`` header) and retries at once.
 * The same ``Idempotency-Key`` with the same body gets the first answer again; with another body,
   422 ``idempotency-mismatch``.
-* One sheet per ledger place: a ``sheet`` record carries its ledger ``seq`` and ``hash``; the same
-  place with the same hash is acked and not stored again (whatever the record id), with another
-  hash the whole batch is refused, 409 ``chain-fork``, nothing of it stored; the box pauses.
+* One record per chain place: a ``sheet`` record carries its ledger ``seq`` and ``hash``, an
+  ``audit`` record its audit-log ``seq`` and ``hash``; the receiver keys a place by (box, chain,
+  seq), the chain ``sheets`` or ``audit``. The same place with the same hash is acked and not
+  stored again (whatever the record id), with another hash the whole batch is refused, 409
+  ``chain-fork`` naming the ``chain``, nothing of it stored; the box pauses.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The reference uplink receiver (`venuebox ingest-server`): the cloud end of PROTOCOL.md "Uplink".
 
 It checks each box's bearer token and body signature, stores records per box in SQLite with the
-record id unique (a record id seen before is acked again, never stored twice) and each box's ledger
-unforked (one sheet per ledger seq: a batch that would put another sheet there is refused, 409
-``chain-fork``), answers a batch only after the commit that stores it, replays the stored answer
-for a repeated ``Idempotency-Key``, and serves the records back in order
-(``GET /v1/boxes/{box_id}/records?after=``), its copy of a box's ledger
-(``GET /v1/boxes/{box_id}/ledger?after=``) and ``/metrics``.
+record id unique (a record id seen before is acked again, never stored twice) and each box's
+chains unforked (one sheet per ledger seq, one audit record per audit-log seq: a batch that would
+put another one there is refused, 409 ``chain-fork``), answers a batch only after the commit that
+stores it, replays the stored answer for a repeated ``Idempotency-Key``, and serves the records
+back in order (``GET /v1/boxes/{box_id}/records?after=``), its copy of a box's chains
+(``GET /v1/boxes/{box_id}/chains/{sheets|audit}?after=``; ``/ledger`` is the sheets' in its
+earlier shape) and ``/metrics``.
 
 Storage and tokens live in ``uplink/receiver_store.py``; this module is the HTTP layer and the
 process (``run_receiver``). It never logs a token, a signature or a payload.
@@ -33,7 +34,7 @@ from litestar.params import FromPath, QueryParameter
 from prometheus_client import Counter
 
 from appliance import __version__
-from appliance.errors import DomainError
+from appliance.errors import DomainError, NotFound
 from appliance.logs import LogContextMiddleware
 from appliance.storage.db import Store
 from edge_api.body import decode
@@ -53,6 +54,7 @@ from uplink.protocol import (
     verify_signature,
 )
 from uplink.receiver_store import (
+    CHAINS,
     DB_FILE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     RUNTIME_FILE,
@@ -64,6 +66,7 @@ from uplink.receiver_store import (
     SignatureClockSkew,
     UplinkUnauthenticated,
     body_hash,
+    chain_after,
     check_batch,
     ledger_after,
     migrate,
@@ -89,7 +92,7 @@ _PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
     IdempotencyKeyRequired: (400, "idempotency-key-required", "A batch needs an Idempotency-Key header"),
     BatchKeyReused: (422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"),
     BatchTooLarge: (413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
-    ChainFork: (409, "chain-fork", "The receiver holds a different sheet at this ledger seq of the box"),
+    ChainFork: (409, "chain-fork", "The receiver holds a different record at this place of the box's chain"),
 }
 _DESCRIPTIONS = DESCRIPTIONS | {slug: title for (_, slug, title) in _PROBLEMS.values()}
 _UNAUTHENTICATED = (
@@ -120,14 +123,16 @@ class ReceiverMetrics(Metrics):
         )
         self.records_duplicate = counter(
             "venuebox_receiver_records_duplicate",
-            "Records acked again, not stored: their id, or their sheet at its ledger place, was stored.",
+            "Records acked again, not stored: their id, or their sheet or audit record at its chain "
+            "place, was stored.",
         )
         self.records_rejected = counter(
             "venuebox_receiver_records_rejected", "Records rejected as malformed (422 in `rejected`)."
         )
         self.chain_forks = counter(
             "venuebox_receiver_chain_forks",
-            "Batches refused 409 chain-fork: a sheet at a ledger seq the receiver holds another sheet at.",
+            "Batches refused 409 chain-fork: a sheet or audit record at a place of the box's ledger or "
+            "audit log the receiver holds another one at.",
         )
         self.auth_failures = counter(
             "venuebox_receiver_auth_failures",
@@ -200,7 +205,8 @@ async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]
         # fork stands), and a corrected batch under the same key is not taken for a mismatch.
         metrics.chain_forks.inc()
         log.warning(
-            "refused a batch: it forks the box's ledger", extra={"box_id": box_id, "seq": exc.extra["seq"]}
+            "refused a batch: it forks one of the box's chains",
+            extra={"box_id": box_id, "chain": exc.extra["chain"], "seq": exc.extra["seq"]},
         )
         raise
     metrics.batches.labels("replayed" if outcome.replayed else "stored").inc()
@@ -231,15 +237,36 @@ async def get_ledger(
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Response[Any]:
     """The receiver's copy of the box's ledger: its head (highest ledger seq held, its hash), and
-    the sheets with ledger seq > ``after``, in ledger order; ``last_seq`` is the next ``after``."""
+    the sheets with ledger seq > ``after``, in ledger order; ``last_seq`` is the next ``after``.
+    The ``sheets`` chain of ``/chains``, in the shape this endpoint had before it."""
     _authenticate(request, box_id)
     store: Store = request.app.state.store
     return json_response(await store.read(lambda conn: ledger_after(conn, box_id, after, limit)))
 
 
-class ChainForkProblem(Problem, kw_only=True, omit_defaults=True):
-    """A ``chain-fork`` problem names the place and both sheets' hashes, for the box to act on."""
+@get("/v1/boxes/{box_id:str}/chains/{chain:str}")
+async def get_chain(
+    request: Request,
+    box_id: FromPath[str],
+    chain: FromPath[str],
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Response[Any]:
+    """The receiver's copy of one of the box's chains, ``sheets`` (the ledger) or ``audit`` (the
+    audit log): its head (highest seq held, its hash), how many places it holds, and the entries
+    with chain seq > ``after``, in chain order; ``last_seq`` is the next ``after``."""
+    _authenticate(request, box_id)
+    if chain not in CHAINS:
+        raise NotFound(f"no chain {chain!r}: a box's chains are {' and '.join(CHAINS)}")
+    store: Store = request.app.state.store
+    return json_response(await store.read(lambda conn: chain_after(conn, box_id, chain, after, limit)))
 
+
+class ChainForkProblem(Problem, kw_only=True, omit_defaults=True):
+    """A ``chain-fork`` problem names the chain ("sheets" or "audit"), the place and both records'
+    hashes, for the box to act on."""
+
+    chain: str | None = None
     seq: int | None = None
     held_hash: str | None = None
     offered_hash: str | None = None
@@ -267,7 +294,15 @@ def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetric
     only exposes ``/v1``) when the metrics must stay private."""
     metrics = metrics or ReceiverMetrics()
     app = Litestar(
-        route_handlers=[post_records, get_records, get_ledger, health, problem_type, metrics_route(metrics)],
+        route_handlers=[
+            post_records,
+            get_records,
+            get_ledger,
+            get_chain,
+            health,
+            problem_type,
+            metrics_route(metrics),
+        ],
         exception_handlers=make_exception_handlers(1) | dict.fromkeys(_PROBLEMS, _on_receiver_problem),
         request_max_body_size=MAX_BATCH_BYTES,
         state=State({"store": store, "tokens": tokens, "metrics": metrics}),

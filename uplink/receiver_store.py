@@ -35,6 +35,9 @@ MAX_RECORD_ID_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 _BOX_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _LEDGER_HASH = re.compile(r"^[0-9a-f]{64}$")
+# The box's hash chains the receiver keeps unforked, by the kind of record that carries their rows.
+CHAIN_OF_KIND = {"sheet": "sheets", "audit": "audit"}
+CHAINS = tuple(CHAIN_OF_KIND.values())
 
 log = logging.getLogger("venuebox.receiver")
 
@@ -109,6 +112,56 @@ def m002_sheet_chain(db: Database) -> None:
         )
 
 
+@migrations()
+def m003_chain_places(db: Database) -> None:
+    # The audit log is a chain of the box too (PROTOCOL.md, "Recovery and the safe watermark"): the
+    # receiver keys a place by (box, chain, seq), "sheets" (the ledger) or "audit" (the audit log),
+    # in one table that replaces sheet_chain (its places are copied over as they are). Audit
+    # records stored before this version are placed the way m002 placed the sheets: in the order
+    # they were stored, the first keeping a place two disagree on (the other stays in ``records``,
+    # outside the chain). Plain statements, not a script: they stay in the migration's transaction.
+    db.execute(
+        """
+        CREATE TABLE chain_places (
+            box_id TEXT NOT NULL,
+            chain TEXT NOT NULL CHECK (chain IN ('sheets', 'audit')),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            record_seq INTEGER NOT NULL REFERENCES records (seq),
+            PRIMARY KEY (box_id, chain, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        "INSERT INTO chain_places (box_id, chain, seq, hash, record_seq)"
+        " SELECT box_id, 'sheets', seq, hash, record_seq FROM sheet_chain"
+    )
+    db.execute("DROP TABLE sheet_chain")
+    db.execute(
+        """
+        INSERT OR IGNORE INTO chain_places (box_id, chain, seq, hash, record_seq)
+            SELECT box_id, 'audit', json_extract(payload, '$.seq'), json_extract(payload, '$.hash'), seq
+            FROM records
+            WHERE kind = 'audit'
+              AND json_type(payload, '$.seq') = 'integer' AND json_extract(payload, '$.seq') >= 1
+              AND json_type(payload, '$.hash') = 'text' AND length(json_extract(payload, '$.hash')) = 64
+              AND json_extract(payload, '$.hash') NOT GLOB '*[^0-9a-f]*'
+            ORDER BY seq
+        """
+    )
+    forks = db.execute(
+        "SELECT count(*) FROM records r JOIN chain_places c"
+        " ON c.box_id = r.box_id AND c.chain = 'audit' AND c.seq = json_extract(r.payload, '$.seq')"
+        " WHERE r.kind = 'audit' AND c.record_seq != r.seq AND c.hash != json_extract(r.payload, '$.hash')"
+    ).fetchone()[0]
+    if forks:
+        log.warning(
+            "%d audit record(s) stored before this version disagree with the audit record stored first "
+            "at their audit-log seq (forks): they stay in the records, outside their box's chain",
+            forks,
+        )
+
+
 def migrate(db: Database) -> int:
     """Apply the receiver's pending migrations; returns its schema version."""
     migrations.apply(db)
@@ -143,9 +196,11 @@ class BatchTooLarge(DomainError):
 
 
 class ChainFork(DomainError):
-    """A batch would put a second, different sheet at a ledger seq of the box: the receiver already
-    holds another sheet (another hash) there, or two records of the batch disagree. ``extra`` has
-    ``seq``, ``held_hash``, ``offered_hash`` and ``record_id``. Nothing of the batch is stored."""
+    """A batch would put a second, different record at a place of one of the box's chains (a sheet
+    at a ledger seq, an audit record at an audit-log seq): the receiver already holds another one
+    (another hash) there, or two records of the batch disagree. ``extra`` has ``chain`` ("sheets"
+    or "audit"), ``seq``, ``held_hash``, ``offered_hash`` and ``record_id``. Nothing of the batch
+    is stored."""
 
 
 class BoxRefused(DomainError):
@@ -242,8 +297,9 @@ class Batch:
     rows: list[tuple[str, str, str, str]]  # record_id, kind, created_at, payload JSON
     acked: list[str]
     rejected: list[Rejected]
-    # Per row: a sheet's place in its box's ledger (ledger seq, hash); None for other kinds.
-    positions: list[tuple[int, str] | None] = field(default_factory=list)
+    # Per row: its place in one of its box's chains (chain, seq, hash) for a sheet (the ledger) or
+    # an audit record (the audit log); None for other kinds.
+    positions: list[tuple[str, int, str] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -273,19 +329,20 @@ def record_problem(record: Record) -> str | None:
         return f"created_at: {exc}"
     if not isinstance(record.payload, dict):
         return "payload: must be a JSON object"
-    if record.kind == "sheet":
-        return _sheet_position_problem(record.payload)
+    if record.kind in CHAIN_OF_KIND:
+        return _chain_position_problem(record.kind, record.payload)
     return None
 
 
-def _sheet_position_problem(payload: dict[str, Any]) -> str | None:
-    # A sheet without its ledger place could not be checked for a fork: it is not stored.
+def _chain_position_problem(kind: str, payload: dict[str, Any]) -> str | None:
+    # A record without its chain place could not be checked for a fork: it is not stored.
+    what, chain = ("a sheet", "ledger") if kind == "sheet" else ("an audit", "audit-log")
     seq = payload.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        return "payload.seq: a sheet record carries its ledger seq, an integer from 1"
-    ledger_hash = payload.get("hash")
-    if not isinstance(ledger_hash, str) or not _LEDGER_HASH.match(ledger_hash):
-        return "payload.hash: a sheet record carries its ledger hash, 64 lowercase hex digits"
+        return f"payload.seq: {what} record carries its {chain} seq, an integer from 1"
+    chain_hash = payload.get("hash")
+    if not isinstance(chain_hash, str) or not _LEDGER_HASH.match(chain_hash):
+        return f"payload.hash: {what} record carries its {chain} hash, 64 lowercase hex digits"
     return None
 
 
@@ -297,9 +354,8 @@ def check_batch(records: list[Record]) -> Batch:
         problem = record_problem(record)
         if problem is None:
             batch.rows.append((record.id, record.kind, record.created_at, encode(record.payload).decode()))
-            batch.positions.append(
-                (record.payload["seq"], record.payload["hash"]) if record.kind == "sheet" else None
-            )
+            chain = CHAIN_OF_KIND.get(record.kind)
+            batch.positions.append((chain, record.payload["seq"], record.payload["hash"]) if chain else None)
             batch.acked.append(record.id)
         else:
             record_id = record.id if isinstance(record.id, str) else ""
@@ -325,9 +381,10 @@ def stored_answer(conn: sqlite3.Connection, box_id: str, key: str, digest: str) 
 
 def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, batch: Batch) -> BatchOutcome:
     """Store a checked batch in the writer's transaction: every good record once (a record id the
-    box sent before is acked again, not stored again; so is a sheet whose ledger seq and hash are
-    held already, under whatever record id), and the answer under the batch's key. ChainFork, and
-    nothing stored (not even the answer), when a sheet would fork its box's ledger."""
+    box sent before is acked again, not stored again; so is a sheet or an audit record whose chain
+    place and hash are held already, under whatever record id), and the answer under the batch's
+    key. ChainFork, and nothing stored (not even the answer), when a record would fork its box's
+    ledger or audit log."""
     answer = stored_answer(conn, box_id, key, digest)
     if answer is not None:  # the same batch raced in on another connection and won
         return BatchOutcome(answer, 0, 0, 0, replayed=True)
@@ -342,12 +399,13 @@ def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, ba
     )
     stored = conn.total_changes - before
     if stored and any(batch.positions):
-        # The sheets just stored take their places; each place was free (checked above), and the
-        # primary key would refuse a second sheet anyway, failing the whole batch.
+        # The sheets and audit records just stored take their places; each place was free (checked
+        # above), and the primary key would refuse a second record anyway, failing the whole batch.
         conn.execute(
-            "INSERT INTO sheet_chain (box_id, seq, hash, record_seq)"
-            " SELECT box_id, json_extract(payload, '$.seq'), json_extract(payload, '$.hash'), seq"
-            " FROM records WHERE seq > ? AND kind = 'sheet'",
+            "INSERT INTO chain_places (box_id, chain, seq, hash, record_seq)"
+            " SELECT box_id, CASE kind WHEN 'sheet' THEN 'sheets' ELSE 'audit' END,"
+            " json_extract(payload, '$.seq'), json_extract(payload, '$.hash'), seq"
+            " FROM records WHERE seq > ? AND kind IN ('sheet', 'audit')",
             (last_seq,),
         )
     answer = msgspec.json.encode(RecordsAck(acked=batch.acked, rejected=batch.rejected))
@@ -360,31 +418,35 @@ def store_batch(conn: sqlite3.Connection, box_id: str, key: str, digest: str, ba
 
 
 def _rows_to_store(conn: sqlite3.Connection, box_id: str, batch: Batch) -> list[tuple[str, str, str, str]]:
-    """The batch's rows minus the sheets whose ledger place already holds the same sheet (acked,
-    not stored again: exactly one record per ledger row). ChainFork when a sheet's place holds
-    another one, at the receiver or earlier in the batch, unless that very record id is stored
-    already (a resend of a stored record is always acked, as before)."""
-    seqs = [position[0] for position in batch.positions if position is not None]
-    if not seqs:
+    """The batch's rows minus the sheets and audit records whose chain place already holds the same
+    record (acked, not stored again: exactly one record per ledger or audit-log row). ChainFork
+    when a record's place holds another one, at the receiver or earlier in the batch, unless that
+    very record id is stored already (a resend of a stored record is always acked, as before)."""
+    wanted = [[p[0], p[1]] for p in batch.positions if p is not None]
+    if not wanted:
         return batch.rows
     held = conn.execute(
-        "SELECT seq, hash FROM sheet_chain WHERE box_id = ? AND seq IN (SELECT value FROM json_each(?))",
-        (box_id, json.dumps(seqs)),
+        # CROSS JOIN: the batch's places drive the loop, each one primary-key lookup (a plain join
+        # may scan all of the box's places instead).
+        "SELECT c.chain, c.seq, c.hash FROM json_each(?) w CROSS JOIN chain_places c ON c.box_id = ?"
+        " AND c.chain = json_extract(w.value, '$[0]') AND c.seq = json_extract(w.value, '$[1]')",
+        (json.dumps(wanted), box_id),
     ).fetchall()
-    places: dict[int, tuple[str, bool]] = {seq: (h, True) for seq, h in held}  # seq -> hash, held
+    # (chain, seq) -> (hash, held by the receiver rather than an earlier record of the batch)
+    places: dict[tuple[str, int], tuple[str, bool]] = {(c, seq): (h, True) for c, seq, h in held}
     rows = []
-    forks: list[tuple[str, int, str, bool, str]] = []  # record id, seq, hash there, held, offered
+    forks: list[tuple[str, str, int, str, bool, str]] = []  # record id, chain, seq, hash there, held, offered
     for row, position in zip(batch.rows, batch.positions, strict=True):
         if position is None:
             rows.append(row)
             continue
-        seq, offered = position
-        there = places.get(seq)
+        chain, seq, offered = position
+        there = places.get((chain, seq))
         if there is None:
-            places[seq] = (offered, False)
+            places[(chain, seq)] = (offered, False)
             rows.append(row)
         elif there[0] != offered:
-            forks.append((row[0], seq, there[0], there[1], offered))
+            forks.append((row[0], chain, seq, there[0], there[1], offered))
     if forks:
         stored = {
             r[0]
@@ -396,16 +458,22 @@ def _rows_to_store(conn: sqlite3.Connection, box_id: str, batch: Batch) -> list[
         }
         forks = [fork for fork in forks if fork[0] not in stored]
     if forks:
-        record_id, seq, there, held_here, offered = forks[0]
+        record_id, chain, seq, there, held_here, offered = forks[0]
+        a_what, what, place, chain_name = (
+            ("a sheet", "sheet", "ledger seq", "ledger")
+            if chain == "sheets"
+            else ("an audit record", "audit record", "audit-log seq", "audit log")
+        )
         where = (
-            "the receiver already holds a different sheet there"
+            f"the receiver already holds a different {what} there"
             if held_here
-            else "an earlier record of this batch puts a different sheet there"
+            else f"an earlier record of this batch puts a different {what} there"
         )
         raise ChainFork(
-            f"record {record_id} puts a sheet at ledger seq {seq} of box {box_id}, but {where} "
-            f"(hash held {there}, hash offered {offered}): the box's ledger and the receiver's copy "
+            f"record {record_id} puts {a_what} at {place} {seq} of box {box_id}, but {where} (hash "
+            f"held {there}, hash offered {offered}): the box's {chain_name} and the receiver's copy "
             "disagree. Nothing of this batch was stored.",
+            chain=chain,
             seq=seq,
             held_hash=there,
             offered_hash=offered,
@@ -449,13 +517,13 @@ def records_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int)
     return RecordsPage(records=records, last_seq=records[-1].seq if records else after)
 
 
-class LedgerHead(msgspec.Struct, kw_only=True):
-    seq: int  # the highest ledger seq the receiver holds a sheet for
-    hash: str  # that sheet's ledger hash
+class ChainHead(msgspec.Struct, kw_only=True):
+    seq: int  # the highest seq of the chain the receiver holds a record for
+    hash: str  # that record's chain hash
 
 
-class LedgerSheet(msgspec.Struct, kw_only=True):
-    seq: int  # the box's ledger seq (not the receiver's record seq)
+class ChainEntry(msgspec.Struct, kw_only=True):
+    seq: int  # the box's chain seq (not the receiver's record seq)
     hash: str
     id: str
     created_at: str
@@ -463,29 +531,43 @@ class LedgerSheet(msgspec.Struct, kw_only=True):
     received_at: str
 
 
-class LedgerPage(msgspec.Struct, kw_only=True):
-    head: LedgerHead | None  # None: the receiver holds no sheet of this box
-    sheets_held: int  # equal to head.seq when the receiver's copy has no gap
-    sheets: list[LedgerSheet]
+class ChainPage(msgspec.Struct, kw_only=True):
+    chain: str  # "sheets" (the ledger) or "audit" (the audit log)
+    head: ChainHead | None  # None: the receiver holds no record of this chain of the box
+    held: int  # equal to head.seq when the receiver's copy has no gap
+    entries: list[ChainEntry]
     last_seq: int  # pass it as the next ``after``; the same ``after`` when nothing is newer
 
 
-def ledger_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int) -> LedgerPage:
-    """The receiver's copy of the box's ledger: where it ends (the highest ledger seq held and its
-    hash, and how many sheets are held), and up to ``limit`` of its sheets with ledger seq >
-    ``after``, in ledger order. What a recovering box reads to continue its chain from exactly
-    where the receiver has it."""
+class LedgerPage(msgspec.Struct, kw_only=True):
+    """``GET /ledger``'s answer: the ``sheets`` chain under the names it had before the audit log."""
+
+    head: ChainHead | None
+    sheets_held: int
+    sheets: list[ChainEntry]
+    last_seq: int
+
+
+def chain_after(conn: sqlite3.Connection, box_id: str, chain: str, after: int, limit: int) -> ChainPage:
+    """The receiver's copy of one of the box's chains (``CHAINS``): where it ends (the highest seq
+    held and its hash, and how many places are held), and up to ``limit`` of its records with chain
+    seq > ``after``, in chain order. What a recovering box reads to continue its ledger or audit log
+    from exactly where the receiver has it."""
     head = conn.execute(
-        "SELECT seq, hash FROM sheet_chain WHERE box_id = ? ORDER BY seq DESC LIMIT 1", (box_id,)
+        "SELECT seq, hash FROM chain_places WHERE box_id = ? AND chain = ? ORDER BY seq DESC LIMIT 1",
+        (box_id, chain),
     ).fetchone()
-    held = conn.execute("SELECT count(*) FROM sheet_chain WHERE box_id = ?", (box_id,)).fetchone()[0]
+    held = conn.execute(
+        "SELECT count(*) FROM chain_places WHERE box_id = ? AND chain = ?", (box_id, chain)
+    ).fetchone()[0]
     rows = conn.execute(
-        "SELECT c.seq, c.hash, r.record_id, r.created_at, r.payload, r.received_at FROM sheet_chain c"
-        " JOIN records r ON r.seq = c.record_seq WHERE c.box_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
-        (box_id, after, limit),
+        "SELECT c.seq, c.hash, r.record_id, r.created_at, r.payload, r.received_at FROM chain_places c"
+        " JOIN records r ON r.seq = c.record_seq WHERE c.box_id = ? AND c.chain = ? AND c.seq > ?"
+        " ORDER BY c.seq LIMIT ?",
+        (box_id, chain, after, limit),
     ).fetchall()
-    sheets = [
-        LedgerSheet(
+    entries = [
+        ChainEntry(
             seq=r[0],
             hash=r[1],
             id=r[2],
@@ -495,12 +577,19 @@ def ledger_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int) 
         )
         for r in rows
     ]
-    return LedgerPage(
-        head=LedgerHead(seq=head[0], hash=head[1]) if head else None,
-        sheets_held=held,
-        sheets=sheets,
-        last_seq=sheets[-1].seq if sheets else after,
+    return ChainPage(
+        chain=chain,
+        head=ChainHead(seq=head[0], hash=head[1]) if head else None,
+        held=held,
+        entries=entries,
+        last_seq=entries[-1].seq if entries else after,
     )
+
+
+def ledger_after(conn: sqlite3.Connection, box_id: str, after: int, limit: int) -> LedgerPage:
+    """``chain_after`` for the ledger, in ``GET /ledger``'s shape."""
+    page = chain_after(conn, box_id, "sheets", after, limit)
+    return LedgerPage(head=page.head, sheets_held=page.held, sheets=page.entries, last_seq=page.last_seq)
 
 
 def runtime_info(data_dir: Path) -> dict[str, Any] | None:

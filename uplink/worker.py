@@ -16,8 +16,8 @@ to a cap, honour ``Retry-After``, and after ``uplink_breaker_failures`` in a row
 one trial request per backoff until one succeeds. Answers that will never succeed are not retried
 forever: refused credentials or a wrong URL pause the uplink (critical alert) until it is
 reconfigured or a tech asks for a sync, and so does a batch the receiver refuses as a fork of its
-copy of the box's ledger (409 ``chain-fork``: critical alert ``uplink-fork``; resending can never
-make the two ledgers agree); a record the receiver rejects is quarantined alone; a
+copy of the box's ledger or audit log (409 ``chain-fork``: critical alert ``uplink-fork``; resending
+can never make the two chains agree); a record the receiver rejects is quarantined alone; a
 batch refused as a whole is split until the one bad record is found. Freeze does not stop it:
 freeze halts writes of competition data, not their delivery.
 """
@@ -116,8 +116,9 @@ class Outcome:
     ``acked``: the receiver answered 200 with its ack (``acked`` ids, ``rejected`` (id, reason)).
     ``retry``: not stored, or unknown (network, timeout, 408/429/5xx): same batch after a backoff.
     ``pause``: will never succeed as configured (credentials, wrong URL): stop until a person acts.
-    ``fork``: the receiver holds another sheet at ledger seq ``fork_seq`` of this box (409
-    ``chain-fork``): pause the same way, with the ``uplink-fork`` alert.
+    ``fork``: the receiver holds another record at seq ``fork_seq`` of this box's chain
+    ``fork_chain`` ("sheets": the ledger, "audit": the audit log; 409 ``chain-fork``): pause the
+    same way, with the ``uplink-fork`` alert.
     ``refused``: the receiver refused this batch as a whole (400/413/422...): split it, or
     quarantine it when it is one record. ``rekey``: the batch id was used for another body: resend
     under a new id. ``clock``: the signature time was refused; sign with the receiver's clock."""
@@ -129,6 +130,7 @@ class Outcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     clock_offset_s: float | None = None
     fork_seq: int | None = None
+    fork_chain: str = "sheets"
 
 
 def _problem_text(response: httpx.Response) -> str:
@@ -204,15 +206,32 @@ def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Out
     if status == 409 and _problem_type(response).endswith("/chain-fork"):
         seq = _problem_field(response, "seq")
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
-        where = f"ledger position {seq}" if seq else "a ledger position"
-        return Outcome(
-            "fork",
-            f"the cloud holds a different sheet at {where} of this box (409 chain-fork): this box's "
-            "ledger and the cloud's copy disagree, so nothing more is sent. Scores are safe on the "
-            "box. Do not reconfigure blindly: see the runbook, uplink section, "
-            '"The cloud holds a different sheet".',
-            fork_seq=seq,
+        # A receiver that names no chain (older than the audit log's) means the ledger.
+        chain = "audit" if _problem_field(response, "chain") == "audit" else "sheets"
+        thing, place, some_place, chain_name, runbook = (
+            (
+                "audit-log entry",
+                "audit-log position",
+                "an audit-log position",
+                "audit log",
+                "on a fork at the cloud",
+            )
+            if chain == "audit"
+            else (
+                "sheet",
+                "ledger position",
+                "a ledger position",
+                "ledger",
+                '"The cloud holds a different sheet"',
+            )
         )
+        where = f"{place} {seq}" if seq else some_place
+        said = (
+            f"the cloud holds a different {thing} at {where} of this box (409 chain-fork): this box's "
+            f"{chain_name} and the cloud's copy disagree, so nothing more is sent. Scores are safe on "
+            f"the box. Do not reconfigure blindly: see the runbook, uplink section, {runbook}."
+        )
+        return Outcome("fork", said, fork_seq=seq, fork_chain=chain)
     if status == 422 and _problem_type(response).endswith("/idempotency-mismatch"):
         return Outcome("rekey", f"the receiver saw this batch id with other content{said_part}")
     return Outcome("refused", f"the receiver refused the batch ({status}){said_part}")
@@ -667,8 +686,11 @@ class UplinkWorker:
             self._token = ""
             reason = outcome.error or "paused"
             fork_seq = outcome.fork_seq if outcome.kind == "fork" else None
+            chain = outcome.fork_chain
             # The batch stays open (same id, same body): a sync resends it as it was.
-            await self.store.write(lambda conn: pause(conn, self.config, now, reason, fingerprint, fork_seq))
+            await self.store.write(
+                lambda conn: pause(conn, self.config, now, reason, fingerprint, fork_seq, fork_chain=chain)
+            )
             log.error("uplink paused: %s", outcome.error)
             return settings.poll_s
         return await self._failed(outcome.error or "failed", outcome.retry_after_s, now)

@@ -353,6 +353,14 @@ def m008_ledger_epoch(db: Database) -> None:
     db.execute("UPDATE box SET ledger_epoch = lower(hex(randomblob(8)))")
 
 
+@migrations()
+def m009_recoveries(db: Database) -> None:
+    # Each `venuebox recover` that built this data dir (appliance/recovery.py): when, and as JSON
+    # what came from where (snapshot, salvage, cloud), what was not appended and why, and how far
+    # the old ledger is known to have reached, for `venuebox status` and the console.
+    db.execute("CREATE TABLE recoveries (id INTEGER PRIMARY KEY, at TEXT NOT NULL, detail TEXT NOT NULL)")
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

@@ -288,5 +288,10 @@ def test_the_runbook_section_the_error_points_at_has_the_steps_it_names() -> Non
     assert FIRST_STEPS[1].lower() in steps[2]
     assert "venuebox" in steps[3] and "export" in steps[3]
     recovery = " ".join(steps[n] for n in range(4, len(steps) + 1))
-    assert "venuebox restore" in recovery and "--to" in recovery and "backups/" in recovery
-    assert "verify" in recovery
+    assert "venuebox recover" in recovery and "verify" in recovery and "venuebox status" in recovery
+    # The commands for each card, word for word as tests/integration/test_recovery_drill.py runs them.
+    assert "sudo venuebox recover --from /media/oldcard/venuebox --to /var/lib/venuebox-recovered" in section
+    assert (
+        "sudo venuebox recover --snapshot /media/backup/venuebox --identity organiser-key.txt "
+        "--to /var/lib/venuebox-recovered" in section
+    )

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlite_utils import Database
 
-from tests.receiver_process import BOX, RunningReceiver, add_box, cli, record
+from tests.receiver_process import BOX, RunningReceiver, add_box, audit_record, cli, record
 from uplink import receiver_store
 from uplink.protocol import (
     IDEMPOTENCY_HEADER,
@@ -316,7 +316,14 @@ def test_a_different_sheet_at_a_held_ledger_seq_is_a_fork_and_nothing_of_its_bat
     refused = rx.post(token, forking, key="batch-2")
     problem = assert_problem(refused, 409)
     assert problem["type"] == "/problems/chain-fork"
-    assert (problem["seq"], problem["held_hash"], problem["offered_hash"], problem["record_id"]) == (
+    assert (
+        problem["chain"],
+        problem["seq"],
+        problem["held_hash"],
+        problem["offered_hash"],
+        problem["record_id"],
+    ) == (
+        "sheets",
         2,
         sheet_hash("b"),
         sheet_hash("another"),
@@ -326,7 +333,7 @@ def test_a_different_sheet_at_a_held_ledger_seq_is_a_fork_and_nothing_of_its_bat
     assert sheet_hash("another") in problem["detail"]
     # Nothing of the batch: not its good records, not its answer under the key.
     assert rx.stored_ids() == ["a", "b"]
-    assert receiver_rows(rx, "SELECT seq, hash FROM sheet_chain ORDER BY seq") == [
+    assert receiver_rows(rx, "SELECT seq, hash FROM chain_places WHERE chain = 'sheets' ORDER BY seq") == [
         (1, sheet_hash("a")),
         (2, sheet_hash("b")),
     ]
@@ -340,7 +347,7 @@ def test_a_different_sheet_at_a_held_ledger_seq_is_a_fork_and_nothing_of_its_bat
     assert rx.stored_ids() == ["a", "b", "c", "audit-1"]
     assert rx.metric("venuebox_receiver_chain_forks_total") == 2
     with rx.client() as client:
-        assert "different sheet" in client.get("/problems/chain-fork").text
+        assert "different record at this place of the box's chain" in client.get("/problems/chain-fork").text
 
 
 def test_two_records_of_one_batch_at_one_ledger_seq_with_different_sheets_refuse_the_batch(
@@ -356,7 +363,7 @@ def test_two_records_of_one_batch_at_one_ledger_seq_with_different_sheets_refuse
     )
     assert "earlier record of this batch" in problem["detail"]
     assert rx.stored_ids() == []
-    assert receiver_rows(rx, "SELECT count(*) FROM sheet_chain") == [(0,)]
+    assert receiver_rows(rx, "SELECT count(*) FROM chain_places") == [(0,)]
     assert receiver_rows(rx, "SELECT count(*) FROM batches") == [(0,)]
 
 
@@ -374,7 +381,11 @@ def test_the_same_sheet_again_is_acked_and_stored_once_under_any_record_id(
     twice = rx.post(token, [record("c", seq=3), record("c-requeued", seq=3, sheet="c")])
     assert twice.json() == {"acked": ["c", "c-requeued"], "rejected": []}
     assert rx.stored_ids() == ["a", "b", "c"]
-    assert receiver_rows(rx, "SELECT seq FROM sheet_chain ORDER BY seq") == [(1,), (2,), (3,)]
+    assert receiver_rows(rx, "SELECT seq FROM chain_places WHERE chain = 'sheets' ORDER BY seq") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
     assert rx.metric("venuebox_receiver_records_stored_total") == 3
     assert rx.metric("venuebox_receiver_records_duplicate_total") == 3
 
@@ -441,11 +452,16 @@ def test_upgrade_places_the_sheets_already_stored_and_refuses_forks_of_them(tmp_
     rx = RunningReceiver(data_dir).start()
     try:
         assert receiver_rows(
-            rx, "SELECT c.seq, c.hash, r.record_id FROM sheet_chain c JOIN records r ON r.seq = c.record_seq"
+            rx,
+            "SELECT c.seq, c.hash, r.record_id FROM chain_places c JOIN records r ON r.seq = c.record_seq"
+            " WHERE c.chain = 'sheets' ORDER BY c.seq",
         ) == [(1, sheet_hash("r1"), "r1"), (2, sheet_hash("r2"), "r2"), (3, sheet_hash("r3"), "r3")]
-        assert receiver_rows(rx, "SELECT name FROM _sqlite_migrations ORDER BY id")[-1] == (
+        assert [row[0] for row in receiver_rows(rx, "SELECT name FROM _sqlite_migrations ORDER BY id")][
+            -2:
+        ] == [
             "m002_sheet_chain",
-        )
+            "m003_chain_places",
+        ]
         assert rx.ledger(token).json()["head"] == {"seq": 3, "hash": sheet_hash("r3")}
         problem = assert_problem(rx.post(token, [record("new-2", seq=2, sheet="yet another")]), 409)
         assert problem["held_hash"] == sheet_hash("r2")
@@ -457,3 +473,258 @@ def test_upgrade_places_the_sheets_already_stored_and_refuses_forks_of_them(tmp_
     finally:
         rx.stop()
     assert "1 sheet record(s) stored before this version disagree" in (data_dir / "receiver.log").read_text()
+
+
+# -- no forks of the audit log either: one audit record per audit-log seq of a box -----------------
+
+
+def audit_hash(seq: int, action: str = "box.freeze") -> str:
+    return audit_record("-", seq, action=action)["payload"]["hash"]
+
+
+def chain_rows(rx: RunningReceiver, chain: str) -> list[tuple[Any, ...]]:
+    return receiver_rows(
+        rx,
+        "SELECT c.seq, c.hash, r.record_id FROM chain_places c JOIN records r ON r.seq = c.record_seq"
+        " WHERE c.box_id = ? AND c.chain = ? ORDER BY c.seq",
+        BOX,
+        chain,
+    )
+
+
+def test_a_different_audit_record_at_a_held_audit_log_seq_is_a_fork_and_nothing_of_its_batch_is_stored(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    # Audit-log seq 1 and ledger seq 1 are two places: the chains are kept apart.
+    first = rx.post(token, [audit_record("a1", 1), audit_record("a2", 2), record("s1", seq=1)])
+    assert first.json() == {"acked": ["a1", "a2", "s1"], "rejected": []}
+    forking = [record("s2", seq=2), audit_record("a3", 3), audit_record("x", 2, action="box.unfreeze")]
+    problem = assert_problem(rx.post(token, forking, key="batch-2"), 409)
+    assert problem["type"] == "/problems/chain-fork"
+    assert problem["title"] == "The receiver holds a different record at this place of the box's chain"
+    assert (
+        problem["chain"],
+        problem["seq"],
+        problem["held_hash"],
+        problem["offered_hash"],
+        problem["record_id"],
+    ) == ("audit", 2, audit_hash(2), audit_hash(2, "box.unfreeze"), "x")
+    assert "audit-log seq 2" in problem["detail"] and "different audit record" in problem["detail"]
+    assert "sheet" not in problem["detail"]
+    # Nothing of the batch: not its good records, not its places, not its answer under the key.
+    assert rx.stored_ids() == ["a1", "a2", "s1"]
+    assert chain_rows(rx, "audit") == [(1, audit_hash(1), "a1"), (2, audit_hash(2), "a2")]
+    assert chain_rows(rx, "sheets") == [(1, sheet_hash("s1"), "s1")]
+    assert receiver_rows(rx, "SELECT idempotency_key FROM batches WHERE idempotency_key = 'batch-2'") == []
+    # Two records of one batch that disagree at an audit-log seq nobody holds yet: refused too.
+    inside = assert_problem(rx.post(token, [audit_record("b", 5), audit_record("c", 5, action="other")]), 409)
+    assert (inside["chain"], inside["seq"], inside["record_id"]) == ("audit", 5, "c")
+    assert "earlier record of this batch" in inside["detail"]
+    # The corrected batch under the same key is a new batch, not an idempotency mismatch.
+    corrected = rx.post(token, forking[:2], key="batch-2")
+    assert corrected.json() == {"acked": ["s2", "a3"], "rejected": []}
+    assert rx.stored_ids() == ["a1", "a2", "s1", "s2", "a3"]
+    assert rx.metric("venuebox_receiver_chain_forks_total") == 2
+
+
+def test_the_same_audit_record_again_is_acked_and_stored_once_under_any_record_id(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    assert rx.post(token, [audit_record("a1", 1)]).json() == {"acked": ["a1"], "rejected": []}
+    # The same record again (new batch id): acked, as always.
+    assert rx.post(token, [audit_record("a1", 1)]).json() == {"acked": ["a1"], "rejected": []}
+    # The same audit-log row under a new record id (a recovered box re-queued it): acked, not stored.
+    again = rx.post(token, [audit_record("a1-requeued", 1), audit_record("a2", 2)])
+    assert again.json() == {"acked": ["a1-requeued", "a2"], "rejected": []}
+    # ... and twice in one batch.
+    twice = rx.post(token, [audit_record("a3", 3), audit_record("a3-requeued", 3)])
+    assert twice.json() == {"acked": ["a3", "a3-requeued"], "rejected": []}
+    assert rx.stored_ids() == ["a1", "a2", "a3"]
+    assert chain_rows(rx, "audit") == [(n, audit_hash(n), f"a{n}") for n in (1, 2, 3)]
+    assert rx.metric("venuebox_receiver_records_stored_total") == 3
+    assert rx.metric("venuebox_receiver_records_duplicate_total") == 3
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (
+            {"action": "box.freeze"},
+            "payload.seq: an audit record carries its audit-log seq, an integer from 1",
+        ),
+        ({"seq": 0}, "payload.seq: an audit record carries its audit-log seq"),
+        ({"seq": "3"}, "payload.seq:"),
+        ({"seq": True}, "payload.seq:"),
+        ({"hash": None}, "payload.hash: an audit record carries its audit-log hash, 64 lowercase hex digits"),
+        ({"hash": "AB" * 32}, "payload.hash:"),
+    ],
+)
+def test_an_audit_record_without_its_audit_log_place_is_rejected_alone(
+    receiver: tuple[RunningReceiver, str], payload: dict[str, Any], reason: str
+) -> None:
+    rx, token = receiver
+    bad = audit_record("bad", 4)
+    bad["payload"] = ({} if "action" in payload else bad["payload"]) | payload
+    answer = rx.post(token, [audit_record("a1", 1), bad, record("s1", seq=1)])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["acked"] == ["a1", "s1"]
+    assert [(r["id"], r["status"]) for r in body["rejected"]] == [("bad", 422)]
+    assert body["rejected"][0]["reason"].startswith(reason)
+    assert rx.stored_ids() == ["a1", "s1"]
+    assert receiver_rows(rx, "SELECT chain, seq FROM chain_places ORDER BY chain, seq") == [
+        ("audit", 1),
+        ("sheets", 1),
+    ]
+
+
+def page_through(rx: RunningReceiver, token: str, chain: str, limit: int) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = rx.chain(token, chain, after=after, limit=limit).raise_for_status().json()
+        assert page["chain"] == chain
+        if not page["entries"]:
+            assert page["last_seq"] == after
+            return seen
+        assert page["last_seq"] == page["entries"][-1]["seq"]
+        seen += page["entries"]
+        after = page["last_seq"]
+
+
+def test_chains_page_the_audit_log_and_the_ledger_in_chain_order(
+    receiver: tuple[RunningReceiver, str],
+) -> None:
+    rx, token = receiver
+    other_token = add_box(rx.data_dir, OTHER_BOX)
+    for chain in ("audit", "sheets"):
+        assert rx.chain(token, chain).json() == {
+            "chain": chain,
+            "head": None,
+            "held": 0,
+            "entries": [],
+            "last_seq": 0,
+        }
+    # Out of chain order across batches, the two chains and other kinds mixed, a gap at audit seq 4.
+    rx.post(token, [audit_record("a5", 5), record("s2", seq=2), audit_record("a1", 1)])
+    rx.post(token, [record("hb", kind="heartbeat", payload={}), audit_record("a3", 3), record("s1", seq=1)])
+    rx.post(token, [audit_record("a2", 2), record("s3", seq=3)])
+    rx.post(other_token, [audit_record("o1", 1, action="other box")], box_id=OTHER_BOX)
+
+    audit = rx.chain(token, "audit", limit=1).raise_for_status().json()
+    assert audit["head"] == {"seq": 5, "hash": audit_hash(5)}
+    assert audit["held"] == 4  # below head.seq: the receiver's copy has a gap (seq 4)
+    entries = page_through(rx, token, "audit", limit=2)
+    assert [(e["seq"], e["id"], e["hash"]) for e in entries] == [
+        (n, f"a{n}", audit_hash(n)) for n in (1, 2, 3, 5)
+    ]
+    assert entries[2]["payload"] == audit_record("a3", 3)["payload"]
+    assert set(entries[0]) == {"seq", "hash", "id", "created_at", "payload", "received_at"}
+    assert [e["seq"] for e in rx.chain(token, "audit", after=2).json()["entries"]] == [3, 5]
+    assert rx.chain(token, "audit", after=5).json()["last_seq"] == 5
+
+    sheets = rx.chain(token, "sheets").raise_for_status().json()
+    assert sheets["head"] == {"seq": 3, "hash": sheet_hash("s3")} and sheets["held"] == 3
+    assert [(e["seq"], e["id"]) for e in page_through(rx, token, "sheets", limit=2)] == [
+        (1, "s1"),
+        (2, "s2"),
+        (3, "s3"),
+    ]
+    # /ledger is the sheets chain in the shape it always had.
+    ledger = rx.ledger(token).json()
+    assert ledger == {
+        "head": sheets["head"],
+        "sheets_held": sheets["held"],
+        "sheets": sheets["entries"],
+        "last_seq": sheets["last_seq"],
+    }
+    # The box's own token only; bad paging and unknown chains are problems.
+    assert rx.chain(other_token, "audit", box_id=OTHER_BOX).json()["head"] == {
+        "seq": 1,
+        "hash": audit_hash(1, "other box"),
+    }
+    assert_problem(rx.chain(other_token, "audit"), 401)
+    assert_problem(rx.chain("", "audit"), 401)
+    assert_problem(rx.chain("", "nope"), 401)  # the token first, as everywhere
+    assert_problem(rx.chain(token, "audit", limit=0), 422)
+    assert_problem(rx.chain(token, "sheets", after=-1), 422)
+    for bad in ("nope", "ledger", "Audit", "audit_log"):
+        problem = assert_problem(rx.chain(token, bad), 404)
+        assert problem["type"] == "/problems/not-found"
+        assert repr(bad) in problem["detail"] and "sheets and audit" in problem["detail"]
+
+
+def test_upgrade_places_the_audit_records_already_stored_and_refuses_forks_of_them(tmp_path: Path) -> None:
+    data_dir = tmp_path / "receiver"
+    token = add_box(data_dir, BOX)
+    # A receiver database made by the first version, upgraded by the second (m002 places the
+    # sheets), which then stored audit records unchecked, forks included.
+    old = Database(data_dir / "receiver.sqlite")
+
+    def store(records: list[dict[str, Any]], batch: str) -> None:
+        with old.conn:
+            old.conn.executemany(
+                "INSERT INTO records (box_id, record_id, kind, created_at, payload, received_at, batch_id)"
+                " VALUES (?, ?, ?, ?, ?, '2026-03-14T10:42:08Z', ?)",
+                [
+                    (BOX, r["id"], r["kind"], r["created_at"], json.dumps(r["payload"]), batch)
+                    for r in records
+                ],
+            )
+
+    receiver_store.migrations.apply(old, stop_before="m002_sheet_chain")
+    old.execute("PRAGMA user_version = 1")
+    no_place = audit_record("no-place", 9)
+    del no_place["payload"]["seq"]
+    bad_hash = audit_record("bad-hash", 8)
+    bad_hash["payload"]["hash"] = "not-a-hash"
+    first_version = [
+        record("s1", seq=1),
+        audit_record("a1", 1),
+        record("s2", seq=2),
+        record("s2-fork", seq=2, sheet="another"),
+        audit_record("a2", 2),
+        no_place,
+        bad_hash,
+    ]
+    store(first_version, "v1")
+    receiver_store.migrations.apply(old, stop_before="m003_chain_places")
+    old.execute("PRAGMA user_version = 2")
+    second_version = [
+        audit_record("a2-fork", 2, action="restored box's entry"),  # let in: no audit chain then
+        audit_record("a2-again", 2),  # the same audit-log row under another record id
+        audit_record("a3", 3),
+        audit_record("a3-fork", 3, action="twin's entry"),
+    ]
+    store(second_version, "v2")
+    old.close()
+
+    rx = RunningReceiver(data_dir).start()
+    try:
+        names = [row[0] for row in receiver_rows(rx, "SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert names == ["m001_records", "m002_sheet_chain", "m003_chain_places"]
+        assert receiver_rows(rx, "SELECT name FROM sqlite_master WHERE name = 'sheet_chain'") == []
+        # The sheets keep the places m002 gave them; the audit records are placed first stored first.
+        assert chain_rows(rx, "sheets") == [(1, sheet_hash("s1"), "s1"), (2, sheet_hash("s2"), "s2")]
+        assert chain_rows(rx, "audit") == [
+            (1, audit_hash(1), "a1"),
+            (2, audit_hash(2), "a2"),
+            (3, audit_hash(3), "a3"),
+        ]
+        assert rx.chain(token, "audit").json()["head"] == {"seq": 3, "hash": audit_hash(3)}
+        assert rx.ledger(token).json()["head"] == {"seq": 2, "hash": sheet_hash("s2")}
+        problem = assert_problem(rx.post(token, [audit_record("new-2", 2, action="yet another")]), 409)
+        assert (problem["chain"], problem["seq"], problem["held_hash"]) == ("audit", 2, audit_hash(2))
+        # Records stored before stay acked when resent, the forks let in before included.
+        resent = [audit_record("a1", 1), audit_record("a2-fork", 2, action="restored box's entry")]
+        assert rx.post(token, resent).json()["acked"] == ["a1", "a2-fork"]
+        assert rx.post(token, [audit_record("a4", 4), record("s3", seq=3)]).status_code == 200
+        expected = [r["id"] for r in first_version + second_version] + ["a4", "s3"]
+        assert rx.stored_ids() == expected
+    finally:
+        rx.stop()
+    log = (data_dir / "receiver.log").read_text()
+    assert "2 audit record(s) stored before this version disagree" in log
+    assert "sheet record(s) stored before" not in log  # m002 ran before (in this test), not again

@@ -3,6 +3,7 @@ fault proxy; states read from the admin API, /metrics, the alerts and the `venue
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -23,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from appliance.config import Config, load_config
 from tests.conftest import RunningBox, box_id_of, make_box, venuebox, wait_for
 from tests.faultproxy import FaultProxy, Faults
-from tests.receiver_process import RunningReceiver, add_box
+from tests.receiver_process import RunningReceiver, add_box, record
 
 
 class Cloud:
@@ -254,9 +255,13 @@ def test_a_fork_at_the_cloud_pauses_with_a_critical_alert_and_is_not_retried(
 ) -> None:
     first = uplinked_box(tmp_path, cloud)
     # The same box again (same box id, same token) from before any sheet was scored, as a box
-    # restored from an early snapshot is: its sheets take ledger positions the cloud holds already.
+    # restored from an early snapshot is: its sheets take ledger positions the cloud holds already,
+    # and so do its audit-log entries. The audit log forks first: the twin's start is audited
+    # (the next audit-log position) before any sheet is scored.
     shutil.copytree(first.config.data_dir, tmp_path / "twin")
     twin = RunningBox(load_config(tmp_path / "twin", environ={}))
+    with contextlib.closing(sqlite3.connect(twin.config.db_path)) as conn:
+        forked_at = conn.execute("SELECT max(seq) FROM audit_log").fetchone()[0] + 1
     first.start()
     try:
         score(first, 3)
@@ -273,10 +278,14 @@ def test_a_fork_at_the_cloud_pauses_with_a_critical_alert_and_is_not_retried(
     try:
         score(twin, 2)
         view = wait_for("paused", lambda: (v := uplink(twin))["state"] == "paused" and v)
-        assert "different sheet at ledger position 1 of this box" in view["paused_reason"]
+        where = f"audit-log position {forked_at} of this box"
+        assert f"different audit-log entry at {where}" in view["paused_reason"]
         alert = wait_for("the fork alert", lambda: active_alerts(twin).get("uplink-fork"))
         assert alert["severity"] == "critical"
-        assert "ledger position 1" in alert["detail"] and "runbook" in alert["detail"]
+        assert where in alert["detail"] and "runbook" in alert["detail"]
+        assert alert["title"] == "Uplink stopped: the cloud holds a different audit-log entry"
+        for text in (view["paused_reason"], alert["title"], alert["detail"]):
+            assert "sheet" not in text and "ledger" not in text
         assert "uplink-refused" not in active_alerts(twin)
         assert cloud.receiver.metric(forks) == 1
         # Polling every 0.1 s with 0.2 s backoffs, a retry loop would have sent many batches by now.
@@ -287,12 +296,12 @@ def test_a_fork_at_the_cloud_pauses_with_a_critical_alert_and_is_not_retried(
         assert still["backlog"] >= view["backlog"] >= 2  # (an audit line may join the queue)
         assert cloud.stored("sheet") == at_the_cloud
         shown = venuebox(twin.config, "uplink", "status")
-        assert shown.stdout.startswith("state     paused") and "different sheet" in shown.stdout
+        assert shown.stdout.startswith("state     paused") and "different audit-log entry" in shown.stdout
 
         # A sync tries once: refused again, paused again, nothing stored.
         synced = venuebox(twin.config, "uplink", "sync", "--wait", "20")
         assert synced.returncode == 1
-        assert "did not get through: the cloud holds a different sheet" in synced.stderr
+        assert "did not get through: the cloud holds a different audit-log entry" in synced.stderr
         assert cloud.receiver.metric(forks) == 2
         time.sleep(1.0)
         assert cloud.receiver.metric(forks) == 2
@@ -300,6 +309,37 @@ def test_a_fork_at_the_cloud_pauses_with_a_critical_alert_and_is_not_retried(
         assert cloud.stored("sheet") == at_the_cloud
     finally:
         twin.stop()
+
+
+def test_a_sheet_fork_at_the_cloud_names_the_ledger_position(tmp_path: Path, cloud: Cloud) -> None:
+    box = uplinked_box(tmp_path, cloud)
+    box_id = box_id_of(box.config)
+    token = (tmp_path / "uplink.token").read_text().strip()
+    # The cloud holds other sheets at this box's first ledger positions (sent by another box under
+    # this box id), and nothing of its audit log: the audit log goes through, the ledger forks.
+    held = [record("elsewhere-1", seq=1), record("elsewhere-2", seq=2)]
+    assert cloud.receiver.post(token, held, box_id=box_id).status_code == 200
+    box.start()
+    try:
+        wait_for(
+            "the audit log delivered", lambda: (v := uplink(box))["state"] == "idle" and not v["backlog"]
+        )
+        audit_at_the_cloud = cloud.stored("audit")
+        assert audit_at_the_cloud
+        score(box, 2)
+        view = wait_for("paused", lambda: (v := uplink(box))["state"] == "paused" and v)
+        assert "different sheet at ledger position 1 of this box" in view["paused_reason"]
+        alert = wait_for("the fork alert", lambda: active_alerts(box).get("uplink-fork"))
+        assert alert["title"] == "Uplink stopped: the cloud holds a different sheet"
+        assert (
+            "ledger position 1" in alert["detail"]
+            and '"The cloud holds a different sheet"' in alert["detail"]
+        )
+        assert "audit" not in view["paused_reason"] and "audit" not in alert["detail"]
+        assert cloud.stored("sheet") == ["elsewhere-1", "elsewhere-2"]
+        assert cloud.stored("audit")[: len(audit_at_the_cloud)] == audit_at_the_cloud
+    finally:
+        box.stop()
 
 
 def uplink_dump(config: Config) -> Any:

@@ -23,7 +23,7 @@ from tui import format as fmt
 from tui.screens.dialogs import FreezeDialog
 from tui.screens.export import ExportDialog
 from tui.screens.help import HELP, HelpScreen
-from tui.screens.overview import backup_lines, box_panel, uplink_lines
+from tui.screens.overview import backup_lines, box_panel, recovery_line, uplink_lines
 from tui.widgets.qr import qr_matrix, qr_text
 from tui.widgets.table import Column, LinedTable
 
@@ -406,6 +406,24 @@ def test_the_box_panel_says_first_and_in_red_when_the_database_is_damaged() -> N
     console.print(table)
     assert console.export_text().splitlines()[0].startswith("Database DAMAGED: scoring refused.")
     assert "red" in str(table.columns[1]._cells[0].style)
+
+
+def test_the_box_panel_shows_a_recovery_in_yellow_while_sheets_are_still_missing() -> None:
+    console = Console(width=60, color_system=None, record=True, file=io.StringIO())
+    console.print(box_panel(uplink_status()))
+    assert "Recovery" not in console.export_text()
+    recovered = {
+        "since": 3,
+        "missing_sheet_ids": ["6f0e4b2a-0000-4000-8000-000000000001"],
+        "missing_unnamed": 1,
+    }
+    table = box_panel(uplink_status() | {"recovery": recovered})
+    console.print(table)
+    row = next(r for r in console.export_text().splitlines() if r.startswith("Recovery"))
+    assert "recovered · 2 sheet(s) still missing" in row
+    assert "yellow" in str(recovery_line(recovered).style)
+    done = recovery_line({"since": 5, "missing_sheet_ids": [], "missing_unnamed": 0})
+    assert done.plain == "recovered · 5 sheets back since · none missing" and str(done.style) == "dim"
 
 
 def notifications(messages: list[Message]) -> list[Notification]:

@@ -23,6 +23,7 @@ NOW = 1_773_000_000
 
 
 SHEET = {"sheet_id": "s1", "seq": 1, "hash": "ab" * 32}
+AUDIT = {"seq": 7, "actor": "tech", "action": "box.unfreeze", "detail": {}, "hash": "cd" * 32}
 
 
 def good_record(**fields: object) -> Record:
@@ -106,6 +107,9 @@ def test_ack_encodes_rejected_records_with_their_reason() -> None:
         ({"payload": SHEET | {"seq": 0}}, "payload.seq:"),
         ({"payload": SHEET | {"hash": None}}, "payload.hash: a sheet record carries its ledger hash"),
         ({"payload": SHEET | {"hash": "AB" * 32}}, "payload.hash:"),
+        ({"kind": "audit", "payload": {}}, "payload.seq: an audit record carries its audit-log seq"),
+        ({"kind": "audit", "payload": AUDIT | {"seq": 0}}, "payload.seq:"),
+        ({"kind": "audit", "payload": AUDIT | {"hash": "x"}}, "payload.hash: an audit record carries its"),
     ],
 )
 def test_record_problem_names_the_bad_field(fields: dict[str, object], reason: str) -> None:
@@ -115,12 +119,22 @@ def test_record_problem_names_the_bad_field(fields: dict[str, object], reason: s
 
 def test_good_record_has_no_problem() -> None:
     assert record_problem(good_record(id="x" * 200)) is None
-    assert record_problem(good_record(kind="audit", payload={})) is None  # only sheets have a place
+    assert record_problem(good_record(kind="audit", payload=AUDIT)) is None
+    # Only sheets and audit records have a chain place.
+    assert record_problem(good_record(kind="heartbeat", payload={})) is None
 
 
-def test_check_batch_notes_each_sheets_ledger_place() -> None:
-    batch = check_batch([good_record(id="a"), good_record(id="b", kind="audit", payload={"seq": "x"})])
-    assert batch.positions == [(1, "ab" * 32), None]
+def test_check_batch_notes_each_records_chain_place() -> None:
+    batch = check_batch(
+        [
+            good_record(id="a"),
+            good_record(id="b", kind="audit", payload=AUDIT),
+            good_record(id="c", kind="event", payload={"seq": "x"}),
+            good_record(id="d", kind="audit", payload={"seq": "x"}),
+        ]
+    )
+    assert batch.positions == [("sheets", 1, "ab" * 32), ("audit", 7, "cd" * 32), None]
+    assert [r.id for r in batch.rejected] == ["d"]
 
 
 def test_check_batch_keeps_request_order_and_rejects_bad_records_alone() -> None:

@@ -73,7 +73,9 @@ class Box:
     def worker(self, transport: httpx.AsyncBaseTransport) -> UplinkWorker:
         return UplinkWorker(self.store, self.config, self.box_id, transport=transport, rng=random.Random(7))
 
-    def add(self, count: int, kind: str = "audit") -> list[str]:
+    def add(self, count: int, kind: str = "event") -> list[str]:
+        # Not "audit" (nor "sheet"): the receiver keeps those chained, so they must carry a real
+        # audit-log (ledger) seq and hash, which these stand-in payloads do not.
         return [self.store.write_sync(lambda c, i=i: outbox.enqueue(c, kind, {"n": i})) for i in range(count)]
 
     def view(self) -> dict[str, Any]:

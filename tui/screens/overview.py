@@ -89,6 +89,9 @@ def box_panel(status: dict[str, Any]) -> Table:
     table.add_row("Backup", first)
     for line in more:
         table.add_row("", line)
+    recovery = status.get("recovery")
+    if recovery:
+        table.add_row("Recovery", recovery_line(recovery))
     disk = status.get("disk")
     if disk:
         style = "bold red" if disk["used_pct"] >= 95 else "yellow" if disk["used_pct"] >= 85 else ""
@@ -96,6 +99,15 @@ def box_panel(status: dict[str, Any]) -> Table:
             "Disk", Text(f"{fmt.megabytes(disk['free_mb'])} free ({disk['used_pct']:.0f}% used)", style=style)
         )
     return table
+
+
+def recovery_line(recovery: dict[str, Any]) -> Text:
+    """The recovery that built this box (`venuebox recover`): yellow while sheets it knows of are
+    still missing (they come back as the tablets that kept them return), else dim."""
+    missing = len(recovery.get("missing_sheet_ids") or []) + (recovery.get("missing_unnamed") or 0)
+    if missing:
+        return Text(f"recovered · {missing} sheet(s) still missing: `venuebox status`", style="yellow")
+    return Text(f"recovered · {recovery.get('since', 0)} sheets back since · none missing", style="dim")
 
 
 def uplink_lines(status: dict[str, Any]) -> list[Text]:
