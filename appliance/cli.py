@@ -1015,23 +1015,29 @@ def backup_verify(ctx: click.Context) -> None:
         sys.exit(1)
 
 
+def snapshot_key_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--identity` and `--passphrase-file`: the key that opens snapshots (`restore`, `recover`)."""
+    command = click.option(
+        "--passphrase-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="The backup passphrase (opens backup-identity.age beside the snapshot).",
+    )(command)
+    return click.option(
+        "--identity",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="An age identity file that opens the snapshot: an organiser's key, or a box's "
+        "backup-identity.key.",
+    )(command)
+
+
 @cli.command()
 @click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--to", "target", type=click.Path(file_okay=False, path_type=Path), required=True, help="A new data dir."
 )
-@click.option(
-    "--identity",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="An age identity file that opens the snapshot: an organiser's key, or a box's backup-identity.key.",
-)
-@click.option(
-    "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="The backup passphrase (opens backup-identity.age beside the snapshot).",
-)
+@snapshot_key_options
 @click.option(
     "--no-cloud", is_flag=True, help="Do not ask the cloud receiver for what it holds beyond the snapshot."
 )
@@ -1116,18 +1122,7 @@ def restore(
     default=None,
     help="A snapshot, or a folder of them (its newest that verifies). Default: the old box's backup_dir.",
 )
-@click.option(
-    "--identity",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="An age identity file that opens the snapshots: the organiser's key, or backup-identity.key.",
-)
-@click.option(
-    "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="The backup passphrase (opens backup-identity.age beside the snapshots).",
-)
+@snapshot_key_options
 @click.option("--no-cloud", is_flag=True, help="Do not ask the cloud receiver for what it holds.")
 def recover(
     target: Path,
