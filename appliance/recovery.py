@@ -593,11 +593,11 @@ def recover(
         raise RecoveryRefused("--to must be a new folder, not the old data dir")
     old_config, old_db = old_box(from_dir) if from_dir is not None else (None, None)
     if snapshot is None:
-        if old_config is None and from_dir is None:
+        if from_dir is None:
             raise RecoveryRefused(
                 "give --snapshot (a snapshot, or the backup folder) or --from (the old data dir)"
             )
-        snapshot = old_config.backup_path if old_config is not None else from_dir / "backups"  # type: ignore[operator]
+        snapshot = old_config.backup_path if old_config is not None else from_dir / "backups"
     candidates = snapshot_candidates(snapshot)
     if not target.parent.is_dir():
         raise RecoveryRefused(
@@ -646,9 +646,9 @@ def recover(
                 appended, listed = continue_chain(chain, tails[chain], offered)
                 result = ChainResult(chain, tails[chain][0], appended, listed)
                 cloud_head = cloud.heads.get(chain)
-                result.known_head = max(
-                    [tails[chain][0], *(c.seq for c in offered), cloud_head[0] if cloud_head else 0]
-                )
+                # How far the old chain reached, by whole rows only: a damaged row's seq may be garbage.
+                whole = (c.seq for c in offered if recomputes(table, c.row))
+                result.known_head = max([tails[chain][0], *whole, cloud_head[0] if cloud_head else 0])
                 results[chain] = result
                 if appended:
                     say(f"appending {len(appended)} {chain} rows")
