@@ -262,6 +262,7 @@ class Daemon:
             lan_side = lan_server_options(config)
             if identity is not None:
                 lan_side["ssl_certfile"] = str(identity.pem_path)
+                lan_side["ssl_ciphers"] = tls.TLS12_CIPHERS
             served: list[tuple[Any, dict[str, Any]]] = [(apps[0], lan_side), (apps[1], {})]
             if identity is not None and config.http_port:
                 self.landing = LandingInfo(box["name"], identity.fingerprint, identity.cert_path)
@@ -342,7 +343,16 @@ class Daemon:
             server.should_exit = True
         reaper = asyncio.create_task(self._drop_closed_tls_connections())
         # Servers stop accepting and finish what is in flight (uvicorn's graceful shutdown).
-        await asyncio.gather(*server_tasks, *background, return_exceptions=True)
+        await asyncio.gather(*server_tasks, return_exceptions=True)
+        # Python 3.11's asyncio.wait_for can swallow a cancellation that lands as its inner call
+        # completes (fixed in 3.12): a task caught that way would loop on and the daemon never exit
+        # (seen: SIGTERM just after ready, while the first health write was in flight). Cancel
+        # again until every background task has ended.
+        pending = set(background)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         reaper.cancel()
         if self.advertisement is not None:
             await self.advertisement.stop()
@@ -463,7 +473,7 @@ class Daemon:
 
 
 def _write_runtime(path: Path, runtime: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(runtime).encode(), 0o644)
+    atomic_write(path, json.dumps(runtime).encode(), 0o600)
 
 
 def run(config: Config, on_ready: Any = None) -> None:
