@@ -23,6 +23,7 @@ from appliance.config import Config, ConfigError, load_config
 from appliance.errors import DatabaseDamaged, DomainError
 from appliance.logs import setup_logging
 from appliance.secrets_files import InsecureSecretFile, write_secret
+from appliance.tablet_text import printable
 
 T = TypeVar("T")
 
@@ -88,7 +89,10 @@ def _with_store(config: Config, fn: Callable[[Any], T]) -> T:
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # json.dumps escapes C0 controls but leaves C1 and bidi overrides raw; its own new lines are
+    # the only ones outside strings, so each line gets the same \uXXXX escapes (still valid JSON).
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo("\n".join(printable(line) for line in text.split("\n")))
 
 
 @click.group(cls=VenueboxGroup)
@@ -162,18 +166,29 @@ def pair(ctx: click.Context) -> None:
 
 @pair.command("new")
 @click.option("--judge", "judge_id", required=True, help="Judge id from judges.csv, e.g. J1.")
-@click.option("--ttl", "ttl_s", type=int, default=None, help="Seconds the code stays valid (default 600).")
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=int,
+    default=None,
+    help="Seconds the code stays valid (default 600; at most pairing_code_max_ttl_s, 24 h by default).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pair_new(ctx: click.Context, judge_id: str, ttl_s: int | None, as_json: bool) -> None:
     """Make a one-time pairing code for a judge (printed on the last line)."""
+    from appliance.keys import pairing_key
     from provisioning.pairing import create_code
 
     config = _config(ctx)
     ttl = ttl_s or config.pairing_code_ttl_s
-    code = _with_store(
-        config, lambda store: store.write_sync(lambda conn: create_code(conn, judge_id, ttl, "cli"))
-    )
+    cap = config.pairing_code_max_ttl_s
+
+    def make(store: Any) -> dict[str, Any]:
+        key = pairing_key(config)
+        return store.write_sync(lambda conn: create_code(conn, judge_id, ttl, "cli", key=key, max_ttl_s=cap))
+
+    code = _with_store(config, make)
     if as_json:
         _print_json(code)
         return
@@ -199,7 +214,8 @@ def devices(ctx: click.Context, as_json: bool) -> None:
         return
     for row in rows:
         state = "revoked" if row["revoked_at"] else f"last seen {row['last_seen_at'] or 'never'}"
-        click.echo(f"{row['device_id']}  {row['judge_id']:<6} {row['name'][:24]:<24} {state}")
+        # The name is what the tablet said when it paired (an old row may hold escape sequences).
+        click.echo(f"{row['device_id']}  {row['judge_id']:<6} {printable(row['name'])[:24]:<24} {state}")
 
 
 @devices.command("revoke")
@@ -212,7 +228,7 @@ def devices_revoke(ctx: click.Context, device_id: str) -> None:
     row = _with_store(
         _config(ctx), lambda store: store.write_sync(lambda conn: revoke(conn, device_id, "cli"))
     )
-    click.echo(f"revoked {row['device_id']} ({row['judge_id']}, {row['name']})")
+    click.echo(f"revoked {row['device_id']} ({row['judge_id']}, {printable(row['name'])})")
 
 
 @cli.command()
@@ -659,13 +675,21 @@ def uplink() -> None:
     default=None,
     help="A CA bundle (PEM) to trust for the receiver's TLS certificate, for a private CA.",
 )
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    help="Allow an http:// URL to another machine: the token and the scores then cross the network "
+    "in the clear. (http:// to this machine, loopback, is always allowed.)",
+)
 @click.pass_context
-def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Path | None) -> None:
+def uplink_configure(
+    ctx: click.Context, url: str, token_file: Path, ca_file: Path | None, insecure_http: bool
+) -> None:
     """Set where the outbox goes; takes effect on a running box within a second."""
     import hashlib
 
     from appliance.times import utcnow
-    from appliance.uplink_state import configure_target
+    from appliance.uplink_state import check_url, configure_target
     from uplink.worker import load_ca_file, read_token_file
 
     config = _config(ctx)
@@ -674,6 +698,7 @@ def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Pa
             "uplink_url is set in venuebox.toml or VENUEBOX_UPLINK_URL and wins over `uplink configure`: "
             "change it there (or remove it to configure here)"
         )
+    url = check_url(url, insecure_http)  # before anything is written: a refused URL stores nothing
     token = read_token_file(token_file)
     if ca_file is not None:
         load_ca_file(ca_file)
@@ -685,7 +710,9 @@ def uplink_configure(ctx: click.Context, url: str, token_file: Path, ca_file: Pa
     target = _with_store(
         config,
         lambda store: store.write_sync(
-            lambda conn: configure_target(conn, url, stored_token.resolve(), ca_file, "cli", utcnow())
+            lambda conn: configure_target(
+                conn, url, stored_token.resolve(), ca_file, "cli", utcnow(), insecure_http
+            )
         ),
     )
     for old in config.data_dir.glob("uplink-*.token"):
@@ -1385,4 +1412,8 @@ def ingest_server_run(
 
 
 def main() -> None:
+    # What the box creates in its data dir is for its own user alone (files 0600, folders 0700),
+    # whatever umask the shell or the service manager gave it; the unit file says UMask=0077 too.
+    # The writers of secrets set their modes themselves (appliance/secrets_files.py) as well.
+    os.umask(0o077)
     cli(prog_name="venuebox")

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 
 CONFIG_FILE = "venuebox.toml"
+# No setting lets a pairing code live longer than this (pairing_code_max_ttl_s is at most this).
+MAX_PAIRING_CODE_TTL_S = 7 * 24 * 3600
 ENV_PREFIX = "VENUEBOX_"
 
 
@@ -51,6 +53,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device_rate_per_s: float = 20.0
     device_burst: int = 100
     pair_attempts_per_minute: int = 10
+    # Failed pairing attempts (wrong, used or expired codes) a minute on the whole box, from any
+    # address: a guesser on many addresses gets past the per-address limit, not past this. Beyond
+    # it every pairing attempt answers 429 + Retry-After and the pairing-flood alert is raised; the
+    # alert clears after pair_flood_calm_s without a refused attempt.
+    pair_failures_per_minute_box: int = 60
+    pair_flood_calm_s: float = 60.0
     # Per client address, whatever the device (tablets share nothing; a flood from one address
     # must not starve them): requests per second and burst, answered 429 + Retry-After beyond.
     address_rate_per_s: float = 50.0
@@ -64,6 +72,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     body_timeout_s: float = 30.0
     keep_alive_s: float = 15.0
     pairing_code_ttl_s: int = 600
+    # The longest a pairing code may live (`pair new --ttl`, the admin API's ttl_s): a code is
+    # guessable, so it should not wait on the LAN for days.
+    pairing_code_max_ttl_s: int = 86_400
     # Device tokens expire: after this many hours, or with 0 at the end of the event (its last
     # session's start + 12 h), and never sooner than a day after pairing.
     device_token_ttl_h: float = 0.0
@@ -82,6 +93,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     uplink_url: str = ""
     uplink_token_file: str = ""
     uplink_ca_file: str = ""
+    # An http:// uplink_url to another machine sends the token and the scores in the clear: refused
+    # unless this says so (loopback, a receiver on the box itself, is always allowed).
+    uplink_insecure_http: bool = False
     # Batches (the reference receiver takes at most 1000 records and 4 MiB per request).
     uplink_batch_max_records: int = 1000
     uplink_batch_max_bytes: int = 4_000_000
@@ -197,8 +211,8 @@ def load_config(
 def write_setting(data_dir: Path, name: str, value: Any) -> Path:
     """Set one setting in ``<data dir>/venuebox.toml`` for the daemon and every later command: that
     key only, wherever it is (top level or a section), every other key and comment kept as the tech
-    wrote them (tomlkit); the file is made if there is none. Written atomically and durably, with
-    the file's mode kept. Returns the file's path."""
+    wrote them (tomlkit); the file is made (0600) if there is none. Written atomically and durably,
+    with the file's mode kept. Returns the file's path."""
     import stat
 
     import tomlkit
@@ -230,7 +244,7 @@ def write_setting(data_dir: Path, name: str, value: Any) -> Path:
     text = tomlkit.dumps(document)
     if _flatten(tomllib.loads(text)).get(name) != value:  # what load_config will read
         raise ConfigError(f"{path}: could not set {name}")
-    mode = stat.S_IMODE(path.stat().st_mode) if exists else 0o644
+    mode = stat.S_IMODE(path.stat().st_mode) if exists else 0o600
     atomic_write(path, text.encode("utf-8"), mode)
     return path
 
@@ -286,6 +300,15 @@ def _check(config: Config) -> None:
         raise ConfigError("backup_interval_s must be >= 10 and backup_verify_interval_s >= 1")
     if config.backup_keep_last < 1 or config.backup_keep_hourly_h < 0:
         raise ConfigError("backup_keep_last must be >= 1 and backup_keep_hourly_h >= 0")
+    if config.pair_failures_per_minute_box < 1:
+        raise ConfigError("pair_failures_per_minute_box must be >= 1")
+    if config.pair_flood_calm_s <= 0:
+        raise ConfigError("pair_flood_calm_s must be a positive number of seconds")
+    if not 10 <= config.pairing_code_ttl_s <= config.pairing_code_max_ttl_s <= MAX_PAIRING_CODE_TTL_S:
+        raise ConfigError(
+            "pairing code lifetimes must satisfy 10 <= pairing_code_ttl_s <= pairing_code_max_ttl_s <= "
+            f"{MAX_PAIRING_CODE_TTL_S} (7 days)"
+        )
     if config.device_token_ttl_h < 0:
         raise ConfigError("device_token_ttl_h must be >= 0 (0: until the end of the event)")
     if config.uplink_breaker_failures < 1:
@@ -293,4 +316,4 @@ def _check(config: Config) -> None:
     if config.uplink_url:
         from appliance.uplink_state import check_url
 
-        check_url(config.uplink_url)
+        check_url(config.uplink_url, config.uplink_insecure_http, "set uplink_insecure_http = true")

@@ -175,10 +175,14 @@ def opens(conn: sqlite3.Connection, key: bytes) -> bool | None:
 
 @contextlib.contextmanager
 def _rotation_lock(path: Path) -> Iterator[bool]:
-    """Try to take the rotation lock (never waits); yields whether it is held. The lock file is empty
-    and world-readable, so the service's user can take it after a `sudo` rotation made it."""
-    fd = os.open(path.with_name(path.name + LOCK_SUFFIX), os.O_RDONLY | os.O_CREAT, 0o644)
+    """Try to take the rotation lock (never waits); yields whether it is held. The lock file is empty,
+    0600 like every file in the data dir, and owned by the data dir's owner even when a `sudo`
+    rotation made it, so the service's user can always take it."""
+    fd = os.open(path.with_name(path.name + LOCK_SUFFIX), os.O_RDONLY | os.O_CREAT, 0o600)
     try:
+        owner = path.parent.stat()
+        if os.geteuid() == 0 and os.fstat(fd).st_uid != owner.st_uid:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -5,6 +5,8 @@ they are needed on a box initialised before they existed):
 * ``backup-identity.key``: an age X25519 identity (pyrage); every snapshot and exported database is
   encrypted to it (so the box can verify and restore its own backups) and to the organisers'
   recipients.
+* ``pairing.key``: 32 random bytes; pairing codes are stored as HMAC-SHA256 under it
+  (provisioning/pairing.py), so a copy of the database alone does not give the codes back.
 * ``backup.passphrase`` (optional, set by `venuebox backup configure --passphrase-file`): wraps the
   backup identity in ``backup-identity.age`` (age scrypt), so a passphrase alone opens the backups.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +32,7 @@ from appliance.secrets_files import atomic_write, read_secret, write_secret
 
 SIGNING_KEY = "box-signing.key"
 IDENTITY = "backup-identity.key"
+PAIRING_KEY = "pairing.key"
 PASSPHRASE = "backup.passphrase"
 RECIPIENTS = "backup-recipients.txt"
 WRAPPED_IDENTITY = "backup-identity.age"
@@ -52,7 +56,18 @@ def ensure_box_keys(config: Config) -> list[str]:
     if not identity.exists():
         write_secret(identity, str(x25519.Identity.generate()))
         created.append("backup identity")
+    pairing = config.data_dir / PAIRING_KEY
+    if not pairing.exists():
+        write_secret(pairing, base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+        created.append("pairing key")
     return created
+
+
+def pairing_key(config: Config) -> bytes:
+    """The key pairing codes are hashed with (HMAC-SHA256), made now on a box initialised before
+    it existed."""
+    ensure_box_keys(config)
+    return base64.b64decode(read_secret(config.data_dir / PAIRING_KEY))
 
 
 def signing_key(config: Config) -> Ed25519PrivateKey:
@@ -132,7 +147,7 @@ def configure(config: Config, recipient_keys: list[str], passphrase_file: Path |
             "# Organisers' age public keys: every backup and export is also encrypted to these.",
             *recipient_keys,
         ]
-        atomic_write(config.data_dir / RECIPIENTS, ("\n".join(lines) + "\n").encode("utf-8"), 0o644)
+        atomic_write(config.data_dir / RECIPIENTS, ("\n".join(lines) + "\n").encode("utf-8"), 0o600)
     if passphrase_file is not None:
         secret = passphrase_file.read_text(encoding="utf-8").strip("\r\n")
         if len(secret) < 12 or not secret.isascii() or not secret.isprintable():

@@ -1,7 +1,9 @@
 """The keys bundle: everything a restored box needs to be the same box, kept encrypted with its backups.
 
 ``venuebox-keys/2`` is a JSON object: the box id; the personal-data key that sealed the database it
-was written with; the signing key; the backup identity; the TLS key and certificate
+was written with; the signing key; the backup identity; the pairing key (so the restored box still
+accepts the pairing codes it had issued; a bundle written before it travelled gives a new key at
+the first start, and codes issued before the snapshot no longer pair); the TLS key and certificate
 (``tls/box.pem``, whose fingerprint tablets pinned); the admin token; the uplink token (with the
 name of its file and who set it: `venuebox uplink configure` or the ``uplink_*`` settings); the
 settings file ``venuebox.toml`` as text; the organisers' recipients file (never the backup
@@ -78,6 +80,7 @@ class KeysBundle(msgspec.Struct, kw_only=True):
     personal_data_key: str
     box_signing_key: str
     backup_identity: str
+    pairing_key: str | None = None
     tls_pem: str | None = None
     admin_token: str | None = None
     uplink: UplinkToken | None = None
@@ -204,6 +207,7 @@ def build(
         ),
         box_signing_key=read_secret(config.data_dir / keys.SIGNING_KEY),
         backup_identity=read_secret(config.data_dir / keys.IDENTITY),
+        pairing_key=read_secret(config.data_dir / keys.PAIRING_KEY),
         tls_pem=tls_pem.decode("ascii") if tls_pem is not None else None,
         admin_token=files.admin_token,
         uplink=uplink,
@@ -283,13 +287,15 @@ def install(bundle: KeysBundle, target: Path, conn: sqlite3.Connection) -> Insta
     write_secret(target / "personal-data.key", bundle.personal_data_key)
     write_secret(target / keys.SIGNING_KEY, bundle.box_signing_key)
     write_secret(target / keys.IDENTITY, bundle.backup_identity)
+    if bundle.pairing_key is not None:
+        write_secret(target / keys.PAIRING_KEY, bundle.pairing_key)
     fingerprint = None
     if bundle.tls_pem is not None:
         fingerprint = tls.put_identity(target, bundle.tls_pem.encode("ascii")).fingerprint
     if bundle.admin_token is not None:
         write_secret(target / "admin.token", bundle.admin_token)
     if bundle.backup_recipients is not None:
-        atomic_write(target / keys.RECIPIENTS, bundle.backup_recipients.encode("utf-8"), 0o644)
+        atomic_write(target / keys.RECIPIENTS, bundle.backup_recipients.encode("utf-8"), 0o600)
     backup_dir = None
     if bundle.settings is not None:
         # As the old box had it, backup_dir included: snapshots stay on the second disk.

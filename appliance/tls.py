@@ -7,7 +7,8 @@ pin: a box presenting any other certificate is refused.
 
 Key and certificate live together in one 0600 PEM file (``<data dir>/tls/box.pem``), so that a
 rotation replaces both with a single atomic rename; the certificate alone is also written to
-``box.crt`` (0644: public) for the landing page and for a tech who installs it on tablets.
+``box.crt`` for the landing page and for a tech who installs it on tablets (public, but 0600 like
+every file in the data dir: the landing page serves it to whoever needs it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ CERT_FILE = "box.crt"
 # Apple devices refuse a trusted certificate valid for more than 825 days; stay under it.
 VALIDITY_DAYS = 820
 LOOPBACK = ("127.0.0.1", "::1")
+# What the tablet port offers a TLS 1.2 client: forward secrecy (ECDHE) and AEAD ciphers only, no
+# CBC (padding oracles, Lucky 13), no RSA key exchange, no SHA-1. Every current tablet browser has
+# one of these, and most speak TLS 1.3, whose own suites are all AEAD (set_ciphers leaves them be).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def write_identity(data_dir: Path, box_name: str, addresses: list[str] | None = 
     os.chmod(directory, 0o700)
     key_pem, cert_pem = make_certificate(box_name, current_addresses() if addresses is None else addresses)
     atomic_write(directory / PEM_FILE, key_pem + cert_pem, 0o600)
-    atomic_write(directory / CERT_FILE, cert_pem, 0o644)
+    atomic_write(directory / CERT_FILE, cert_pem, 0o600)
     return load_identity(data_dir)
 
 
@@ -163,7 +168,7 @@ def load_identity(data_dir: Path) -> TlsIdentity:
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
     if not cert_path.exists() or cert_path.read_bytes() != cert_pem:
         # The public copy is derived; a crash between the two renames is repaired here.
-        atomic_write(cert_path, cert_pem, 0o644)
+        atomic_write(cert_path, cert_pem, 0o600)
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return TlsIdentity(
         pem_path=path,

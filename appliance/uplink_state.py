@@ -9,6 +9,7 @@ The uplink token itself is never in the database, a log or an answer: it lives i
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +26,21 @@ from appliance.times import parse_rfc3339, to_rfc3339
 STATES = ("not configured", "idle", "sending", "backing off", "circuit open", "paused")
 
 
-def check_url(url: str) -> str:
-    """The URL, or BadUplinkTarget: http(s), a host, no credentials in it (they would be logged)."""
+def check_url(url: str, insecure_http: bool = False, opt_in: str = "pass --insecure-http") -> str:
+    """The URL, or BadUplinkTarget: http(s), a host, no credentials in it (they would be logged), and
+    https:// unless the receiver is on this machine (loopback) or ``insecure_http`` accepts plain
+    HTTP (``opt_in``: how a tech says so, named in the refusal)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadUplinkTarget(f"uplink URL {shown_url(url)!r} must be http:// or https:// with a host name")
+    if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
+        # The token travels in every request: anyone on the venue LAN or the way to the cloud could
+        # read it and the scores, and send records in the box's name.
+        raise BadUplinkTarget(
+            f"uplink URL {shown_url(url)!r} is plain HTTP to another machine: the uplink token and every "
+            f"score would cross the network readable by anyone on the way; use https:// (or {opt_in} "
+            "to send in the clear anyway)"
+        )
     if parts.username or parts.password:
         raise BadUplinkTarget(
             "the uplink URL must not hold a user or password: the token goes in --token-file"
@@ -39,11 +50,23 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a URL's host name) is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def shown_url(url: str) -> str:
     """The URL safe to show or log: without any user, password, query or fragment."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address, bracketed as in the URL
         if parts.port:
             host = f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -109,10 +132,12 @@ def configure_target(
     ca_file: Path | None,
     actor: str,
     now: datetime,
+    insecure_http: bool = False,
 ) -> Target:
     """Store the target `venuebox uplink configure` set (the token already in its 0600 file). A
-    pause for refused credentials ends: the worker tries the new target at once."""
-    url = check_url(url)
+    pause for refused credentials ends: the worker tries the new target at once. Plain HTTP off
+    loopback only with ``insecure_http`` (check_url)."""
+    url = check_url(url, insecure_http)
     at = to_rfc3339(now)
     conn.execute(
         "INSERT INTO uplink_target (id, url, token_file, ca_file, configured_at, configured_by)"

@@ -13,6 +13,9 @@ Alerts (fingerprint: severity):
 * ``db-integrity``: critical (and an automatic freeze) when ``PRAGMA quick_check`` fails, or at once
   when any read or write of the store meets a damaged page (``Store.on_damage``).
 * ``event-loop-stalled``: critical, the event loop woke later than ``loop_lag_critical_s``.
+* ``pairing-flood``: warning, raised by the tablet API when the box-wide budget of failed pairing
+  attempts is spent (edge_api/limits.py); cleared here once none has been refused for
+  ``pair_flood_calm_s``.
 """
 
 from __future__ import annotations
@@ -65,11 +68,14 @@ class WatchdogSettings:
     auto_freeze_on_disk_critical: bool = True
     auto_freeze_on_integrity_failure: bool = True
     loop_lag_critical_s: float = 2.0
+    # The pairing-flood alert clears after this long without a pairing attempt refused box-wide.
+    pair_flood_calm_s: float = 60.0
     # Check intervals.
     presence_sweep_s: float = 5.0
     disk_check_s: float = 30.0
     quick_check_s: float = 600.0
     loop_check_s: float = 5.0
+    pairing_check_s: float = 5.0
     # A check that cannot get its write started by then is skipped (logged), not queued forever.
     write_timeout_s: float = 10.0
 
@@ -80,7 +86,7 @@ class WatchdogSettings:
             raise ValueError(
                 "disk thresholds must satisfy 0 <= disk_critical_free_mb <= disk_warning_free_mb"
             )
-        for name in ("presence_sweep_s", "disk_check_s", "quick_check_s", "loop_check_s"):
+        for name in ("presence_sweep_s", "disk_check_s", "quick_check_s", "loop_check_s", "pairing_check_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
 
@@ -371,6 +377,44 @@ def check_event_loop(
     return apply_loop_lag(conn, settings, probe.take_peak_lag(), now)
 
 
+# -- pairing flood --------------------------------------------------------------------------------
+
+PAIRING_FLOOD_FINGERPRINT = "pairing-flood"
+
+
+def raise_pairing_flood(
+    conn: sqlite3.Connection, per_minute: int, addresses: list[str], now: datetime
+) -> dict[str, Any]:
+    """The box-wide budget of failed pairing attempts is spent (the tablet API calls this, at most
+    every few seconds while it refuses attempts); ``addresses``: those refused since, most first."""
+    shown = ", ".join(addresses[:3]) + (f" and {len(addresses) - 3} more" if len(addresses) > 3 else "")
+    return alerts.raise_alert(
+        conn,
+        PAIRING_FLOOD_FINGERPRINT,
+        "warning",
+        "Many wrong pairing codes",
+        f"More than {per_minute} pairing attempts a minute failed (wrong, used or expired codes)"
+        + (f", lately from {shown}" if shown else "")
+        + ": something on the venue network may be guessing codes. Until it calms down every pairing "
+        "attempt is told to try again shortly, a judge's right code too; paired tablets keep scoring. "
+        "If it goes on, find that device on the network; a tablet that cannot pair can try again "
+        "in a minute.",
+        now,
+    )
+
+
+def check_pairing_calm(conn: sqlite3.Connection, settings: WatchdogSettings, now: datetime) -> bool:
+    """Clear the pairing-flood alert once no pairing attempt has been refused box-wide for
+    ``pair_flood_calm_s`` (its ``last_seen``); returns whether pairing is calm."""
+    alert = alerts.get_alert(conn, PAIRING_FLOOD_FINGERPRINT)
+    if alert is None or not alert["active"]:
+        return True
+    if (now - parse_rfc3339(alert["last_seen"])).total_seconds() < settings.pair_flood_calm_s:
+        return False
+    alerts.clear_alert(conn, PAIRING_FLOOD_FINGERPRINT, now)
+    return True
+
+
 # -- scheduler ------------------------------------------------------------------------------------
 
 
@@ -488,6 +532,10 @@ def build_scheduler(
         now = utcnow()
         await write_checked("event loop", lambda conn: apply_loop_lag(conn, settings, lag_s, now))
 
+    async def pairing_job() -> None:
+        now = utcnow()
+        await write_checked("pairing flood", lambda conn: check_pairing_calm(conn, settings, now))
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     soon = datetime.now(UTC)
     jobs: list[tuple[Callable[[], Any], str, float, datetime]] = [
@@ -501,6 +549,7 @@ def build_scheduler(
             soon + timedelta(seconds=min(60.0, settings.quick_check_s)),
         ),
         (loop_job, "event-loop", settings.loop_check_s, soon + timedelta(seconds=settings.loop_check_s)),
+        (pairing_job, "pairing", settings.pairing_check_s, soon),
     ]
     for func, job_id, interval, first_run in jobs:
         name = f"watchdog {job_id} check"

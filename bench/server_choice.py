@@ -249,18 +249,20 @@ def build_template(data_dir: Path, count: int) -> tuple[list[loadgen.BenchTablet
     make_box, _ = loadgen.load_fixtures()  # also puts the repo root on sys.path
     from appliance.devices import authenticate
     from appliance.event import judge_event
+    from appliance.keys import pairing_key
     from appliance.secrets_files import read_secret
     from appliance.storage.db import Store
     from provisioning.pairing import create_code, redeem
 
     config = make_box(data_dir, mdns_enabled=False, **loadgen.HIGH_LIMITS)
     paired: list[tuple[str, str]] = []
+    key = pairing_key(config)
     with Store(config.db_path) as store:
         for i in range(count):
             judge = loadgen.JUDGES[i % len(loadgen.JUDGES)]
-            code = store.write_sync(lambda c, j=judge: create_code(c, j, 600, "bench"))["code"]
+            code = store.write_sync(lambda c, j=judge: create_code(c, j, 600, "bench", key=key))["code"]
             name = f"bench tablet {i + 1}"
-            token = store.write_sync(lambda c, k=code, n=name: redeem(c, k, n, "127.0.0.1"))["token"]
+            token = store.write_sync(lambda c, k=code, n=name: redeem(c, k, n, "127.0.0.1", key=key))["token"]
             paired.append((judge, token))
         events = {
             judge: store.query(lambda c, t=token: judge_event(c, authenticate(c, t)))

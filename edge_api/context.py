@@ -19,7 +19,7 @@ from appliance.export import ExportJob
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store
 from appliance.watermark import ledger_mark
-from edge_api.limits import TokenBuckets
+from edge_api.limits import PairingFloodGuard, TokenBuckets
 from edge_api.metrics import Metrics
 
 T = TypeVar("T")
@@ -89,6 +89,7 @@ class ApiContext:
     background: list[asyncio.Future[Any]] = field(default_factory=list)
     device_limits: TokenBuckets = field(init=False)
     pair_limits: TokenBuckets = field(init=False)
+    pair_flood: PairingFloodGuard = field(init=False)
     _known: dict[str, Device] = field(init=False, default_factory=dict)
     sheets: SheetIntake = field(init=False)
     _mark: tuple[float, dict[str, Any]] | None = field(init=False, default=None)
@@ -97,6 +98,9 @@ class ApiContext:
         self.device_limits = TokenBuckets(self.config.device_rate_per_s, self.config.device_burst)
         self.pair_limits = TokenBuckets(
             self.config.pair_attempts_per_minute / 60.0, self.config.pair_attempts_per_minute
+        )
+        self.pair_flood = PairingFloodGuard(
+            self.config.pair_failures_per_minute_box, self.config.pair_flood_calm_s, self.write
         )
         self.sheets = SheetIntake(self)
         if not self.tablet_urls:

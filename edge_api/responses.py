@@ -6,10 +6,15 @@ from typing import Any
 
 import msgspec
 from litestar import Response
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
 
 from edge_api.errors import PROBLEM_JSON
 from edge_api.schemas import Problem
+
+# For every answer that carries a token or personal data (names): no cache on the way, and no
+# browser or HTTP library on a tablet, may keep a copy of it (RFC 9111, 5.2.2.5).
+NO_STORE = CacheControlHeader(no_store=True)
 
 _STATUS_WORDS = {
     400: "Malformed JSON body",

@@ -9,10 +9,13 @@ import msgspec
 from msgspec import Meta
 
 from appliance.box import FreezeCategory
+from appliance.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
+# Text a tablet sends that the console and the CLI print later: no control or bidi characters.
+DeviceName = Annotated[str, Meta(min_length=1, max_length=200, pattern=ONE_LINE_PATTERN)]
 EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
-Comment = Annotated[str, Meta(max_length=2000)]
+Comment = Annotated[str, Meta(max_length=2000, pattern=FREE_TEXT_PATTERN)]
 Rfc3339 = Annotated[
     str,
     # No minimum length: a time without its offset gets check_time's words, not a length rule.
@@ -55,7 +58,7 @@ class Health(msgspec.Struct, kw_only=True):
 
 class PairIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     code: Annotated[str, Meta(min_length=1, max_length=32)]
-    device_name: ShortText
+    device_name: DeviceName
 
 
 class Named(msgspec.Struct):
@@ -139,7 +142,7 @@ class BatchOut(msgspec.Struct, kw_only=True):
 class HeartbeatIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sent_at: Rfc3339
     battery: Annotated[int, Meta(ge=0, le=100)] | None = None
-    app_version: Annotated[str, Meta(max_length=64)] | None = None
+    app_version: Annotated[str, Meta(max_length=64, pattern=ONE_LINE_PATTERN)] | None = None
     queue_depth: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
 
 

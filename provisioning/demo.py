@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from appliance import personal
+from appliance import keys, personal
 from appliance.config import Config
 from appliance.event import current_event_id
 from appliance.storage.db import Store
@@ -26,7 +26,11 @@ def prepare_demo(config: Config, code_ttl_s: int = 3600) -> list[dict[str, Any]]
             package = load_package(SAMPLE_EVENT)
             store.write_sync(lambda conn: import_package(conn, package, key, "demo"))
         judges = store.query(_judge_ids)
-        return [store.write_sync(lambda conn, j=j: create_code(conn, j, code_ttl_s, "demo")) for j in judges]
+        pairing_key = keys.pairing_key(config)
+        return [
+            store.write_sync(lambda conn, j=j: create_code(conn, j, code_ttl_s, "demo", key=pairing_key))
+            for j in judges
+        ]
 
 
 def _judge_ids(conn: sqlite3.Connection) -> list[str]:

@@ -1,13 +1,17 @@
 """One-time pairing codes: a tech makes one for a judge, a tablet trades it for a device token.
 
-Codes are 8 characters from a 31-symbol alphabet with no look-alikes (about 40 bits), single use,
-expiring (10 minutes by default), and stored only as hashes. With the pairing endpoint throttled per
-client address (edge_api), guessing one in its lifetime is out of reach.
+Codes are 8 characters from a 32-symbol alphabet with no look-alikes (40 bits), single use,
+expiring (10 minutes by default, at most ``pairing_code_max_ttl_s``), and stored only as
+HMAC-SHA256 under the box's pairing key (``pairing.key`` in the data dir, appliance/keys.py): 40
+bits are few enough that a bare SHA-256 found in a copy of the database would give the code back in
+minutes; without the key file the hash gives nothing. With the pairing endpoint throttled per client
+address and box-wide (edge_api), guessing one in its lifetime is out of reach.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import sqlite3
 import uuid
@@ -15,7 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from appliance import audit, devices
-from appliance.errors import NoEvent, NotFound, PairingRefused
+from appliance.config import MAX_PAIRING_CODE_TTL_S
+from appliance.errors import InvalidInput, NoEvent, NotFound, PairingRefused
 from appliance.times import now_rfc3339, parse_rfc3339, to_rfc3339, utcnow
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I
@@ -27,8 +32,9 @@ def normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum())
 
 
-def _code_hash(code: str) -> str:
-    return hashlib.sha256(normalise_code(code).encode("utf-8")).hexdigest()
+def code_hash(code: str, key: bytes) -> str:
+    """What the box stores for ``code``: HMAC-SHA256 under the pairing key, hex."""
+    return hmac.new(key, normalise_code(code).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def format_code(code: str) -> str:
@@ -36,9 +42,25 @@ def format_code(code: str) -> str:
 
 
 def create_code(
-    conn: sqlite3.Connection, judge_id: str, ttl_s: int, actor: str, request_id: str | None = None
+    conn: sqlite3.Connection,
+    judge_id: str,
+    ttl_s: int,
+    actor: str,
+    request_id: str | None = None,
+    *,
+    key: bytes,
+    max_ttl_s: int = MAX_PAIRING_CODE_TTL_S,
 ) -> dict[str, Any]:
-    """A new code for ``judge_id`` of the current event; returns it (the only time it is readable)."""
+    """A new code for ``judge_id`` of the current event, hashed under ``key`` (``keys.pairing_key``);
+    returns it (the only time it is readable). A ``ttl_s`` over ``max_ttl_s`` (the
+    ``pairing_code_max_ttl_s`` setting) is refused and nothing is stored."""
+    longest = min(max_ttl_s, MAX_PAIRING_CODE_TTL_S)
+    if not 10 <= ttl_s <= longest:
+        message = (
+            f"a pairing code lives 10 s to {longest} s ({_hours(longest)}, the setting "
+            f"pairing_code_max_ttl_s), not {ttl_s} s: nothing was made; ask for a lifetime in that range"
+        )
+        raise InvalidInput(message, [{"field": "ttl_s", "message": f"must be between 10 and {longest}"}])
     box = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
     if box is None or box[0] is None:
         raise NoEvent("no event imported yet: run `venuebox event import PACKAGE` first")
@@ -48,8 +70,6 @@ def create_code(
     ).fetchone()
     if judge is None:
         raise NotFound(f"no judge {judge_id!r} in event {event_id!r}")
-    if not 10 <= ttl_s <= 7 * 24 * 3600:
-        raise ValueError("a pairing code must live between 10 seconds and 7 days")
     code = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
     now = utcnow()
     code_id = str(uuid.uuid4())
@@ -57,7 +77,7 @@ def create_code(
     conn.execute(
         "INSERT INTO pairing_codes (code_id, code_hash, event_id, judge_id, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (code_id, _code_hash(code), event_id, judge_id, to_rfc3339(now), expires_at),
+        (code_id, code_hash(code, key), event_id, judge_id, to_rfc3339(now), expires_at),
     )
     audit.record(
         conn,
@@ -83,12 +103,15 @@ def redeem(
     address: str | None,
     request_id: str | None = None,
     token_ttl_h: float = 0.0,
+    *,
+    key: bytes,
 ) -> dict[str, Any]:
-    """Trade a valid code for a new device and its token (inside the writer's transaction); the
-    token expires as ``devices.token_expiry`` says."""
+    """Trade a valid code (hashed under ``key``, as ``create_code`` stored it) for a new device and
+    its token (inside the writer's transaction); the token expires as ``devices.token_expiry``
+    says."""
     row = conn.execute(
         "SELECT code_id, event_id, judge_id, expires_at, used_at FROM pairing_codes WHERE code_hash = ?",
-        (_code_hash(code),),
+        (code_hash(code, key),),
     ).fetchone()
     now = utcnow()
     if row is None or row["used_at"] is not None or parse_rfc3339(row["expires_at"]) <= now:
@@ -133,6 +156,10 @@ def redeem(
         "judge": {"id": row["judge_id"], "name": judge["name"]},
         "event": {"id": row["event_id"], "name": event["name"]},
     }
+
+
+def _hours(seconds: int) -> str:
+    return f"{seconds / 3600:g} h"
 
 
 def active_codes(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import personal
+from appliance import keys, personal
 from appliance.config import Config, load_config
 from appliance.devices import Device
 from appliance.storage.db import Store
@@ -175,8 +175,9 @@ def make_box(data_dir: Path, package: Path | None = SAMPLE_EVENT, **settings: An
 
 
 def new_code(config: Config, judge_id: str, ttl_s: int = 600) -> str:
+    key = keys.pairing_key(config)
     with Store(config.db_path) as store:
-        return store.write_sync(lambda conn: create_code(conn, judge_id, ttl_s, "test"))["code"]
+        return store.write_sync(lambda conn: create_code(conn, judge_id, ttl_s, "test", key=key))["code"]
 
 
 @pytest.fixture
@@ -193,8 +194,9 @@ def sample_store(tmp_path: Path) -> Iterator[Store]:
 
 def paired_device(store: Store, judge_id: str) -> Device:
     """A really paired device for ``judge_id`` (a code, redeemed), as the ledger needs one."""
-    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test"))["code"]
-    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None))
+    key = keys.pairing_key(Config(data_dir=store.path.parent))
+    code = store.write_sync(lambda c: create_code(c, judge_id, 600, "test", key=key))["code"]
+    paired = store.write_sync(lambda c: redeem(c, code, f"{judge_id} tablet", None, key=key))
     return Device(paired["device_id"], paired["event"]["id"], judge_id, f"{judge_id} tablet")
 
 

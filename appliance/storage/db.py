@@ -151,10 +151,25 @@ def damage_in(
     return DatabaseDamaged(path, problems) if problems else None
 
 
+def _create_private(path: Path) -> None:
+    """Make a new database file empty and 0600 before SQLite opens it (an empty file is an empty
+    database): SQLite gives the -wal and -shm it makes beside it the database file's own mode, so
+    this one mode keeps all three private, whatever the process's umask."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def create_database(path: Path, schema: Callable[[Database], int] = migrate) -> int:
     """Create or upgrade the database file with ``schema`` (the box's by default); returns the
     schema version."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _create_private(path)
     conn = connect(path)
     try:
         return schema(Database(conn))

@@ -14,6 +14,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from appliance.times import to_rfc3339, utcnow
+
 migrations = Migrations("venuebox")
 
 
@@ -359,6 +361,15 @@ def m009_recoveries(db: Database) -> None:
     # what came from where (snapshot, salvage, cloud), what was not appended and why, and how far
     # the old ledger is known to have reached, for `venuebox status` and the console.
     db.execute("CREATE TABLE recoveries (id INTEGER PRIMARY KEY, at TEXT NOT NULL, detail TEXT NOT NULL)")
+
+
+@migrations()
+def m010_pairing_codes_keyed(db: Database) -> None:
+    # Pairing codes are now stored as HMAC-SHA256 under the box's pairing key (provisioning/pairing.py),
+    # no longer as a bare SHA-256: a code made by an older venuebox can never match again, so its
+    # row expires now rather than stay listed as a code waiting for a tablet. Make a new code.
+    now = to_rfc3339(utcnow())
+    db.execute("UPDATE pairing_codes SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?", (now, now))
 
 
 def migrate(db: Database) -> int:

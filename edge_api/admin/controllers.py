@@ -35,12 +35,13 @@ from appliance import (
     uplink_state,
 )
 from appliance.errors import DomainError, UplinkNotConfigured
+from appliance.keys import pairing_key
 from appliance.times import utcnow
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
+from edge_api.responses import NO_STORE, problems
 from edge_api.responses import json_response as _json
-from edge_api.responses import problems
 from edge_api.schemas import (
     ExportIn,
     FreezeIn,
@@ -79,6 +80,8 @@ class AdminController(Controller):
     path = "/admin/v1"
     guards = [admin_guard]
     tags = ["admin"]
+    # Answers carry pairing codes, names and, revealed, personal data: none is kept by any cache.
+    cache_control = NO_STORE
 
     @get("/status", responses=problems(401, 503))
     async def status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
@@ -111,7 +114,12 @@ class AdminController(Controller):
         body = decode(await request.body(), PairingCodeIn)
         rid = request_id_of(request.scope)
         ttl = body.ttl_s or ctx.config.pairing_code_ttl_s
-        code = await ctx.write(lambda conn: pairing.create_code(conn, body.judge_id, ttl, "admin-api", rid))
+        cap = ctx.config.pairing_code_max_ttl_s
+        code = await ctx.write(
+            lambda conn: pairing.create_code(
+                conn, body.judge_id, ttl, "admin-api", rid, key=pairing_key(ctx.config), max_ttl_s=cap
+            )
+        )
         # What a QR code on the console carries: the tablet web app, told which code to redeem; and
         # the certificate fingerprint the tablet should see (null without TLS).
         url = f"{ctx.tablet_urls[0]}/?pair={code['code']}"

@@ -18,14 +18,15 @@ from appliance import errors as domain
 from appliance.box import get_box
 from appliance.devices import rotate_token
 from appliance.event import judge_event
+from appliance.keys import pairing_key
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.presence import record_heartbeat
 from edge_api.body import check_time, decode
 from edge_api.context import context_of
 from edge_api.errors import problem_for
 from edge_api.middleware import request_id_of
+from edge_api.responses import NO_STORE, not_modified, problems
 from edge_api.responses import json_response as _json
-from edge_api.responses import not_modified, problems
 from edge_api.schemas import (
     BatchIn,
     BatchOut,
@@ -135,15 +136,25 @@ class TabletController(Controller):
         summary="Trade a one-time pairing code for a device token",
         status_code=201,
         responses=problems(400, 403, 408, 413, 422, 429, 431, 503),
+        cache_control=NO_STORE,
     )
     async def pair(self, request: Request[Any, Any, Any]) -> Response[PairOut]:
         ctx = context_of(request)
         address = request.client.host if request.client else "unknown"
         ctx.pair_limits.take(address, "pairing attempts from this address")
+        await ctx.pair_flood.admit(address)
         body = decode(await request.body(), PairIn)
         rid = request_id_of(request.scope)
         ttl_h = ctx.config.device_token_ttl_h
-        paired = await ctx.write(lambda conn: redeem(conn, body.code, body.device_name, address, rid, ttl_h))
+        try:
+            paired = await ctx.write(
+                lambda conn: redeem(
+                    conn, body.code, body.device_name, address, rid, ttl_h, key=pairing_key(ctx.config)
+                )
+            )
+        except domain.PairingRefused:
+            await ctx.pair_flood.failed(address)
+            raise
         return _json({**paired, "tls_fingerprint": ctx.tls_fingerprint}, 201)
 
     @post(
@@ -151,6 +162,7 @@ class TabletController(Controller):
         summary="Rotate this tablet's token: a new one, with a new expiry; the old one stops at once",
         status_code=200,
         responses=problems(401, 408, 413, 429, 431, 503),
+        cache_control=NO_STORE,
     )
     async def rotate(self, request: Request[Any, Any, Any]) -> Response[TokenOut]:
         ctx = context_of(request)
@@ -180,7 +192,9 @@ class TabletController(Controller):
         )
         content = msgspec.json.encode(view)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        # No copy anywhere: the body names the judge and holds their sheets, and participants' names
+        # when the event lets tablets see them. The ETag still saves a tablet the download.
+        headers = {"ETag": etag, "Cache-Control": NO_STORE.to_header()}
         if not_modified(request.headers.get("if-none-match", ""), etag):
             return Response(content=b"", status_code=304, headers=headers)
         return Response(content=content, status_code=200, media_type="application/json", headers=headers)

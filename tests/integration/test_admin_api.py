@@ -444,3 +444,30 @@ def test_with_mdns_the_tablet_urls_lead_with_the_advertised_host_name(tmp_path: 
     for url in map(httpx.URL, urls[1:]):
         assert ipaddress.ip_address(url.host) and url.port == port
     assert code["url"] == f"{urls[0]}/?pair={code['code']}"
+
+
+def test_no_admin_answer_is_stored_by_a_cache(running_box: RunningBox) -> None:
+    """Admin answers carry pairing codes, device and judge names, and participants' names (masked,
+    or in full when revealed): ``Cache-Control: no-store`` on every one."""
+    running_box.pair("J1", "Judge 1 iPad")
+    with running_box.admin() as admin:
+        answers = {
+            "new code": admin.post("/admin/v1/pairing-codes", json={"judge_id": "J2"}),
+            "codes": admin.get("/admin/v1/pairing-codes"),
+            "devices": admin.get("/admin/v1/devices"),
+            "status": admin.get("/admin/v1/status"),
+            "participants": admin.get("/admin/v1/entries/101/participants"),
+            "participants revealed": admin.post(
+                "/admin/v1/entries/101/participants/reveal", json={"reason": "protest on entry 101"}
+            ),
+            "personal": admin.get("/admin/v1/entries/101/personal"),
+            "personal revealed": admin.post(
+                "/admin/v1/entries/101/personal/reveal",
+                json={"field": "participants", "reason": "protest on entry 101"},
+            ),
+        }
+    assert answers["participants revealed"].json()["participants"] == ["Naomi Roy"]
+    assert "Judge 1 iPad" in answers["devices"].text and answers["new code"].json()["code"]
+    for what, answer in answers.items():
+        assert answer.status_code in (200, 201), (what, answer.text)
+        assert answer.headers["cache-control"] == "no-store", what

@@ -43,6 +43,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
         device_rate_per_s=100_000.0,
         device_burst=100_000,
         pair_attempts_per_minute=100_000,
+        pair_failures_per_minute_box=100_000,
         # Exports the fuzzer starts may only land in a scratch folder, never anywhere on the machine.
         export_roots=[str(root / "usb")],
         # The tablet API is fuzzed as tablets reach it: over TLS, trusting the box's certificate.

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RunningBox, make_box, venuebox
+from tests.conftest import RunningBox, make_box, panel_entries, venuebox
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -175,3 +175,81 @@ def test_limits_in_the_environment_are_checked(tmp_path: Path) -> None:
     done = venuebox(config, "status", env={"VENUEBOX_ADDRESS_BURST": "0"})
     assert done.returncode != 0
     assert "address_burst" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def nested(depth: int) -> str:
+    """JSON with objects and arrays ``depth`` levels inside each other, alternately."""
+    return '{"a": [' * (depth // 2) + "1" + "]}" * (depth // 2)
+
+
+def with_json(body: dict, text: str) -> bytes:
+    """``body`` encoded, its "HERE" string replaced by the JSON ``text``."""
+    return json.dumps(body).replace('"HERE"', text).encode()
+
+
+def test_deeply_nested_json_anywhere_is_a_400_never_a_500(running_box: RunningBox) -> None:
+    tablet = running_box.pair("J1")
+    sheet = tablet.sheet_for(panel_entries(tablet.event())[0])
+    deep = nested(10_000)
+    tablet_bodies = {
+        "sheet, as values": ("/api/v1/sheets", with_json({**sheet, "values": "HERE"}, deep)),
+        "sheet, as a score": ("/api/v1/sheets", with_json({**sheet, "values": {"technique": "HERE"}}, deep)),
+        "sheet, an unknown field": ("/api/v1/sheets", with_json({**sheet, "extra": "HERE"}, deep)),
+        "batch, as an item": ("/api/v1/sheets/batch", with_json({"sheets": [sheet, "HERE"]}, deep)),
+        "batch, in an item's values": (
+            "/api/v1/sheets/batch",
+            with_json({"sheets": [sheet, {**sheet, "values": "HERE"}]}, deep),
+        ),
+        "batch, in an item's unknown field": (
+            "/api/v1/sheets/batch",
+            with_json({"sheets": [{**sheet, "extra": "HERE"}]}, deep),
+        ),
+        "heartbeat": ("/api/v1/heartbeat", with_json({"sent_at": "HERE"}, deep)),
+        "pairing": ("/api/v1/pair", with_json({"code": "ABCD-EFGH", "device_name": "HERE"}, deep)),
+    }
+    admin_bodies = {
+        "freeze": ("/admin/v1/freeze", with_json({"reason": "HERE"}, deep)),
+        "pairing code": ("/admin/v1/pairing-codes", with_json({"judge_id": "J1", "ttl_s": "HERE"}, deep)),
+        "reveal": ("/admin/v1/entries/101/personal/reveal", with_json({"field": "HERE"}, deep)),
+    }
+    answers = {}
+    with tablet.client() as client:
+        for what, (path, body) in tablet_bodies.items():
+            answers[what] = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    with running_box.admin() as admin:
+        for what, (path, body) in admin_bodies.items():
+            answers[what] = admin.post(path, content=body, headers={"Content-Type": "application/json"})
+    for what, answer in answers.items():
+        assert answer.status_code == 400, (what, answer.status_code, answer.text[:300])
+        assert answer.headers["content-type"] == "application/problem+json", what
+        problem = answer.json()
+        assert problem["type"] == "/problems/malformed-request", what
+        assert problem["request_id"] == answer.headers["x-request-id"] and "32 levels" in problem["detail"]
+    assert sheet_count(running_box) == 0
+    with running_box.admin() as admin:
+        assert admin.get("/admin/v1/status").json()["freeze"]["frozen"] is False
+    # The box answered each of them as a refusal: no traceback, no recursion in its log.
+    log = running_box.log_path.read_text() if running_box.log_path else ""
+    assert "RecursionError" not in log and "unhandled error" not in log
+    # It goes on taking sheets.
+    with tablet.client() as client:
+        stored = client.post("/api/v1/sheets/batch", json={"sheets": [sheet]}).json()["results"]
+    assert [r["status"] for r in stored] == [201]
+
+
+def test_nesting_up_to_the_limit_is_read_as_usual(running_box: RunningBox) -> None:
+    """32 levels is the limit (docs/protocol.md): a sheet (1 level) whose unknown field nests 31
+    more is refused for what it says, 422; one level more is 400, before it is read."""
+    tablet = running_box.pair("J1")
+    sheet = tablet.sheet_for(panel_entries(tablet.event())[0])
+    with tablet.client() as client:
+        at_limit, past_it = (
+            client.post(
+                "/api/v1/sheets",
+                content=with_json({**sheet, "extra": "HERE"}, "[" * depth + "]" * depth),
+                headers={"Content-Type": "application/json"},
+            )
+            for depth in (31, 32)
+        )
+    assert at_limit.status_code == 422 and at_limit.json()["errors"][0]["field"] == "extra", at_limit.text
+    assert past_it.status_code == 400 and past_it.json()["type"] == "/problems/malformed-request"

@@ -9,12 +9,14 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import RunningBox, Tablet, make_box, panel_entries
+from tests.conftest import RunningBox, Tablet, make_box, panel_entries, venuebox
+from tests.personal_package import personal_package
 
 
 def competition_state(box: RunningBox) -> dict[str, Any]:
@@ -534,3 +536,121 @@ def test_sigterm_exits_zero_and_keeps_every_sheet(running_box: RunningBox) -> No
     conn = sqlite3.connect(running_box.config.db_path)
     assert conn.execute("SELECT count(*) FROM sheets").fetchone()[0] == 1
     assert uuid.UUID(conn.execute("SELECT sheet_id FROM sheets").fetchone()[0])
+
+
+def test_answers_carrying_a_token_or_names_are_never_stored_by_a_cache(tmp_path: Path) -> None:
+    """Pairing and rotation carry the judge's token, the event the judge's name and sheets and
+    here participants' names: ``Cache-Control: no-store`` on each, the 304 included."""
+    package = personal_package(tmp_path / "package", tablets_see_participants=True)
+    box = RunningBox(make_box(tmp_path / "box", package=package)).start()
+    try:
+        with box.admin() as admin:
+            code = admin.post("/admin/v1/pairing-codes", json={"judge_id": "J1"}).json()["code"]
+        with box.client() as client:
+            paired = client.post("/api/v1/pair", json={"code": code, "device_name": "Judge 1 iPad"})
+        assert paired.status_code == 201 and paired.json()["token"]
+        assert paired.headers["cache-control"] == "no-store"
+        tablet = Tablet(box, paired.json())
+        with tablet.client() as client:
+            event = client.get("/api/v1/event")
+            assert event.status_code == 200 and "Naomi Roy" in event.text
+            assert event.headers["cache-control"] == "no-store"
+            again = client.get("/api/v1/event", headers={"If-None-Match": event.headers["etag"]})
+            assert again.status_code == 304 and again.headers["cache-control"] == "no-store"
+            rotated = client.post("/api/v1/token")
+        assert rotated.status_code == 200 and rotated.json()["token"]
+        assert rotated.headers["cache-control"] == "no-store"
+    finally:
+        box.stop()
+
+
+ESCAPE_AND_OVERRIDE = [
+    "Judge 1\x1b[2J",  # clears the tech's screen
+    "iPad\x1b]0;box owned\x07",  # retitles the terminal
+    "iPad \u202eenohp",  # right-to-left override: reads as "iPad phone" backwards
+    "iPad \u2066x\u2069",  # isolates
+    "C1 \x9b31m",  # an 8-bit CSI
+    "two\nlines",
+    "iPad\n",  # a new line at the end too
+    "a\ttab",
+    "del\x7f",
+]
+
+
+@pytest.mark.parametrize("name", ESCAPE_AND_OVERRIDE)
+def test_a_device_name_with_control_or_bidi_characters_is_refused_naming_the_field(
+    running_box: RunningBox, name: str
+) -> None:
+    with running_box.admin() as admin:
+        code = admin.post("/admin/v1/pairing-codes", json={"judge_id": "J1"}).json()["code"]
+    with running_box.client() as client:
+        refused = client.post("/api/v1/pair", json={"code": code, "device_name": name})
+        assert refused.status_code == 422, refused.text
+        problem = refused.json()
+        assert problem["type"] == "/problems/invalid-input"
+        assert [e["field"] for e in problem["errors"]] == ["device_name"]
+        assert "control characters" in problem["errors"][0]["message"]
+        # Refused before the code was looked at: the judge types a plain name and pairs with it.
+        paired = client.post("/api/v1/pair", json={"code": code, "device_name": "Judge 1 iPad"})
+    assert paired.status_code == 201, paired.text
+    conn = sqlite3.connect(running_box.config.db_path)
+    try:
+        assert [r[0] for r in conn.execute("SELECT name FROM devices")] == ["Judge 1 iPad"]
+    finally:
+        conn.close()
+
+
+def test_text_a_tablet_sends_is_refused_with_control_or_bidi_characters(running_box: RunningBox) -> None:
+    """The app version is one line; a comment may hold new lines and tabs as a judge types them,
+    but no other control character (a carriage return included) and no bidi override."""
+    tablet = running_box.pair("J1")
+    entries = panel_entries(tablet.event())
+    beat = {"sent_at": "2026-03-14T10:42:07Z"}
+    with tablet.client() as client:
+        refused = client.post("/api/v1/heartbeat", json={**beat, "app_version": "1.0\x1b[8m"})
+        assert refused.status_code == 422 and [e["field"] for e in refused.json()["errors"]] == [
+            "app_version"
+        ]
+        for comment in ("clean\x1b[31m", "ok\r\nok", "score \u202e01", "a\x85b", "line\u2028break"):
+            sheet = client.post("/api/v1/sheets", json=tablet.sheet_for(entries[0], comment=comment))
+            assert sheet.status_code == 422, (comment, sheet.text)
+            assert [e["field"] for e in sheet.json()["errors"]] == ["comment"], comment
+        # A batch item is refused alone; its neighbour is stored.
+        bad = tablet.sheet_for(entries[0], comment="\x1b[2J")
+        good = tablet.sheet_for(entries[1], comment="Clean lines.\n\tLanding: «bravo» 👏 שלום")
+        batch = client.post("/api/v1/sheets/batch", json={"sheets": [bad, good]}).json()["results"]
+        assert [r["status"] for r in batch] == [422, 201] and batch[0]["sheet_id"] == bad["sheet_id"]
+        assert batch[0]["problem"]["errors"][0]["field"] == "comment"
+        assert client.post("/api/v1/heartbeat", json={**beat, "app_version": "web 0.1.0"}).status_code == 200
+    conn = sqlite3.connect(running_box.config.db_path)
+    try:
+        assert [r[0] for r in conn.execute("SELECT comment FROM sheets")] == [good["comment"]]
+    finally:
+        conn.close()
+
+
+def test_the_cli_prints_a_stored_device_name_escaped(running_box: RunningBox) -> None:
+    """A row written before the API refused such names (put straight into the SQLite file here)
+    prints with its escape sequences and bidi override as \\uXXXX, in the list and in --json."""
+    tablet = running_box.pair("J1")
+    device_id = tablet.pairing["device_id"]
+    name = "A\x1b[2J\u202eB\x07"
+    conn = sqlite3.connect(running_box.config.db_path)
+    try:
+        with conn:
+            conn.execute("UPDATE devices SET name = ? WHERE device_id = ?", (name, device_id))
+    finally:
+        conn.close()
+    listed = venuebox(running_box.config, "devices")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(device_id))
+    assert "A\\u001b[2J\\u202eB\\u0007" in line
+    as_json = venuebox(running_box.config, "devices", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    # Still JSON that reads back to the name as stored.
+    assert [d["name"] for d in json.loads(as_json.stdout)] == [name]
+    revoked = venuebox(running_box.config, "devices", "revoke", device_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "A\\u001b[2J\\u202eB\\u0007" in revoked.stdout
+    for done in (listed, as_json, revoked):
+        assert not {"\x1b", "\x07", "\u202e"} & set(done.stdout), done.stdout

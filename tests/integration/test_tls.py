@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -110,6 +111,51 @@ def test_daemon_serves_https_with_the_fingerprint_it_announces(tls_box: RunningB
         pass
     else:
         assert answer.status_code >= 400
+
+
+def handshake(box: RunningBox, version: ssl.TLSVersion, ciphers: str | None = None) -> tuple[str, str]:
+    """A real TLS handshake with the box's tablet port by a client that speaks only ``version`` and,
+    given ``ciphers``, offers only those (TLS 1.2 and below); the (protocol, cipher) agreed, or
+    ssl.SSLError when the box refuses. The client trusts the box's certificate, so a refusal is
+    about the protocol and the suites, not about trust."""
+    context = box.verify
+    assert isinstance(context, ssl.SSLContext)
+    context.minimum_version = context.maximum_version = version
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    url = httpx.URL(box.tablet_url)
+    with (
+        socket.create_connection((url.host, url.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=url.host) as wrapped,
+    ):
+        agreed = wrapped.cipher()
+        assert agreed is not None and wrapped.version() is not None
+        return wrapped.version() or "", agreed[0]
+
+
+def test_tls_1_2_offers_only_aead_suites_and_tls_1_3_still_works(tls_box: RunningBox) -> None:
+    # The box's key is ECDSA: these are the CBC suites a TLS 1.2 client could agree on with it.
+    for cbc_suite in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA"):
+        with pytest.raises(ssl.SSLError):
+            handshake(tls_box, ssl.TLSVersion.TLSv1_2, cbc_suite)
+
+    for aead in (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ):
+        assert handshake(tls_box, ssl.TLSVersion.TLSv1_2, aead) == ("TLSv1.2", aead)
+    protocol, suite = handshake(tls_box, ssl.TLSVersion.TLSv1_3)
+    assert protocol == "TLSv1.3" and suite.startswith("TLS_")
+
+    # A client offering everything it has still gets an AEAD suite over TLS 1.2.
+    protocol, suite = handshake(tls_box, ssl.TLSVersion.TLSv1_2, "ALL:@SECLEVEL=0")
+    assert protocol == "TLSv1.2" and ("GCM" in suite or "CHACHA20" in suite), suite
+
+    # The admin listener is untouched: plain HTTP on loopback.
+    assert tls_box.admin_url.startswith("http://127.0.0.1:")
+    with tls_box.admin() as admin:
+        assert admin.get("/admin/v1/status").status_code == 200
 
 
 def test_tablet_client_pins_the_certificate_and_refuses_a_second_one(

@@ -437,6 +437,89 @@ def test_configure_refuses_a_url_with_credentials_and_a_bad_ca_in_one_line(tmp_p
     assert venuebox(config, "uplink", "status", "--json").stdout.count('"not configured"') == 1
 
 
+def uplink_rows(config: Config) -> tuple[int, int]:
+    """(stored uplink targets, `uplink.configure` audit records) in the box's database."""
+    conn = sqlite3.connect(config.db_path)
+    try:
+        targets = conn.execute("SELECT count(*) FROM uplink_target").fetchone()[0]
+        audited = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'uplink.configure'").fetchone()
+        return targets, audited[0]
+    finally:
+        conn.close()
+
+
+def test_configure_refuses_plain_http_off_this_machine_unless_told_and_stores_nothing(tmp_path: Path) -> None:
+    config = make_box(tmp_path / "box")
+    token = tmp_path / "t"
+    token.write_text("tok\n")
+    for url in ("http://cloud.example.org", "http://192.168.1.20:9090", "http://[fd00::20]/uplink"):
+        refused = venuebox(config, "uplink", "configure", "--url", url, "--token-file", str(token))
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [
+            f"venuebox: error: uplink URL '{url}' is plain HTTP to another machine: the uplink token and "
+            "every score would cross the network readable by anyone on the way; use https:// (or pass "
+            "--insecure-http to send in the clear anyway)"
+        ]
+        # Nothing stored: no copy of the token, no target, no audit record.
+        assert list(config.data_dir.glob("uplink-*.token")) == []
+        assert uplink_rows(config) == (0, 0)
+    assert json.loads(venuebox(config, "uplink", "status", "--json").stdout)["target"] is None
+
+    # A receiver on this machine (loopback) may be plain HTTP: the demo's, a test's.
+    for url in (
+        "http://127.0.0.1:9090",
+        "http://127.8.9.10:9090",
+        "http://[::1]:9090",
+        "http://localhost:9090",
+    ):
+        done = venuebox(config, "uplink", "configure", "--url", url, "--token-file", str(token))
+        assert done.returncode == 0, done.stderr
+        assert f"uplink configured: {url}" in done.stdout
+
+    # Told, it takes plain HTTP to another machine.
+    told = venuebox(
+        config,
+        "uplink",
+        "configure",
+        "--url",
+        "http://cloud.example.org",
+        "--insecure-http",
+        "--token-file",
+        str(token),
+    )
+    assert told.returncode == 0, told.stderr
+    status = json.loads(venuebox(config, "uplink", "status", "--json").stdout)
+    assert status["target"]["url"] == "http://cloud.example.org"
+    assert uplink_rows(config) == (1, 5)
+
+
+def test_uplink_url_in_settings_follows_the_same_rule(tmp_path: Path) -> None:
+    config = make_box(tmp_path / "box")
+    settings = config.data_dir / "venuebox.toml"
+    settings.write_text(settings.read_text() + 'uplink_url = "http://cloud.example.org"\n')
+    for args in (("uplink", "status"), ("run", "--port", "0", "--admin-port", "0")):
+        refused = venuebox(config, *args)
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [
+            "venuebox: error: uplink URL 'http://cloud.example.org' is plain HTTP to another machine: the "
+            "uplink token and every score would cross the network readable by anyone on the way; use "
+            "https:// (or set uplink_insecure_http = true to send in the clear anyway)"
+        ]
+    from_environment = venuebox(
+        config, "uplink", "status", env={"VENUEBOX_UPLINK_URL": "http://cloud.example.org:9090"}
+    )
+    assert from_environment.returncode == 1 and "uplink_insecure_http = true" in from_environment.stderr
+
+    settings.write_text(settings.read_text() + "uplink_insecure_http = true\n")
+    status = venuebox(config, "uplink", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["target"] == {
+        "url": "http://cloud.example.org",
+        "source": "config",
+        "ca_file": None,
+    }
+
+
 # -- TLS -------------------------------------------------------------------------------------------
 
 

@@ -126,11 +126,12 @@ def test_lined_table_never_sends_control_characters_to_the_terminal() -> None:
         app = TableApp()
         async with app.run_test(size=(40, 8)) as pilot:
             table = app.query_one(LinedTable)
-            table.show({"a": ("x\x1b[2J", "\x07bell")})
+            table.show({"a": ("x\x1b[2J", "\x07bell\u202e")})
             await pilot.pause()
             line = table.render_line(1).text
-            assert "\x1b" not in line and "\x07" not in line
-            assert table.cell_text("a", "state") == "?bell"
+            assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+            # Escaped as the CLI prints them (appliance.tablet_text.printable), so a tech sees what was sent.
+            assert table.cell_text("a", "state") == "\\u0007bell\\u202e"
 
     asyncio.run(scenario())
 

@@ -10,7 +10,7 @@ from appliance.config import ConfigError, load_config, resolve_data_dir
 from appliance.errors import InvalidInput, MalformedRequest, TooManyRequests
 from appliance.ledger import on_step, value_problem
 from appliance.times import parse_rfc3339
-from edge_api.body import decode
+from edge_api.body import decode, nests_within_limit
 from edge_api.limits import TokenBuckets
 from edge_api.schemas import HeartbeatIn, SheetIn
 from edge_api.tablet.controllers import parse_sheet
@@ -96,6 +96,31 @@ def test_a_body_may_start_with_a_byte_order_mark() -> None:
     assert beat.battery == 40
     with pytest.raises(MalformedRequest, match="no body"):
         decode(b"\xef\xbb\xbf  ", HeartbeatIn)
+
+
+@pytest.mark.parametrize(
+    ("body", "within"),
+    [
+        (b"[" * 32 + b"]" * 32, True),
+        (b"[" * 33 + b"]" * 33, False),
+        (b'{"a":[' * 16 + b"1" + b"]}" * 16, True),  # objects and arrays alike: 32 levels
+        (b'{"a":[' * 17 + b"1" + b"]}" * 17, False),
+        (b'{"a": "' + b"[{" * 500 + b'"}', True),  # brackets inside a string do not nest
+        (b'{"a": "\\"' + b"[" * 40 + b'"}', True),  # nor after an escaped quote
+        (b'{"a": "x\\\\", "b": ' + b"[" * 33 + b"]" * 33 + b"}", False),  # JSON "x\\" ends there
+        (b'{"sheets": [' + b", ".join([b'{"values": {"a": 1}}'] * 500) + b"]}", True),  # a full batch
+        (b"[" * 10_000, False),  # never closed
+        (b'"' + b'\\"' * 1000 + b"[" * 40, True),  # an unterminated string: msgspec says what is wrong
+    ],
+)
+def test_a_body_nests_at_most_32_levels(body: bytes, within: bool) -> None:
+    assert nests_within_limit(body) is within
+
+
+def test_a_body_nested_too_deep_is_malformed_whatever_its_type() -> None:
+    for kind in (SheetIn, HeartbeatIn):
+        with pytest.raises(MalformedRequest, match="32 levels"):
+            decode(b'{"values": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", kind)
 
 
 _SHEET = '"sheet_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "submitted_at": "2026-03-14T10:42:07Z"'

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -32,6 +34,21 @@ def test_database_uses_wal_full_sync_foreign_keys_and_records_its_version(tmp_pa
     assert names[0] == "m001_initial"
     # Running the migrations again changes nothing.
     assert create_database(path) == version
+
+
+def test_a_new_database_and_its_wal_and_shm_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "venuebox.sqlite"
+    before = os.umask(0)
+    try:
+        create_database(path)
+        with Store(path) as store:
+            store.write_sync(lambda c: audit.record(c, "test", "thing", {"a": 1}))
+            files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+            assert {f.name: f"{stat.S_IMODE(f.stat().st_mode):o}" for f in files} == {
+                f.name: "600" for f in files
+            }
+    finally:
+        os.umask(before)
 
 
 @pytest.mark.parametrize("table", ["sheets", "audit_log"])

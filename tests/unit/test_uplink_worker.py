@@ -64,6 +64,7 @@ class Box:
         self.config: Config = make_box(
             tmp_path / "box",
             uplink_url="http://receiver.test",
+            uplink_insecure_http=True,  # no network: a transport answers for receiver.test
             uplink_token_file=str(self.token_file),
             **(FAST | settings),
         )

@@ -21,6 +21,7 @@ from appliance import alerts, devices
 from appliance.box import get_box
 from appliance.config import Config
 from appliance.devices import Device
+from appliance.keys import pairing_key
 from appliance.presence import record_heartbeat
 from appliance.storage.db import Store
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
@@ -56,9 +57,11 @@ def box(tmp_path: Path) -> Iterator[Box]:
 
 
 def pair(store: Store, judge_id: str = "J1", name: str = "Tablet A") -> Device:
+    key = pairing_key(Config(data_dir=store.path.parent))
+
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        code = create_code(conn, judge_id, 600, "test")["code"]
-        return redeem(conn, code, name, "10.0.0.21")
+        code = create_code(conn, judge_id, 600, "test", key=key)["code"]
+        return redeem(conn, code, name, "10.0.0.21", key=key)
 
     paired = store.write_sync(run)
     return Device(paired["device_id"], paired["event"]["id"], judge_id, name)

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from appliance.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen
@@ -84,7 +85,10 @@ class AlertsScreen(BoxScreen):
         if alert is None:
             detail.update(Text("No alerts.", style="green"))
             return
-        detail.update(Text.assemble((alert["title"], "bold"), "\n", alert["detail"] or ""))
+        # A title may name a tablet as it named itself.
+        detail.update(
+            Text.assemble((printable(alert["title"]), "bold"), "\n", printable(alert["detail"] or ""))
+        )
 
     async def action_acknowledge(self) -> None:
         alert = self._selected()

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from appliance.tablet_text import printable
 from tui import format as fmt
 from tui.screens.base import BoxScreen
 
@@ -220,7 +221,7 @@ def alerts_panel(status: dict[str, Any]) -> Group:
     head.append(", ".join(parts) if parts else "none active", style="" if parts else "green")
     lines: list[Any] = [head]
     for alert in top:
-        line = fmt.severity(alert["severity"]) + Text(f" {alert['title']}")
+        line = fmt.severity(alert["severity"]) + Text(f" {printable(alert['title'])}")  # may name a tablet
         if alert["count"] > 1:
             line.append(f" ({alert['count']} times)", style="dim")
         if alert.get("acknowledged_at"):

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from appliance.tablet_text import printable
 from appliance.times import parse_rfc3339
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
@@ -92,7 +93,7 @@ class PairingScreen(BoxScreen):
         text = Text()
         for d in sorted(active, key=lambda d: d["paired_at"], reverse=True)[:12]:
             text.append_text(fmt.presence(d["presence"]))
-            text.append(f" {d.get('judge_name') or d['judge_id']}: {d['name']}\n")
+            text.append(f" {d.get('judge_name') or d['judge_id']}: {printable(d['name'])}\n")
         if not active:
             text.append("none yet", style="dim")
         text.rstrip()

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from appliance.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen
@@ -96,7 +97,7 @@ class TabletsScreen(BoxScreen):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Revoke {device['name']} ({device['judge_name'] or device['judge_id']})?",
+                f"Revoke {printable(device['name'])} ({device['judge_name'] or device['judge_id']})?",
                 "The tablet's token stops working at once; it must be paired again to score. "
                 "Sheets it already sent stay in the ledger.",
                 confirm_label="Revoke",

@@ -29,6 +29,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from appliance.tablet_text import printable
+
 GAP = "  "
 
 
@@ -37,11 +39,14 @@ _Cell = tuple[str, "str | Style", "tuple[Span, ...] | list[Span]", int]
 
 
 def _cell(value: Text | str) -> _Cell:
+    # Control characters would move the terminal's cursor, bidi overrides reorder a name: a device
+    # name or an alert naming it is not trusted. Escaped as the CLI prints them.
     if isinstance(value, str):
-        # Control characters would move the terminal's cursor: a device name is not trusted.
-        plain = value if value.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in value)
+        plain = printable(value)
         return plain, "", (), cell_len(plain)
-    plain = value.plain
+    plain = printable(value.plain)
+    if plain != value.plain:  # the inner spans no longer fit the escaped text: its own style stays
+        return plain, value.style, (), cell_len(plain)
     return plain, value.style, value.spans, cell_len(plain)
 
 
