@@ -177,6 +177,7 @@ def pair(ctx: click.Context) -> None:
 @click.pass_context
 def pair_new(ctx: click.Context, judge_id: str, ttl_s: int | None, as_json: bool) -> None:
     """Make a one-time pairing code for a judge (printed on the last line)."""
+    from appliance import tls
     from appliance.keys import pairing_key
     from provisioning.pairing import create_code
 
@@ -189,11 +190,41 @@ def pair_new(ctx: click.Context, judge_id: str, ttl_s: int | None, as_json: bool
         return store.write_sync(lambda conn: create_code(conn, judge_id, ttl, "cli", key=key, max_ttl_s=cap))
 
     code = _with_store(config, make)
+    tablet_url, fingerprint = _pairing_target(config)
+    code = {
+        **code,
+        "url": tls.pairing_url(tablet_url, code["code"], fingerprint),
+        "tls_fingerprint": fingerprint,
+    }
     if as_json:
         _print_json(code)
         return
     click.echo(f"pairing code for {code['judge']['name']} ({judge_id}), valid until {code['expires_at']}:")
+    click.echo(f"  tablet opens  {code['url']}")
+    if fingerprint:
+        click.echo(
+            f"  certificate   {tls.short_fingerprint(fingerprint)}  (the judge compares it on the tablet)"
+        )
     click.echo(code["code"])
+
+
+def _pairing_target(config: Config) -> tuple[str, str | None]:
+    """Where a tablet reaches the box and the certificate fingerprint it must see: the running
+    daemon's (its advertised name first), else what the config and the certificate on disk say."""
+    import contextlib
+
+    from appliance import tls
+    from appliance.daemon import runtime_info
+    from edge_api.context import configured_tablet_url
+
+    daemon = runtime_info(config)
+    if daemon and daemon.get("tablet_urls"):
+        return daemon["tablet_urls"][0], daemon.get("tls_fingerprint")
+    fingerprint = None
+    if config.tls:
+        with contextlib.suppress(OSError, ValueError):
+            fingerprint = tls.load_identity(config.data_dir).fingerprint
+    return configured_tablet_url(config), fingerprint
 
 
 @cli.group(invoke_without_command=True)

@@ -83,6 +83,25 @@ def grouped(fingerprint: str) -> str:
     return " ".join(upper[i : i + 4] for i in range(0, len(upper), 4))
 
 
+# How many groups of four a judge compares (64 bits): short enough to read off a console and a
+# browser's certificate viewer, far more than anyone can forge a certificate to match in an event.
+SHORT_GROUPS = 4
+
+
+def short_fingerprint(fingerprint: str) -> str:
+    """The first groups of `grouped` ('AB12 CD34 EF56 7890'): what the console and `venuebox pair
+    new` show next to a pairing code, for a judge to compare with the certificate a browser shows."""
+    return " ".join(grouped(fingerprint).split()[:SHORT_GROUPS])
+
+
+def pairing_url(tablet_url: str, code: str, fingerprint: str | None) -> str:
+    """What a QR code carries: the judge app told which code to redeem (``?pair=``) and, with TLS,
+    the certificate fingerprint in the fragment (``#fp=``), which a browser never sends to a server
+    and the Python tablet client checks before it sends the code."""
+    url = f"{tablet_url.rstrip('/')}/?pair={code}"
+    return f"{url}#fp={fingerprint}" if fingerprint else url
+
+
 def make_certificate(
     box_name: str, addresses: list[str], now: dt.datetime | None = None
 ) -> tuple[bytes, bytes]:

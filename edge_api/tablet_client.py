@@ -21,9 +21,12 @@ of the certificate, from the mDNS TXT ``fp`` or read off the box's console): bef
 request it fetches the certificate the box presents, compares it, and from then on trusts exactly
 that certificate in every TLS handshake. A box presenting another one raises CertificateMismatch
 before anything (a pairing code, a token, a sheet) is sent, and sheets stay queued. The pin is kept
-in the state dir; the pairing answer's ``tls_fingerprint`` must agree with it.
+in the state dir; the pairing answer's ``tls_fingerprint`` must agree with it. A pairing URL
+(``https://<box>:<port>/?pair=CODE#fp=<sha256 hex>``, the console's QR code) carries the pin itself:
+`pair_with_url` checks the box against it before the code is sent.
 
     box = discover()[0]  # or TabletClient("https://192.168.1.20:8080", state, fingerprint="ab12…")
+    # or, from the console's QR code: client, _ = await pair_with_url(url, state, "Judge 1 iPad")
     client = TabletClient.for_box(box, Path("~/.tablet").expanduser())  # pins the TXT fingerprint
     await client.pair("ABCD-EFGH", "Judge 1 iPad")
     event = await client.event()
@@ -123,6 +126,34 @@ def normalise_fingerprint(value: str) -> str:
     if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
         raise ValueError(f"a certificate fingerprint is 64 hex digits (sha256), got {value!r}")
     return text
+
+
+@dataclass(frozen=True)
+class PairingLink:
+    """A pairing URL as the box's console and `venuebox pair new` give it (its QR code):
+    ``https://<box>:<port>/?pair=CODE#fp=<sha256 hex>``."""
+
+    base_url: str  # scheme://host:port, where the tablet API lives
+    code: str
+    fingerprint: str | None  # the certificate the box must present (None: a plain-HTTP box)
+
+
+def parse_pairing_url(url: str) -> PairingLink:
+    """Read a pairing URL; ValueError when it has no ``pair`` code or a malformed ``fp``. The
+    fingerprint sits in the fragment, which a browser never sends anywhere."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"a pairing URL is http(s)://<box>:<port>/?pair=CODE#fp=…, got {url!r}")
+    code = parsed.params.get("pair")
+    if not code:
+        raise ValueError(f"the pairing URL has no ?pair= code: {url!r}")
+    fragment = httpx.QueryParams(parsed.fragment)
+    fp = fragment.get("fp")
+    fingerprint = normalise_fingerprint(fp) if fp else None
+    if parsed.scheme == "https" and fingerprint is None:
+        raise ValueError("the pairing URL names no certificate (#fp=…): ask the venue tech for its QR code")
+    base = parsed.copy_with(path="/", query=None, fragment=None)
+    return PairingLink(base_url=str(base).rstrip("/"), code=code, fingerprint=fingerprint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1079,6 +1110,32 @@ class TabletClient:
                 options["fingerprint"] = box.fingerprint
         return cls(box.base_url, state_dir, api=box.api, **options)
 
+    @classmethod
+    def from_pairing_url(cls, url: str, state_dir: Path, **options: Any) -> TabletClient:
+        """A client for the box a pairing URL names, pinned to its ``#fp`` (which replaces a pin saved
+        earlier: the URL is the tech's word); pair it with the URL's code (`parse_pairing_url`), or
+        use `pair_with_url`. ValueError for a URL without a code, or an https one without ``fp``."""
+        link = parse_pairing_url(url)
+        if link.fingerprint:
+            options["fingerprint"] = link.fingerprint
+        return cls(link.base_url, state_dir, **options)
+
+
+async def pair_with_url(
+    url: str, state_dir: Path, device_name: str, **options: Any
+) -> tuple[TabletClient, Pairing]:
+    """Pair through a pairing URL (the console's QR code): a client pinned to the URL's ``#fp``
+    checks the certificate the box presents before anything is sent, so an impostor reached at that
+    address raises CertificateMismatch and never sees the code. Returns the open client (close it,
+    or use it as an async context manager) and the pairing; on any error the client is closed."""
+    link = parse_pairing_url(url)
+    client = TabletClient.from_pairing_url(url, state_dir, **options)
+    try:
+        return client, await client.pair(link.code, device_name)
+    except BaseException:
+        await client.aclose()
+        raise
+
 
 def _certificate_refused(exc: BaseException) -> bool:
     """Whether a transport error comes from a failed certificate check in the TLS handshake."""
@@ -1174,6 +1231,7 @@ __all__ = [
     "HeartbeatAnswer",
     "NeedsPairing",
     "Pairing",
+    "PairingLink",
     "PairingRefused",
     "QueuedSheet",
     "RateLimited",
@@ -1185,4 +1243,6 @@ __all__ = [
     "discover",
     "make_sheet",
     "normalise_fingerprint",
+    "pair_with_url",
+    "parse_pairing_url",
 ]

@@ -37,6 +37,7 @@ from appliance import (
 from appliance.errors import DomainError, UplinkNotConfigured
 from appliance.keys import pairing_key
 from appliance.times import utcnow
+from appliance.tls import pairing_url
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
@@ -120,9 +121,9 @@ class AdminController(Controller):
                 conn, body.judge_id, ttl, "admin-api", rid, key=pairing_key(ctx.config), max_ttl_s=cap
             )
         )
-        # What a QR code on the console carries: the tablet web app, told which code to redeem; and
-        # the certificate fingerprint the tablet should see (null without TLS).
-        url = f"{ctx.tablet_urls[0]}/?pair={code['code']}"
+        # What a QR code on the console carries: the tablet web app, told which code to redeem, and
+        # the certificate fingerprint the tablet should see (in the URL's fragment; null without TLS).
+        url = pairing_url(ctx.tablet_urls[0], code["code"], ctx.tls_fingerprint)
         return _json({**code, "url": url, "tls_fingerprint": ctx.tls_fingerprint}, 201)
 
     @get("/pairing-codes", responses=problems(401))

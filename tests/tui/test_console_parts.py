@@ -257,6 +257,31 @@ def test_an_expired_pairing_code_is_taken_off_the_screen() -> None:
             await until(pilot, lambda: "expired" in str(screen.query_one("#code-expiry").content), "expired")
             assert str(screen.query_one("#code-qr").content) == ""
             assert str(screen.query_one("#code-url").content) == ""
+            assert str(screen.query_one("#code-cert").content) == ""
+
+    asyncio.run(scenario())
+
+
+def test_the_pairing_screen_shows_the_certificate_as_words_a_judge_compares() -> None:
+    """Next to a code: the first groups of the certificate's fingerprint, as `pair new` prints them;
+    the QR code carries the whole fingerprint (``#fp=``)."""
+    from tui.screens.pairing import PairingScreen
+
+    recorded = fixture("pairing_code")
+
+    async def scenario() -> None:
+        app = RecordedBox().app("pairing")
+        async with app.run_test(size=(100, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, PairingScreen)
+            await screen.refresh_now()
+            screen.query_one("#judges").focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: "certificate" in str(screen.query_one("#code-cert").content), "a code")
+            assert str(screen.query_one("#code-cert").content) == "certificate 5D0C 2E8F A1B7 436E"
+            assert f"#fp={recorded['tls_fingerprint']}" in str(screen.query_one("#code-url").content)
+            screen.code_used()  # redeemed: the words go with the QR code
+            assert str(screen.query_one("#code-cert").content) == ""
 
     asyncio.run(scenario())
 

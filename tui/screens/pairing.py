@@ -13,6 +13,7 @@ from textual.widgets.option_list import Option
 
 from appliance.tablet_text import printable
 from appliance.times import parse_rfc3339
+from appliance.tls import short_fingerprint
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen
@@ -41,6 +42,7 @@ class PairingScreen(BoxScreen):
                     id="code-big",
                 )
                 yield Static(id="code-expiry")
+                yield Static(id="code-cert")
                 yield Static(id="code-qr")
                 yield Static(id="code-url")
 
@@ -70,8 +72,11 @@ class PairingScreen(BoxScreen):
             )
         )
         # A used code is worth nothing: take its QR code and URL off the screen.
-        self.query_one("#code-qr", Static).update("")
-        self.query_one("#code-url", Static).update("")
+        self.clear_code()
+
+    def clear_code(self) -> None:
+        for part in ("#code-cert", "#code-qr", "#code-url"):
+            self.query_one(part, Static).update("")
 
     def show_judges(self, judges: list[dict[str, Any]]) -> None:
         if [j["judge_id"] for j in judges] == [j["judge_id"] for j in self.judges]:
@@ -117,12 +122,14 @@ class PairingScreen(BoxScreen):
         big.append(f"{judge['name'] or judge['judge_id']}\n", style="bold")
         big.append(" " + " ".join(code["code"]) + " ", style="bold reverse")
         self.query_one("#code-big", Static).update(big)
-        url = Text(code["url"], style="dim", justify="center")
+        cert = Text(justify="center")
         if code.get("tls_fingerprint"):
-            # What the judge compares with the browser's certificate warning (or the tablet app shows).
-            groups = [code["tls_fingerprint"][i : i + 4].upper() for i in range(0, 64, 4)]
-            url.append(f"\ncertificate {' '.join(groups[:8])}\n{' '.join(groups[8:])}", style="dim")
-        self.query_one("#code-url", Static).update(url)
+            # What the judge compares with the start of the certificate's SHA-256 fingerprint the
+            # browser shows (`venuebox pair new` prints the same words); the QR code carries it all.
+            cert.append("certificate ", style="dim")
+            cert.append(short_fingerprint(code["tls_fingerprint"]), style="bold")
+        self.query_one("#code-cert", Static).update(cert)
+        self.query_one("#code-url", Static).update(Text(code["url"], style="dim", justify="center"))
         self.query_one("#code-qr", Static).update(qr_text(code["url"]))
         self._tick()
 
@@ -135,8 +142,7 @@ class PairingScreen(BoxScreen):
             expiry.update(
                 Text("expired: choose the judge again for a new code", style="bold red", justify="center")
             )
-            self.query_one("#code-qr", Static).update("")
-            self.query_one("#code-url", Static).update("")
+            self.clear_code()
         else:
             expiry.update(Text(f"expires in {int(left) // 60}:{int(left) % 60:02d}", justify="center"))
 
