@@ -71,6 +71,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keep_alive_s: float = 15.0
+    # Connections on the tablet port (and the plain-HTTP page), counted before TLS or HTTP: one client
+    # address holds at most max_connections_per_address open at once, the extra ones are closed at
+    # once (the venuebox_connections_refused metric counts them). Tablets behind one NAT share an
+    # address, and so this cap: raise it for more than about 30 tablets behind one router. A TLS
+    # handshake must finish within tls_handshake_timeout_s of connecting. An address refused and
+    # still at its cap for connection_flood_alert_s raises the connection-flood:<address> alert,
+    # which clears once it has been below its cap, and not refused, for as long.
+    max_connections_per_address: int = 64
+    tls_handshake_timeout_s: float = 10.0
+    connection_flood_alert_s: float = 30.0
     pairing_code_ttl_s: int = 600
     # The longest a pairing code may live (`pair new --ttl`, the admin API's ttl_s): a code is
     # guessable, so it should not wait on the LAN for days.
@@ -277,7 +287,16 @@ def _check(config: Config) -> None:
         raise ConfigError("address_rate_per_s must be positive and address_burst >= 1")
     if config.max_header_bytes < 1024:
         raise ConfigError("max_header_bytes must be >= 1024")
-    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "quick_check_s"):
+    if config.max_connections_per_address < 1:
+        raise ConfigError("max_connections_per_address must be >= 1")
+    for name in (
+        "header_timeout_s",
+        "body_timeout_s",
+        "keep_alive_s",
+        "quick_check_s",
+        "tls_handshake_timeout_s",
+        "connection_flood_alert_s",
+    ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
     if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:

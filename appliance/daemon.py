@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -45,11 +46,45 @@ LOCK_FILE = "daemon.lock"
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn re-raises a captured signal after shutdown; the daemon owns its signals instead."""
+    """uvicorn re-raises a captured signal after shutdown; the daemon owns its signals instead.
+
+    With a ``gate`` (the LAN-facing listeners), every accepted connection meets it before TLS or
+    HTTP (edge_api/connections.py): a client address holds at most so many connections, and TLS
+    handshakes have a deadline of ``handshake_timeout_s``."""
+
+    def __init__(self, config: uvicorn.Config, gate: Any = None, handshake_timeout_s: float = 10.0) -> None:
+        super().__init__(config)
+        self.gate = gate
+        self.handshake_timeout_s = handshake_timeout_s
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.gate is None or not sockets:
+            await super().startup(sockets)
+            return
+        from edge_api.connections import gated_factory
+
+        # uvicorn's startup for sockets it is given, with the gate in front of its protocol and TLS
+        # started by the gate (uvicorn passes no handshake timeout: asyncio's default is 60 s).
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise SystemExit(uvicorn.server.STARTUP_FAILURE)
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        factory = gated_factory(self.gate, create_protocol, config.ssl, self.handshake_timeout_s)
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(factory, sock=sock, backlog=config.backlog) for sock in sockets
+        ]
+        self.started = True
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -106,6 +141,24 @@ def tablet_urls(
         return [tablet_url]
     hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
     return [f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """The soft limit on open files raised to the hard limit (every connection is a file: the default
+    soft limit of 1024 would run out in a connection flood long before the per-address caps
+    matter). The unit sets both to 65536 (LimitNOFILE=); by hand the hard limit is often higher
+    than the soft one. Returns (soft, hard) as they are now; a refusal is logged, not fatal."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        log.info("open-file limit %d", soft)
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return soft, hard
+    log.info("open-file limit raised from %d to %d", soft, hard)
+    return hard, hard
 
 
 class AlreadyRunning(DomainError):
@@ -185,6 +238,7 @@ class Daemon:
         self.landing: Any = None  # what the plain-HTTP landing page shows (with TLS and http_port)
         self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
         self._advertised_event: str | None = None
+        self.connection_gate: Any = None  # open connections per client address on the LAN listeners
         self._stopping = asyncio.Event()
 
     def request_stop(self, reason: str) -> None:
@@ -195,6 +249,7 @@ class Daemon:
 
     async def run(self, on_ready: Any = None) -> None:
         from edge_api.app import create_admin_app, create_app
+        from edge_api.connections import ConnectionGate
         from edge_api.context import set_tablet_urls, set_tls_fingerprint
         from edge_api.landing import LandingInfo, create_landing_app
         from edge_api.metrics import Metrics
@@ -205,6 +260,7 @@ class Daemon:
         config = self.config
         started = time.monotonic()
         lock_fd = hold_data_dir(config.data_dir)
+        raise_open_file_limit()
         if os.environ.get(UNSAFE_SYNCHRONOUS_ENV):
             log.warning(
                 "%s is set: the database runs with synchronous=NORMAL and a power cut LOSES acknowledged "
@@ -268,7 +324,18 @@ class Daemon:
                 self.landing = LandingInfo(box["name"], identity.fingerprint, identity.cert_path)
                 sockets.append(_bind(config.host, config.http_port))
                 served.append((create_landing_app(self.landing), {**lan_side, "ssl_certfile": None}))
-            self.servers = [_EmbeddedServer(server_config(app, **options)) for app, options in served]
+            # One gate for the LAN-facing listeners (tablet port, landing page): an address's
+            # connections count on both. The admin API is loopback and has none.
+            gate = ConnectionGate(config.max_connections_per_address, metrics.connections_refused.inc)
+            self.connection_gate = gate
+            self.servers = [
+                _EmbeddedServer(
+                    server_config(app, **options),
+                    gate=None if app is apps[1] else gate,
+                    handshake_timeout_s=config.tls_handshake_timeout_s,
+                )
+                for app, options in served
+            ]
             server_tasks = [
                 asyncio.create_task(server.serve(sockets=[sock]))
                 for server, sock in zip(self.servers, sockets, strict=True)
@@ -300,7 +367,12 @@ class Daemon:
                 self.landing.https_urls = urls
 
             self.probe.start()
-            scheduler = build_scheduler(store, WatchdogSettings.from_config(config), self.probe)
+            scheduler = build_scheduler(
+                store,
+                WatchdogSettings.from_config(config),
+                self.probe,
+                connection_floods=lambda: gate.floods(config.connection_flood_alert_s),
+            )
             keys.ensure_box_keys(config)  # a box initialised before backups existed gets its keys now
             add_backup_jobs(scheduler, config, store)
             scheduler.start()

@@ -16,6 +16,9 @@ Alerts (fingerprint: severity):
 * ``pairing-flood``: warning, raised by the tablet API when the box-wide budget of failed pairing
   attempts is spent (edge_api/limits.py); cleared here once none has been refused for
   ``pair_flood_calm_s``.
+* ``connection-flood:<address>``: warning, one client address has been refused connections (it held
+  ``max_connections_per_address``, edge_api/connections.py) and kept at its cap for
+  ``connection_flood_alert_s``; cleared once it has been below its cap, unrefused, for as long.
 """
 
 from __future__ import annotations
@@ -70,12 +73,15 @@ class WatchdogSettings:
     loop_lag_critical_s: float = 2.0
     # The pairing-flood alert clears after this long without a pairing attempt refused box-wide.
     pair_flood_calm_s: float = 60.0
+    # A client address over its connection cap this long raises connection-flood:<address>.
+    connection_flood_alert_s: float = 30.0
     # Check intervals.
     presence_sweep_s: float = 5.0
     disk_check_s: float = 30.0
     quick_check_s: float = 600.0
     loop_check_s: float = 5.0
     pairing_check_s: float = 5.0
+    connection_check_s: float = 5.0
     # A check that cannot get its write started by then is skipped (logged), not queued forever.
     write_timeout_s: float = 10.0
 
@@ -86,7 +92,8 @@ class WatchdogSettings:
             raise ValueError(
                 "disk thresholds must satisfy 0 <= disk_critical_free_mb <= disk_warning_free_mb"
             )
-        for name in ("presence_sweep_s", "disk_check_s", "quick_check_s", "loop_check_s", "pairing_check_s"):
+        intervals = ("presence_sweep_s", "disk_check_s", "quick_check_s", "loop_check_s", "pairing_check_s")
+        for name in (*intervals, "connection_check_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
 
@@ -415,6 +422,51 @@ def check_pairing_calm(conn: sqlite3.Connection, settings: WatchdogSettings, now
     return True
 
 
+# -- connection floods ----------------------------------------------------------------------------
+
+CONNECTION_FLOOD_PREFIX = "connection-flood:"
+
+
+def connection_flood_fingerprint(address: str) -> str:
+    return CONNECTION_FLOOD_PREFIX + address
+
+
+def check_connection_floods(
+    conn: sqlite3.Connection,
+    settings: WatchdogSettings,
+    floods: dict[str, dict[str, Any]],
+    now: datetime,
+) -> set[str]:
+    """``floods``: the client addresses flooding the LAN listeners now (``ConnectionGate.floods``).
+    One that has for ``connection_flood_alert_s`` or longer gets (or keeps) its warning; an alert
+    whose address is not flooding any more clears (after a restart too: the gate starts empty).
+    Returns the addresses alerted."""
+    alerted = {a for a, f in floods.items() if f["for_s"] >= settings.connection_flood_alert_s}
+    active = conn.execute(
+        "SELECT fingerprint FROM alerts WHERE active = 1 AND fingerprint LIKE ?",
+        (CONNECTION_FLOOD_PREFIX + "%",),
+    ).fetchall()
+    for (fingerprint,) in active:
+        address = fingerprint[len(CONNECTION_FLOOD_PREFIX) :]
+        if address not in floods:
+            alerts.clear_alert(conn, fingerprint, now)
+    for address in sorted(alerted):
+        flood = floods[address]
+        alerts.raise_alert(
+            conn,
+            connection_flood_fingerprint(address),
+            "warning",
+            f"Too many connections from {address}",
+            f"{address} has held its {flood['open']} connections, the most one address may have "
+            f"(max_connections_per_address), for {flood['for_s']:.0f} s, and {flood['refused']} more were "
+            "closed at once. Tablets on other addresses keep scoring. A device there may be flooding the "
+            "box; or many tablets reach the box through one router (NAT) and share its address: then "
+            "raise max_connections_per_address (docs/operations.md).",
+            now,
+        )
+    return alerted
+
+
 # -- scheduler ------------------------------------------------------------------------------------
 
 
@@ -440,12 +492,14 @@ def build_scheduler(
     on_change: Callable[[], Any] | None = None,
     *,
     disk_usage: Callable[[Any], Any] = shutil.disk_usage,
+    connection_floods: Callable[[], dict[str, dict[str, Any]]] | None = None,
 ) -> AsyncIOScheduler:
     """The watchdog's jobs on an ``AsyncIOScheduler``; the caller starts it on the running loop
     (``scheduler.start()``) after ``probe.start()``, and shuts it down before closing the store.
 
     ``on_change`` (a function or coroutine function) is called after a job changed the active
-    alerts, e.g. to refresh systemd's STATUS line or a metric."""
+    alerts, e.g. to refresh systemd's STATUS line or a metric. ``connection_floods``: the addresses
+    flooding the LAN listeners now (``ConnectionGate.floods``), for the connection-flood alerts."""
     data_dir = store.path.parent
     started = utcnow()
     loop = asyncio.get_running_loop()
@@ -536,6 +590,12 @@ def build_scheduler(
         now = utcnow()
         await write_checked("pairing flood", lambda conn: check_pairing_calm(conn, settings, now))
 
+    async def connections_job() -> None:
+        assert connection_floods is not None
+        floods = connection_floods()
+        now = utcnow()
+        await write_checked("connections", lambda conn: check_connection_floods(conn, settings, floods, now))
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     soon = datetime.now(UTC)
     jobs: list[tuple[Callable[[], Any], str, float, datetime]] = [
@@ -551,6 +611,8 @@ def build_scheduler(
         (loop_job, "event-loop", settings.loop_check_s, soon + timedelta(seconds=settings.loop_check_s)),
         (pairing_job, "pairing", settings.pairing_check_s, soon),
     ]
+    if connection_floods is not None:
+        jobs.append((connections_job, "connections", settings.connection_check_s, soon))
     for func, job_id, interval, first_run in jobs:
         name = f"watchdog {job_id} check"
         add_interval_job(scheduler, func, f"watchdog-{job_id}", name, interval, first_run)

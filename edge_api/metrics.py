@@ -60,6 +60,12 @@ class Metrics:
             "Score sheets the tablet API stored in the ledger (a replay of a stored sheet is not counted).",
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "venuebox_connections_refused",
+            "Connections on the tablet port (or the plain-HTTP page) closed as soon as accepted: their client"
+            " address already held max_connections_per_address.",
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(self))
         # Registered after the state collector, so a scrape reports its own snapshot failure.
         self.snapshot_errors = Counter(

@@ -99,6 +99,12 @@ def test_unit_starts_the_installed_daemon_with_the_watchdog() -> None:
         assert directive in lines
 
 
+def test_unit_gives_the_daemon_room_for_many_connections() -> None:
+    # Each connection is an open file; the per-address caps (max_connections_per_address) need room
+    # to work in a flood (tests/integration/test_connections.py reads the running daemon's limit).
+    assert "LimitNOFILE=65536" in UNIT.read_text().splitlines()
+
+
 def test_systemd_analyze_verify_has_no_complaints_about_the_unit(tmp_path: Path) -> None:
     assert complaints_about(UNIT, SHIPPED_EXEC_START, "run", tmp_path, UNIT.name) == ""
 
