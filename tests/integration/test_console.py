@@ -125,10 +125,12 @@ def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path
                 assert code is not None and code["judge"]["id"] == "J2"
                 big = shown(app, "#code-big")
                 assert " ".join(code["code"]) in big and "Daniel O'Connor" in big
-                assert code["url"].endswith(f"/?pair={code['code']}")
+                # The URL pins the box's certificate for a client that can check it (#fp=).
+                assert code["url"].endswith(f"/?pair={code['code']}#fp={fingerprint}")
                 assert code["url"] in shown(app, "#code-url") and code["url"].startswith("https://")
                 assert code["tls_fingerprint"] == fingerprint
-                assert " ".join(tls.grouped(fingerprint).split()[:8]) in shown(app, "#code-url")
+                # The certificate words a judge compares, right under the code (docs/operations.md).
+                assert f"certificate {tls.short_fingerprint(fingerprint)}" in shown(app, "#code-cert")
                 assert "expires in" in shown(app, "#code-expiry")
                 assert "█" in shown(app, "#code-qr") or "▀" in shown(app, "#code-qr")
 
