@@ -719,11 +719,11 @@ def _queue_for_cloud(conn: sqlite3.Connection, chain: str, appended: list[Candid
     """Queue salvaged rows for the uplink, as when they were first stored; what the cloud already
     holds is not queued again."""
     held = {(c.seq, c.row["hash"]) for c in cloud.rows[chain]}
-    todo = [c.row for c in appended if c.source != "cloud" and (c.seq, c.row["hash"]) not in held]
+    to_send = [c.row for c in appended if c.source != "cloud" and (c.seq, c.row["hash"]) not in held]
     if chain == "sheets":
-        outbox.enqueue_sheets(conn, [row["seq"] for row in todo])
+        outbox.enqueue_sheets(conn, [row["seq"] for row in to_send])
     else:
-        for row in todo:
+        for row in to_send:
             outbox.enqueue(conn, "audit", {**row, "detail": json.loads(row["detail"])})
 
 

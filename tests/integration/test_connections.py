@@ -142,7 +142,10 @@ def test_a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeou
 def test_the_daemon_raises_its_open_file_soft_limit_to_the_hard_one(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 1024:
-        pytest.skip(f"the hard open-file limit here is {hard}")
+        pytest.skip(
+            f"this machine's hard open-file limit is {hard}, below the default soft limit of 1024: "
+            "raising the soft limit to it cannot be told apart from not raising it"
+        )
     config = make_box(tmp_path / "box")
     # The daemon inherits a low soft limit, as from a shell; the hard one stays.
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
