@@ -133,6 +133,10 @@ class JudgeApp:
         self.page.get_by_role("button", name="Submit sheet").click()
         expect(self.page.locator(".notice")).to_contain_text(f"Sheet for entry {entry_id} saved")
 
+    def expect_on_the_box(self, entry_id: str) -> None:
+        """The sheet just scored is on the box (the app's notice follows it there)."""
+        expect(self.page.locator(".notice")).to_have_text(f"Sheet for entry {entry_id} saved on the box.")
+
     def kept_sheets(self) -> list[dict[str, Any]]:
         """What the tablet keeps in IndexedDB: sheet id, entry, state, the sheet it corrects, and
         ``kept``: the box's ``{seq, epoch}`` while the sheet is kept until the box's safe watermark
@@ -185,15 +189,20 @@ class JudgeApp:
 @pytest.fixture
 def open_app(browser: Browser) -> Iterator[Callable[..., JudgeApp]]:
     """Open the judge app on a box in a new browser context (a fresh tablet): 768x1024 portrait
-    by default; ``service_workers="block"`` runs it as on a box without trusted HTTPS."""
+    in English (Canada) by default; ``service_workers="block"`` runs it as on a box without trusted
+    HTTPS; ``locale="fr-FR"`` as on a French tablet (a decimal comma)."""
     opened: list[JudgeApp] = []
 
     def open_app(
-        box: RunningBox, width: int = 768, height: int = 1024, service_workers: str = "allow"
+        box: RunningBox,
+        width: int = 768,
+        height: int = 1024,
+        service_workers: str = "allow",
+        locale: str = "en-CA",
     ) -> JudgeApp:
         context = browser.new_context(
             viewport={"width": width, "height": height},
-            locale="en-CA",
+            locale=locale,
             timezone_id="America/Toronto",
             service_workers=service_workers,  # type: ignore[arg-type]
             reduced_motion="reduce",

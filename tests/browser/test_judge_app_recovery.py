@@ -60,6 +60,7 @@ def test_a_sheet_stored_just_before_the_card_died_comes_back_from_the_app_once(
         old_epoch = epoch_of(config.db_path)
         app.score("101", "9.0", "8.5", "9.5")
         app.score("102", "8.0", "8.5", "9.0")
+        app.expect_on_the_box("102")  # before the snapshot is taken
         ok(venuebox(config, "backup", "now"))
         app.score("103", "7.0", "7.5", "8.0")  # answered 201; in no snapshot, and no cloud
         # The app heard the snapshot's mark: it let 101 and 102 go and keeps 103 alone.

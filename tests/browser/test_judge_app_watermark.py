@@ -128,6 +128,7 @@ def test_kept_sheets_are_let_go_once_a_verified_snapshot_holds_them(
     assert taken.returncode == 0, taken.stderr
     page.get_by_role("link", name="Score next: entry 104").click()
     app.score("104", "7.5", "8.0", "8.5")  # after the snapshot: the box could still lose it
+    app.expect_on_the_box("104")
     later = ledger(box)
     assert len(later) == 4
     # Within a heartbeat of the mark moving on, the three the snapshot holds are let go; the
@@ -186,6 +187,7 @@ def test_a_box_restored_from_its_snapshot_gets_back_the_sheet_it_lost_and_the_co
     epoch = epoch_of(box.config.db_path)
     app.score("101", "9.0", "8.5", "9.5")
     app.score("102", "8.0", "8.5", "9.0")
+    app.expect_on_the_box("102")  # before the snapshot is taken
     taken = venuebox(box.config, "backup", "now")
     assert taken.returncode == 0, taken.stderr
     snapshot = re.search(r"^snapshot (\S+) \(", taken.stdout, re.MULTILINE)

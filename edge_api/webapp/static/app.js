@@ -28,7 +28,13 @@ export const app = {
   freeze: { frozen: false, reason: "" },
   repair: null, // why the judge must pair again (a 401), or null
   pairCode: null, // a code from the QR code's URL (?pair=...)
-  notice: "", // one line for the next view ("Sheet for entry 101 saved")
+  // One line for the next view: a text, or the sheet just submitted ({sheetId, entryId,
+  // correction}), whose line follows where the sheet is ("saved on the box").
+  notice: "",
+  keepTyping: false, // the next view opens with its first score field focused (after a submit)
+  onlyToScore: false, // the entry list shows only the entries still to score
+  drafts: new Set(), // entries this judge has an unsent draft for (kv "draft:<judge>:<entry>")
+  offlineReload: null, // why the page cannot reopen offline (no service worker), or null
   view: null,
 
   judgeId() {
@@ -48,6 +54,18 @@ export const app = {
 
   async discardSheet(sheetId) {
     await outbox.discard(sheetId);
+  },
+
+  /** The draft of a sheet typed for an entry but not submitted yet (null when there is none). */
+  async loadDraft(entryId) {
+    return (await kv.get(draftKey(app.judgeId(), entryId))) ?? null;
+  },
+
+  /** Keep what is typed for an entry on the tablet (the latest wins); null drops the draft. */
+  keepDraft(entryId, draft) {
+    if (draft) app.drafts.add(entryId);
+    else app.drafts.delete(entryId);
+    return queueDraft(draftKey(app.judgeId(), entryId), draft);
   },
 
   async pair(code, deviceName) {
@@ -89,8 +107,49 @@ async function paired(body, deviceName) {
   }
   app.notice = `Paired as ${pairing.judge.name} for ${pairing.event.name}.`;
   startSession();
+  loadDraftList();
   await refreshEvent();
   app.navigate("#/sessions");
+}
+
+function draftKey(judgeId, entryId) {
+  return `draft:${judgeId}:${entryId}`;
+}
+
+// Draft writes, one at a time and only the latest per entry: typing writes often, and a drop
+// queued after a write lands after it. The promise resolves once everything queued is written.
+const draftPending = new Map();
+let draftWriting = null;
+
+function queueDraft(key, draft) {
+  draftPending.set(key, draft);
+  draftWriting ??= writeDrafts();
+  return draftWriting;
+}
+
+async function writeDrafts() {
+  while (draftPending.size) {
+    const [key, draft] = draftPending.entries().next().value;
+    draftPending.delete(key);
+    try {
+      if (draft) await kv.set(key, draft);
+      else await kv.delete(key);
+    } catch {
+      // A draft is a convenience: the next keystroke writes it again.
+    }
+  }
+  draftWriting = null;
+}
+
+/** Which entries the paired judge left a draft for (the entry list marks them). */
+async function loadDraftList() {
+  const prefix = draftKey(app.judgeId(), "");
+  try {
+    app.drafts = new Set((await kv.keys(prefix)).map((key) => key.slice(prefix.length)));
+  } catch {
+    app.drafts = new Set(); // the list only loses its "Draft" marks; each entry still reads its own
+  }
+  update();
 }
 
 function startSession() {
@@ -139,6 +198,34 @@ function onHeartbeat(answer) {
   update();
 }
 
+/** The line about the sheet just submitted: where it is now, on the tablet or on the box. */
+function noticeText(notice) {
+  if (typeof notice === "string") return { text: notice, settled: true };
+  const what = `${notice.correction ? "Correction" : "Sheet"} for entry ${notice.entryId}`;
+  const record = outbox.get(notice.sheetId);
+  if (record?.state === "stored") return { text: `${what} saved on the box.`, settled: true };
+  if (record?.state === "aside") {
+    return { text: `${what} was not stored by the box: it needs your attention.`, settled: true };
+  }
+  const waiting = `${what} saved on this tablet, waiting to send`;
+  if (app.repair) return { text: `${waiting}: pair this tablet again to send it.`, settled: true };
+  if (app.freeze.frozen) return { text: `${waiting}: scoring is paused by the venue tech.`, settled: true };
+  if (api.reachable === false) return { text: `${waiting}: the box cannot be reached.`, settled: true };
+  if (outbox.failures > 0) return { text: `${waiting}: the box did not take it yet.`, settled: true };
+  return { text: `${what} saved on this tablet; sending it to the box…`, settled: false };
+}
+
+let shownNotice = null; // {notice, element, text} while the view shows a notice
+
+function updateNotice() {
+  if (!shownNotice) return;
+  const { text, settled } = noticeText(shownNotice.notice);
+  if (text === shownNotice.text) return;
+  shownNotice.text = text;
+  shownNotice.element.textContent = text;
+  if (settled) announce(text);
+}
+
 function render() {
   const main = document.getElementById("main");
   const hash = location.hash || "";
@@ -148,20 +235,35 @@ function render() {
     const entryId = decodeURIComponent(entry[1]);
     app.view = entryView(app, { entryId, mode: entry[2] ?? "view", sourceId: entry[3] ?? null });
   } else app.view = sessionsView(app);
-  // What just happened ("Sheet for entry 101 saved"), shown above the new view and announced.
-  const notice = app.notice ? h("p", { class: "notice" }, app.notice) : null;
-  main.replaceChildren(...(notice ? [notice] : []), app.view.root);
+  // What just happened ("Sheet for entry 101 saved on the box"), shown above the new view and
+  // announced; a sheet's line follows it until it is on the box or waits for a reason.
+  shownNotice = null;
+  let said = "";
   if (app.notice) {
-    announce(app.notice);
+    const { text } = noticeText(app.notice);
+    shownNotice = { notice: app.notice, element: h("p", { class: "notice" }, text), text };
+    said = text;
     app.notice = "";
   }
-  focusHeading(main);
+  main.replaceChildren(...(shownNotice ? [shownNotice.element] : []), app.view.root);
+  // A new screen opens at its top; after a submit, on the next entry's first score with the
+  // keyboard still up (the heading is then said with the notice).
+  window.scrollTo(0, 0);
+  const keepTyping = app.keepTyping && app.view.firstField;
+  app.keepTyping = false;
+  if (keepTyping) {
+    app.view.firstField.focus({ preventScroll: true });
+    const heading = main.querySelector("h1")?.textContent ?? "";
+    said = [said, heading].filter(Boolean).join(" ");
+  } else focusHeading(main);
+  if (said) announce(said);
   updateChrome();
 }
 
 /** Something changed (the queue, the event, the freeze, the link): redraw what shows it. */
 function update() {
   app.view?.update?.();
+  updateNotice();
   updateChrome();
 }
 
@@ -179,6 +281,7 @@ function updateChrome() {
     app.pairing ? `${app.pairing.judge.name} · ${app.event?.event?.name ?? app.pairing.event.name}` : "",
   );
   setText("link-state", offline ? "Offline" : api.reachable ? "Connected" : "Connecting…");
+  setText("reload-banner", app.offlineReload);
   document.body.classList.toggle("is-offline", offline);
   document.body.classList.toggle("is-frozen", app.freeze.frozen);
 
@@ -251,10 +354,40 @@ function takePairCode() {
   return code;
 }
 
-/** Service workers need a secure context (HTTPS, or localhost); the app works without one. */
+/**
+ * Service workers need a secure context (HTTPS the tablet trusts, or localhost); the app works
+ * without one, but a reload while the box is out of reach then shows the browser's error page.
+ * Say so as soon as it is known, with what to do meanwhile and how to fix it.
+ */
 function registerServiceWorker() {
-  if (!window.isSecureContext || !("serviceWorker" in navigator)) return;
-  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
+  const insecure = !window.isSecureContext;
+  if (insecure || !("serviceWorker" in navigator)) {
+    noOfflineReload(insecure);
+    return;
+  }
+  navigator.serviceWorker
+    .register("/sw.js", { scope: "/" })
+    .then((registration) => {
+      // A browser that blocks workers may answer with no registration; one that could not keep
+      // the app's files drops the new worker ("redundant") and keeps none.
+      if (!registration) return noOfflineReload(false);
+      const worker = registration.installing ?? registration.waiting;
+      worker?.addEventListener("statechange", () => {
+        if (worker.state === "redundant" && !registration.active) noOfflineReload(false);
+      });
+    })
+    .catch(() => noOfflineReload(false));
+}
+
+function noOfflineReload(insecure) {
+  app.offlineReload =
+    "Offline reload is not available on this tablet: keep this tab open, and don't reload it while " +
+    "the Wi-Fi is down (your sheets stay on the tablet either way). " +
+    (insecure
+      ? "To fix it, the box must serve HTTPS with a certificate this tablet trusts: ask the venue tech."
+      : "To fix it, ask the venue tech to install the box's certificate on this tablet, then open " +
+        "the app again from the pairing link.");
+  updateChrome();
 }
 
 async function boot() {
@@ -315,6 +448,7 @@ async function boot() {
   if (app.pairing) {
     startSession();
     refreshEvent();
+    await loadDraftList();
   }
   render();
   app.refreshHealth();

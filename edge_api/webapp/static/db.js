@@ -1,7 +1,8 @@
 // The tablet's own storage: IndexedDB of the box's origin. Two object stores:
 //   kv      settings by name: "pairing" (device id, token, judge, event), "event" (the judge's
 //           event and its ETag, for working offline), "device_name", "ledger" (the last safe
-//           watermark the box sent: {epoch, safe_seq})
+//           watermark the box sent: {epoch, safe_seq}), "draft:<judge>:<entry>" (scores typed for
+//           an entry and not submitted yet: view-entry.js)
 //   sheets  every sheet this tablet made, by sheet_id, with its state in the queue (outbox.js);
 //           a stored sheet the box could still lose carries `kept` ({seq, epoch}) until it is safe
 // Writes use strict durability: a sheet counts as kept only once it is on the tablet's disk.
@@ -57,6 +58,9 @@ export const kv = {
   get: (key) => run("kv", "readonly", (store) => store.get(key)),
   set: (key, value) => run("kv", "readwrite", (store) => store.put(value, key)),
   delete: (key) => run("kv", "readwrite", (store) => store.delete(key)),
+  /** The names that start with `prefix`, in order. */
+  keys: (prefix) =>
+    run("kv", "readonly", (store) => store.getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`))),
 };
 
 export const sheetStore = {

@@ -18,12 +18,12 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-/** Move focus to a view's heading, so a screen reader starts reading the new screen there. */
+/** Move focus to a view's heading (on screen: views open at the top), so a screen reader starts there. */
 export function focusHeading(root) {
   const heading = root.querySelector("h1");
   if (!heading) return;
   heading.setAttribute("tabindex", "-1");
-  heading.focus();
+  heading.focus({ preventScroll: true });
 }
 
 /** Say something to screen-reader users without moving focus (and show it to everyone briefly). */

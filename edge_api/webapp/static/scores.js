@@ -31,17 +31,36 @@ export function formatValue(criterion, value) {
 }
 
 /**
+ * What the judge typed as a number, with a decimal point or a decimal comma (a French tablet's
+ * keyboard gives "8,5"): {number} or {error} in words. Anything that could be read two ways
+ * ("1.234,5", "1,234", "8,5,1", "1 234") is refused, never guessed.
+ */
+export function parseDecimal(text) {
+  const trimmed = String(text ?? "").trim();
+  if (trimmed === "") return { empty: true };
+  const match = trimmed.match(/^([+-]?)(\d*)(?:[.,](\d*))?$/);
+  if (!match || (match[2] === "" && (match[3] ?? "") === "")) {
+    const separators = (trimmed.match(/[.,]/g) ?? []).length;
+    return {
+      error:
+        separators > 1
+          ? "has more than one decimal point or comma: type one, as in 8.5 or 8,5"
+          : "is not a number: type digits with one decimal point or comma, as in 8.5 or 8,5",
+    };
+  }
+  return { number: Number(`${match[1]}${match[2] || "0"}.${match[3] || "0"}`) };
+}
+
+/**
  * Read what the judge typed: {value} when it is a number in range on the step, else {error} in
- * words for the judge. Accepts a decimal comma too.
+ * words for the judge. A decimal comma reads as a decimal point (parseDecimal).
  */
 export function readValue(criterion, text) {
-  const trimmed = String(text ?? "")
-    .trim()
-    .replace(",", ".");
   const range = `${formatValue(criterion, criterion.min)} to ${formatValue(criterion, criterion.max)}`;
-  if (trimmed === "") return { error: `Give a score for ${criterion.label} (${range}).` };
-  const number = Number(trimmed);
-  if (!Number.isFinite(number)) return { error: `${criterion.label}: “${text}” is not a number.` };
+  const parsed = parseDecimal(text);
+  if (parsed.empty) return { error: `Give a score for ${criterion.label} (${range}).` };
+  if (parsed.error) return { error: `${criterion.label}: “${String(text).trim()}” ${parsed.error}.` };
+  const number = parsed.number;
   const grid = gridOf(criterion);
   const exact = number * grid.scale;
   const units = Math.round(exact);
@@ -57,6 +76,31 @@ export function readValue(criterion, text) {
   return { value: fromUnits(criterion, units) };
 }
 
+/**
+ * The running total of a sheet being filled in: the sum of the scores that read (exactly, in
+ * whole units), how many of the criteria did, and the most the sheet can total.
+ */
+export function runningTotal(criteria, texts) {
+  const places = Math.max(0, ...criteria.map((c) => gridOf(c).places));
+  const scale = 10 ** places;
+  let units = 0;
+  let read = 0;
+  let maxUnits = 0;
+  for (const criterion of criteria) {
+    maxUnits += Math.round(criterion.max * scale);
+    const got = readValue(criterion, texts[criterion.key]);
+    if (got.error) continue;
+    units += Math.round(got.value * scale);
+    read += 1;
+  }
+  return {
+    total: (units / scale).toFixed(places),
+    max: (maxUnits / scale).toFixed(places),
+    read,
+    count: criteria.length,
+  };
+}
+
 function nearest(criterion, number) {
   const grid = gridOf(criterion);
   const steps = Math.round((number * grid.scale - grid.min) / grid.step);
@@ -70,13 +114,10 @@ function nearest(criterion, number) {
  */
 export function stepValue(criterion, text, direction) {
   const grid = gridOf(criterion);
-  const number = Number(
-    String(text ?? "")
-      .trim()
-      .replace(",", "."),
-  );
+  const parsed = parseDecimal(text);
+  const number = parsed.number;
   let units;
-  if (String(text ?? "").trim() === "" || !Number.isFinite(number)) {
+  if (number === undefined || !Number.isFinite(number)) {
     const middle = grid.min + Math.round((grid.max - grid.min) / 2 / grid.step) * grid.step;
     units = middle;
   } else {

@@ -1,11 +1,13 @@
 // One entry at a time: what it is, the judge's sheet for it (with its history and anything set
 // aside), and the scoring form: one control per criterion, an optional comment, submit. A
-// correction is a new sheet that names the current one in `supersedes`.
+// correction is a new sheet that names the current one in `supersedes`. What is typed is kept as
+// a draft on the tablet (app.keepDraft) until the sheet is submitted, so leaving the entry or a
+// reload loses nothing.
 
 import { announce, h } from "./dom.js";
 import { rfc3339, uuid4 } from "./ids.js";
 import { chainFor, eventTime, findEntry, nextOpenEntry } from "./judging.js";
-import { formatValue, gridOf, readValue, stepValue } from "./scores.js";
+import { formatValue, readValue, runningTotal, stepValue } from "./scores.js";
 
 const COMMENT_MAX = 2000;
 
@@ -129,13 +131,38 @@ export function entryView(app, { entryId, mode, sourceId }) {
   const start = chain();
   const source = sourceId ? app.outbox.get(sourceId) : null;
   const editing = mode === "correct" || (mode === "edit" && source) || !start.current;
+  // A draft names the form it was typed in: a new sheet, a correction, or an edit of a sheet set aside.
+  const draftMode = mode === "view" ? "new" : mode;
+  let draft = null; // the draft kept on the tablet for this entry, once read
   const form = editing ? scoreForm() : null;
 
-  root.append(nav, header, status, ...(form ? [form] : []));
+  root.append(nav, header, status, ...(form ? [form.element] : []));
+
+  /** Where the draft kept for this entry can be taken up when this view shows no form for it. */
+  function draftLink() {
+    if (!draft || form) return null;
+    if (draft.mode === "edit") {
+      const kept = app.outbox.get(draft.source_id);
+      return kept?.state === "aside" ? `${entryHash}/edit/${draft.source_id}` : null;
+    }
+    return `${entryHash}/correct`;
+  }
 
   function update() {
     const now = chain();
     const parts = [];
+    const resume = draftLink();
+    if (resume) {
+      parts.push(
+        h(
+          "section",
+          { class: "card draft", "aria-labelledby": "draft-heading" },
+          h("h2", { id: "draft-heading" }, "Scores you typed and did not submit"),
+          h("p", {}, "They are kept on this tablet as a draft; nothing was sent."),
+          h("a", { class: "button primary", href: resume }, "Continue with your draft"),
+        ),
+      );
+    }
     if (now.current) {
       parts.push(
         h(
@@ -248,30 +275,36 @@ export function entryView(app, { entryId, mode, sourceId }) {
   function scoreForm() {
     const prefill = mode === "edit" && source ? source.body : mode === "correct" ? start.current : null;
     const inputs = new Map();
-    const fields = criteria.map((criterion) => {
+    const initial = {}; // what the form opened with: a draft is only kept when it differs
+    const fields = criteria.map((criterion, position) => {
       const id = `score-${criterion.key}`;
-      const grid = gridOf(criterion);
       const step = formatValue(criterion, criterion.step);
+      const last = position === criteria.length - 1;
+      // Text, not type="number": a number field drops a decimal comma before the app sees it
+      // ("8,5" became 85 on a French tablet). readValue takes "8,5" and "8.5" alike.
       const input = h("input", {
         id,
         name: criterion.key,
-        type: "number",
+        type: "text",
         inputmode: "decimal",
-        min: formatValue(criterion, criterion.min),
-        max: formatValue(criterion, grid.max / grid.scale),
-        step,
+        enterkeyhint: last ? "done" : "next",
         required: true,
         autocomplete: "off",
+        autocorrect: "off",
+        autocapitalize: "off",
+        spellcheck: "false",
         "aria-describedby": `${id}-hint ${id}-error`,
       });
       if (prefill?.values?.[criterion.key] !== undefined) {
         input.value = formatValue(criterion, prefill.values[criterion.key]);
       }
+      initial[criterion.key] = input.value;
       inputs.set(criterion.key, input);
       const nudge = (direction) => () => {
         input.value = stepValue(criterion, input.value, direction);
         input.removeAttribute("aria-invalid");
         document.getElementById(`${id}-error`).textContent = "";
+        changed();
       };
       return h(
         "div",
@@ -316,6 +349,7 @@ export function entryView(app, { entryId, mode, sourceId }) {
         h("p", { id: `${id}-error`, class: "field-error" }),
       );
     });
+    const order = [...inputs.values()];
     const comment = h("textarea", {
       id: "comment",
       name: "comment",
@@ -324,12 +358,85 @@ export function entryView(app, { entryId, mode, sourceId }) {
       "aria-describedby": "comment-hint",
     });
     comment.value = prefill?.comment ?? "";
+    initial.comment = comment.value;
     const error = h("p", { class: "form-error", role: "alert" });
+    const total = h("p", { class: "total", id: "sheet-total" });
+    const draftState = h("p", { class: "draft-state", id: "draft-state" });
     const submit = h(
       "button",
       { type: "submit", class: "primary submit" },
       mode === "correct" ? "Submit correction" : mode === "edit" ? "Send again" : "Submit sheet",
     );
+    let touched = false; // typed in before the kept draft was read: what is typed wins
+    let submitted = false;
+
+    function typed() {
+      const texts = { comment: comment.value };
+      for (const [key, input] of inputs) texts[key] = input.value;
+      return texts;
+    }
+
+    function showTotal() {
+      const sum = runningTotal(criteria, typed());
+      total.replaceChildren(
+        h("span", { class: "total-label" }, "Total "),
+        h("strong", { class: "total-value" }, sum.total),
+        ` of ${sum.max}`,
+        sum.read < sum.count
+          ? h("span", { class: "total-missing" }, ` · ${sum.read} of ${sum.count} scores`)
+          : "",
+      );
+    }
+
+    /** Something was typed: the total follows, and the draft on the tablet too. */
+    function changed() {
+      touched = true;
+      showTotal();
+      if (submitted) return;
+      const texts = typed();
+      const same = Object.keys(texts).every((key) => texts[key] === initial[key]);
+      const values = { ...texts };
+      delete values.comment;
+      draft = same
+        ? null
+        : { mode: draftMode, source_id: sourceId, values, comment: texts.comment, saved_at: rfc3339() };
+      const kept = draft;
+      app.keepDraft(entryId, kept).then(() => {
+        if (kept !== draft) return;
+        draftState.textContent = kept ? "Not submitted yet: kept on this tablet as a draft." : "";
+      });
+    }
+
+    /** The draft kept for this entry, when it was typed in a form like this one and nothing is typed yet. */
+    function restore(kept) {
+      const fits =
+        draftMode === "edit"
+          ? kept.mode === "edit" && kept.source_id === sourceId
+          : kept.mode === "new" || kept.mode === "correct";
+      if (!fits || touched || submitted) return;
+      draft = kept;
+      for (const [key, input] of inputs) input.value = kept.values?.[key] ?? input.value;
+      comment.value = kept.comment ?? comment.value;
+      draftState.textContent = "Your unsent scores for this entry are back (a draft kept on this tablet).";
+      showTotal();
+    }
+
+    /** Enter (a tablet keyboard's Go) moves to the next score; on the last one it submits. */
+    function onKeydown(domEvent) {
+      if (domEvent.key !== "Enter" || domEvent.isComposing) return;
+      const at = order.indexOf(domEvent.target);
+      if (at < 0 || at === order.length - 1) return; // the last score: the form submits
+      domEvent.preventDefault();
+      order[at + 1].focus();
+      order[at + 1].select();
+    }
+
+    async function cancel(domEvent) {
+      domEvent.preventDefault();
+      submitted = true;
+      await app.keepDraft(entryId, null);
+      app.navigate(entryHash);
+    }
 
     async function onSubmit(domEvent) {
       domEvent.preventDefault();
@@ -369,20 +476,31 @@ export function entryView(app, { entryId, mode, sourceId }) {
         submit.disabled = false;
         return;
       }
-      const kept = app.api.reachable === false ? " on this tablet; it is sent when the box is back" : "";
+      // The sheet is kept: its draft goes (after any write of it still under way).
+      submitted = true;
+      await app.keepDraft(entryId, null);
+      // The notice follows the sheet: sending, then "on the box" or "on this tablet, waiting to send".
+      app.notice = { sheetId: body.sheet_id, entryId, correction: Boolean(supersedes) };
       if (supersedes) {
-        app.notice = `Correction for entry ${entryId} saved${kept}.`;
         app.navigate(entryHash);
       } else {
-        app.notice = `Sheet for entry ${entryId} saved${kept}.`;
         const upcoming = nextOpenEntry(app.event, app.outbox, judgeId, entryId);
+        app.keepTyping = Boolean(upcoming);
         app.navigate(upcoming ? `#/entry/${encodeURIComponent(upcoming.entry_id)}` : "#/sessions");
       }
     }
 
-    return h(
+    showTotal();
+    const element = h(
       "form",
-      { class: "score-form", novalidate: true, onsubmit: onSubmit, "aria-labelledby": "form-heading" },
+      {
+        class: "score-form",
+        novalidate: true,
+        onsubmit: onSubmit,
+        oninput: changed,
+        onkeydown: onKeydown,
+        "aria-labelledby": "form-heading",
+      },
       h(
         "h2",
         { id: "form-heading" },
@@ -408,16 +526,31 @@ export function entryView(app, { entryId, mode, sourceId }) {
         ),
         comment,
       ),
+      // Stays at the bottom of the screen while the form is on it (banners push the form down).
       h(
         "div",
-        { class: "actions" },
-        submit,
-        (mode === "correct" || mode === "edit") && h("a", { class: "button", href: entryHash }, "Cancel"),
+        { class: "form-footer" },
+        h("div", { class: "form-footer-text" }, total, draftState, error),
+        h(
+          "div",
+          { class: "actions" },
+          submit,
+          (mode === "correct" || mode === "edit") &&
+            h("a", { class: "button", href: entryHash, onclick: cancel }, "Cancel"),
+        ),
       ),
-      error,
     );
+    return { element, firstField: order[0], restore };
   }
 
   update();
-  return { root, update };
+  app.loadDraft(entryId).then((kept) => {
+    if (!kept) return;
+    if (form) form.restore(kept);
+    else {
+      draft = kept;
+      update();
+    }
+  });
+  return { root, update, firstField: form?.firstField ?? null };
 }

@@ -1,5 +1,6 @@
 // The judge's sessions in running order, each entry with where its sheet is: on the box, waiting
-// on the tablet, set aside for the judge, or not scored yet.
+// on the tablet, set aside for the judge, or not scored yet (with a draft typed, or not); how many
+// are scored ("37 of 80 scored"), and a filter to show only the entries still to score.
 
 import { h } from "./dom.js";
 import { chainFor, entryStatus, eventTime, nextOpenEntry, panelSessions } from "./judging.js";
@@ -9,16 +10,37 @@ const BADGES = {
   waiting: "Waiting to send",
   attention: "Needs attention",
   open: "Not scored",
+  draft: "Draft, not submitted",
 };
+
+/** Scored by this judge: on the box or waiting on the tablet to be sent. */
+const DONE = new Set(["scored", "waiting"]);
+
+function scoredText(done, count) {
+  return `${done} of ${count} scored`;
+}
 
 export function sessionsView(app) {
   const list = h("div", { class: "sessions" });
   const next = h("p", { class: "next" });
+  const progress = h("p", { class: "progress", id: "progress" });
+  const filter = h("button", {
+    type: "button",
+    class: "filter",
+    "aria-pressed": String(app.onlyToScore),
+    "data-key": "filter",
+    onclick: () => {
+      app.onlyToScore = !app.onlyToScore;
+      filter.setAttribute("aria-pressed", String(app.onlyToScore));
+      update();
+    },
+  });
   const root = h(
     "section",
     { class: "view view-sessions", "aria-labelledby": "sessions-heading" },
     h("h1", { id: "sessions-heading" }, "Your entries"),
     next,
+    h("div", { class: "list-tools" }, progress, filter),
     list,
   );
 
@@ -26,6 +48,8 @@ export function sessionsView(app) {
     const event = app.event;
     if (!event) {
       next.replaceChildren();
+      progress.replaceChildren();
+      filter.hidden = true;
       list.replaceChildren(
         h(
           "p",
@@ -53,7 +77,21 @@ export function sessionsView(app) {
           )
         : h("span", { class: "done" }, "Every entry on your panel is scored."),
     );
-    const sessions = panelSessions(event);
+    const sessions = panelSessions(event).map((session) => {
+      const statuses = new Map(
+        session.entries.map((entry) => [
+          entry.entry_id,
+          entryStatus(chainFor(event, app.outbox, judgeId, entry.entry_id)),
+        ]),
+      );
+      const done = [...statuses.values()].filter((status) => DONE.has(status)).length;
+      return { ...session, statuses, done };
+    });
+    const count = sessions.reduce((sum, session) => sum + session.entries.length, 0);
+    const done = sessions.reduce((sum, session) => sum + session.done, 0);
+    progress.textContent = scoredText(done, count);
+    filter.hidden = false;
+    filter.textContent = `Only the ${count - done} still to score`;
     const others = (event.sessions ?? []).filter((s) => !s.on_panel);
     list.replaceChildren(
       ...sessions.map((session) =>
@@ -64,38 +102,50 @@ export function sessionsView(app) {
           h(
             "p",
             { class: "session-meta" },
-            [session.stage, eventTime(event, session.starts_at)].filter(Boolean).join(" · "),
+            [
+              session.stage,
+              eventTime(event, session.starts_at),
+              scoredText(session.done, session.entries.length),
+            ]
+              .filter(Boolean)
+              .join(" · "),
           ),
+          app.onlyToScore &&
+            session.done === session.entries.length &&
+            h("p", { class: "hint" }, "Every entry of this session is scored."),
           h(
             "ol",
             { class: "entries" },
-            session.entries.map((entry) => {
-              const status = entryStatus(chainFor(event, app.outbox, judgeId, entry.entry_id));
-              return h(
-                "li",
-                {},
-                h(
-                  "a",
-                  {
-                    class: `entry-link status-${status}`,
-                    href: `#/entry/${encodeURIComponent(entry.entry_id)}`,
-                    "data-key": entry.entry_id,
-                  },
-                  h("span", { class: "entry-order", "aria-hidden": "true" }, String(entry.order)),
+            session.entries
+              .filter((entry) => !app.onlyToScore || !DONE.has(session.statuses.get(entry.entry_id)))
+              .map((entry) => {
+                const scored = session.statuses.get(entry.entry_id);
+                const status = scored === "open" && app.drafts.has(entry.entry_id) ? "draft" : scored;
+                return h(
+                  "li",
+                  {},
                   h(
-                    "span",
-                    { class: "entry-main" },
-                    h("span", { class: "entry-title" }, `${entry.entry_id} · ${entry.title}`),
+                    "a",
+                    {
+                      class: `entry-link status-${status}`,
+                      href: `#/entry/${encodeURIComponent(entry.entry_id)}`,
+                      "data-key": entry.entry_id,
+                    },
+                    h("span", { class: "entry-order", "aria-hidden": "true" }, String(entry.order)),
                     h(
                       "span",
-                      { class: "entry-meta" },
-                      [entry.category, entry.division, entry.studio].filter(Boolean).join(" · "),
+                      { class: "entry-main" },
+                      h("span", { class: "entry-title" }, `${entry.entry_id} · ${entry.title}`),
+                      h(
+                        "span",
+                        { class: "entry-meta" },
+                        [entry.category, entry.division, entry.studio].filter(Boolean).join(" · "),
+                      ),
                     ),
+                    h("span", { class: `badge badge-${status}` }, BADGES[status]),
                   ),
-                  h("span", { class: `badge badge-${status}` }, BADGES[status]),
-                ),
-              );
-            }),
+                );
+              }),
           ),
         ),
       ),
