@@ -1,8 +1,11 @@
 """The composition root: `venuebox run` builds everything, starts it in order, stops it in reverse.
 
-Start: store -> API servers (tablet on the LAN, admin on loopback) -> mDNS advertisement ->
-health watchdog (scheduler + event-loop probe) -> uplink worker -> systemd READY=1 and the
-watchdog feeder.
+Start: store -> listening sockets -> mDNS advertisement started in the background -> API servers
+(tablet on the LAN, admin on loopback) -> health watchdog (scheduler + event-loop probe) -> uplink
+worker -> systemd READY=1 and the watchdog feeder. READY=1 does not wait for mDNS: its name check
+(on a thread of its own, while the apps are built), probing (~1 s by protocol design, once the
+listeners serve) and announcing go on after it, and the STATUS line says when the box is advertised
+(or that it is not, with an alert, trying again: never a reason to stop serving).
 Stop (SIGTERM/SIGINT): STOPPING=1 -> scheduler -> uplink worker (a batch in flight is simply sent
 again after the restart) -> servers stop accepting and finish in-flight requests -> mDNS goodbyes
 -> store (queued writes committed, WAL checkpointed) -> exit 0.
@@ -29,9 +32,8 @@ from typing import Any
 
 import uvicorn
 
-from appliance import data_key, keys, sdnotify, status, tls
-from appliance.alerts import active_counts
-from appliance.backup import add_backup_jobs
+from appliance import data_key, keys, sdnotify, tls
+from appliance.alerts import active_counts, clear_alert, raise_alert
 from appliance.box import get_box
 from appliance.config import Config
 from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged, DomainError
@@ -43,6 +45,10 @@ from appliance.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
 log = logging.getLogger("venuebox.daemon")
 RUNTIME_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
+MDNS_FINGERPRINT = "mdns-advertisement"
+# A failed mDNS start (no network yet at boot, ...) is tried again after 2 s, then 4, 8, ... 60 s.
+MDNS_RETRY_FIRST_S = 2.0
+MDNS_RETRY_MAX_S = 60.0
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -136,7 +142,8 @@ def tablet_urls(
     tablet_url: str, advertisement: Advertisement | None, port: int, scheme: str = "http"
 ) -> list[str]:
     """Where tablets reach the box, best first: with mDNS, the advertised host name, then each
-    advertised address; without, the tablet listener's own URL."""
+    advertised address (only addresses the tablet listener is bound to: see
+    ``appliance.mdns.advertised_addresses``); without, the tablet listener's own URL."""
     if advertisement is None:
         return [tablet_url]
     hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
@@ -193,8 +200,8 @@ def runtime_info(config: Config) -> dict[str, Any] | None:
         return None
 
 
-def _status_line(snap: dict[str, Any]) -> str:
-    """One line a tech reads in `systemctl status venuebox`."""
+def _status_line(snap: dict[str, Any], lan: str | None = None) -> str:
+    """One line a tech reads in `systemctl status venuebox`; ``lan``: what mDNS is doing, if on."""
     t = snap["tablets"]
     frozen = f"FROZEN ({snap['freeze']['reason']})" if snap["freeze"]["frozen"] else "scoring open"
     alerts = snap.get("alerts_active") or {}
@@ -202,7 +209,17 @@ def _status_line(snap: dict[str, Any]) -> str:
     return (
         f"{frozen}; tablets {t['online']} online, {t['stale']} stale, {t['offline']} offline; "
         f"{snap['sheets']['total']} sheets; outbox {snap['outbox']['records']}; {worst}"
+        + (f"; {lan}" if lan else "")
     )
+
+
+def gauges_status(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
+    """What the /metrics state gauges read, at scrape time: ``status.gauges`` plus active alerts."""
+    from appliance import status
+
+    snap = status.gauges(conn, config)
+    snap["alerts_active"] = active_counts(conn)
+    return snap
 
 
 def damaged_status_line(damage: DatabaseDamaged) -> str:
@@ -215,6 +232,8 @@ def damaged_status_line(damage: DatabaseDamaged) -> str:
 
 def full_status(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
     """The status snapshot plus active alert counts by severity."""
+    from appliance import status  # imported when first used: its imports would delay the start
+
     snap = status.snapshot(conn, config)
     snap["alerts_active"] = active_counts(conn)
     return snap
@@ -236,7 +255,12 @@ class Daemon:
         self._scheme = "https" if config.tls else "http"
         self.tls_identity: tls.TlsIdentity | None = None
         self.landing: Any = None  # what the plain-HTTP landing page shows (with TLS and http_port)
-        self.last_status: dict[str, Any] | None = None  # what /metrics gauges read, refreshed by the feeder
+        self.last_status: dict[str, Any] | None = None  # the last snapshot, for the systemd STATUS line
+        # What the STATUS line says of mDNS: None (disabled), "announcing", "advertised", "failed".
+        self.mdns_state: str | None = None
+        self.mdns_error: str | None = None
+        self._started_at = time.monotonic()
+        self._advertised_after_s: float | None = None
         self._advertised_event: str | None = None
         self.connection_gate: Any = None  # open connections per client address on the LAN listeners
         self._stopping = asyncio.Event()
@@ -248,17 +272,8 @@ class Daemon:
             self._stopping.set()
 
     async def run(self, on_ready: Any = None) -> None:
-        from edge_api.app import create_admin_app, create_app
-        from edge_api.connections import ConnectionGate
-        from edge_api.context import set_tablet_urls, set_tls_fingerprint
-        from edge_api.landing import LandingInfo, create_landing_app
-        from edge_api.metrics import Metrics
-        from uplink.worker import UplinkWorker
-
-        metrics = Metrics(snapshot=lambda: self.last_status)
-
         config = self.config
-        started = time.monotonic()
+        started = self._started_at = time.monotonic()
         lock_fd = hold_data_dir(config.data_dir)
         raise_open_file_limit()
         if os.environ.get(UNSAFE_SYNCHRONOUS_ENV):
@@ -308,6 +323,35 @@ class Daemon:
                     log.info("made the box's TLS certificate", extra={"fingerprint": identity.fingerprint})
             self.tls_identity = identity
             sockets = [_bind(config.host, config.port), _bind(config.admin_host, config.admin_port)]
+            serving = asyncio.Event()
+            if config.mdns_enabled:
+                # Started now, in the background: the name check runs on its own thread while the apps
+                # are built, and probing waits until the listeners serve (``serving``). READY=1 does
+                # not wait for any of it.
+                self._advertised_event = box["event_id"]
+                self.advertisement = Advertisement(
+                    name=box["name"],
+                    box_id=box["box_id"],
+                    event_id=box["event_id"],
+                    port=sockets[0].getsockname()[1],
+                    interfaces=config.mdns_interfaces or None,
+                    tls_fingerprint=identity.fingerprint if identity else None,
+                    listen_host=sockets[0].getsockname()[0],
+                )
+                self.mdns_state = "announcing"
+                background.append(asyncio.create_task(self._advertise(serving), name="venuebox-mdns"))
+                await asyncio.sleep(0)  # the task hands the name check to its thread before the imports
+
+            from appliance.backup import add_backup_jobs
+            from edge_api.app import create_admin_app, create_app
+            from edge_api.connections import ConnectionGate
+            from edge_api.context import set_tablet_urls, set_tls_fingerprint
+            from edge_api.landing import LandingInfo, create_landing_app
+            from edge_api.metrics import Metrics
+            from uplink.worker import UplinkWorker
+
+            # The state gauges are read at scrape time (on the scraping thread, a few indexed reads).
+            metrics = Metrics(snapshot=lambda: store.query(lambda c: gauges_status(c, config)))
             self.uplink = UplinkWorker(store, config, box["box_id"])
             self.apps = apps = (
                 create_app(store, config, box["box_id"], metrics),
@@ -344,18 +388,7 @@ class Daemon:
                 if any(task.done() for task in server_tasks):
                     await asyncio.gather(*server_tasks)  # a server that could not start: its error propagates
                 await asyncio.sleep(0.01)
-
-            if config.mdns_enabled:
-                self._advertised_event = box["event_id"]
-                self.advertisement = Advertisement(
-                    name=box["name"],
-                    box_id=box["box_id"],
-                    event_id=box["event_id"],
-                    port=sockets[0].getsockname()[1],
-                    interfaces=config.mdns_interfaces or None,
-                    tls_fingerprint=identity.fingerprint if identity else None,
-                )
-                await self.advertisement.start()
+            serving.set()
 
             self._tablet_port = sockets[0].getsockname()[1]
             own_url = _url(sockets[0], self._scheme)
@@ -387,12 +420,12 @@ class Daemon:
                 "tls_fingerprint": identity.fingerprint if identity else None,
                 "admin_url": _url(sockets[1]),
                 "landing_url": _url(sockets[2]) if len(sockets) > 2 else None,
-                "mdns_name": self.advertisement.instance_name if self.advertisement else None,
                 "ready_after_s": round(time.monotonic() - started, 3),
+                **self._mdns_runtime(),
             }
             _write_runtime(config.data_dir / RUNTIME_FILE, self.runtime)
             self.last_status = store.query(lambda c: full_status(c, config))
-            sdnotify.notify("READY=1", "STATUS=" + _status_line(self.last_status))
+            sdnotify.notify("READY=1", "STATUS=" + self._status_line(self.last_status))
             log.info("ready", extra={k: v for k, v in self.runtime.items() if k != "pid"})
             if on_ready:
                 on_ready(self.runtime)
@@ -482,8 +515,92 @@ class Daemon:
                 self._follow_tablet_urls()
                 await self._follow_certificate()
                 if self.probe.is_healthy(self.config.loop_lag_critical_s):
-                    sdnotify.notify("WATCHDOG=1", "STATUS=" + _status_line(snap))
+                    sdnotify.notify("WATCHDOG=1", "STATUS=" + self._status_line(snap))
             await asyncio.sleep(interval)
+
+    def _status_line(self, snap: dict[str, Any]) -> str:
+        return _status_line(snap, self._mdns_phrase())
+
+    def _mdns_phrase(self) -> str | None:
+        """The STATUS line's words for mDNS (None when it is disabled)."""
+        advertisement = self.advertisement
+        if self.mdns_state is None or advertisement is None:
+            return None
+        if self.mdns_state == "advertised":
+            host = advertisement.host_name.rstrip(".")
+            return f"advertised on the LAN as {advertisement.instance_name!r} ({host})"
+        if self.mdns_state == "failed":
+            return f"NOT advertised on the LAN (mDNS: {self.mdns_error}; trying again)"
+        return "announcing on the LAN (mDNS)"
+
+    def _mdns_runtime(self) -> dict[str, Any]:
+        """daemon.json's mDNS keys: the name (the one being claimed until advertised), the state."""
+        advertisement = self.advertisement
+        return {
+            "mdns_name": advertisement.instance_name if advertisement else None,
+            "mdns_state": self.mdns_state,
+            "mdns_error": self.mdns_error,
+            "mdns_advertised_after_s": self._advertised_after_s,
+        }
+
+    async def _advertise(self, serving: asyncio.Event) -> None:
+        """Start the mDNS advertisement (probing waits for ``serving``); on failure raise an alert,
+        say so in the STATUS line and try again (2 s, 4 s, ... 60 s apart) until it works."""
+        advertisement = self.advertisement
+        assert advertisement is not None and self.store is not None
+        delay = MDNS_RETRY_FIRST_S
+        failed_before = False
+        while True:
+            try:
+                await advertisement.start(serving)
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+                log.error("mDNS: could not advertise the box (%s); trying again in %g s", error, delay)
+                self._mdns_changed("failed", error)
+                if not failed_before:
+                    failed_before = True
+                    await self._alert_mdns(error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MDNS_RETRY_MAX_S)
+                continue
+            break
+        self._advertised_after_s = round(time.monotonic() - self._started_at, 3)
+        log.info(
+            "mDNS: advertised %.3f s after start",
+            self._advertised_after_s,
+            extra={"mdns_name": advertisement.instance_name, "host": advertisement.host_name},
+        )
+        self._mdns_changed("advertised", None)
+        self._follow_tablet_urls()  # a clash with another box renamed it
+        try:
+            await self.store.write(lambda c: clear_alert(c, MDNS_FINGERPRINT))
+        except Exception as exc:
+            log.warning("mDNS: could not clear the alert: %s", exc)
+
+    def _mdns_changed(self, state: str, error: str | None) -> None:
+        """A new mDNS state: the STATUS line and daemon.json say it at once."""
+        self.mdns_state, self.mdns_error = state, error
+        if self.last_status is not None:
+            sdnotify.notify("STATUS=" + self._status_line(self.last_status))
+        if self.runtime:
+            self.runtime.update(self._mdns_runtime())
+            self._rewrite_runtime()
+
+    async def _alert_mdns(self, error: str) -> None:
+        assert self.store is not None
+        detail = (
+            f"mDNS could not start: {error}. Tablets cannot find the box by its name on the venue "
+            "network; the box keeps serving scores, at its address, and tries again by itself. Check "
+            "that the box is connected to the venue network (and mdns_interfaces in venuebox.toml)."
+        )
+        try:
+            await self.store.write(
+                lambda c: raise_alert(
+                    c, MDNS_FINGERPRINT, "warning", "The box is not advertised on the LAN", detail
+                )
+            )
+        except Exception as exc:
+            log.warning("mDNS: could not raise the alert: %s", exc)
 
     async def _follow_event(self, snap: dict[str, Any]) -> None:
         """An import (by the CLI, another process) changes the event: the TXT record follows."""

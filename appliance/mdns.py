@@ -30,6 +30,10 @@ one-shot query from an ephemeral port. python-zeroconf's own probe cannot be rel
 its unicast (QU) answers go to port 5353, where the kernel hands them to just one of the sockets
 sharing it, so another responder on the same host usually misses them. The library's own rename
 (``allow_name_change=True``, "Main stage box-2") stays as the safety net for a race.
+
+The box advertises only addresses its tablet API listens on (``listen_host``): every LAN address
+when it listens on all of them (``::``; ``0.0.0.0`` is IPv4 only, so the IPv4 ones), the one address
+it is bound to otherwise (loopback included: a box on ``127.0.0.1`` answers on loopback alone).
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ import contextlib
 import ipaddress
 import logging
 import re
+import time
 import unicodedata
 
 import ifaddr
-from zeroconf import InterfaceChoice, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,10 @@ API_PATH = "/api/v1"
 # Advertised when the chosen interfaces have no LAN address, so the box still resolves locally.
 LOOPBACK_ADDRESS = "127.0.0.1"
 # How long to collect other boxes' answers before picking a name: the query leaves 20-120 ms after
-# the start (RFC 6762 section 5.2) and unicast answers come straight back.
-_NAME_CHECK_S = 1.0
+# the start (RFC 6762 section 5.2) and answers to a query from an ephemeral port come straight back
+# by unicast (on a venue LAN within a few ms; allow a Wi-Fi station's power-save wake-up too). A
+# late answer is not lost either: the library's probe then renames the box ("Name-2").
+_NAME_CHECK_S = 0.6
 _MAX_LABEL_BYTES = 63
 
 
@@ -91,6 +98,20 @@ def txt_record(box_id: str, event_id: str | None, tls_fingerprint: str | None) -
     return txt
 
 
+def advertised_addresses(listen_host: str | None, interfaces: list[str] | None = None) -> list[str]:
+    """What to advertise for a tablet API listening on ``listen_host`` (its bound address).
+
+    None, "" or "::" (every address, both families): the LAN addresses on ``interfaces``;
+    "0.0.0.0" (every IPv4 address): the IPv4 ones; a specific address: that one alone, even
+    loopback. Without any LAN address: loopback, so the box still resolves on itself."""
+    if listen_host in (None, "", "::"):
+        return current_addresses(interfaces) or [LOOPBACK_ADDRESS]
+    if listen_host == "0.0.0.0":
+        ipv4 = [a for a in current_addresses(interfaces) if ipaddress.ip_address(a).version == 4]
+        return ipv4 or [LOOPBACK_ADDRESS]
+    return [str(ipaddress.ip_address(listen_host.split("%", 1)[0]))]
+
+
 def current_addresses(interfaces: list[str] | None = None) -> list[str]:
     """The box's LAN addresses on ``interfaces`` (names such as "eth0"; None = all), IPv4 first.
 
@@ -108,11 +129,47 @@ def current_addresses(interfaces: list[str] | None = None) -> list[str]:
     return [str(a) for a in sorted(found, key=lambda a: (a.version, int(a)))]
 
 
+def names_in_use(
+    interfaces: list[str] | InterfaceChoice, window_s: float = _NAME_CHECK_S
+) -> tuple[set[str], set[str]]:
+    """The instance names (lower case, without the service type) and host names other boxes
+    advertise, collected for ``window_s`` seconds. Blocking: python-zeroconf's synchronous API,
+    which runs its own event loop thread."""
+    seen: set[str] = set()
+
+    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            seen.discard(name)
+        else:
+            seen.add(name)
+
+    # A one-shot query from ephemeral ports (RFC 6762 section 5.1): responders answer it by
+    # unicast at once, to this socket alone, even when they run on this very host.
+    querier = Zeroconf(interfaces=interfaces, unicast=True)
+    try:
+        browser = ServiceBrowser(querier, SERVICE_TYPE, handlers=[on_change])
+        time.sleep(window_s)
+        browser.cancel()
+        found = set(seen)
+        instances = {name[: -len(SERVICE_TYPE) - 1].lower() for name in found}
+        hosts: set[str] = set()
+        for name in found:
+            other = ServiceInfo(SERVICE_TYPE, name)
+            if other.load_from_cache(querier) and other.server:
+                hosts.add(other.server.lower())
+    finally:
+        querier.close()
+    return instances, hosts
+
+
 class Advertisement:
     """The box's DNS-SD advertisement: ``await start()``, ``await update_event(...)``, ``await stop()``.
 
     Owns one AsyncZeroconf (the library's default sockets: port 5353 shared with SO_REUSEPORT, so
-    several responders can run on one host) and a task that re-announces on address changes."""
+    several responders can run on one host) and a task that re-announces on address changes.
+    ``listen_host`` is the tablet API's bound address (see ``advertised_addresses``; None: every
+    address). The host name and addresses are known from the start (``tablet_urls`` use them);
+    only a clash with another box changes the name."""
 
     def __init__(
         self,
@@ -124,17 +181,19 @@ class Advertisement:
         interfaces: list[str] | None = None,
         tls_fingerprint: str | None = None,
         address_poll_s: float = 5.0,
+        listen_host: str | None = None,
     ) -> None:
         self._name = name
         self._box_id = box_id
         self._port = port
         self._interfaces = list(interfaces) if interfaces is not None else None
+        self._listen_host = listen_host
         self._tls_fingerprint = tls_fingerprint
         self._address_poll_s = address_poll_s
         self._txt = txt_record(box_id, event_id, tls_fingerprint)
         self._instance = _instance_label(name, 1)
         self._host = f"{host_label(name)}.local."
-        self._addresses: list[str] = []
+        self._addresses = advertised_addresses(listen_host, self._interfaces)
         self._aiozc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
         self._poll_task: asyncio.Task[None] | None = None
@@ -155,28 +214,44 @@ class Advertisement:
         """The addresses currently advertised."""
         return list(self._addresses)
 
-    async def start(self) -> None:
-        """Pick a free name, probe and announce it; returns once the announcements are sent (~2.5 s)."""
+    @property
+    def started(self) -> bool:
+        """Whether the name is registered (probed; announced, or being announced)."""
+        return self._info is not None
+
+    async def start(self, serving: asyncio.Event | None = None) -> None:
+        """Pick a free name (0.6 s), then probe it (~1 s) and announce it (~0.5 s); returns once the
+        announcements are sent. The box answers queries for its name once probing ends.
+
+        ``serving`` (the daemon's "the listeners accept connections") is awaited after the name check
+        and before probing, so no tablet finds a box that does not answer yet. Raises what zeroconf
+        raises (no interface to listen on, ...); a failed start may be tried again."""
         if self._aiozc is not None:
             raise RuntimeError("the mDNS advertisement is already started")
         if self._interfaces is not None:
             known = {adapter.name for adapter in ifaddr.get_adapters()}
             if missing := [name for name in self._interfaces if name not in known]:
                 log.warning("mDNS: no network interface named %s on this box (yet)", ", ".join(missing))
-        self._addresses = current_addresses(self._interfaces) or [LOOPBACK_ADDRESS]
+        self._addresses = advertised_addresses(self._listen_host, self._interfaces)
         await self._choose_name()
+        if serving is not None:
+            await serving.wait()
         aiozc = AsyncZeroconf(interfaces=self._socket_interfaces())
         self._aiozc = aiozc
         try:
             info = self._service_info()
-            await (await aiozc.async_register_service(info, allow_name_change=True))
+            registered = await aiozc.async_register_service(info, allow_name_change=True)
+            # Probed: the records are in the registry and the box answers for them from now on.
+            self._info = info
+            await registered
         except BaseException:
-            self._aiozc = None
+            self._aiozc = self._info = None
             await aiozc.async_close()
             raise
-        self._info = info
         # The library renames "X" to "X-2" itself if another box took the name meanwhile.
         self._instance = info.name[: -len(SERVICE_TYPE) - 1]
+        if info.properties != self._service_info().properties:
+            await self._reannounce()  # the event or certificate changed while it was probing
         self._poll_task = asyncio.create_task(self._follow_addresses(), name="mdns-address-poll")
         log.info(
             "mDNS: advertising %r as %s on %s port %d",
@@ -230,12 +305,21 @@ class Advertisement:
                 log.warning("mDNS: could not close the responder cleanly", exc_info=True)
 
     def _socket_interfaces(self) -> list[str] | InterfaceChoice:
-        """Where zeroconf opens sockets: the library default (all interfaces), or the IPv4 addresses
-        of the chosen interfaces plus loopback, so tools on the box itself can resolve it."""
-        if self._interfaces is None:
+        """Where zeroconf opens sockets: the IPv4 addresses of the chosen interfaces plus loopback
+        (so tools on the box itself can resolve it); without chosen interfaces, the tablet API's own
+        IPv4 address (plus loopback) when it listens on one, loopback alone when that is all it
+        listens on, else the library default (all interfaces)."""
+        if self._interfaces is not None:
+            ipv4 = [a for a in current_addresses(self._interfaces) if ipaddress.ip_address(a).version == 4]
+            return [*ipv4, LOOPBACK_ADDRESS]
+        if self._listen_host in (None, "", "::", "0.0.0.0"):
             return InterfaceChoice.All
-        ipv4 = [a for a in current_addresses(self._interfaces) if ipaddress.ip_address(a).version == 4]
-        return [*ipv4, LOOPBACK_ADDRESS]
+        address = ipaddress.ip_address(self._addresses[0])
+        if address.is_loopback:
+            return [LOOPBACK_ADDRESS]
+        if address.version == 4:
+            return [str(address), LOOPBACK_ADDRESS]
+        return InterfaceChoice.All
 
     def _service_info(self) -> AsyncServiceInfo:
         return AsyncServiceInfo(
@@ -248,32 +332,12 @@ class Advertisement:
         )
 
     async def _choose_name(self) -> None:
-        """Take the first of "Name", "Name (2)", ... whose instance and host names no other box uses."""
-        seen: set[str] = set()
+        """Take the first of "Name", "Name (2)", ... whose instance and host names no other box uses.
 
-        def on_change(
-            zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-        ) -> None:
-            if state_change is ServiceStateChange.Removed:
-                seen.discard(name)
-            else:
-                seen.add(name)
-
-        # A one-shot query from ephemeral ports (RFC 6762 section 5.1): responders answer it by
-        # unicast at once, to this socket alone, even when they run on this very host.
-        querier = AsyncZeroconf(interfaces=self._socket_interfaces(), unicast=True)
-        try:
-            browser = AsyncServiceBrowser(querier.zeroconf, SERVICE_TYPE, handlers=[on_change])
-            await asyncio.sleep(_NAME_CHECK_S)
-            await browser.async_cancel()
-            instances = {name[: -len(SERVICE_TYPE) - 1].lower() for name in seen}
-            hosts: set[str] = set()
-            for name in seen:
-                other = AsyncServiceInfo(SERVICE_TYPE, name)
-                if other.load_from_cache(querier.zeroconf) and other.server:
-                    hosts.add(other.server.lower())
-        finally:
-            await querier.async_close()
+        The check runs on a thread of its own (``names_in_use``): while the daemon's event loop is
+        busy starting (imports, building the apps), the query still goes out and the answers still
+        come in, so the check costs no start-up time and its window is never cut short."""
+        instances, hosts = await asyncio.to_thread(names_in_use, self._socket_interfaces())
         label, number = host_label(self._name), 1
         while True:
             instance = _instance_label(self._name, number)
@@ -304,7 +368,7 @@ class Advertisement:
                 log.warning("mDNS: could not re-announce after an address change", exc_info=True)
 
     async def _refresh_addresses(self) -> None:
-        addresses = current_addresses(self._interfaces) or [LOOPBACK_ADDRESS]
+        addresses = advertised_addresses(self._listen_host, self._interfaces)
         if addresses == self._addresses or self._aiozc is None:
             return
         log.info("mDNS: addresses changed from %s to %s", self._addresses, addresses)

@@ -1,6 +1,7 @@
-"""Snapshots of the box's state: ``snapshot`` for `venuebox status`, the systemd status line and
-the metrics (the uplink's state included); ``console_snapshot`` (that plus alerts, the current
-session's progress, disk and backups) for the admin API's status, which the venue console polls."""
+"""Snapshots of the box's state: ``snapshot`` for `venuebox status` and the systemd status line (the
+uplink's state included); ``gauges``, the part of it the metrics read at each scrape;
+``console_snapshot`` (that plus alerts, the current session's progress, disk and backups) for the
+admin API's status, which the venue console polls."""
 
 from __future__ import annotations
 
@@ -26,15 +27,21 @@ MB = 1024 * 1024
 TOP_ALERTS = 5
 
 
-def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
-    box = get_box(conn)
-    now = now or utcnow()
+def tablet_counts(conn: sqlite3.Connection, config: Config, now: datetime) -> dict[str, int]:
+    """Paired (not revoked) tablets by presence state: online, stale, offline."""
     tablets = {"online": 0, "stale": 0, "offline": 0}
     for row in conn.execute(
         "SELECT p.last_seen_at FROM devices d LEFT JOIN presence p ON p.device_id = d.device_id"
         " WHERE d.revoked_at IS NULL"
     ):
         tablets[presence_state(row[0], now, config.presence_online_s, config.presence_stale_s)] += 1
+    return tablets
+
+
+def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
+    box = get_box(conn)
+    now = now or utcnow()
+    tablets = tablet_counts(conn, config, now)
     five_min_ago = to_rfc3339(now - timedelta(minutes=5))
     ledger_rows, ledger_head = head(conn, "sheets")
     audit_rows, audit_head = head(conn, "audit_log")
@@ -60,6 +67,22 @@ def snapshot(conn: sqlite3.Connection, config: Config, now: datetime | None = No
         "outbox": outbox.backlog(conn, now),
         "uplink": uplink_view(conn, config, now),
         "recovery": recovery_view(conn),
+    }
+
+
+def gauges(conn: sqlite3.Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
+    """The part of ``snapshot`` the /metrics state gauges read (tablets, freeze, sheets, outbox,
+    uplink), cheap enough for every scrape: a few indexed reads (no event summary, hashes or recovery)."""
+    box = get_box(conn)
+    now = now or utcnow()
+    tablets = tablet_counts(conn, config, now)
+    uplink = uplink_view(conn, config, now)
+    return {
+        "freeze": {"frozen": bool(box["frozen"])},
+        "tablets": tablets,
+        "sheets": {"total": head(conn, "sheets")[0]},
+        "outbox": {"records": uplink["backlog"]},
+        "uplink": uplink,
     }
 
 

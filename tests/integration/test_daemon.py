@@ -4,19 +4,27 @@ NOTIFY_SOCKET."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
 
-from tests.conftest import NotifySocket, RunningBox, make_box
-from tests.integration.test_mdns import dig
+from appliance.config import Config
+from appliance.mdns import current_addresses
+from tests.conftest import ROOT, NotifySocket, RunningBox, make_box, needs_tool, panel_entries, wait_for
+from tests.integration.test_mdns import dig, lookup
 
 SERVICE = "_venuebox._tcp.local."
 
@@ -52,12 +60,76 @@ class Browser:
         self.zc.close()
 
 
+def runtime_of(config: Config) -> dict[str, Any]:
+    return json.loads((config.data_dir / "daemon.json").read_text())
+
+
+def advertised_runtime(config: Config, timeout: float = 20.0) -> dict[str, Any]:
+    """daemon.json once the daemon says its mDNS advertisement is done (READY=1 does not wait)."""
+    return wait_for(
+        "daemon.json says mdns_state advertised",
+        lambda: (runtime := runtime_of(config)).get("mdns_state") == "advertised" and runtime,
+        timeout,
+    )
+
+
+def named_box(path: Path, **settings: Any) -> Config:
+    """A box with mDNS on and a display name of its own, so boxes of parallel runs never clash."""
+    config = make_box(path, mdns_enabled=True, **settings)
+    conn = sqlite3.connect(config.db_path)
+    with conn:
+        conn.execute("UPDATE box SET name = ? WHERE id = 1", (f"Daemon box {uuid.uuid4().hex[:6]}",))
+    conn.close()
+    return config
+
+
+def start_daemon(
+    config: Config, *run_args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """`venuebox run` with ``run_args`` (after ``prefix``, e.g. ``unshare -n``), once its daemon.json
+    is written; its output goes to daemon.log in the data dir."""
+    runtime = config.data_dir / "daemon.json"
+    runtime.unlink(missing_ok=True)
+    command = [*prefix, sys.executable, "-m", "appliance", "--data-dir", str(config.data_dir), "run"]
+    with (config.data_dir / "daemon.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*command, "--port", "0", "--admin-port", "0", *run_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        wait_for(
+            "daemon.json of the new daemon",
+            lambda: (
+                process.poll() is not None or (runtime.exists() and runtime_of(config)["pid"] == process.pid)
+            ),
+        )
+        assert process.poll() is None, (config.data_dir / "daemon.log").read_text()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def stop_daemon(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 def test_daemon_is_discovered_and_says_goodbye_on_sigterm(tmp_path: Path) -> None:
     config = make_box(tmp_path / "box", mdns_enabled=True)
     browser = Browser()
     box = RunningBox(config).start()
     try:
-        runtime = json.loads((config.data_dir / "daemon.json").read_text())
+        runtime = advertised_runtime(config)
         name = runtime["mdns_name"]
         full_name = f"{name}.{SERVICE}"
         assert browser.wait(lambda: full_name in browser.added), browser.added
@@ -171,3 +243,209 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused_in_one_line(tmp_path: P
         first.kill()  # SIGKILL: the lock goes with the process, nothing to clean up
     again = RunningBox(first.config).start()
     again.stop()
+
+
+# -- READY first, mDNS in the background (issue 17, item 7) -------------------------------------------
+
+
+def status_lines(messages: list[str]) -> list[str]:
+    return [m.removeprefix("STATUS=") for m in messages if m.startswith("STATUS=")]
+
+
+def test_ready_does_not_wait_for_mdns_and_the_status_line_says_when_advertised(tmp_path: Path) -> None:
+    config = named_box(tmp_path / "box", mdns_interfaces=["lo"])
+    systemd = NotifySocket(tmp_path / "notify.sock")
+    # A 1 s WatchdogSec: the feeder sends WATCHDOG=1 and its STATUS line every 0.5 s.
+    box = RunningBox(config, env={"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000"})
+    box.start()
+    try:
+        heard: list[str] = []
+        wait_for(
+            "a STATUS line saying the box is advertised",
+            lambda: (
+                heard.extend(systemd.messages(0.2)) or any("advertised on the LAN as" in m for m in heard)
+            ),
+        )
+        ready = heard.index("READY=1")
+        advertised = next(i for i, m in enumerate(heard) if "advertised on the LAN as" in m)
+        # READY=1 came first, with a STATUS line saying mDNS is still at work; "advertised" later.
+        assert ready < advertised, heard
+        assert heard[ready + 1].startswith("STATUS=") and "announcing on the LAN" in heard[ready + 1]
+        runtime = advertised_runtime(config)
+        assert f"advertised on the LAN as {runtime['mdns_name']!r}" in heard[advertised]
+        assert runtime["mdns_error"] is None
+        # And a real mDNS client finds it by that name.
+        info = asyncio.run(lookup(runtime["mdns_name"]))
+        assert info is not None and info.port == httpx.URL(box.tablet_url).port
+        # The feeder's periodic STATUS lines keep saying it.
+        later = status_lines(systemd.messages(1.5))
+        assert later and all("advertised on the LAN as" in line for line in later), later
+    finally:
+        box.stop()
+        systemd.close()
+
+
+def in_own_network_namespace() -> bool:
+    try:
+        return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@needs_tool(in_own_network_namespace(), "a network namespace of its own needs root and unshare(1)")
+def test_a_box_whose_network_is_down_is_ready_raises_an_alert_and_advertises_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    """The box boots before its network: mDNS cannot start ("no interfaces to listen on"). The box
+    comes up anyway, says so (STATUS, alert, daemon.json), and advertises once the network is up."""
+    config = named_box(tmp_path / "box")
+    systemd = NotifySocket(tmp_path / "notify.sock")
+    # A network namespace of its own, whose only interface (loopback) is down.
+    daemon = start_daemon(config, env={"NOTIFY_SOCKET": str(systemd.path)}, prefix=("unshare", "-n"))
+    try:
+        heard: list[str] = []
+        wait_for(
+            "READY=1 and a STATUS line saying the box is not advertised",
+            lambda: (
+                heard.extend(systemd.messages(0.2))
+                or ("READY=1" in heard and any("NOT advertised on the LAN" in m for m in heard))
+            ),
+        )
+        alert = wait_for("the mDNS alert", lambda: active_alert(config, "mdns-advertisement"))
+        assert alert["severity"] == "warning" and "No interfaces" in alert["detail"]
+        runtime = runtime_of(config)
+        assert runtime["mdns_state"] == "failed" and "No interfaces" in runtime["mdns_error"]
+        assert daemon.poll() is None
+
+        # The network comes up: the next try advertises the box, the alert clears.
+        in_box_net = ("nsenter", "-t", str(daemon.pid), "-n")
+        subprocess.run([*in_box_net, "ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        runtime = advertised_runtime(config, timeout=30)
+        wait_for(
+            "the advertised STATUS line",
+            lambda: (
+                heard.extend(systemd.messages(0.2)) or any("advertised on the LAN as" in m for m in heard)
+            ),
+        )
+        wait_for("the alert cleared", lambda: active_alert(config, "mdns-advertisement") is None)
+        health = subprocess.run(
+            [*in_box_net, sys.executable, "-c", HEALTH, runtime["tablet_url"]],
+            capture_output=True,
+            timeout=30,
+        )
+        assert health.stdout.strip() == b"200", health.stderr
+        if shutil.which("dig"):
+            pointers = subprocess.run(
+                [*in_box_net, "dig", "-p", "5353", "@127.0.0.1", "_venuebox._tcp.local", "PTR", "+short"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert runtime["mdns_name"].replace(" ", "\\032") in pointers.stdout, pointers
+        assert stop_daemon(daemon) == 0
+    finally:
+        stop_daemon(daemon)
+        systemd.close()
+
+
+HEALTH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1] + '/api/v1/health').status)"
+
+
+def active_alert(config: Config, fingerprint: str) -> dict[str, Any] | None:
+    conn = sqlite3.connect(config.db_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute(
+            "SELECT * FROM alerts WHERE fingerprint = ? AND active = 1", (fingerprint,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return dict(row) if row else None
+
+
+# -- only the addresses the tablet API listens on (issue 17, item 8) ----------------------------------
+
+LAN_ADDRESSES = current_addresses()
+LAN_IPV4 = [a for a in LAN_ADDRESSES if ipaddress.ip_address(a).version == 4]
+
+
+def advertised_addresses_of(runtime: dict[str, Any]) -> set[str]:
+    info = asyncio.run(lookup(runtime["mdns_name"]))
+    assert info is not None, "a real mDNS client did not find the box"
+    return set(info.parsed_addresses())
+
+
+@needs_tool(bool(LAN_ADDRESSES), "this machine has no LAN address to leave out")
+def test_a_box_listening_on_loopback_advertises_loopback_alone(tmp_path: Path) -> None:
+    config = named_box(tmp_path / "box")
+    box = RunningBox(config).start()  # --host 127.0.0.1
+    try:
+        runtime = advertised_runtime(config)
+        port = httpx.URL(box.tablet_url).port
+        host = runtime["tablet_urls"][0]  # the advertised host name
+        assert runtime["tablet_urls"] == [host, f"http://127.0.0.1:{port}"]
+        assert httpx.URL(host).host.endswith(".local") and httpx.URL(host).port == port
+        assert advertised_addresses_of(runtime) == {"127.0.0.1"}
+        if shutil.which("dig"):
+            name = httpx.URL(host).host
+            assert asyncio.run(dig(name, "A", bool)) == ["127.0.0.1"]
+        with box.admin() as admin:
+            assert admin.get("/admin/v1/status").json()["box"]["tablet_urls"] == runtime["tablet_urls"]
+    finally:
+        box.stop()
+
+
+@needs_tool(bool(LAN_IPV4), "this machine has no LAN IPv4 address to listen on")
+def test_a_box_listening_on_one_lan_address_advertises_that_one_alone(tmp_path: Path) -> None:
+    address = LAN_IPV4[0]
+    config = named_box(tmp_path / "box")
+    daemon = start_daemon(config, "--host", address)
+    try:
+        runtime = advertised_runtime(config)
+        port = httpx.URL(runtime["tablet_url"]).port
+        assert runtime["tablet_url"] == f"http://{address}:{port}"
+        assert runtime["tablet_urls"][1:] == [f"http://{address}:{port}"]
+        assert advertised_addresses_of(runtime) == {address}
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
+# -- /metrics state gauges read at scrape time (issue 17, item 9) -----------------------------------
+
+
+def gauge(box: RunningBox, line_start: str) -> float:
+    with box.admin() as admin:
+        text = admin.get("/metrics").raise_for_status().text
+    [value] = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    return value
+
+
+def test_metrics_state_gauges_are_current_at_scrape_time(running_box: RunningBox) -> None:
+    # The feeder refreshes its snapshot every status_interval_s (10 s): each scrape below comes
+    # well within that, so only a scrape-time read sees the change.
+    assert gauge(running_box, "venuebox_frozen ") == 0.0
+    sheets = gauge(running_box, "venuebox_sheets_total ")
+    with running_box.admin() as admin:
+        admin.post("/admin/v1/freeze", json={"reason": "protest on entry 4"}).raise_for_status()
+    assert gauge(running_box, "venuebox_frozen ") == 1.0
+    assert gauge(running_box, 'venuebox_alerts_active{severity="critical"}') == 0.0
+    with running_box.admin() as admin:
+        admin.post("/admin/v1/unfreeze").raise_for_status()
+    assert gauge(running_box, "venuebox_frozen ") == 0.0
+
+    tablet = running_box.pair("J1")
+    assert gauge(running_box, 'venuebox_tablets{state="offline"}') == 1.0  # paired, not heard from yet
+    outbox = gauge(running_box, "venuebox_outbox_records ")
+    with tablet.client() as client:
+        beat = {
+            "sent_at": datetime.now(UTC).isoformat(),
+            "battery": 80,
+            "app_version": "test",
+            "queue_depth": 0,
+        }
+        client.post("/api/v1/heartbeat", json=beat).raise_for_status()
+        assert gauge(running_box, 'venuebox_tablets{state="online"}') == 1.0
+        stored = client.post("/api/v1/sheets", json=tablet.sheet_for(panel_entries(tablet.event())[0]))
+    assert stored.status_code == 201, stored.text
+    assert gauge(running_box, "venuebox_sheets_total ") == sheets + 1
+    assert gauge(running_box, "venuebox_outbox_records ") > outbox

@@ -9,6 +9,7 @@ responder on this host reaches only one of the sockets sharing port 5353, possib
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import time
 import uuid
@@ -20,7 +21,13 @@ import pytest
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from appliance.mdns import SERVICE_TYPE, Advertisement, host_label
+from appliance.mdns import (
+    SERVICE_TYPE,
+    Advertisement,
+    advertised_addresses,
+    current_addresses,
+    host_label,
+)
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -243,5 +250,68 @@ def test_box_without_lan_address_advertises_loopback() -> None:
             info = await lookup(name)
             assert info is not None
             assert info.parsed_addresses() == ["127.0.0.1"]
+
+    run(scenario())
+
+
+def test_only_addresses_the_tablet_api_listens_on_are_advertised() -> None:
+    lan = current_addresses()
+    ipv4 = [a for a in lan if ipaddress.ip_address(a).version == 4]
+    assert advertised_addresses(None) == advertised_addresses("::") == (lan or ["127.0.0.1"])
+    assert advertised_addresses("0.0.0.0") == (ipv4 or ["127.0.0.1"])  # no IPv6: not listened on
+    assert advertised_addresses("127.0.0.1") == ["127.0.0.1"]
+    assert advertised_addresses("::1") == ["::1"]
+    assert advertised_addresses("192.0.2.2") == ["192.0.2.2"]
+
+
+def test_a_box_listening_on_every_ipv4_address_advertises_its_ipv4_addresses_alone() -> None:
+    name, _ = unique_name()
+    ipv4 = [a for a in current_addresses() if ipaddress.ip_address(a).version == 4] or ["127.0.0.1"]
+
+    async def scenario() -> None:
+        async with advertised(name, listen_host="0.0.0.0") as box:
+            assert box.addresses == ipv4
+            info = await lookup(name)
+            assert info is not None
+            assert sorted(info.parsed_addresses()) == sorted(ipv4)
+
+    run(scenario())
+
+
+def test_a_box_listening_on_loopback_answers_with_loopback_alone() -> None:
+    name, host = unique_name()
+
+    async def scenario() -> None:
+        async with advertised(name, listen_host="127.0.0.1") as box:
+            assert box.addresses == ["127.0.0.1"]
+            info = await lookup(name)
+            assert info is not None
+            assert info.parsed_addresses() == ["127.0.0.1"]
+            if shutil.which("dig"):
+                assert await dig(f"{host}.local", "A", bool) == ["127.0.0.1"]
+
+    run(scenario())
+
+
+def test_probing_waits_until_the_box_serves_and_the_names_are_known_before() -> None:
+    name, host = unique_name()
+
+    async def scenario() -> None:
+        serving = asyncio.Event()
+        box = Advertisement(name=name, box_id=BOX_ID, event_id=None, port=8443, listen_host="127.0.0.1")
+        # Known before start: what tablet_urls list at READY.
+        assert (box.host_name, box.addresses) == (f"{host}.local.", ["127.0.0.1"])
+        starting = asyncio.create_task(box.start(serving))
+        try:
+            await asyncio.sleep(2.0)  # the name check (0.6 s) is long over
+            assert not starting.done() and not box.started
+            assert await lookup(name) is None  # nothing claimed while the box does not serve
+            serving.set()
+            await asyncio.wait_for(starting, 10)
+            assert box.started
+            assert await lookup(name) is not None
+        finally:
+            starting.cancel()
+            await box.stop()
 
     run(scenario())

@@ -224,3 +224,45 @@ def test_metrics_route_serves_the_exposition_with_its_content_type() -> None:
     assert "venuebox_sheets_accepted_total 2.0" in response.text
     assert "venuebox_frozen 0.0" in response.text
     assert 'route="/metrics",status="200"' in response.text
+
+
+def test_the_daemons_scrape_time_snapshot_gives_the_gauges_the_full_status_gives(
+    box: tuple[Store, Config, str],
+) -> None:
+    """The daemon reads the cheaper ``gauges_status`` at every scrape: the same state gauges as the
+    full status snapshot, on a box with a frozen state, a paired tablet, a sheet and an alert."""
+    from appliance.alerts import raise_alert
+    from appliance.box import freeze
+    from appliance.daemon import full_status, gauges_status
+    from appliance.ledger import SheetSubmission, submit_sheet
+    from tests.conftest import paired_device
+
+    store, config, _ = box
+    device = paired_device(store, "J1")
+    values = {"technique": 9.4, "performance": 9.1, "choreography": 8.5}
+    sheet = SheetSubmission(str(uuid.uuid4()), "101", values, "2026-03-14T10:42:07-04:00")
+    store.write_sync(lambda c: submit_sheet(c, device, sheet))
+    store.write_sync(lambda c: freeze(c, "protest", "test"))
+    store.write_sync(lambda c: raise_alert(c, "test-alert", "warning", "a test", "detail"))
+
+    def state_families(metrics: Metrics) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+        body, _ = metrics_response(metrics)
+        return {
+            family.name: {frozenset(s.labels.items()): s.value for s in family.samples}
+            for family in text_string_to_metric_families(body.decode())
+            if not family.name.startswith(
+                ("venuebox_http", "venuebox_status_snapshot", "venuebox_sheets_acc")
+            )
+            and not family.name.startswith("venuebox_connections")
+        }
+
+    full = state_families(Metrics(snapshot=lambda: store.query(lambda c: full_status(c, config))))
+    cheap = state_families(Metrics(snapshot=lambda: store.query(lambda c: gauges_status(c, config))))
+    # The oldest record's age is read a moment apart by the two scrapes.
+    age = "venuebox_uplink_oldest_record_age_seconds"
+    assert cheap.pop(age)[labels()] == pytest.approx(full.pop(age)[labels()], abs=5.0)
+    assert cheap == full
+    assert full["venuebox_frozen"] == {labels(): 1.0}
+    assert full["venuebox_sheets_total"] == {labels(): 1.0}
+    assert full["venuebox_tablets"][labels(state="offline")] == 1.0
+    assert full["venuebox_alerts_active"][labels(severity="warning")] == 1.0
