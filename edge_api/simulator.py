@@ -4,7 +4,9 @@ Each simulated tablet is a `TabletClient` with its own on-disk queue. It is pair
 admin API (judges in round robin, a fresh code per tablet), downloads its event, scores the entries
 of its panel in running order at a judge's pace, heartbeats as the box asks, sometimes drops off
 the network for a while (it keeps scoring; sheets wait in its queue) and sends them when back,
-honours a freeze (sheets stay queued until the box unfreezes) and now and then corrects a sheet.
+at once when its first heartbeat gets through after the box could not be reached (the client ends
+the backoff the outage grew, as the judge app does), honours a freeze (sheets stay queued until
+the box unfreezes) and now and then corrects a sheet.
 Tablets of the same judge split the judge's entries, so no two of them score the same entry."""
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ answers 200/201. What each answer means for a queued sheet follows the protocol'
 * 423 -> kept queued; the freeze reason is kept; retried after `Retry-After`, or as soon as a
   heartbeat says the box is unfrozen;
 * 408, 429, 5xx, network errors, timeouts -> kept queued; exponential backoff with full jitter,
-  never sooner than `Retry-After`.
+  never sooner than `Retry-After`. A wait that began because the box could not be reached ends as
+  soon as the box answers again (a heartbeat, or any other request), as the judge app's does: a
+  box back after an outage gets the queue at once, not at the end of a backoff grown meanwhile.
 
 Resending is always safe: the box treats the `sheet_id` as an idempotency key.
 
@@ -669,6 +671,7 @@ class TabletClient:
         self.next_heartbeat_s = 10
         self.failures = 0  # consecutive failed flush attempts (backoff input)
         self._next_attempt_at = 0.0
+        self._waiting_for_box = False  # the backoff is for a box that could not be reached
         self._event_etag, self._event_body = self._load_event_cache()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -825,7 +828,7 @@ class TabletClient:
                 self._settle(queued, answer, result)
             break
         if not waits:
-            self.failures, self._next_attempt_at = 0, 0.0
+            self.failures, self._next_attempt_at, self._waiting_for_box = 0, 0.0, False
             return
         self._schedule_after(waits, result)
 
@@ -915,6 +918,7 @@ class TabletClient:
         401 waits for pairing, 423 for Retry-After or an unfreeze, the rest back off."""
         sent = [a for a in waits if a.sent]
         statuses = {a.status for a in sent}
+        self._waiting_for_box = False
         if 401 in statuses:
             self.needs_pairing = True
             result.blocked = "needs-pairing"
@@ -931,6 +935,9 @@ class TabletClient:
             wait = max(self.backoff.delay(self.failures), retry_after)
             self.failures += 1
             result.blocked = "unreachable" if statuses <= {None} else "retry"
+            # No answer at all: the wait ends when the box answers again (`_box_answered`). An answer
+            # (5xx, 429, 408) keeps its backoff and Retry-After whatever a heartbeat says.
+            self._waiting_for_box = result.blocked == "unreachable"
         self._next_attempt_at = self._clock() + wait
         result.retry_in_s = wait
 
@@ -939,7 +946,8 @@ class TabletClient:
     async def heartbeat(self, battery: int | None = None, app_version: str | None = None) -> HeartbeatAnswer:
         """Tell the box this tablet is alive; the answer carries the freeze state, which updates
         ``frozen``, ``freeze_reason`` and ``next_heartbeat_s``. An unfreeze lets queued sheets go at
-        once. Raises NeedsPairing (401), RateLimited, BoxUnreachable or BoxError."""
+        once, and so does an answer after sending failed for want of one (the box is back).
+        Raises NeedsPairing (401), RateLimited, BoxUnreachable or BoxError."""
         body: dict[str, Any] = {"sent_at": _now(), "queue_depth": self.queue.depth()}
         if battery is not None:
             body["battery"] = battery
@@ -1007,9 +1015,18 @@ class TabletClient:
                 presented = await self._presented_fingerprint()
                 raise CertificateMismatch(self._pin, presented or "unknown") from exc
             raise BoxUnreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if self._waiting_for_box:
+            self._box_answered()
         if auth and response.status_code == 401:
             self.needs_pairing = True
         return response
+
+    def _box_answered(self) -> None:
+        """The box answers again after sending failed because it could not be reached: the backoff
+        grown during the outage is over, queued sheets may go now (the judge app's `nudge`)."""
+        self._waiting_for_box = False
+        self.failures, self._next_attempt_at = 0, 0.0
+        log.info("the box answers again: queued sheets go now, not after the backoff")
 
     async def _client(self) -> httpx.AsyncClient:
         """The HTTP client, made on first use: for an https box with a pin (or trust on first

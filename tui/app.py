@@ -3,7 +3,8 @@
 Attributes down, messages up: the App owns the one ``AdminClient`` and polls the box's status twice a
 second into ``status`` (and the health of the link into ``link``); screens watch those and ask the
 App for anything else through the same client. A failed poll never ends the console: it shows
-"daemon unreachable since ..." and keeps polling, so a restarted daemon is picked up by itself.
+"daemon not running" (with the address it was on) or "daemon unreachable since ..." and keeps
+polling, so a restarted daemon is picked up by itself.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from appliance.times import utcnow
-from tui.client import AdminClient, AdminError, Unreachable
+from tui.client import AdminClient, AdminError, NotRunning, Unreachable
 from tui.screens.alerts import AlertsScreen
 from tui.screens.audit import AuditScreen
 from tui.screens.base import BoxScreen
@@ -116,6 +117,8 @@ class ConsoleApp(App[None]):
         self._polling = True
         try:
             status = await self.client.status()
+        except NotRunning as exc:
+            self._set_link(False, exc.where, not_running=True)
         except Unreachable as exc:
             self._set_link(False, str(exc))
         except AdminError as exc:
@@ -134,10 +137,14 @@ class ConsoleApp(App[None]):
         if isinstance(screen, BoxScreen) and self.link is not None and self.link.ok:
             await screen.refresh_now()
 
-    def _set_link(self, ok: bool, error: str | None = None) -> None:
+    def _set_link(self, ok: bool, error: str | None = None, *, not_running: bool = False) -> None:
         if self.link is None or self.link.ok != ok or (not ok and self.link.error != error):
             since = self.link.since if self.link and self.link.ok == ok else self.now()
-            self.link = Link(ok, since, error)
+            self.link = Link(ok, since, error, not_running)
+
+    def _away(self) -> str:
+        """Why the daemon cannot be asked, in the words of a sentence."""
+        return "is not running" if self.link is not None and self.link.not_running else "cannot be reached"
 
     # Actions ------------------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -150,7 +157,7 @@ class ConsoleApp(App[None]):
     def action_freeze_toggle(self) -> None:
         if self.status is None or (self.link is not None and not self.link.ok):
             self.notify(
-                "The daemon cannot be reached, so the console cannot freeze. On the box's shell, "
+                f"The daemon {self._away()}, so the console cannot freeze. On the box's shell, "
                 '`venuebox freeze --reason "..."` works even without the daemon.',
                 title="Cannot freeze from here",
                 severity="error",
@@ -201,7 +208,7 @@ class ConsoleApp(App[None]):
     def action_uplink_sync(self) -> None:
         if self.link is not None and not self.link.ok:
             self.notify(
-                "The daemon cannot be reached, so the console cannot ask the uplink to send. On the box's "
+                f"The daemon {self._away()}, so the console cannot ask the uplink to send. On the box's "
                 "shell, `venuebox uplink sync` asks it directly.",
                 title="Cannot sync from here",
                 severity="error",
@@ -229,7 +236,7 @@ class ConsoleApp(App[None]):
     def action_export(self) -> None:
         if self.link is not None and not self.link.ok:
             self.notify(
-                "The daemon cannot be reached, so the console cannot export. On the box's shell, "
+                f"The daemon {self._away()}, so the console cannot export. On the box's shell, "
                 "`venuebox export --to PATH` exports without the daemon.",
                 title="Cannot export from here",
                 severity="error",

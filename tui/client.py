@@ -4,12 +4,15 @@ The console never opens the database. It finds the daemon the way a tech would: 
 ``daemon.json`` (written by a running daemon) says where the admin API listens, and the admin token
 is the data dir's ``admin.token``. Both are read again after every failed call, so a daemon that
 restarted on another port (or that was not running yet when the console started) is found again
-without anyone touching the console.
+without anyone touching the console. A daemon that stopped (``daemon.json`` gone, or left behind by
+a process that no longer exists) is "not running", with the address it was on, never a connection
+error to some default port.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +31,16 @@ FREEZE_CATEGORIES = ("dispute", "anomaly", "tabulation", "technical", "other")
 
 class Unreachable(Exception):
     """The daemon could not be asked (not running, not ready, hung); the message says why."""
+
+
+class NotRunning(Unreachable):
+    """No daemon runs on the data dir: ``was_on`` is the admin address it had (from the last
+    ``daemon.json`` the console read), or None when the console has not seen one."""
+
+    def __init__(self, data_dir: object, was_on: str | None) -> None:
+        self.was_on = was_on
+        self.where = f"it was on {was_on}" if was_on else f"no daemon.json in {data_dir}"
+        super().__init__(f"daemon not running ({self.where})")
 
 
 class AdminError(Exception):
@@ -63,6 +76,8 @@ class AdminClient:
         self._config = config
         self._fixed = Endpoint(url.rstrip("/"), token) if url and token else None
         self._endpoint: Endpoint | None = self._fixed
+        self._pid: int | None = None  # the daemon's process, from daemon.json
+        self._was_on: str | None = None  # the admin address of the last daemon.json read
         self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
 
     async def aclose(self) -> None:
@@ -78,9 +93,13 @@ class AdminClient:
             runtime = json.loads(runtime_path.read_text())
             url = runtime["admin_url"]
         except FileNotFoundError:
-            url = config.admin_url
+            # Written when the daemon is ready, removed when it stops: no daemon answers here (the
+            # settings' admin port is not where to look; a daemon may have been on another one).
+            raise NotRunning(config.data_dir, self._was_on) from None
         except (OSError, ValueError, KeyError) as exc:
             raise Unreachable(f"cannot read {runtime_path}: {exc}") from exc
+        self._pid = runtime.get("pid") if isinstance(runtime.get("pid"), int) else None
+        self._was_on = _host_port(url)
         try:
             token = read_secret(config.admin_token_path)
         except FileNotFoundError as exc:
@@ -111,6 +130,9 @@ class AdminClient:
             raise Unreachable(f"no answer from {endpoint.url} within {TIMEOUT.read:g} s") from exc
         except httpx.TransportError as exc:
             self._endpoint = None
+            if isinstance(exc, httpx.ConnectError) and self._fixed is None and not _alive(self._pid):
+                # Killed (no clean stop removed its daemon.json): the process is gone.
+                raise NotRunning(self._config.data_dir if self._config else "", self._was_on) from exc
             raise Unreachable(f"cannot connect to {endpoint.url}: {_reason(exc)}") from exc
         if response.status_code == 401:
             # A re-initialised box has a new token: read it again next time.
@@ -200,6 +222,26 @@ class AdminClient:
 def _seg(value: str) -> str:
     """One URL path segment (ids come from the box, but an entry id may hold any character)."""
     return quote(value, safe=":")
+
+
+def _host_port(url: str) -> str:
+    """'127.0.0.1:8081' of 'http://127.0.0.1:8081': where the daemon listened, as a tech says it."""
+    parsed = httpx.URL(url)
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{parsed.port}" if parsed.port else host
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists (True when unknown: then only the connection error is said)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user's (EPERM)
+    return True
 
 
 def _reason(exc: Exception) -> str:

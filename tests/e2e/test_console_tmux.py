@@ -124,3 +124,27 @@ def test_a_tech_freezes_the_box_from_the_console_in_a_terminal(box: RunningBox) 
         assert "scoring open" not in terminal.screen(), "q quits the console"
     finally:
         terminal.close()
+
+
+def test_the_console_says_the_daemon_is_not_running_and_where_it_was_once_it_stops(box: RunningBox) -> None:
+    # As a tech on the box: the data dir from $VENUEBOX_DATA_DIR, no --data-dir.
+    data_dir = str(box.config.data_dir)
+    terminal = Terminal(
+        ["env", f"VENUEBOX_DATA_DIR={data_dir}", sys.executable, "-m", "appliance", "console"]
+    )
+    try:
+        terminal.wait_for("scoring open", "1 Overview", "Freeze/unfreeze")
+        was_on = box.admin_url.removeprefix("http://")
+        assert box.stop() == 0  # `systemctl stop venuebox`: a clean stop removes daemon.json
+        screen = terminal.wait_for("DAEMON NOT RUNNING", f"it was on {was_on}", "Start it (systemctl start")
+        assert "UNREACHABLE" not in screen and "8081" not in screen and "connection refused" not in screen
+
+        box.start()  # another free port: the console finds it by itself
+        terminal.wait_for("scoring open")
+        deadline = time.monotonic() + 10
+        while "NOT RUNNING" in terminal.screen() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "NOT RUNNING" not in terminal.screen()
+        terminal.keys("q")
+    finally:
+        terminal.close()

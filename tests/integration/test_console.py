@@ -262,24 +262,27 @@ def test_the_console_survives_the_daemon_dying_and_reconnects_by_itself(tmp_path
             app = console_for(box)
             async with app.run_test(size=SIZE) as pilot:
                 banner = lambda: shown(app, "#banner")  # noqa: E731
-                await until(pilot, lambda: "DAEMON UNREACHABLE" in banner(), "unreachable at start")
+                # No daemon.json: not running, and no guess at a default port.
+                await until(pilot, lambda: "DAEMON NOT RUNNING" in banner(), "not running at start")
+                assert "no daemon.json in" in banner() and ":8081" not in banner()
                 await asyncio.to_thread(box.start)
-                await until(pilot, lambda: "scoring open" in banner() and "UNREACHABLE" not in banner(), "up")
+                await until(pilot, lambda: "scoring open" in banner() and "NOT RUNNING" not in banner(), "up")
                 tablet = await asyncio.to_thread(box.pair, "J1")
                 entry = panel_entries(await asyncio.to_thread(tablet.event))[0]
                 assert (await asyncio.to_thread(submit, tablet, entry)).status_code == 201
                 await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 1, "1")
 
-                await asyncio.to_thread(box.kill)  # SIGKILL: no goodbye
-                await until(pilot, lambda: "DAEMON UNREACHABLE" in banner(), "unreachable after the kill")
-                assert app.link is not None and not app.link.ok
-                assert "connection refused" in banner() or "cannot connect" in banner()
+                was_on = box.admin_url.removeprefix("http://")
+                await asyncio.to_thread(box.kill)  # SIGKILL: no goodbye, daemon.json left behind
+                await until(pilot, lambda: "DAEMON NOT RUNNING" in banner(), "not running after the kill")
+                assert app.link is not None and not app.link.ok and app.link.not_running
+                assert f"it was on {was_on}" in banner()
                 assert "Figures below are from before" in banner()
                 await pilot.press("2")  # the console stays usable
                 await pilot.press("1")
 
                 await asyncio.to_thread(box.start)  # new ports: found again through daemon.json
-                await until(pilot, lambda: "UNREACHABLE" not in banner(), "reconnected", timeout=15)
+                await until(pilot, lambda: "NOT RUNNING" not in banner(), "reconnected", timeout=15)
                 assert app.link is not None and app.link.ok
                 assert (
                     await asyncio.to_thread(submit, tablet, entry)
@@ -287,6 +290,44 @@ def test_the_console_survives_the_daemon_dying_and_reconnects_by_itself(tmp_path
                 second = next(e for e in panel_entries(await asyncio.to_thread(tablet.event)) if e != entry)
                 assert (await asyncio.to_thread(submit, tablet, second)).status_code == 201
                 await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 2, "2")
+
+        asyncio.run(scenario())
+    finally:
+        box.stop()
+
+
+def test_a_stopped_daemon_is_not_running_on_the_port_it_was_on_not_unreachable_on_the_default(
+    tmp_path: Path,
+) -> None:
+    """A clean stop removes daemon.json: the console says "not running" and where the daemon was (a
+    port of its own here, as `venuebox run --admin-port` gives), never "cannot connect" to the
+    settings' default port; the daemon started again is found by itself."""
+    box = RunningBox(make_box(tmp_path / "box"))
+    box.start()
+    try:
+
+        async def scenario() -> None:
+            app = console_for(box)
+            async with app.run_test(size=SIZE) as pilot:
+                banner = lambda: shown(app, "#banner")  # noqa: E731
+                await until(pilot, lambda: app.status is not None, "first status")
+                was_on = box.admin_url.removeprefix("http://")
+                assert not was_on.endswith(":8081")
+                assert await asyncio.to_thread(box.stop) == 0
+                assert not (box.config.data_dir / "daemon.json").exists()
+                await until(pilot, lambda: "DAEMON NOT RUNNING" in banner(), "not running")
+                assert f"it was on {was_on}" in banner()
+                for wrong in ("UNREACHABLE", "cannot connect", "connection refused", "8081"):
+                    assert wrong not in banner(), wrong
+                assert "systemctl start venuebox" in banner()
+                # The other actions say it in the same words.
+                messages_before = len(app._notifications)
+                await pilot.press("f")
+                assert len(app._notifications) == messages_before + 1
+                assert "The daemon is not running" in list(app._notifications)[-1].message
+
+                await asyncio.to_thread(box.start)  # another free port: found through daemon.json
+                await until(pilot, lambda: "NOT RUNNING" not in banner() and "scoring open" in banner(), "up")
 
         asyncio.run(scenario())
     finally:

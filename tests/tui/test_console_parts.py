@@ -16,11 +16,11 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.message import Message
 from textual.notifications import Notification, Notify
-from textual.widgets import OptionList, ProgressBar
+from textual.widgets import Input, OptionList, ProgressBar, Static
 
 from tests.tui.recorded_box import RecordedBox, export_problem, fixture
 from tui import format as fmt
-from tui.screens.dialogs import FreezeDialog
+from tui.screens.dialogs import ConfirmScreen, FreezeDialog
 from tui.screens.export import ExportDialog
 from tui.screens.help import HELP, HelpScreen
 from tui.screens.overview import backup_lines, box_panel, recovery_line, uplink_lines
@@ -764,5 +764,65 @@ def test_e_without_the_daemon_says_how_to_export_from_the_shell() -> None:
             assert not isinstance(app.screen, ExportDialog)
             [note] = notifications(messages)
             assert note.title == "Cannot export from here" and "venuebox export --to PATH" in note.message
+
+    asyncio.run(scenario())
+
+
+def test_the_freeze_dialog_keeps_a_reason_typed_before_the_category_was_chosen() -> None:
+    """Tab to the reason, type, Enter: the dialog asks for the kind. Choosing it brings the tech back
+    to the reason with the words still there (going on typing adds to them, never replaces them),
+    and the request to choose a kind goes once one is chosen."""
+
+    async def scenario() -> None:
+        app = RecordedBox().app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("f")
+            await until(pilot, lambda: isinstance(app.screen, FreezeDialog), "the freeze dialog")
+            dialog = app.screen
+            problem = dialog.query_one("#freeze-problem", Static)
+            reason = dialog.query_one("#freeze-reason", Input)
+            await pilot.press("tab")  # from the kinds to the reason, with no kind chosen
+            assert reason.has_focus
+            await pilot.press("enter")  # empty, no kind: refused, back to the kinds
+            assert "Choose what kind" in str(problem.content)
+            await pilot.press("tab")
+            await pilot.press(*"Power")
+            await pilot.press("space", *"cut", "enter")
+            assert app.screen is dialog and "Choose what kind" in str(problem.content)
+            await pilot.press("enter")  # the highlighted kind, dispute: the focus goes to the reason
+            await until(pilot, lambda: reason.has_focus, "back on the reason")
+            assert "Choose what kind" not in str(problem.content)
+            assert reason.value == "Power cut"
+            await pilot.press("space", *"in", "space", *"hall", "space", "B")
+            assert reason.value == "Power cut in hall B"
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+            detail = str(app.screen.query_one("#confirm-detail", Static).content)
+            assert "Reason (dispute): Power cut in hall B" in detail
+
+    asyncio.run(scenario())
+
+
+def test_the_freeze_dialog_asks_for_the_reason_and_keeps_the_kind_chosen() -> None:
+    """A kind chosen, Enter on an empty reason: the dialog asks for the reason in words (the request
+    for a kind is not shown), and what is typed next is the reason."""
+
+    async def scenario() -> None:
+        app = RecordedBox().app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("f")
+            await until(pilot, lambda: isinstance(app.screen, FreezeDialog), "the freeze dialog")
+            dialog = app.screen
+            problem = dialog.query_one("#freeze-problem", Static)
+            reason = dialog.query_one("#freeze-reason", Input)
+            await pilot.press("down", "enter")  # anomaly
+            await until(pilot, lambda: reason.has_focus, "on the reason")
+            await pilot.press("enter")
+            assert app.screen is dialog
+            assert "Write the reason" in str(problem.content) and "Choose" not in str(problem.content)
+            await pilot.press(*"Scores", "space", *"look", "space", *"wrong", "enter")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+            detail = str(app.screen.query_one("#confirm-detail", Static).content)
+            assert "Reason (anomaly): Scores look wrong" in detail
 
     asyncio.run(scenario())

@@ -24,6 +24,10 @@ CATEGORY_LABELS = {
 }
 
 
+CHOOSE_KIND = "Choose what kind of freeze this is (arrow keys, then Enter)."
+WRITE_REASON = "Write the reason: judges see it on their tablets."
+
+
 class FreezeDialog(ModalScreen[tuple[str, str] | None]):
     """Why freeze? A category and a reason in words (judges see the words) are both required."""
 
@@ -36,9 +40,12 @@ class FreezeDialog(ModalScreen[tuple[str, str] | None]):
             with RadioSet(id="freeze-category"):
                 for category in FREEZE_CATEGORIES:
                     yield RadioButton(CATEGORY_LABELS[category], name=category)
+            # Not selected when the focus comes back to it (after the dialog asked for a kind):
+            # typed on, the words already there would all be replaced.
             yield Input(
                 placeholder="Reason in a few words (shown on judges' tablets)",
                 max_length=500,
+                select_on_focus=False,
                 id="freeze-reason",
             )
             yield Static("", id="freeze-problem", classes="problem")
@@ -47,7 +54,13 @@ class FreezeDialog(ModalScreen[tuple[str, str] | None]):
                 yield Button("Cancel", id="freeze-cancel")
 
     def on_radio_set_changed(self, _: RadioSet.Changed) -> None:
-        self.query_one("#freeze-reason", Input).focus()
+        # A kind is chosen: a request to choose one is answered (one to write the reason stays).
+        problem = self.query_one("#freeze-problem", Static)
+        if str(problem.content) == CHOOSE_KIND:
+            problem.update("")
+        reason = self.query_one("#freeze-reason", Input)
+        reason.focus()
+        reason.cursor_position = len(reason.value)  # typing goes on after what is there
 
     def on_input_submitted(self, _: Input.Submitted) -> None:
         self._submit()
@@ -66,11 +79,11 @@ class FreezeDialog(ModalScreen[tuple[str, str] | None]):
         reason = self.query_one("#freeze-reason", Input).value.strip()
         problem = self.query_one("#freeze-problem", Static)
         if pressed is None:
-            problem.update("Choose what kind of freeze this is (arrow keys, then Enter).")
+            problem.update(CHOOSE_KIND)
             self.query_one(RadioSet).focus()
             return
         if not reason:
-            problem.update("Write the reason: judges see it on their tablets.")
+            problem.update(WRITE_REASON)
             self.query_one("#freeze-reason", Input).focus()
             return
         self.dismiss((str(pressed.name), reason))

@@ -58,7 +58,17 @@ def banner_text(status: dict[str, Any] | None, link: Link | None) -> Text:
         text.append(f" {box['name']}")
         if event:
             text.append(f" · {event['name']}")
-    if link is not None and not link.ok:
+    if link is not None and link.not_running:
+        # Stopped or killed: nothing to retry against, the tech starts it; the console finds it.
+        text.append("\n")
+        text.append(" ▲ DAEMON NOT RUNNING ", style="bold")
+        text.append(
+            f"since {fmt.clock(link.since, tz)} ({link.error}). Start it (systemctl start venuebox): "
+            "the console finds it by itself."
+        )
+        if status is not None:
+            text.append(" Figures below are from before.")
+    elif link is not None and not link.ok:
         text.append("\n")
         text.append(" ▲ DAEMON UNREACHABLE ", style="bold")
         text.append(f"since {fmt.clock(link.since, tz)}: {link.error}. Retrying by itself.")
