@@ -313,6 +313,23 @@ def has_pending(conn: sqlite3.Connection) -> bool:
     return conn.execute(f"SELECT 1 FROM outbox WHERE {PENDING} LIMIT 1").fetchone() is not None
 
 
+def last_pending_seq(conn: sqlite3.Connection) -> int:
+    """The newest pending record's place in the queue (its outbox seq); 0 when nothing is pending.
+    What `venuebox uplink sync` waits to see delivered."""
+    return conn.execute(f"SELECT coalesce(max(seq), 0) FROM outbox WHERE {PENDING}").fetchone()[0]
+
+
+def delivery_up_to(conn: sqlite3.Connection, last_seq: int, since: str) -> tuple[int, int]:
+    """Of the records queued up to ``last_seq``: how many still wait (pending), and how many the
+    receiver refused (quarantined) at or after ``since`` (an RFC 3339 time)."""
+    waiting = conn.execute(f"SELECT count(*) FROM outbox WHERE {PENDING} AND seq <= ?", (last_seq,))
+    refused = conn.execute(
+        "SELECT count(*) FROM outbox WHERE quarantined_at IS NOT NULL AND quarantined_at >= ? AND seq <= ?",
+        (since, last_seq),
+    )
+    return waiting.fetchone()[0], refused.fetchone()[0]
+
+
 def backlog(conn: sqlite3.Connection, now: datetime | None = None) -> dict[str, Any]:
     """What waits: pending records and the oldest one's time (and age, given ``now``), quarantined
     records, and acked ones still kept for the retention period."""

@@ -224,6 +224,33 @@ REFUSED_FINGERPRINT = "uplink-refused"
 FORK_FINGERPRINT = "uplink-fork"
 BACKLOG_FINGERPRINT = "uplink-backlog"
 QUARANTINE_FINGERPRINT = "uplink-quarantine"
+BAD_ANSWER_FINGERPRINT = "uplink-bad-answer"
+
+
+def raise_bad_answer(conn: sqlite3.Connection, answer: str, tries: int, now: datetime) -> None:
+    """The receiver answered ``tries`` times in a row with a 2xx the box cannot use as an ack
+    (``answer`` says what it was, in the worker's words): warning alert ``uplink-bad-answer``,
+    until an ack settles a whole batch again (``clear_bad_answer``)."""
+    from appliance import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
+    from appliance.tablet_text import printable
+
+    alerts.raise_alert(
+        conn,
+        BAD_ANSWER_FINGERPRINT,
+        "warning",
+        "The cloud receiver answers with something that is not an ack",
+        f"{tries} answers in a row were not what the uplink protocol says: {printable(answer)}. The box "
+        "sends the records again under a new batch id (safe: the receiver stores each record id "
+        "once) and keeps every record queued until an ack names it; nothing is lost. Tell whoever runs "
+        'the receiver (docs/protocol.md, uplink, "The answer"). This clears at the next good ack.',
+        now,
+    )
+
+
+def clear_bad_answer(conn: sqlite3.Connection, now: datetime) -> None:
+    from appliance import alerts
+
+    alerts.clear_alert(conn, BAD_ANSWER_FINGERPRINT, now)
 
 
 def pause(

@@ -2,8 +2,9 @@
 
 PROTOCOL.md fixes the request: ``POST {cloud}/v1/boxes/{box_id}/records`` with
 ``Idempotency-Key: <batch id>`` and ``{"records": [{"id", "kind", "created_at", "payload"}]}``,
-answered ``200 {"acked": [record id, ...]}``; a record leaves the box's send queue only once acked,
-and a receiver treats a record id it has already stored as stored (acked again, never twice).
+answered ``200 {"acked": [record id, ...]}`` (the box takes any 2xx with a readable ack); a record
+leaves the box's send queue only once acked, and a receiver treats a record id it has already stored
+as stored (acked again, never twice).
 
 What this project adds, in the same spirit:
 
@@ -11,13 +12,14 @@ What this project adds, in the same spirit:
 * ``X-Venuebox-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256, keyed with the uplink token, of
   ``"<t>." + body``. The receiver refuses a signature more than ``SIGNATURE_TOLERANCE_S`` away from
   its clock, so a captured request cannot be replayed later, and refuses a body that was changed.
-* ``"rejected": [{"id", "status": 422, "reason"}]`` in the 200 answer: records the receiver will
+* ``"rejected": [{"id", "status": 422, "reason"}]`` in the 2xx answer: records the receiver will
   never store as sent (malformed). The box quarantines those with the reason and keeps sending the
   rest; a rejected record is not acked.
 * A signature time outside the tolerance is 401 with its own problem type, ``signature-clock-skew``:
   the box then signs with the receiver's time (its ``Date`` header) and retries at once.
-* The same ``Idempotency-Key`` with the same body gets the first answer again; with another body,
-  422 ``idempotency-mismatch``.
+* The same ``Idempotency-Key`` with the same body gets the first 2xx answer again (a refusal is not
+  remembered: the batch is judged again); with another body, 422 ``idempotency-mismatch``. The box's
+  keys match ``BATCH_KEY_PATTERN`` (a batch) or ``CHECK_KEY_PATTERN`` (`venuebox uplink check`).
 * One record per chain place: a ``sheet`` record carries its ledger ``seq`` and ``hash``, an
   ``audit`` record its audit-log ``seq`` and ``hash``; the receiver keys a place by (box, chain,
   seq), the chain ``sheets`` or ``audit``. The same place with the same hash is acked and not
@@ -39,6 +41,11 @@ SIGNATURE_TOLERANCE_S = 300
 MAX_BATCH_RECORDS = 1000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 RECORD_KINDS = ("sheet", "audit", "heartbeat", "event", "alert")
+# The Idempotency-Key the box sends: a batch's id, a random (version 4) UUID in lowercase; and the
+# key of `venuebox uplink check`'s empty batch. docs/protocol.md states both, character for character.
+_UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+BATCH_KEY_PATTERN = f"^{_UUID4}$"
+CHECK_KEY_PATTERN = f"^check-{_UUID4}$"
 
 
 class BadSignature(Exception):

@@ -4,8 +4,9 @@ It checks each box's bearer token and body signature, stores records per box in 
 record id unique (a record id seen before is acked again, never stored twice) and each box's
 chains unforked (one sheet per ledger seq, one audit record per audit-log seq: a batch that would
 put another one there is refused, 409 ``chain-fork``), answers a batch only after the commit that
-stores it, replays the stored answer for a repeated ``Idempotency-Key``, and serves the records
-back in order (``GET /v1/boxes/{box_id}/records?after=``), its copy of a box's chains
+stores it, replays the stored answer for a repeated ``Idempotency-Key`` (an ack only: a refusal
+is not remembered, the batch is judged again), and serves the records back in order
+(``GET /v1/boxes/{box_id}/records?after=``), its copy of a box's chains
 (``GET /v1/boxes/{box_id}/chains/{sheets|audit}?after=``; ``/ledger`` is the sheets' in its
 earlier shape) and ``/metrics``.
 

@@ -13,7 +13,9 @@ Nothing is deleted before the receiver acked it, and a resent record is acked ag
 twice (the receiver keeps record ids unique), so a lost answer, a crash or a kill -9 mid-batch
 costs a resend, never a loss or a duplicate. Failures back off exponentially with full jitter up
 to a cap, honour ``Retry-After``, and after ``uplink_breaker_failures`` in a row the circuit opens:
-one trial request per backoff until one succeeds. Answers that will never succeed are not retried
+one trial request per backoff until one succeeds. A 2xx that is no ack (or settles none of the
+batch) is retried under the same key ``BAD_ANSWER_TRIES`` times, then the records go out again under
+a new key with the warning alert ``uplink-bad-answer``. Answers that will never succeed are not retried
 forever: refused credentials or a wrong URL pause the uplink (critical alert) until it is
 reconfigured or a tech asks for a sync, and so does a batch the receiver refuses as a fork of its
 copy of the box's ledger or audit log (409 ``chain-fork``: critical alert ``uplink-fork``; resending
@@ -48,12 +50,15 @@ from appliance.errors import BadUplinkTarget
 from appliance.outbox import Batch
 from appliance.secrets_files import InsecureSecretFile
 from appliance.storage.db import Store
+from appliance.tablet_text import printable
 from appliance.times import to_rfc3339, utcnow
 from appliance.uplink_state import (
     Target,
     check_alerts,
+    clear_bad_answer,
     get_state,
     pause,
+    raise_bad_answer,
     resolve_target,
     shown_url,
     update_state,
@@ -66,6 +71,13 @@ RETRY_AFTER_MAX_S = 3600.0  # a receiver's Retry-After is honoured up to an hour
 ALERT_CHECK_S = 10.0
 PRUNE_EVERY_S = 60.0
 _PROBLEM_TEXT_MAX = 300
+_BODY_SHOWN_MAX = 120
+# A 2xx that is no ack, or settles none of the records sent, gets the same batch (same key, same body)
+# this many times in a row, after a backoff each; then the batch is released and its records go out
+# again under a new Idempotency-Key (safe: the receiver stores each record id once), with the
+# ``uplink-bad-answer`` alert. A receiver that stored a bad answer under the key would otherwise
+# replay it for ever, and the queue would never move.
+BAD_ANSWER_TRIES = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +125,9 @@ def retry_after_s(response: httpx.Response, now: float) -> float | None:
 class Outcome:
     """What to do after one attempt.
 
-    ``acked``: the receiver answered 200 with its ack (``acked`` ids, ``rejected`` (id, reason)).
+    ``acked``: the receiver answered 2xx with its ack (``acked`` ids, ``rejected`` (id, reason)).
+    ``bad-ack``: a 2xx without a readable ack: the same batch after a backoff, a new key after
+    ``BAD_ANSWER_TRIES`` of them.
     ``retry``: not stored, or unknown (network, timeout, 408/429/5xx): same batch after a backoff.
     ``pause``: will never succeed as configured (credentials, wrong URL): stop until a person acts.
     ``fork``: the receiver holds another record at seq ``fork_seq`` of this box's chain
@@ -131,10 +145,12 @@ class Outcome:
     clock_offset_s: float | None = None
     fork_seq: int | None = None
     fork_chain: str = "sheets"
+    status: int | None = None
 
 
 def _problem_text(response: httpx.Response) -> str:
-    """The receiver's own words for a refusal (problem+json ``detail`` or ``title``), shortened."""
+    """The receiver's own words for a refusal (problem+json ``detail`` or ``title``), shortened and
+    made printable: they end up in the CLI's output, the console and the alerts."""
     try:
         body = response.json()
     except ValueError:
@@ -142,7 +158,18 @@ def _problem_text(response: httpx.Response) -> str:
     if not isinstance(body, dict):
         return ""
     text = str(body.get("detail") or body.get("title") or "")
-    return text[:_PROBLEM_TEXT_MAX]
+    return printable(text[:_PROBLEM_TEXT_MAX])
+
+
+def _body_shown(response: httpx.Response) -> str:
+    """The start of an answer's body as it may be shown (printable, shortened), for an answer that
+    was not what it should be."""
+    content = response.content
+    if not content:
+        return "its body was empty"
+    text = printable(content[:_BODY_SHOWN_MAX].decode("utf-8", "replace"))
+    more = "…" if len(content) > _BODY_SHOWN_MAX else ""
+    return f"its body began '{text}'{more}" if more else f"its body was '{text}'"
 
 
 def _problem_type(response: httpx.Response) -> str:
@@ -162,23 +189,34 @@ def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Out
     status = response.status_code
     said = _problem_text(response)
     said_part = f": {said}" if said else ""
-    if status == 200:
+    if 200 <= status < 300:
+        # Any 2xx: a receiver answering 201 Created (or 202) acks as well as one answering 200.
         try:
             ack = msgspec.json.decode(response.content, type=RecordsAck)
         except msgspec.DecodeError as exc:
-            return Outcome("retry", f"the receiver answered 200 without a readable ack ({exc})")
+            return Outcome(
+                "bad-ack",
+                f"the receiver answered {status} without a readable ack ({printable(str(exc))}); "
+                f"{_body_shown(response)}",
+                status=status,
+            )
         return Outcome(
-            "acked", acked=ack.acked, rejected=[(r.id, f"{r.status}: {r.reason}") for r in ack.rejected]
+            "acked",
+            acked=ack.acked,
+            rejected=[(r.id, printable(f"{r.status}: {r.reason}")) for r in ack.rejected],
+            status=status,
         )
     if status in (401, 403):
         if _problem_type(response).endswith("/signature-clock-skew"):
             date = response.headers.get("date")
             offset = None
-            with contextlib.suppress(TypeError, ValueError):
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
                 offset = email.utils.parsedate_to_datetime(date).timestamp() - now if date else None
             return Outcome(
                 "clock",
-                f"the receiver refused the signature time: the box's clock is off{said_part}",
+                f"the receiver refused the signature time: the box's clock is off{said_part}. Set the "
+                "box's clock (`timedatectl`)"
+                + ("" if offset is not None else "; the answer had no usable Date header to sign with"),
                 clock_offset_s=offset,
             )
         return Outcome(
@@ -187,7 +225,7 @@ def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Out
             f"(`venuebox uplink configure --token-file`) and that the receiver knows box {box_id}.",
         )
     if 300 <= status < 400:
-        where = shown_url(response.headers.get("location", "")) or "elsewhere"
+        where = printable(shown_url(response.headers.get("location", ""))) or "elsewhere"
         return Outcome(
             "pause",
             f"the receiver redirects ({status}) to {where}: configure the final URL "
@@ -428,6 +466,8 @@ class UplinkWorker:
         self._clock_offset_s = 0.0
         self._sync_seen: str | None = None
         self._rekeyed = False
+        self._resend_now = False  # the clock was corrected: the next turn resends, paused or not
+        self._bad_answers = 0  # 2xx answers in a row that were no ack or left records unsettled
         self._opened: Batch | None = None  # opened by the last ack's write, ready to send
         self._client_problem: str | None = None
         self._last_alert_check = 0.0
@@ -490,7 +530,10 @@ class UplinkWorker:
         if sync:
             self._sync_seen = state["sync_requested_at"]
             self._next_attempt = 0.0
-        if state["paused_reason"] and state["paused_target"] == self._target_fp and not sync:
+        # A resend with the receiver's clock belongs to the attempt before it: when that was a
+        # sync's try of a paused uplink, the resend goes too.
+        resend, self._resend_now = self._resend_now, False
+        if state["paused_reason"] and state["paused_target"] == self._target_fp and not (sync or resend):
             await self._show(state, "paused")
             return settings.poll_s
         if now_m < self._next_attempt:
@@ -620,12 +663,27 @@ class UplinkWorker:
         # in between makes the next mismatch a first one.
         rekeyed, self._rekeyed = self._rekeyed, outcome.kind == "rekey"
         if outcome.kind == "acked" and not self._settles(batch, outcome):
-            # A 200 that acks and rejects none of what was sent: resending at once would loop.
-            return await self._failed(
-                f"the receiver answered 200 but settled none of the {len(batch)} records sent", None, now
+            # A 2xx that acks and rejects none of what was sent: resending at once would loop.
+            outcome = Outcome(
+                "bad-ack",
+                f"the receiver answered {outcome.status or 200} but settled none of the {len(batch)} "
+                "records sent (its ack neither acked nor rejected any of them)",
+                status=outcome.status,
             )
+        if outcome.kind == "bad-ack":
+            return await self._bad_answer(batch, outcome.error or "the receiver's answer is no ack", now)
         if outcome.kind == "acked":
             breaker.success()
+            settled = set(outcome.acked) | {record_id for record_id, _ in outcome.rejected}
+            unsettled = len(set(batch.record_ids) - settled)
+            self._bad_answers = self._bad_answers + 1 if unsettled else 0
+            bad_answer = (
+                f"the receiver answered {outcome.status or 200} but left {unsettled} of the "
+                f"{len(batch)} records sent unsettled (neither acked nor rejected; they go out again "
+                "in the next batch)"
+                if unsettled and self._bad_answers >= BAD_ANSWER_TRIES
+                else None
+            )
             if len(batch) == self._max_records:  # a split batch grows back after a success
                 self._max_records = min(settings.batch_max_records, self._max_records * 2)
 
@@ -647,8 +705,15 @@ class UplinkWorker:
                     paused_target=None,
                     **({"last_attempt_at": success} if opened else {}),
                 )
+                if not unsettled:
+                    clear_bad_answer(conn, now)
+                elif bad_answer:
+                    raise_bad_answer(conn, bad_answer, BAD_ANSWER_TRIES, now)
                 if result.quarantined or not more:
                     check_alerts(conn, self.config, now)
+                    if not more and outbox.has_pending(conn):  # an alert's change was audited: send it
+                        more = True
+                        update_state(conn, now, state="sending")
                 return result, more, opened
 
             result, more, opened = await self.store.write(done, weight=10)
@@ -679,6 +744,7 @@ class UplinkWorker:
         offset = outcome.clock_offset_s
         if outcome.kind == "clock" and offset is not None and abs(offset - self._clock_offset_s) > 1:
             self._clock_offset_s = offset
+            self._resend_now = True
             log.warning("uplink: signing with the receiver's clock (the box's is off by %.0f s)", -offset)
             return 0.0
         if outcome.kind in ("pause", "fork"):
@@ -694,6 +760,31 @@ class UplinkWorker:
             log.error("uplink paused: %s", outcome.error)
             return settings.poll_s
         return await self._failed(outcome.error or "failed", outcome.retry_after_s, now)
+
+    async def _bad_answer(self, batch: Batch, error: str, now: datetime) -> float:
+        """A 2xx that is no ack (or settles none of the batch): the same batch again after a backoff,
+        up to ``BAD_ANSWER_TRIES`` in a row; then its records go out under a new key, with an alert."""
+        self._bad_answers += 1
+        if self._bad_answers < BAD_ANSWER_TRIES:
+            tried = f"{error} (try {self._bad_answers} of {BAD_ANSWER_TRIES} with this batch id)"
+            return await self._failed(tried, None, now)
+        self._bad_answers = 0
+
+        def rekey(conn: Any) -> None:
+            outbox.release_batch(conn)  # the next attempt makes a new batch, under a new id
+            raise_bad_answer(conn, error, BAD_ANSWER_TRIES, now)
+
+        await self.store.write(rekey)
+        log.warning(
+            "uplink: %d answers in a row were no ack; the %d records go out again under a new batch id",
+            BAD_ANSWER_TRIES,
+            len(batch),
+        )
+        return await self._failed(
+            f"{error}; {BAD_ANSWER_TRIES} times in a row, so its records go out again under a new batch id",
+            None,
+            now,
+        )
 
     @staticmethod
     def _settles(batch: Batch, outcome: Outcome) -> bool:
@@ -795,43 +886,55 @@ def load_ca_file(path: Path) -> ssl.SSLContext:
 
 def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> dict[str, Any]:
     """`venuebox uplink sync`: with a daemon running, ask its worker (through the database) and wait
-    up to ``wait_s`` for its answer; without one, drain here until the queue is empty or an attempt
-    fails. Returns the uplink view plus ``attempted`` (an attempt was made after the request) and
-    ``synced`` (attempted, and no error came after the request)."""
+    up to ``wait_s`` until the records queued at the request got through or an attempt failed;
+    without one, drain here until the queue is empty or an attempt fails. Returns the uplink view
+    plus ``attempted`` (an attempt was made after the request), ``waiting`` (records queued at the
+    request still waiting), ``refused`` (of those, the ones the receiver refused since: quarantined),
+    ``failed`` (the newest outcome since the request is an error) and ``synced`` (attempted, and
+    every record queued at the request was acked)."""
     from appliance.box import get_box
     from appliance.uplink_state import request_sync, uplink_view
 
-    requested = store.write_sync(lambda conn: request_sync(conn, "cli", utcnow()))
+    requested, last_seq = store.write_sync(
+        lambda conn: (request_sync(conn, "cli", utcnow()), outbox.last_pending_seq(conn))
+    )
     deadline = time.monotonic() + wait_s
 
     def view() -> dict[str, Any]:
-        return store.query(lambda conn: uplink_view(conn, config, utcnow()))
+        def read(conn: Any) -> dict[str, Any]:
+            current = uplink_view(conn, config, utcnow())
+            current["waiting"], current["refused"] = outbox.delivery_up_to(conn, last_seq, requested)
+            return current
 
-    def answered(v: dict[str, Any]) -> bool:
-        # An outcome came after the request: a success, an error, or nothing to send at all.
-        return (
-            (v["last_success_at"] or "") >= requested
-            or (v["last_error_at"] or "") >= requested
-            or ((v["last_attempt_at"] or "") >= requested and v["state"] == "idle")
-        )
+        current = store.query(read)
+        error_at = current["last_error_at"] or ""
+        current["attempted"] = (current["last_attempt_at"] or "") >= requested
+        current["failed"] = error_at >= requested and error_at >= (current["last_success_at"] or "")
+        current["synced"] = current["attempted"] and not current["waiting"] and not current["refused"]
+        return current
 
     if daemon_running:
         current = view()
-        while not answered(current) and time.monotonic() < deadline:
+        while not (current["attempted"] and not current["waiting"]) and not current["failed"]:
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.2)
             current = view()
-    else:
+        return current
 
-        async def drain() -> None:
-            worker = UplinkWorker(store, config, store.query(get_box)["box_id"])
-            try:
-                while time.monotonic() < deadline and await worker.step() == 0:
-                    pass
-            finally:
-                await worker.aclose()
+    async def drain() -> None:
+        worker = UplinkWorker(store, config, store.query(get_box)["box_id"])
+        try:
+            while time.monotonic() < deadline and await worker.step() == 0:
+                pass
+        finally:
+            await worker.aclose()
 
+    # The command says the outcome in one line: the worker's log lines would repeat it on the
+    # terminal, unformatted (a CLI command sets up no logging).
+    quiet, log.disabled = log.disabled, True
+    try:
         asyncio.run(drain())
-        current = view()
-    current["attempted"] = (current["last_attempt_at"] or "") >= requested
-    current["synced"] = current["attempted"] and (current["last_error_at"] or "") < requested
-    return current
+    finally:
+        log.disabled = quiet
+    return view()

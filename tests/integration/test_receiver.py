@@ -93,6 +93,33 @@ def test_same_key_and_body_replays_the_identical_answer(receiver: tuple[RunningR
     assert rx.metric('venuebox_receiver_batches_total{outcome="replayed"}') == 1
 
 
+def test_only_a_2xx_answer_is_replayed_for_a_repeated_key(receiver: tuple[RunningReceiver, str]) -> None:
+    rx, token = receiver
+    # Refusals leave nothing under the key (docs/protocol.md, "Repeated keys"): the same body is
+    # judged again, not replayed, and another body is a new batch, not an idempotency mismatch.
+    shape = json.dumps({"records": [record("a")], "extra": True}).encode()
+    too_many = [record(f"r{i}") for i in range(MAX_BATCH_RECORDS + 1)]
+    for _ in range(2):
+        assert assert_problem(rx.post(token, body=shape, key="k-1"), 422)["type"] == "/problems/invalid-input"
+        refused = rx.post(token, too_many, key="k-1")
+        assert assert_problem(refused, 413)["type"] == "/problems/batch-too-large"
+        stale = rx.post(
+            token, [record("a")], key="k-1", signed_at=int(time.time()) - 2 * SIGNATURE_TOLERANCE_S
+        )
+        assert assert_problem(stale, 401)["type"] == "/problems/signature-clock-skew"
+    assert rx.metric("venuebox_receiver_batches_total") == 0
+    stored = rx.post(token, [record("a")], key="k-1")
+    assert stored.status_code == 200 and stored.json() == {"acked": ["a"], "rejected": []}
+    replay = rx.post(token, [record("a")], key="k-1")
+    assert (replay.status_code, replay.content) == (200, stored.content)
+    assert rx.metric('venuebox_receiver_batches_total{outcome="replayed"}') == 1
+    conn = sqlite3.connect(rx.data_dir / "receiver.sqlite")
+    try:
+        assert conn.execute("SELECT idempotency_key FROM batches").fetchall() == [("k-1",)]
+    finally:
+        conn.close()
+
+
 def test_same_key_with_another_body_is_an_idempotency_mismatch(receiver: tuple[RunningReceiver, str]) -> None:
     rx, token = receiver
     assert rx.post(token, [record("a")], key="batch-1").status_code == 200

@@ -29,6 +29,7 @@ from uplink import receiver_store
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from uplink.receiver import create_receiver_app
 from uplink.worker import (
+    BAD_ANSWER_TRIES,
     CircuitBreaker,
     UplinkSettings,
     UplinkWorker,
@@ -507,3 +508,48 @@ async def test_an_unusable_ca_bundle_or_an_open_token_file_pauses_in_plain_words
     await worker.aclose()
     ca_box.store.close()
     open_box.store.close()
+
+
+async def test_acks_that_leave_records_unsettled_raise_the_bad_answer_alert_until_a_whole_ack(
+    box: Box,
+) -> None:
+    box.add(30)
+
+    def all_but_the_last(request: httpx.Request) -> httpx.Response:
+        ids = [r["id"] for r in json.loads(request.content)["records"]]
+        return httpx.Response(201, json={"acked": ids[:-1]})  # 201, and no "rejected": still an ack
+
+    seen: list[httpx.Request] = []
+    worker = box.worker(scripted([all_but_the_last] * BAD_ANSWER_TRIES + [ack_all], seen))
+    for _ in range(BAD_ANSWER_TRIES - 1):
+        await worker.step()
+    assert "uplink-bad-answer" not in box.active_alerts()
+    await worker.step()
+    [alert] = [a for a in box.store.query(alerts.list_alerts) if a["fingerprint"] == "uplink-bad-answer"]
+    assert alert["severity"] == "warning"
+    assert "answered 201 but left 1 of the 7 records sent unsettled" in alert["detail"]
+    assert box.view()["quarantined"] == 0 and box.view()["consecutive_failures"] == 0
+    await drain(worker)
+    assert "uplink-bad-answer" not in box.active_alerts()
+    assert box.view()["backlog"] == 0
+    # Each record left out went again, in the next batch (under its new key).
+    keys = [r.headers[IDEMPOTENCY_HEADER] for r in seen]
+    assert len(set(keys)) == len(keys)
+
+
+async def test_a_sync_of_a_paused_uplink_that_meets_a_clock_skew_resends_at_once(box: Box) -> None:
+    box.add(2)
+    ahead = time.time() + 3600
+    skew = problem(401, "signature-clock-skew", {"Date": email.utils.formatdate(ahead, usegmt=True)})
+    seen: list[httpx.Request] = []
+    worker = box.worker(scripted([problem(401, "uplink-unauthenticated"), skew, ack_all], seen))
+    await worker.step()
+    assert box.view()["state"] == "paused"
+    box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
+    assert await worker.step() == 0  # the sync's try: refused for its time, signed again at once
+    await worker.step()
+    assert len(seen) == 3 and seen[2].content == seen[1].content
+    assert abs(int(seen[2].headers[SIGNATURE_HEADER].split(",")[0][2:]) - ahead) < 60
+    view = box.view()
+    assert view["state"] != "paused" and view["paused_reason"] is None and view["last_success_at"]
+    await worker.aclose()
