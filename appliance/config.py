@@ -137,6 +137,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Folders the admin API (the console) may export into when given one: where USB keys get
     # mounted. The CLI's `venuebox export --to` (a person at a shell) may use any folder.
     export_roots: list[str] = msgspec.field(default_factory=lambda: ["/media", "/run/media", "/mnt"])
+    # How the export's spreadsheet files (results, scores, ledger, personal) are written: "excel"
+    # (commas, decimal points) or "excel-semicolon" (semicolons, decimal commas, for spreadsheets set
+    # to a European language); `venuebox export --csv-dialect` overrides it for one export.
+    export_csv_dialect: str = "excel"
 
     @property
     def db_path(self) -> Path:
@@ -319,6 +323,13 @@ def _check(config: Config) -> None:
         raise ConfigError("backup_interval_s must be >= 10 and backup_verify_interval_s >= 1")
     if config.backup_keep_last < 1 or config.backup_keep_hourly_h < 0:
         raise ConfigError("backup_keep_last must be >= 1 and backup_keep_hourly_h >= 0")
+    if config.export_csv_dialect != "excel":
+        from appliance.tabulation import UnknownCsvDialect, csv_dialect
+
+        try:
+            csv_dialect(config.export_csv_dialect)
+        except UnknownCsvDialect as exc:
+            raise ConfigError(f"export_csv_dialect: {exc.detail}") from None
     if config.pair_failures_per_minute_box < 1:
         raise ConfigError("pair_failures_per_minute_box must be >= 1")
     if config.pair_flood_calm_s <= 0:

@@ -4,9 +4,13 @@ complete.
 
 ``export_to`` writes ``venuebox-<event>-<UTC time>/``:
 
-* ``scores.csv``, ``ledger.csv``, ``results.csv`` (plain, UTF-8 with BOM, for a spreadsheet; no
-  personal data beyond judge names and routine titles), ``audit.jsonl``, ``event/`` (the event
-  package, participants left out);
+* ``scores.csv``, ``ledger.csv``, ``results.csv`` (plain, UTF-8 with BOM, for a spreadsheet, in the
+  chosen CSV dialect: commas and decimal points, or semicolons and decimal commas; no personal data
+  beyond judge names and routine titles), ``audit.jsonl``, ``event/`` (the event package,
+  participants left out, always in the package's own format so it re-imports);
+* ``personal.csv.age``: each entry with its participants' names (for awards), a CSV in the same
+  dialect, age-encrypted to the box and the organisers, written only when someone besides the box
+  can open it (an organiser key or the backup passphrase is set): names are never in a plain file;
 * ``database.sqlite.age`` (the full database, personal data included, age-encrypted to the box and
   the organisers), ``keys.age`` (the box's keys, same recipients) and, with a backup passphrase,
   ``backup-identity.age``;
@@ -26,12 +30,14 @@ import base64
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import sqlite3
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,10 +45,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyrage
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance import keys, tabulation
+from appliance import keys, personal_fields, tabulation
 from appliance.backup import copy_database, database_facts, sealing_key, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
@@ -225,9 +231,9 @@ class _Writer:
         self.write(relative, fill)
 
 
-def _csv(table: tuple[list[str], Iterable[list[Any]]]) -> Callable[[Any], Any]:
+def _csv(table: tuple[list[str], Iterable[Any]], dialect: tabulation.CsvDialect) -> Callable[[Any], Any]:
     header, rows = table
-    return lambda out: tabulation.write_csv(out, header, rows)
+    return lambda out: tabulation.write_csv(out, header, rows, dialect=dialect)
 
 
 def _lines(chunks: Iterator[bytes]) -> Callable[[Any], Any]:
@@ -298,6 +304,11 @@ class ExportResult:
     ledger_head: str
     seconds: float
     fingerprint: str
+    csv_dialect: str = tabulation.EXCEL.name
+    # PERSONAL_FILE when the export holds participants' names (encrypted), else None; ``names`` says
+    # in words who can open it, or why there is none.
+    personal_file: str | None = None
+    names: str = ""
 
 
 def export_to(
@@ -307,12 +318,16 @@ def export_to(
     *,
     opener: Opener = _open_new,
     now: datetime | None = None,
+    csv_dialect: str | None = None,
 ) -> ExportResult:
     """Write a complete, verified export into ``target`` (a folder on the USB key); see the module
-    docstring. Blocking: run it in a worker thread. On a damaged database it exports what it can
+    docstring. ``csv_dialect`` (``tabulation.CSV_DIALECTS``; default: the ``export_csv_dialect``
+    setting) is how the spreadsheet files are written; an unknown one is refused before anything
+    is written. Blocking: run it in a worker thread. On a damaged database it exports what it can
     read; when it meets the damage it raises DatabaseDamaged naming the live file."""
+    dialect = tabulation.csv_dialect(csv_dialect or config.export_csv_dialect)
     try:
-        return _export(config, target, progress, opener=opener, now=now)
+        return _export(config, target, progress, opener=opener, now=now, dialect=dialect)
     except (sqlite3.DatabaseError, MemoryError) as exc:
         # The export reads a copy of the database, which carries the live file's damage: when the
         # live file has it, say so, naming it; the export and the USB key are not to blame.
@@ -323,7 +338,13 @@ def export_to(
 
 
 def _export(
-    config: Config, target: Path, progress: Progress | None, *, opener: Opener, now: datetime | None
+    config: Config,
+    target: Path,
+    progress: Progress | None,
+    *,
+    opener: Opener,
+    now: datetime | None,
+    dialect: tabulation.CsvDialect,
 ) -> ExportResult:
     import time
 
@@ -357,16 +378,23 @@ def _export(
             if final.exists():
                 raise ExportRefused(f"{final} already exists: wait a second and export again")
             recipients = keys.recipients(config)
+            names = _Names(config)
             try:
                 partial.mkdir()
                 writer = _Writer(partial, opener)
                 steps: list[tuple[str, Callable[[], None]]] = [
-                    ("scores.csv", lambda: writer.write("scores.csv", _csv(tabulation.scores_table(conn)))),
+                    (
+                        "scores.csv",
+                        lambda: writer.write("scores.csv", _csv(tabulation.scores_table(conn), dialect)),
+                    ),
                     (
                         "results.csv",
-                        lambda: writer.write("results.csv", _csv(tabulation.results_table(conn))),
+                        lambda: writer.write("results.csv", _csv(tabulation.results_table(conn), dialect)),
                     ),
-                    ("ledger.csv", lambda: writer.write("ledger.csv", _csv(tabulation.ledger_table(conn)))),
+                    (
+                        "ledger.csv",
+                        lambda: writer.write("ledger.csv", _csv(tabulation.ledger_table(conn), dialect)),
+                    ),
                     (
                         "audit.jsonl",
                         lambda: writer.write("audit.jsonl", _lines(tabulation.audit_jsonl(conn))),
@@ -377,7 +405,14 @@ def _export(
                         lambda: writer.write("database.sqlite.age", _encrypted(copy, recipients)),
                     ),
                     ("keys.age", lambda: _write_keys(writer, config, scratch, copy)),
-                    ("README.txt", lambda: writer.write("README.txt", _readme(config, name, heading))),
+                    (
+                        PERSONAL_FILE,
+                        lambda: names.write(writer, conn, sealing_key(config, copy), recipients, dialect),
+                    ),
+                    (
+                        "README.txt",
+                        lambda: writer.write("README.txt", _readme(config, name, heading, dialect, names)),
+                    ),
                 ]
                 for index, (label, step) in enumerate(steps):
                     say(0.2 + 0.6 * index / len(steps), f"writing {label}")
@@ -422,6 +457,9 @@ def _export(
         facts["ledger_head"],
         time.monotonic() - started,
         report.fingerprint or "",
+        dialect.name,
+        PERSONAL_FILE if names.written else None,
+        names.says,
     )
 
 
@@ -454,6 +492,93 @@ def _encrypted(source: Path, recipients: list[Any]) -> Callable[[Any], Any]:
                 raise
 
     return fill
+
+
+# -- participants' names, for awards --------------------------------------------------------------
+
+PERSONAL_FILE = "personal.csv.age"
+PERSONAL_PLAIN = "personal.csv"
+PERSONAL_HEAD = ["entry_id", "session_id", "running_order", "title", "category", "division", "participants"]
+
+
+def participants_table(conn: sqlite3.Connection, key: bytes) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Every entry of the current event with its participants' names in full ("; " between two),
+    in running order: what ``personal.csv`` holds, to join to results.csv on entry_id (solo awards
+    name the dancer). Decrypts every name: only ever written encrypted (``_Names``)."""
+    event_id = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()[0]
+    entries = conn.execute(
+        "SELECT e.entry_id, e.session_id, e.running_order, e.title, e.category, e.division,"
+        " e.participants_enc FROM entries e"
+        " LEFT JOIN sessions se ON se.event_id = e.event_id AND se.session_id = e.session_id"
+        " WHERE e.event_id = ? ORDER BY se.position, e.running_order, e.entry_id",
+        (event_id,),
+    ).fetchall()
+    rows = [
+        (
+            *tuple(row)[:6],
+            "; ".join(personal_fields.participant_names(key, event_id, row[0], row["participants_enc"])),
+        )
+        for row in entries
+    ]
+    return list(PERSONAL_HEAD), rows
+
+
+class _Names:
+    """``personal.csv.age``: written when someone besides the box can open it (an organiser key, or
+    the backup passphrase, which opens the box's key); ``says`` puts in words who can, or why there
+    is no such file (for the CLI's output and README.txt)."""
+
+    def __init__(self, config: Config) -> None:
+        self.organisers = len(keys.organiser_recipients(config))
+        self.passphrase = keys.passphrase(config) is not None
+        self.written = False
+        self.no_key = not (self.organisers or self.passphrase)
+        self.reason = ""
+
+    @property
+    def says(self) -> str:
+        if not self.written:
+            advice = (
+                ": to have them, set one (`venuebox backup configure --recipient age1...`) and export again"
+                if self.no_key
+                else ""
+            )
+            return f"participants' names are not in this export: {self.reason}{advice}"
+        who = []
+        if self.organisers:
+            who.append(f"the organiser key{'s' if self.organisers > 1 else ''}")
+        if self.passphrase:
+            who.append("the backup passphrase")
+        return f"participants' names: {PERSONAL_FILE}, encrypted to {' and '.join(who)}"
+
+    def write(
+        self,
+        writer: _Writer,
+        conn: sqlite3.Connection,
+        key: bytes | None,
+        recipients: list[Any],
+        dialect: tabulation.CsvDialect,
+    ) -> None:
+        if self.no_key:
+            self.reason = (
+                "no organiser key is set on the box, and names are never written in clear (they stay in "
+                "database.sqlite.age, which only the box's own key opens)"
+            )
+            return
+        plain = io.BytesIO()
+        try:
+            if key is None:
+                raise ValueError("no personal-data key of this box opens this database")
+            tabulation.write_csv(plain, *participants_table(conn, key), dialect=dialect)
+        except (InvalidTag, ValueError) as exc:
+            self.reason = (
+                f"the box's personal-data key does not open them ({exc or 'a key from another box?'}); "
+                "they stay in database.sqlite.age"
+            )
+            return
+        sealed = pyrage.encrypt(plain.getvalue(), recipients)
+        writer.write(PERSONAL_FILE, lambda out: out.write(sealed))
+        self.written = True
 
 
 def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
@@ -582,7 +707,18 @@ def verify_export(path: Path) -> VerifyReport:
 # -- README ---------------------------------------------------------------------------------------
 
 
-def _readme(config: Config, name: str, heading: str) -> Callable[[Any], Any]:
+def _paragraph(text: str) -> str:
+    """``text`` as README.txt's lines: 2 spaces in, at most 102 characters, commands never cut."""
+    kept = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\0"), text)
+    lines = textwrap.wrap(
+        kept, width=102, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+    )
+    return "\n".join(lines).replace("\0", " ") + "\n"
+
+
+def _readme(
+    config: Config, name: str, heading: str, dialect: tabulation.CsvDialect, names: _Names
+) -> Callable[[Any], Any]:
     has_passphrase = keys.passphrase(config) is not None
     organisers = keys.organiser_recipients(config)
     how = []
@@ -607,6 +743,54 @@ def _readme(config: Config, name: str, heading: str) -> Callable[[Any], Any]:
 """
         )
     restore_with = "--identity organiser-key.txt" + (" (or --passphrase-file FILE)" if has_passphrase else "")
+    other = next(d for d in tabulation.CSV_DIALECTS.values() if d is not dialect)
+    if names.written:
+        keys_open = []
+        if organisers:
+            keys_open.append(
+                f"""  With the organiser's age key, on your own computer (not onto this key: the names
+  would be on it in clear):
+      age -d -i organiser-key.txt {PERSONAL_FILE} > {PERSONAL_PLAIN}
+"""
+            )
+        if has_passphrase:
+            keys_open.append(
+                f"""  With the backup passphrase (age asks for it):
+      age -d -o identity.txt backup-identity.age
+      age -d -i identity.txt {PERSONAL_FILE} > {PERSONAL_PLAIN}
+"""
+            )
+        personal_text = f"""PARTICIPANTS' NAMES (for awards: a solo award names its dancer)
+  {PERSONAL_FILE}  one line per routine: entry_id, session_id, running_order, title, category,
+                    division, and its participants' names in full ("; " between two). Join it to
+                    results.csv on entry_id. It is encrypted with age, like the database:
+{"".join(keys_open)}  Then open {PERSONAL_PLAIN} like the other CSV files (the same separators). It is
+  personal data: show it only to who may see it, and delete it when the awards are done.
+"""
+    else:
+        personal_text = "PARTICIPANTS' NAMES\n" + _paragraph(
+            f"This export has no {PERSONAL_FILE}: {names.reason}."
+        )
+        if names.no_key:
+            personal_text += """  For awards that need names, set an organiser key on the box
+  (`venuebox backup configure --recipient age1...`, the public key age-keygen printed) and export
+  again: the names then come encrypted to that key, never in clear.
+"""
+    plain_too = f" (and {PERSONAL_PLAIN} below)" if names.written else ""
+    names_in = (
+        f"{PERSONAL_FILE} and the database, both encrypted" if names.written else "the encrypted database"
+    )
+    csv_text = _paragraph(
+        f"These CSV files{plain_too} are UTF-8 (with a byte-order mark, so spreadsheet "
+        f'programs show accents right), in the "{dialect.name}" dialect: {dialect.says}. If your '
+        "spreadsheet puts whole lines in one column, or reads a score as a date, export again with "
+        f"`venuebox export --csv-dialect {other.name}` ({other.says}), or set the box's default (the "
+        "setting export_csv_dialect). A text holding a separator, a quote, a tab or a line break is "
+        "quoted; a title that starts with = + - or @ is written with a leading ' so a spreadsheet shows "
+        "it as text instead of running it as a formula. They hold no personal data beyond judges' names "
+        f"and routine titles: dancers' names are only in {names_in}, judges' comments only in the "
+        "encrypted database."
+    )
     text = f"""{heading}
 {"=" * len(heading)}
 Folder: {name}
@@ -625,14 +809,17 @@ TO FINISH THE COMPETITION BY HAND
   ledger.csv    every sheet ever received, in order, corrections included ("current" = yes for the
                 one that counts; "superseded_by" names the sheet that corrected it). submitted_at is
                 the tablet's clock, received_at the box's (UTC).
-  The CSV files are UTF-8 (with a byte-order mark, so spreadsheet programs show accents right),
-  comma-separated. A title that starts with = + - or @ is written with a leading ' so a spreadsheet
-  shows it as text instead of running it as a formula. They hold no personal data beyond judges'
-  names and routine titles: dancers' names and judges' comments are only in the encrypted database.
-
+{csv_text}
+{personal_text}
 OTHER FILES
   audit.jsonl          who did what on the box, one JSON object per line (freezes, pairing, ...)
-  event/               the event as it was imported (without participants' names)
+  event/               the event as it was imported (without participants' names), kept re-importable
+                       on another box, so its CSVs are always in the event package's own format
+                       (commas, decimal points), whatever the dialect above.
+                       CAUTION: they are not guarded against formulas (that would change the titles):
+                       a cell beginning with =, +, - or @ may be taken by a spreadsheet for a formula
+                       and run. Do not double-click them: open them as text (in the spreadsheet's
+                       import dialog, set every column to Text), or use results.csv and scores.csv.
   database.sqlite.age  the full database, personal data included, encrypted with age
   keys.age             the box's keys, TLS certificate, tokens and settings: a restore brings the same
                        box back (names readable, tablets reconnect); secrets, encrypted like the database
@@ -644,7 +831,8 @@ OPENING THE DATABASE (the standard `age` tool, https://age-encryption.org; Debia
       venuebox restore database.sqlite.age --to NEW_DATA_DIR {restore_with}
 
 CHECKING THIS FOLDER
-  venuebox export verify THIS_FOLDER   checks the signature and every file, and names any that differ.
+  venuebox export verify THIS_FOLDER   checks the signature and every file, and names any that differ
+  (a file added to the folder too: decrypt {PERSONAL_FILE} and the database elsewhere).
   Without venuebox: `sha256sum FILE` and compare with MANIFEST.json (that checks the files, not the
   signature).
 """

@@ -17,8 +17,12 @@ CSV files are made for a spreadsheet program at 2 a.m.:
 
 * UTF-8 with a byte-order mark, so Excel reads "Éclat" and "Niña Bonita" right (LibreOffice and
   Numbers ignore the mark, and our own event import accepts it);
-* RFC 4180: commas, quotes and line breaks inside a value are quoted (``csv.QUOTE_MINIMAL``),
-  lines end in CRLF;
+* RFC 4180: separators, quotes and line breaks inside a value are quoted (``csv.QUOTE_MINIMAL``),
+  and so are tabs (a spreadsheet told to split on tabs as well would cut the cell in two), lines
+  end in CRLF;
+* a dialect (``CSV_DIALECTS``): ``excel``, commas between cells and decimal points (``9.4``), or
+  ``excel-semicolon``, semicolons and decimal commas (``9,4``), what a spreadsheet set to a
+  European language opens directly. Only numbers change with it, never text;
 * numbers written plainly: a score is the shortest text that reads back as the stored number
   (``9.4``, ``10``, never ``9.400000000000001`` nor ``1E+1``); a total or sum of totals is the exact
   decimal sum of the scores (``9.4 + 9.1 + 8.5`` is ``27``, ``0.1 + 0.2`` is ``0.3``), so it has no
@@ -39,6 +43,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -47,7 +52,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from appliance.errors import NoEvent
+from appliance.errors import DomainError, NoEvent
 from appliance.event import current_event_id
 from appliance.progress import EntryScores, entry_state, panels, sheet_total
 from appliance.times import parse_rfc3339
@@ -69,58 +74,131 @@ _decode_values = msgspec.json.Decoder(dict[str, float]).decode
 # -- writing CSV -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CsvDialect:
+    """How the spreadsheet files are written: what separates cells, what marks a number's decimals."""
+
+    name: str
+    delimiter: str
+    decimal: str
+    says: str  # in words, for README.txt and the CLI's help
+
+
+CSV_DIALECTS = {
+    d.name: d
+    for d in (
+        CsvDialect("excel", ",", ".", "commas between cells, decimal points: 9.4"),
+        # What a spreadsheet set to a European language (French, German, ...) opens directly.
+        CsvDialect("excel-semicolon", ";", ",", "semicolons between cells, decimal commas: 9,4"),
+    )
+}
+EXCEL = CSV_DIALECTS["excel"]
+
+
+class UnknownCsvDialect(DomainError):
+    """A CSV dialect venuebox does not write; the message lists the ones it does."""
+
+
+def csv_dialect(name: str) -> CsvDialect:
+    """The dialect called ``name``, or UnknownCsvDialect naming the choices."""
+    found = CSV_DIALECTS.get(name)
+    if found is None:
+        choices = " or ".join(f"{d.name} ({d.says})" for d in CSV_DIALECTS.values())
+        raise UnknownCsvDialect(f"unknown CSV dialect {name!r}: choose {choices}")
+    return found
+
+
+# What the csv module does not quote but a spreadsheet may still cut a cell at (LibreOffice's import
+# often splits on tabs as well as on the separator): a cell holding one is quoted too.
+_QUOTE_TOO = "\t"
+
+
 def write_csv(
-    stream: BinaryIO, header: Sequence[Cell], rows: Iterable[Sequence[Cell]], *, formula_guard: bool = True
+    stream: BinaryIO,
+    header: Sequence[Cell],
+    rows: Iterable[Sequence[Cell]],
+    *,
+    formula_guard: bool = True,
+    dialect: CsvDialect = EXCEL,
 ) -> int:
-    """Write a CSV file (UTF-8 with BOM, RFC 4180, CRLF) to a binary ``stream``; returns the number
-    of bytes written, BOM included. Cells are written as ``cells`` renders them."""
+    """Write a CSV file (UTF-8 with BOM, RFC 4180, CRLF) to a binary ``stream`` in ``dialect``;
+    returns the number of bytes written, BOM included. Cells are written as ``cells`` renders them.
+
+    A cell holding a tab is quoted too. The csv module quotes only its own specials, so rows are
+    written by it in chunks, and a chunk where a tab shows (rare: a title typed with one) is written
+    again row by row, quoting every cell that needs it (``_quoted_line``)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer = csv.writer(buffer, delimiter=dialect.delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    decimal = dialect.decimal
     stream.write(BOM)
     written = len(BOM)
+    chunk: list[list[str | int | None]] = []
 
     def flush() -> int:
-        data = buffer.getvalue().encode("utf-8")
+        text = buffer.getvalue()
+        if _QUOTE_TOO in text:
+            text = "".join(_quoted_line(row, dialect.delimiter) for row in chunk)
+        data = text.encode("utf-8")
         stream.write(data)
         buffer.seek(0)
         buffer.truncate()
+        chunk.clear()
         return len(data)
 
-    writer.writerow(cells(header, formula_guard))
+    first = cells(header, formula_guard, decimal)
+    chunk.append(first)
+    writer.writerow(first)
     for row in rows:
-        writer.writerow(cells(row, formula_guard))
+        rendered = cells(row, formula_guard, decimal)
+        chunk.append(rendered)
+        writer.writerow(rendered)
         if buffer.tell() >= _FLUSH_CHARS:
             written += flush()
     return written + flush()
 
 
-def cells(row: Sequence[Cell], formula_guard: bool = True) -> list[str | int | None]:
+def _quoted_line(row: Sequence[str | int | None], delimiter: str) -> str:
+    """One CSV line as the csv module writes it (QUOTE_MINIMAL, CRLF), with tabs quoted as well."""
+    special = (delimiter, '"', "\r", "\n", "\t")
+    out = []
+    for value in row:
+        text = "" if value is None else value if type(value) is str else str(value)
+        if any(c in text for c in special):
+            text = '"' + text.replace('"', '""') + '"'
+        out.append(text)
+    if len(out) == 1 and out[0] == "":
+        out[0] = '""'  # as the csv module writes a row of one empty cell
+    return delimiter.join(out) + "\r\n"
+
+
+def cells(row: Sequence[Cell], formula_guard: bool = True, decimal: str = ".") -> list[str | int | None]:
     """A row as the csv module should write it: text guarded against formulas (a leading ``'``),
-    floats by ``number_text``, Decimals likewise, bools as yes/no; ints and None (an empty cell)
-    as they are, the csv module writes those itself."""
+    floats by ``number_text``, Decimals likewise, both with ``decimal`` as the decimal mark, bools
+    as yes/no; ints and None (an empty cell) as they are, the csv module writes those itself."""
+    number = number_text if decimal == "." else _comma_number
     # Inline branches for the common cells: this runs for every cell of a 100,000-sheet ledger.
     return [
         ("'" + value if formula_guard and value[:1] in _GUARDED else value)
         if (kind := type(value)) is str
         else value
         if kind is int or value is None
-        else number_text(value)
+        else number(value)
         if kind is float
-        else _other_cell(value, formula_guard)
+        else _other_cell(value, formula_guard, decimal)
         for value in row
     ]
 
 
-def _other_cell(value: Cell, formula_guard: bool) -> str:
+def _other_cell(value: Cell, formula_guard: bool, decimal: str = ".") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Decimal):
-        return _decimal_text(value)
+        return _decimal_text(value).replace(".", decimal)
     if isinstance(value, float):
-        return number_text(float(value))
+        return number_text(float(value)).replace(".", decimal)
     if isinstance(value, int):
         return str(int(value))
-    return cells([str(value)], formula_guard)[0]  # type: ignore[return-value]
+    return cells([str(value)], formula_guard, decimal)[0]  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=65536)
@@ -131,6 +209,12 @@ def number_text(value: float) -> str:
     if not math.isfinite(value):
         return ""
     return _decimal_text(Decimal(repr(value)))
+
+
+@lru_cache(maxsize=65536)
+def _comma_number(value: float) -> str:
+    """``number_text`` with a decimal comma: 9.4 -> '9,4'."""
+    return number_text(value).replace(".", ",")
 
 
 def _decimal_text(value: Decimal) -> str:

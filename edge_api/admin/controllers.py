@@ -364,7 +364,8 @@ class AdminController(Controller):
                 job.finish(None, f"{type(exc).__name__}: {exc}")
                 return
             job.finish(result, None)
-            detail = {"name": result.path.name, "files": result.files}
+            detail: dict[str, Any] = {"name": result.path.name, "files": result.files}
+            detail["participants_file"] = result.personal_file
             await ctx.write(lambda conn: audit.record(conn, "admin-api", "export.done", detail, rid))
 
         ctx.background[:] = [task for task in ctx.background if not task.done()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import sqlite3
@@ -140,6 +141,12 @@ def test_the_age_tool_opens_them_with_the_passphrase_typed_at_a_terminal(box: Co
         )
         seq, head, integrity = ledger_head(plain)
         assert integrity == ["ok"] and (seq, head) == expected[:2]
+    # The passphrase opens the participants' names too (the box's key, which it unlocks, is a recipient).
+    identity = tmp_path / f"{folder.name}-identity.txt"
+    names = subprocess.run(
+        [AGE, "-d", "-i", str(identity), str(folder / "personal.csv.age")], capture_output=True, check=True
+    ).stdout.decode("utf-8-sig")
+    assert "entry_id,session_id," in names and "Naomi Roy" in names
     wrong = tmp_path / "wrong.txt"
     assert (
         age_with_passphrase(["-d", "-o", str(wrong), str(folder / "backup-identity.age")], "nope nope nope")
@@ -406,3 +413,195 @@ def test_backup_configure_dir_on_the_databases_disk_warns_and_a_missing_dir_chan
     assert "on the database's disk: lost with it" in status
     assert venuebox(config, "backup", "now").returncode == 0
     assert len(list(same_disk.glob("snapshot-*.sqlite.age"))) == 1
+
+
+# -- what a tabulator with only a spreadsheet opens (issue 17, items 18 to 20) -----------------------
+
+
+def participants_by_entry() -> dict[str, list[str]]:
+    from tests.personal_package import participants_of_sample
+
+    return participants_of_sample()
+
+
+def clear_names(folder: Path) -> list[tuple[str, str]]:
+    """Every (file, participant name) found as plain UTF-8 in any file of the export: grep, file by file."""
+    everyone = {name for names in participants_by_entry().values() for name in names}
+    assert len(everyone) > 20
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [(path.relative_to(folder).as_posix(), name) for name in everyone if name.encode() in data]
+    return found
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def read_csv(text: str, delimiter: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
+@needs_age
+def test_the_organiser_opens_the_names_with_the_age_tool_and_no_file_holds_them_in_clear(
+    box: Config, tmp_path: Path
+) -> None:
+    key, public = organiser_key(tmp_path)
+    assert venuebox(box, "backup", "configure", "--recipient", public).returncode == 0
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    exported = venuebox(box, "export", "--to", str(usb), "--csv-dialect", "excel-semicolon")
+    assert exported.returncode == 0, exported.stderr
+    assert (
+        "participants' names: personal.csv.age, encrypted to the organiser key"
+        in exported.stdout.splitlines()
+    )
+    [folder] = usb.iterdir()
+    assert (folder / "personal.csv.age").is_file()
+    assert clear_names(folder) == []
+
+    # The tabulator copies the file to their computer, beside their key, and types README's command.
+    readme = (folder / "README.txt").read_text(encoding="utf-8")
+    [command] = [line.strip() for line in readme.splitlines() if "personal.csv.age >" in line]
+    assert command == "age -d -i organiser-key.txt personal.csv.age > personal.csv"
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    shutil.copy(key, desk / "organiser-key.txt")
+    shutil.copy(folder / "personal.csv.age", desk)
+    subprocess.run(["sh", "-c", command], cwd=desk, check=True, timeout=60)
+    rows = read_csv((desk / "personal.csv").read_text(encoding="utf-8-sig"), ";")
+    assert list(rows[0]) == [
+        "entry_id",
+        "session_id",
+        "running_order",
+        "title",
+        "category",
+        "division",
+        "participants",
+    ]
+    named = {row["entry_id"]: [n for n in row["participants"].split("; ") if n] for row in rows}
+    assert named == participants_by_entry()
+
+    # Solo awards: results.csv joined to the names on entry_id.
+    results = read_csv((folder / "results.csv").read_text(encoding="utf-8-sig"), ";")
+    solos = {row["entry_id"]: named[row["entry_id"]] for row in results if row["category"] == "Solo"}
+    assert solos and all(len(names) == 1 for names in solos.values())
+    assert solos["101"] == ["Naomi Roy"]
+    checked = venuebox(None, "export", "verify", str(folder))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_without_an_organiser_key_the_export_says_the_names_are_not_in_it(
+    box: Config, tmp_path: Path
+) -> None:
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    exported = venuebox(box, "export", "--to", str(usb))
+    assert exported.returncode == 0, exported.stderr
+    said = [line for line in exported.stdout.splitlines() if line.startswith("participants' names")]
+    assert said == [
+        "participants' names are not in this export: no organiser key is set on the box, and names are never "
+        "written in clear (they stay in database.sqlite.age, which only the box's own key opens): to have "
+        "them, set one (`venuebox backup configure --recipient age1...`) and export again"
+    ]
+    [folder] = usb.iterdir()
+    assert not (folder / "personal.csv.age").exists() and clear_names(folder) == []
+    readme = one_line((folder / "README.txt").read_text(encoding="utf-8"))
+    assert "This export has no personal.csv.age: no organiser key is set on the box" in readme
+    assert "(`venuebox backup configure --recipient age1...`, the public key age-keygen printed)" in readme
+
+
+def test_export_csv_dialect_semicolons_and_decimal_commas_and_both_dialects_verify(
+    box: Config, tmp_path: Path
+) -> None:
+    made = {}
+    for dialect in ("excel", "excel-semicolon"):
+        usb = tmp_path / dialect
+        usb.mkdir()
+        exported = venuebox(box, "export", "--to", str(usb), "--csv-dialect", dialect)
+        assert exported.returncode == 0, exported.stderr
+        [made[dialect]] = usb.iterdir()
+        checked = venuebox(None, "export", "verify", str(made[dialect]))
+        assert checked.returncode == 0 and checked.stdout.startswith("ok: "), checked.stderr
+    comma = read_csv((made["excel"] / "results.csv").read_text(encoding="utf-8-sig"), ",")
+    semicolon = read_csv((made["excel-semicolon"] / "results.csv").read_text(encoding="utf-8-sig"), ";")
+    assert [row["entry_id"] for row in semicolon] == [row["entry_id"] for row in comma]
+    for a, b in zip(comma, semicolon, strict=True):  # only numbers change: 25.5 -> 25,5
+        assert b == {k: v.replace(".", ",") if re.fullmatch(r"\d+\.\d+", v) else v for k, v in a.items()}
+    assert {row["average_total"] for row in semicolon if row["average_total"]} == {"25,5"}
+    # event/ stays in the package's own format, byte for byte, and re-imports on a fresh box.
+    for name in ("entries.csv", "judges.csv", "event.json"):
+        assert (made["excel"] / "event" / name).read_bytes() == (
+            made["excel-semicolon"] / "event" / name
+        ).read_bytes()
+    fresh = make_box(tmp_path / "fresh", package=None)
+    imported = venuebox(fresh, "event", "import", str(made["excel-semicolon"] / "event"))
+    assert imported.returncode == 0, imported.stderr
+    readme = one_line((made["excel-semicolon"] / "README.txt").read_text(encoding="utf-8"))
+    assert 'in the "excel-semicolon" dialect: semicolons between cells, decimal commas: 9,4' in readme
+    assert "always in the event package's own format (commas, decimal points), whatever the dialect" in readme
+
+
+def test_an_unknown_dialect_is_one_readable_line_and_the_setting_sets_the_default(
+    box: Config, tmp_path: Path
+) -> None:
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    refused = venuebox(box, "export", "--to", str(usb), "--csv-dialect", "semicolons")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "venuebox: error: unknown CSV dialect 'semicolons': choose excel (commas between cells, decimal "
+        "points: 9.4) or excel-semicolon (semicolons between cells, decimal commas: 9,4)"
+    ]
+    assert list(usb.iterdir()) == []
+
+    exported = venuebox(
+        box, "export", "--to", str(usb), env={"VENUEBOX_EXPORT_CSV_DIALECT": "excel-semicolon"}
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (
+        "spreadsheet files: excel-semicolon (semicolons between cells, decimal commas: 9,4)"
+        in exported.stdout
+    )
+    [folder] = usb.iterdir()
+    assert (folder / "scores.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id;session_name;")
+
+    (box.data_dir / "venuebox.toml").write_text('export_csv_dialect = "excel-tab"\n')
+    bad = venuebox(box, "export", "--to", str(usb))
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
+    assert "export_csv_dialect: unknown CSV dialect 'excel-tab'" in bad.stderr
+
+
+def test_readme_warns_that_the_event_files_are_not_guarded_against_formulas(tmp_path: Path) -> None:
+    import csv
+
+    from tests.conftest import SAMPLE_EVENT
+
+    package = tmp_path / "package"
+    shutil.copytree(SAMPLE_EVENT, package)
+    with (package / "entries.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[1][4] = '=HYPERLINK("http://evil.example","Rose")'
+    with (package / "entries.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    config = make_box(tmp_path / "box", package=package)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    assert venuebox(config, "export", "--to", str(usb)).returncode == 0
+    [folder] = usb.iterdir()
+    # Why the warning: the event package keeps the title as typed, results.csv guards it.
+    event_titles = read_csv((folder / "event" / "entries.csv").read_text(encoding="utf-8-sig"), ",")
+    assert event_titles[0]["title"] == '=HYPERLINK("http://evil.example","Rose")'
+    results = read_csv((folder / "results.csv").read_text(encoding="utf-8-sig"), ",")
+    assert {row["entry_id"]: row["title"] for row in results}["101"].startswith("'=HYPERLINK(")
+    readme = one_line((folder / "README.txt").read_text(encoding="utf-8"))
+    assert (
+        "CAUTION: they are not guarded against formulas (that would change the titles): a cell beginning "
+        "with =, +, - or @ may be taken by a spreadsheet for a formula and run. Do not double-click them: "
+        "open them as text (in the spreadsheet's import dialog, set every column to Text), or use "
+        "results.csv and scores.csv."
+    ) in readme

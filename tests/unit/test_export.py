@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -227,3 +228,174 @@ def test_an_export_during_a_half_done_key_rotation_carries_the_key_that_opens_it
     bundle = json.loads(pyrage.decrypt((done.path / "keys.age").read_bytes(), [keys.box_identity(config)]))
     assert base64.b64decode(bundle["personal_data_key"]) == new
     assert export.verify_export(done.path).ok
+
+
+# -- the CSV dialect, and titles a spreadsheet could cut (issue 17, item 19) -----------------------
+
+TRICKY = 'Tab\there; semi, comma "quote"'
+JUST_A_TAB = "Left\tRight"  # nothing else the csv module would quote
+
+
+def tricky_box(tmp_path: Path, **settings: object) -> Config:
+    """The sample event with entry 101 titled ``TRICKY`` (a tab, a semicolon, a comma, a quote) and 102
+    ``JUST_A_TAB``; 4 sheets."""
+    import shutil
+
+    from tests.conftest import SAMPLE_EVENT, make_box
+
+    package = tmp_path / "tricky-package"
+    shutil.copytree(SAMPLE_EVENT, package)
+    entries = package / "entries.csv"
+    with entries.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    for row in rows:
+        row[4] = {"101": TRICKY, "102": JUST_A_TAB}.get(row[0], row[4])
+    with entries.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    box = make_box(tmp_path / "tricky-box", package=package, **settings)
+    score(box, 4)
+    return box
+
+
+def read_csv(path: Path, delimiter: str) -> list[dict[str, str]]:
+    """A CSV file as a spreadsheet (or a tabulator's script) reads it with the given separator."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+@pytest.mark.parametrize(
+    ("dialect", "delimiter", "decimal"), [("excel", ",", "."), ("excel-semicolon", ";", ",")]
+)
+def test_each_dialect_round_trips_a_tricky_title_and_writes_its_decimal_mark(
+    tmp_path: Path, usb: Path, dialect: str, delimiter: str, decimal: str
+) -> None:
+    box = tricky_box(tmp_path)
+    done = export.export_to(box, usb, csv_dialect=dialect)
+    assert done.csv_dialect == dialect
+    assert export.verify_export(done.path).ok
+    for name in ("results.csv", "scores.csv"):
+        raw = (done.path / name).read_bytes()
+        # A tab is quoted like the separator: a spreadsheet told to split on tabs too keeps the cell.
+        assert b'"Tab\there; semi, comma ""quote"""' in raw, name
+        assert b'"Left\tRight"' in raw, name
+        assert raw.decode("utf-8-sig").splitlines()[0].startswith(f"session_id{delimiter}")
+        titles = {row["entry_id"]: row["title"] for row in read_csv(done.path / name, delimiter)}
+        assert (titles["101"], titles["102"]) == (TRICKY, JUST_A_TAB), name
+    results = {row["entry_id"]: row for row in read_csv(done.path / "results.csv", delimiter)}
+    scored = [row for row in results.values() if row["average_total"]]
+    assert scored and all(row["average_total"] == f"25{decimal}5" for row in scored)  # 9 + 8.5 + 8
+    ledger = read_csv(done.path / "ledger.csv", delimiter)
+    assert len(ledger) == 4 and {row["total"] for row in ledger} == {f"25{decimal}5"}
+    # The event package keeps its own format whatever the dialect: it must re-import.
+    package = read_csv(done.path / "event" / "entries.csv", ",")
+    assert {row["entry_id"]: row["title"] for row in package}["101"] == TRICKY
+    readme = " ".join((done.path / "README.txt").read_text().split())
+    assert f'in the "{dialect}" dialect' in readme and "event package's own format (commas" in readme
+
+
+def test_the_setting_chooses_the_dialect_and_an_unknown_one_is_refused_before_anything_is_written(
+    tmp_path: Path, usb: Path
+) -> None:
+    from appliance.config import ConfigError, load_config
+    from appliance.tabulation import UnknownCsvDialect
+
+    box = tricky_box(tmp_path, export_csv_dialect="excel-semicolon")
+    done = export.export_to(box, usb, now=datetime(2026, 3, 14, 18, 0, 0, tzinfo=UTC))
+    assert done.csv_dialect == "excel-semicolon"
+    assert (done.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id;running_order;")
+    later = datetime(2026, 3, 14, 18, 0, 1, tzinfo=UTC)
+    again = export.export_to(box, usb, csv_dialect="excel", now=later)  # the flag wins over the setting
+    assert again.csv_dialect == "excel"
+    assert (again.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id,running_order,")
+    before = sorted(p.name for p in usb.iterdir())
+    with pytest.raises(
+        UnknownCsvDialect, match=r"unknown CSV dialect 'tsv': choose excel \(.*\) or excel-semicolon"
+    ):
+        export.export_to(box, usb, csv_dialect="tsv")
+    assert sorted(p.name for p in usb.iterdir()) == before
+    (box.data_dir / "venuebox.toml").write_text('export_csv_dialect = "semicolon"\n')
+    with pytest.raises(ConfigError, match="export_csv_dialect: unknown CSV dialect 'semicolon'"):
+        load_config(box.data_dir, environ={})
+
+
+# -- participants' names (issue 17, item 18) --------------------------------------------------------
+
+
+def every_participant() -> set[str]:
+    from tests.personal_package import participants_of_sample
+
+    return {name for names in participants_of_sample().values() for name in names}
+
+
+def names_in_clear(folder: Path) -> list[tuple[str, str]]:
+    """(file, name) for every participant's name found in any file of the export, as bytes."""
+    everyone = every_participant()
+    assert len(everyone) > 20
+    return [
+        (path.relative_to(folder).as_posix(), name)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+        for name in everyone
+        if name.encode("utf-8") in path.read_bytes()
+    ]
+
+
+def test_names_come_encrypted_to_the_organiser_joined_to_entry_ids(config: Config, usb: Path) -> None:
+    import pyrage
+    from pyrage import x25519
+
+    from appliance import keys
+    from tests.personal_package import participants_of_sample
+
+    organiser = x25519.Identity.generate()
+    keys.configure(config, [str(organiser.to_public())], None)
+    done = export.export_to(config, usb, csv_dialect="excel-semicolon")
+    assert done.personal_file == "personal.csv.age" and export.verify_export(done.path).ok
+    assert done.names == "participants' names: personal.csv.age, encrypted to the organiser key"
+    assert names_in_clear(done.path) == []
+    plain = pyrage.decrypt((done.path / "personal.csv.age").read_bytes(), [organiser])
+    rows = list(csv.DictReader(io.StringIO(plain.decode("utf-8-sig"), newline=""), delimiter=";"))
+    expected = participants_of_sample()
+    assert {
+        row["entry_id"]: row["participants"].split("; ") if row["participants"] else [] for row in rows
+    } == (expected)
+    results = {row["entry_id"] for row in read_csv(done.path / "results.csv", ";")}
+    assert results == {row["entry_id"] for row in rows}  # every result row has its names
+
+
+def test_without_an_organiser_key_the_export_says_names_are_not_in_it_and_writes_none(
+    config: Config, usb: Path
+) -> None:
+    done = export.export_to(config, usb)
+    assert done.personal_file is None and not (done.path / "personal.csv.age").exists()
+    assert done.names.startswith("participants' names are not in this export: no organiser key is set")
+    assert "venuebox backup configure --recipient" in done.names
+    readme = " ".join((done.path / "README.txt").read_text().split())
+    assert "This export has no personal.csv.age: no organiser key is set on the box" in readme
+    assert names_in_clear(done.path) == []
+
+
+@pytest.mark.parametrize("dialect", ["excel", "excel-semicolon"])
+def test_a_tab_deep_in_a_long_file_is_quoted_and_every_row_reads_back(dialect: str) -> None:
+    """The csv module writes in chunks; the chunk holding a tab is written again with it quoted, the
+    ones around it stay as they were."""
+    from decimal import Decimal
+
+    from appliance import tabulation
+
+    chosen = tabulation.csv_dialect(dialect)
+    rows = [[i, f"title {i}", "", None, 9.5, Decimal("27.25"), i % 2 == 0] for i in range(20_000)]
+    rows[12_345][1] = "left\tright"
+    stream = io.BytesIO()
+    written = tabulation.write_csv(
+        stream, ["n", "title", "empty", "none", "score", "sum", "flag"], rows, dialect=chosen
+    )
+    data = stream.getvalue()
+    assert written == len(data) and len(data) > 4 * 65536
+    d = chosen.decimal
+    assert f'{chosen.delimiter}"left\tright"{chosen.delimiter}'.encode() in data
+    line = chosen.delimiter.join(["7", "title 7", "", "", f"9{d}5", f"27{d}25", "no"])
+    assert f"\r\n{line}\r\n".encode() in data
+    back = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=chosen.delimiter))
+    assert len(back) == 1 + len(rows)
+    assert back[1 + 12_345][1] == "left\tright"
+    assert all(row[0] == str(i) and row[4] == f"9{d}5" for i, row in enumerate(back[1:]))
