@@ -8,6 +8,7 @@ Heavy imports live inside the commands: start-up time matters on a Pi.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from appliance.box import FREEZE_CATEGORIES
-from appliance.config import Config, ConfigError, load_config
+from appliance.config import Config, ConfigError, load_config, resolve_data_dir
 from appliance.errors import DatabaseDamaged, DomainError
 from appliance.logs import setup_logging
 from appliance.secrets_files import InsecureSecretFile, write_secret
@@ -56,6 +57,19 @@ def _config(ctx: click.Context, **overrides: Any) -> Config:
     config = load_config(ctx.obj["data_dir"], overrides=overrides)
     _keep_data_dir_owner(ctx, config.data_dir)
     return config
+
+
+def _named_data_dir(ctx: click.Context) -> tuple[Path, str] | None:
+    """The data dir the tech named, and how: ``--data-dir``, else ``$VENUEBOX_DATA_DIR``, else
+    ``$STATE_DIRECTORY`` (systemd); None when none is named (not the ``./venuebox-data`` fallback).
+    For the commands whose data dir is optional (`restore`, `recover`) or has its own default (`demo`):
+    they honour the environment exactly as every other command does."""
+    if ctx.obj["data_dir"] is not None:
+        return ctx.obj["data_dir"], "--data-dir"
+    for var in ("VENUEBOX_DATA_DIR", "STATE_DIRECTORY"):
+        if os.environ.get(var):
+            return resolve_data_dir(None, os.environ), f"${var}"
+    return None
 
 
 def _keep_data_dir_owner(ctx: click.Context, data_dir: Path) -> None:
@@ -411,8 +425,13 @@ def run_daemon(
     )
 
 
-# `serve` was the name before the daemon existed; scripts that use it keep working.
-cli.add_command(run_daemon, "serve")
+# `serve` was the name before the daemon existed: kept as an alias, so scripts and units that use it
+# keep working, and said to be one in `venuebox --help` and `venuebox serve --help`.
+serve_alias = copy.copy(run_daemon)
+serve_alias.name = "serve"
+serve_alias.help = f"Alias of `venuebox run` (its old name; the same command and options). {run_daemon.help}"
+serve_alias.short_help = "Alias of `run` (its old name)."
+cli.add_command(serve_alias)
 
 
 @cli.command()
@@ -503,7 +522,9 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
     from appliance.daemon import run_demo
     from provisioning.demo import prepare_demo
 
-    data_dir = ctx.obj["data_dir"] or Path("venuebox-demo")
+    named = _named_data_dir(ctx)
+    data_dir = named[0] if named else Path("venuebox-demo")
+    _refuse_a_real_box(data_dir, named[1] if named else None)
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     config = load_config(data_dir, overrides={"port": port})
@@ -541,6 +562,35 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
     report = run_demo(config, tablets, on_ready=ready)
     if report is not None:
         click.echo(report.summary())
+
+
+DEMO_BOX_NAME = "venuebox-demo"  # provisioning/demo.py names its box so
+
+
+def _refuse_a_real_box(data_dir: Path, named_by: str | None) -> None:
+    """The demo's simulated judges score into the box they run on, and --fresh deletes it: a data dir
+    that holds a box the demo did not make (the one $VENUEBOX_DATA_DIR names for every command, say)
+    is refused before anything is touched."""
+    import contextlib
+
+    from appliance.storage.db import connect
+
+    database = data_dir / "venuebox.sqlite"
+    if not data_dir.exists() or (not database.exists() and not any(data_dir.iterdir())):
+        return
+    name = None
+    if database.exists():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(connect(database, readonly=True)) as conn:
+            row = conn.execute("SELECT name FROM box WHERE id = 1").fetchone()
+            name = row[0] if row is not None else None
+    if name == DEMO_BOX_NAME:
+        return
+    what = f"the box {name!r}" if name else "files that are not a demo's"
+    raise DomainError(
+        f"{data_dir} ({named_by or 'the demo default'}) holds {what}: the demo scores with simulated "
+        "judges and --fresh deletes its data dir, so it runs only on a demo's; give it another "
+        "--data-dir (a new folder)"
+    )
 
 
 def _demo_receiver(config: Config) -> tuple[Any, str | None]:
@@ -794,13 +844,14 @@ def _print_uplink(view: dict[str, Any], daemon_running: bool) -> None:
     click.echo(
         f"sent      {view['records_acked']} records acked; last success {view['last_success_at'] or 'never'}"
     )
-    if view["last_error"]:
-        click.echo(f"error     {view['last_error']} (at {view['last_error_at']})")
+    if view["last_error"]:  # may quote the receiver: printed escaped
+        click.echo(f"error     {printable(view['last_error'])} (at {view['last_error_at']})")
     if view["next_attempt_at"]:
         click.echo(f"next try  {view['next_attempt_at']} (in {view['next_attempt_in_s']:.0f} s)")
     for record in view.get("quarantine", []):
         what = f"sheet {record['sheet_id']}" if record["sheet_id"] else record["kind"]
-        click.echo(f"  quarantined {record['record_id']} ({what}): {record['quarantine_reason']}")
+        reason = printable(record["quarantine_reason"] or "")
+        click.echo(f"  quarantined {printable(record['record_id'])} ({what}): {reason}")
 
 
 @uplink.command("status")
@@ -844,12 +895,30 @@ def uplink_sync(ctx: click.Context, wait_s: float) -> None:
     daemon = runtime_info(config) is not None
     view = _with_store(config, lambda store: sync_now(store, config, daemon_running=daemon, wait_s=wait_s))
     _print_uplink(view, daemon_running=True)
-    if not view["synced"]:
-        if not view["attempted"]:
-            raise DomainError(
-                f"the daemon did not try within {wait_s:g} s: is it running (`systemctl status venuebox`)?"
-            )
-        raise DomainError(f"uplink sync did not get through: {view['last_error']}")
+    if view["synced"]:  # every record queued when the sync was asked for was acked
+        return
+    if not view["attempted"]:
+        raise DomainError(
+            f"the daemon did not try within {wait_s:g} s: is it running (`systemctl status venuebox`)?"
+        )
+    if view["failed"]:
+        then = (
+            "the uplink stays paused until that is fixed; the records stay queued on the box"
+            if view["state"] == "paused"
+            else "the records stay queued on the box, and a running box keeps trying "
+            "(`venuebox uplink status`)"
+        )
+        error = printable(view["last_error"] or "failed")
+        raise DomainError(f"uplink sync did not get through: {error}; {then}")
+    if view["refused"] and not view["waiting"]:
+        raise DomainError(
+            f"uplink sync: the receiver refused {view['refused']} record(s), now set aside (quarantined; the "
+            "rest got through): `venuebox uplink status` says why, `venuebox uplink retry` sends them again"
+        )
+    raise DomainError(
+        f"uplink sync: {view['waiting']} record(s) still wait after {wait_s:g} s, with no error so far: "
+        "`venuebox uplink status` shows progress; `venuebox uplink sync --wait SECONDS` waits longer"
+    )
 
 
 @uplink.command("retry")
@@ -1113,7 +1182,10 @@ def restore(
     from appliance.backup import NotOpened, load_identity
     from appliance.backup import restore as do_restore
 
-    config = load_config(ctx.obj["data_dir"]) if ctx.obj["data_dir"] else None
+    named = _named_data_dir(ctx)
+    config = load_config(named[0]) if named else None
+    if named is not None and named[1] != "--data-dir":
+        click.echo(f"  this box: {named[0]} ({named[1]}); its key opens its own snapshots")
     identities = load_identity(identity, passphrase_file, snapshot, config)
     try:
         done = do_restore(
@@ -1125,11 +1197,12 @@ def restore(
             use_cloud=not no_cloud,
         )
     except NotOpened as exc:
-        if config is None or identity is not None or passphrase_file is not None:
+        if named is None or config is None or identity is not None or passphrase_file is not None:
             raise
+        where = config.data_dir if named[1] == "--data-dir" else f"{config.data_dir}, {named[1]}"
         raise DomainError(
-            f"{exc.detail}: this box's key ({config.data_dir}) opens only its own snapshots; for another "
-            "box's, give the key that opens it (--identity FILE or --passphrase-file FILE) without --data-dir"
+            f"{exc.detail}: this box's key ({where}) opens only its own snapshots; for another box's, "
+            f"give the key that opens it (--identity FILE or --passphrase-file FILE) without {named[1]}"
         ) from None
     box_keys = (
         "restored"
@@ -1182,7 +1255,9 @@ def restore(
 )
 @snapshot_key_options
 @click.option("--no-cloud", is_flag=True, help="Do not ask the cloud receiver for what it holds.")
+@click.pass_context
 def recover(
+    ctx: click.Context,
     target: Path,
     from_dir: Path | None,
     snapshot: Path | None,
@@ -1192,10 +1267,21 @@ def recover(
 ) -> None:
     """Rebuild a box whose storage died into a NEW data dir: the newest snapshot that verifies, then
     what can be salvaged from the damaged database (--from), then what the cloud holds, each only
-    where it continues the hash chains. Tablets then send back what they kept."""
+    where it continues the hash chains. Tablets then send back what they kept. Without --from, the old
+    box is the data dir (--data-dir, else $VENUEBOX_DATA_DIR), when one is named."""
     from appliance.backup import load_identity
     from appliance.recovery import old_box
     from appliance.recovery import recover as do_recover
+
+    named = _named_data_dir(ctx)
+    if from_dir is None and named is not None:
+        from_dir = named[0]
+        if not from_dir.is_dir():
+            raise DomainError(
+                f"no folder at {from_dir} ({named[1]}, the old box's data dir when --from is not given): "
+                f"give --from DIR, or recover without {named[1]} from --snapshot"
+            )
+        click.echo(f"  old box: {from_dir} ({named[1]})")
 
     old_config = old_box(from_dir)[0] if from_dir is not None else None
 
@@ -1314,28 +1400,41 @@ def _restored_identity(done: Any) -> list[tuple[str, str]]:
     default=None,
     help="The folder to export into (default: the one USB key found mounted).",
 )
+@click.option(
+    "--csv-dialect",
+    "csv_dialect",
+    default=None,
+    metavar="DIALECT",
+    help="How results/scores/ledger CSVs are written: excel (commas, decimal points) or excel-semicolon "
+    "(semicolons, decimal commas, for European spreadsheets). Default: the export_csv_dialect setting.",
+)
 @click.pass_context
-def export_group(ctx: click.Context, to: Path | None) -> None:
+def export_group(ctx: click.Context, to: Path | None, csv_dialect: str | None) -> None:
     """Export to a USB key: plain CSVs for tabulating by hand, the encrypted database, a signed
     manifest. Works while frozen. `venuebox export verify PATH` checks one."""
     if ctx.invoked_subcommand is not None:
         return
     from appliance.export import choose_target, export_to, find_usb_targets
+    from appliance.tabulation import csv_dialect as dialect_named
 
     config = _config(ctx)
+    dialect = dialect_named(csv_dialect or config.export_csv_dialect)  # refused before anything else
     if not config.db_path.exists():
         raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
     target = choose_target(to, find_usb_targets())
     click.echo(f"exporting to {target}")
-    done = export_to(config, target, progress=lambda fraction, step: click.echo(f"  {fraction:4.0%}  {step}"))
-    _with_store(
+    done = export_to(
         config,
-        lambda store: store.write_sync(
-            lambda conn: audit_record(
-                conn, "cli", "export.done", {"name": done.path.name, "files": done.files}
-            )
-        ),
+        target,
+        progress=lambda fraction, step: click.echo(f"  {fraction:4.0%}  {step}"),
+        csv_dialect=dialect.name,
     )
+    detail = {"name": done.path.name, "files": done.files, "participants_file": done.personal_file}
+    _with_store(
+        config, lambda store: store.write_sync(lambda conn: audit_record(conn, "cli", "export.done", detail))
+    )
+    click.echo(f"spreadsheet files: {dialect.name} ({dialect.says})")
+    click.echo(done.names)
     click.echo(
         f"done: {done.path} ({done.files} files, {done.bytes / 1024 / 1024:.1f} MB, "
         f"{done.ledger_rows} sheets, ledger head {done.ledger_head[:16]}, signing key {done.fingerprint}); "

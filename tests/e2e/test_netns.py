@@ -306,3 +306,50 @@ def test_an_admin_api_opened_to_the_lan_by_mistake_still_refuses_the_lan(two_hos
     finally:
         daemon.terminate()
         assert daemon.wait(15) == 0
+
+
+def _dig_from(namespace: str, server: str, *question: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "dig",
+            "-p",
+            "5353",
+            f"@{server}",
+            *question,
+            "+time=2",
+            "+tries=1",
+            "+short",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
+def test_the_runbooks_dig_check_from_another_host(two_hosts, tmp_path: Path) -> None:
+    """docs/operations.md, "Run the box": `dig -p 5353 @<box address>` from a laptop on the LAN finds
+    the box; `@224.0.0.251` never does (the answer comes from the box's own address)."""
+    box_ns, tablet_ns, _ = two_hosts
+    config = make_box(tmp_path / "box", mdns_enabled=True)
+    daemon = _start_daemon(box_ns, config, tmp_path, _env())
+    try:
+        deadline = time.monotonic() + 30
+        answer = ""
+        while "_venuebox._tcp.local." not in answer and time.monotonic() < deadline:
+            answer = _dig_from(tablet_ns, BOX_ADDRESS, "_venuebox._tcp.local", "PTR").stdout
+            time.sleep(0.5)
+        assert answer.strip().endswith("._venuebox._tcp.local."), answer
+        instance = answer.strip().splitlines()[0]
+        details = _dig_from(tablet_ns, BOX_ADDRESS, instance, "SRV").stdout.split()
+        assert details and details[2] == "8080", details
+
+        group = _dig_from(tablet_ns, "224.0.0.251", "_venuebox._tcp.local", "PTR")
+        assert "_venuebox._tcp.local." not in group.stdout, group.stdout
+    finally:
+        daemon.terminate()
+        assert daemon.wait(15) == 0

@@ -19,7 +19,7 @@ import pytest
 
 from appliance import alerts, devices
 from appliance.box import get_box
-from appliance.config import Config
+from appliance.config import Config, load_config
 from appliance.devices import Device
 from appliance.keys import pairing_key
 from appliance.presence import record_heartbeat
@@ -132,6 +132,20 @@ def test_a_tablet_goes_online_stale_offline_and_its_alert_clears_on_the_next_hea
     cleared = box.store.query(lambda c: alerts.get_alert(c, fp))
     assert cleared is not None
     assert (cleared["active"], cleared["count"]) == (False, 1)
+
+
+def test_the_offline_alert_follows_the_configured_presence_stale_s(box: Box) -> None:
+    """docs/operations.md: `tablet-offline` is raised after `presence_stale_s`, whatever it is set to."""
+    (box.config.data_dir / "venuebox.toml").write_text("presence_stale_s = 300\n", encoding="utf-8")
+    settings = WatchdogSettings.from_config(load_config(box.config.data_dir, environ={}))
+    tablet = pair(box.store)
+    seen = heartbeat(box.store, tablet)
+
+    # Past the default 120 s the tablet is only stale: no alert yet.
+    assert sweep(box.store, settings, seen + timedelta(seconds=200))[tablet.device_id] == "stale"
+    assert active(box.store) == {}
+    assert sweep(box.store, settings, seen + timedelta(seconds=301))[tablet.device_id] == "offline"
+    assert active(box.store) == {f"tablet-offline:{tablet.device_id}": "warning"}
 
 
 def test_no_offline_alert_until_the_box_has_listened_long_enough(box: Box) -> None:
