@@ -47,11 +47,11 @@ from pyrage import passphrase as age_passphrase
 from pyrage import x25519
 
 from appliance import audit, data_key, keys, keys_bundle
-from appliance.chain import head, verify_chain
+from appliance.chain import head, verify_chains
 from appliance.config import Config
 from appliance.devices import devices_signature
 from appliance.errors import DatabaseDamaged, DataKeyMismatch, DomainError
-from appliance.secrets_files import atomic_write, fsync_dir, fsync_file, write_secret
+from appliance.secrets_files import atomic_write, atomic_write_from, write_secret
 from appliance.storage.db import Store, connect
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.watermark import new_epoch
@@ -119,15 +119,7 @@ def database_facts(path: Path) -> dict[str, Any]:
 
 def encrypt_to(recipients: list[x25519.Recipient], source: Path, target: Path) -> None:
     """age-encrypt ``source`` to ``target`` (through a temporary name, fsynced, then renamed)."""
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        pyrage.encrypt_file(str(source), str(tmp), recipients)
-        os.chmod(tmp, 0o600)
-        fsync_file(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    atomic_write_from(target, lambda tmp: pyrage.encrypt_file(str(source), str(tmp), recipients), 0o600)
 
 
 def write_key_files(
@@ -375,11 +367,7 @@ def check_database(path: Path) -> list[str]:
     try:
         problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         problems = [] if problems == ["ok"] else problems
-        for table in ("sheets", "audit_log"):
-            report = verify_chain(conn, table)
-            if not report.ok:
-                problems.append(f"{table} chain broken at row {report.first_bad_seq}: {report.problem}")
-        return problems
+        return problems + verify_chains(conn).problems()
     except sqlite3.DatabaseError as exc:
         return [f"not a readable database: {exc}"]
     finally:

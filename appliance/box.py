@@ -12,6 +12,8 @@ from appliance.times import now_rfc3339
 # Why a box is frozen, for the console to sort and count by; the free-text reason is what judges see.
 FreezeCategory = Literal["dispute", "anomaly", "tabulation", "technical", "other"]
 FREEZE_CATEGORIES: tuple[str, ...] = get_args(FreezeCategory)
+# The longest freeze reason the admin API takes (and the console lets a tech type).
+FREEZE_REASON_MAX_CHARS = 500
 
 
 def get_box(conn: sqlite3.Connection) -> dict[str, Any]:

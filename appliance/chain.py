@@ -76,6 +76,40 @@ class ChainReport:
     def ok(self) -> bool:
         return self.problem is None
 
+    def view(self) -> dict[str, Any]:
+        """The report as the admin API answers it."""
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "ok": self.ok,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "head_hash": self.head_hash,
+        }
+
+
+@dataclass(frozen=True)
+class ChainsReport:
+    """Both chains of a database, ledger first: what `venuebox verify` and ``GET /admin/v1/verify``
+    show."""
+
+    chains: tuple[ChainReport, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.chains)
+
+    def problems(self) -> list[str]:
+        """One line per broken chain, naming its first bad row."""
+        return [
+            f"{r.table} chain broken at row {r.first_bad_seq}: {r.problem}" for r in self.chains if not r.ok
+        ]
+
+
+def verify_chains(conn: sqlite3.Connection) -> ChainsReport:
+    """Walk both chains (the ledger, then the audit log) and report each one's first bad row."""
+    return ChainsReport(tuple(verify_chain(conn, table) for table in CHAINED_FIELDS))
+
 
 def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
     """Walk the whole chain in order and report the first row that does not hold."""

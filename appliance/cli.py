@@ -379,22 +379,22 @@ def _recovery_lines(rec: dict[str, Any]) -> list[str]:
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Check the ledger and audit hash chains; exits 1 naming the first altered row."""
-    from appliance.chain import verify_chain
+    from appliance.chain import ChainsReport, verify_chains
 
-    def read(store: Any) -> list[Any]:
+    def read(store: Any) -> ChainsReport:
         store.ensure_sound()  # the file first: chains read from a damaged file prove nothing
-        return store.query(lambda conn: [verify_chain(conn, table) for table in ("sheets", "audit_log")])
+        return store.query(verify_chains)
 
-    reports = _with_store(_config(ctx), read)
+    report = _with_store(_config(ctx), read)
     if as_json:
-        _print_json([r.__dict__ | {"ok": r.ok} for r in reports])
+        _print_json([r.__dict__ | {"ok": r.ok} for r in report.chains])
     else:
-        for r in reports:
+        for r in report.chains:
             if r.ok:
                 click.echo(f"{r.table}: {r.rows} rows, chain intact (head {r.head_hash[:16]})")
             else:
                 click.echo(f"{r.table}: BROKEN at row {r.first_bad_seq}: {r.problem}", err=True)
-    if not all(r.ok for r in reports):
+    if not report.ok:
         sys.exit(1)
 
 
@@ -1414,7 +1414,7 @@ def export_group(ctx: click.Context, to: Path | None, csv_dialect: str | None) -
     manifest. Works while frozen. `venuebox export verify PATH` checks one."""
     if ctx.invoked_subcommand is not None:
         return
-    from appliance.export import choose_target, export_to, find_usb_targets
+    from appliance.export import choose_target, export_and_audit, find_usb_targets
     from appliance.tabulation import csv_dialect as dialect_named
 
     config = _config(ctx)
@@ -1423,15 +1423,14 @@ def export_group(ctx: click.Context, to: Path | None, csv_dialect: str | None) -
         raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
     target = choose_target(to, find_usb_targets())
     click.echo(f"exporting to {target}")
-    done = export_to(
+    done = export_and_audit(
         config,
         target,
+        "cli",
+        # The store opens after the export: a damaged database is still exported as far as it reads.
+        lambda fn: _with_store(config, lambda store: store.write_sync(fn)),
         progress=lambda fraction, step: click.echo(f"  {fraction:4.0%}  {step}"),
         csv_dialect=dialect.name,
-    )
-    detail = {"name": done.path.name, "files": done.files, "participants_file": done.personal_file}
-    _with_store(
-        config, lambda store: store.write_sync(lambda conn: audit_record(conn, "cli", "export.done", detail))
     )
     click.echo(f"spreadsheet files: {dialect.name} ({dialect.says})")
     click.echo(done.names)

@@ -16,9 +16,15 @@ from typing import Any
 
 import msgspec
 
+from appliance.netloc import http_url
+
 CONFIG_FILE = "venuebox.toml"
+# Written by a running daemon (where its APIs listen, its pid), read by the console and the CLI.
+RUNTIME_FILE = "daemon.json"
 # No setting lets a pairing code live longer than this (pairing_code_max_ttl_s is at most this).
 MAX_PAIRING_CODE_TTL_S = 7 * 24 * 3600
+# The longest comment any box takes (the sheet schema's limit); comment_max_chars is at most this.
+MAX_COMMENT_CHARS = 2000
 ENV_PREFIX = "VENUEBOX_"
 
 
@@ -49,7 +55,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Limits.
     max_body_bytes: int = 1_048_576
     batch_max_sheets: int = 500
-    comment_max_chars: int = 2000
+    comment_max_chars: int = MAX_COMMENT_CHARS
     device_rate_per_s: float = 20.0
     device_burst: int = 100
     pair_attempts_per_minute: int = 10
@@ -98,6 +104,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # How often the watchdog runs PRAGMA quick_check on the database (a damaged file raises the
     # db-integrity alert and freezes the box; a read or write that meets damage does so at once).
     quick_check_s: float = 600.0
+    # Watchdog thresholds: a tablet clock off by more than clock_skew_max_s raises clock-skew:<device>;
+    # under disk_warning_free_mb free on the data disk raises disk-free (warning), under
+    # disk_critical_free_mb makes it critical and freezes the box (unless auto_freeze_on_disk_critical
+    # is false). A failed integrity check always freezes it: that is not a setting.
+    clock_skew_max_s: float = 5.0
+    disk_warning_free_mb: float = 1024.0
+    disk_critical_free_mb: float = 256.0
+    auto_freeze_on_disk_critical: bool = True
     # Uplink. Where to: `venuebox uplink configure` (stored in the database), or these three keys,
     # which win when uplink_url is set. The token file defaults to <data dir>/uplink.token.
     uplink_url: str = ""
@@ -165,12 +179,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def admin_url(self) -> str:
         host = "127.0.0.1" if self.admin_host in ("0.0.0.0", "") else self.admin_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.admin_port}"
+        return http_url("http", host, self.admin_port)
 
 
 _FIELDS = set(Config.__struct_fields__)
+# The built-in defaults, read by the settings derived from Config (watchdog, uplink) so that none
+# declares a default of its own. Read only.
+DEFAULTS = Config()
 
 
 def resolve_data_dir(cli_value: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -300,9 +315,14 @@ def _check(config: Config) -> None:
         "quick_check_s",
         "tls_handshake_timeout_s",
         "connection_flood_alert_s",
+        "clock_skew_max_s",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
+    if not 0 <= config.disk_critical_free_mb <= config.disk_warning_free_mb:
+        raise ConfigError("disk thresholds must satisfy 0 <= disk_critical_free_mb <= disk_warning_free_mb")
+    if not 0 <= config.comment_max_chars <= MAX_COMMENT_CHARS:
+        raise ConfigError(f"comment_max_chars must be between 0 and {MAX_COMMENT_CHARS}")
     if config.batch_max_sheets < 1 or config.max_body_bytes < 1024:
         raise ConfigError("batch_max_sheets must be >= 1 and max_body_bytes >= 1024")
     if config.uplink_batch_max_records < 1 or config.uplink_batch_max_bytes < 1024:

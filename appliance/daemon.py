@@ -19,111 +19,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import resource
 import signal
-import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from appliance import data_key, keys, sdnotify, tls
+from appliance import data_key, keys, outbox, sdnotify, tls
 from appliance.alerts import active_counts, clear_alert, raise_alert
 from appliance.box import get_box
-from appliance.config import Config
+from appliance.config import RUNTIME_FILE, Config
 from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged, DomainError
 from appliance.mdns import Advertisement
+from appliance.netloc import http_url
 from appliance.secrets_files import atomic_write, read_secret
 from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV, Store
 from appliance.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
+from appliance.web.server import EmbeddedServer, bind, server_config, socket_url
 
 log = logging.getLogger("venuebox.daemon")
-RUNTIME_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 MDNS_FINGERPRINT = "mdns-advertisement"
 # A failed mDNS start (no network yet at boot, ...) is tried again after 2 s, then 4, 8, ... 60 s.
 MDNS_RETRY_FIRST_S = 2.0
 MDNS_RETRY_MAX_S = 60.0
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn re-raises a captured signal after shutdown; the daemon owns its signals instead.
-
-    With a ``gate`` (the LAN-facing listeners), every accepted connection meets it before TLS or
-    HTTP (edge_api/connections.py): a client address holds at most so many connections, and TLS
-    handshakes have a deadline of ``handshake_timeout_s``."""
-
-    def __init__(self, config: uvicorn.Config, gate: Any = None, handshake_timeout_s: float = 10.0) -> None:
-        super().__init__(config)
-        self.gate = gate
-        self.handshake_timeout_s = handshake_timeout_s
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.gate is None or not sockets:
-            await super().startup(sockets)
-            return
-        from edge_api.connections import gated_factory
-
-        # uvicorn's startup for sockets it is given, with the gate in front of its protocol and TLS
-        # started by the gate (uvicorn passes no handshake timeout: asyncio's default is 60 s).
-        await self.lifespan.startup()
-        if self.lifespan.should_exit:
-            raise SystemExit(uvicorn.server.STARTUP_FAILURE)
-        config = self.config
-
-        def create_protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
-
-        factory = gated_factory(self.gate, create_protocol, config.ssl, self.handshake_timeout_s)
-        loop = asyncio.get_running_loop()
-        self.servers = [
-            await loop.create_server(factory, sock=sock, backlog=config.backlog) for sock in sockets
-        ]
-        self.started = True
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on for accepted connections only when the
-    # listening socket says TCP, and without it a reply's body waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(sock: socket.socket, scheme: str = "http") -> str:
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
-
-
-def server_config(app: Any, **options: Any) -> uvicorn.Config:
-    """How the daemon runs an app under uvicorn: on the daemon's own loop, without uvicorn's
-    logging setup or access log, 5 s to finish requests in flight at stop; ``options`` on top."""
-    return uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        loop="none",
-        **{"http": "auto", **options},
-    )
 
 
 def lan_server_options(config: Config) -> dict[str, Any]:
@@ -147,7 +71,7 @@ def tablet_urls(
     if advertisement is None:
         return [tablet_url]
     hosts = [advertisement.host_name.rstrip("."), *advertisement.addresses]
-    return [f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}" for host in hosts]
+    return [http_url(scheme, host, port) for host in hosts]
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -245,7 +169,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store: Store | None = None
-        self.servers: list[_EmbeddedServer] = []
+        self.servers: list[EmbeddedServer] = []
         self.advertisement: Advertisement | None = None
         self.probe = LoopLagProbe()
         self.runtime: dict[str, Any] = {}
@@ -322,7 +246,10 @@ class Daemon:
                 if created:
                     log.info("made the box's TLS certificate", extra={"fingerprint": identity.fingerprint})
             self.tls_identity = identity
-            sockets = [_bind(config.host, config.port), _bind(config.admin_host, config.admin_port)]
+            sockets = [
+                bind(config.host, config.port, inheritable=True),
+                bind(config.admin_host, config.admin_port, inheritable=True),
+            ]
             serving = asyncio.Event()
             if config.mdns_enabled:
                 # Started now, in the background: the name check runs on its own thread while the apps
@@ -344,7 +271,7 @@ class Daemon:
 
             from appliance.backup import add_backup_jobs
             from edge_api.app import create_admin_app, create_app
-            from edge_api.connections import ConnectionGate
+            from edge_api.connections import ConnectionGate, gated_factory
             from edge_api.context import set_tablet_urls, set_tls_fingerprint
             from edge_api.landing import LandingInfo, create_landing_app
             from edge_api.metrics import Metrics
@@ -353,6 +280,10 @@ class Daemon:
             # The state gauges are read at scrape time (on the scraping thread, a few indexed reads).
             metrics = Metrics(snapshot=lambda: store.query(lambda c: gauges_status(c, config)))
             self.uplink = UplinkWorker(store, config, box["box_id"])
+            # Records queued in this process (a sheet stored, an audit record) go out at once; the
+            # worker's poll finds the ones other processes (the CLI) queue.
+            loop = asyncio.get_running_loop()
+            store.listen(outbox.QUEUED, lambda: loop.call_soon_threadsafe(self.uplink.wake))
             self.apps = apps = (
                 create_app(store, config, box["box_id"], metrics),
                 create_admin_app(
@@ -366,18 +297,17 @@ class Daemon:
             served: list[tuple[Any, dict[str, Any]]] = [(apps[0], lan_side), (apps[1], {})]
             if identity is not None and config.http_port:
                 self.landing = LandingInfo(box["name"], identity.fingerprint, identity.cert_path)
-                sockets.append(_bind(config.host, config.http_port))
+                sockets.append(bind(config.host, config.http_port, inheritable=True))
                 served.append((create_landing_app(self.landing), {**lan_side, "ssl_certfile": None}))
             # One gate for the LAN-facing listeners (tablet port, landing page): an address's
             # connections count on both. The admin API is loopback and has none.
             gate = ConnectionGate(config.max_connections_per_address, metrics.connections_refused.inc)
             self.connection_gate = gate
+            # The gate starts TLS itself, with a handshake deadline (uvicorn passes none: asyncio's
+            # default is 60 s).
+            gated = functools.partial(gated_factory, gate, handshake_timeout_s=config.tls_handshake_timeout_s)
             self.servers = [
-                _EmbeddedServer(
-                    server_config(app, **options),
-                    gate=None if app is apps[1] else gate,
-                    handshake_timeout_s=config.tls_handshake_timeout_s,
-                )
+                EmbeddedServer(server_config(app, **options), front=None if app is apps[1] else gated)
                 for app, options in served
             ]
             server_tasks = [
@@ -391,7 +321,7 @@ class Daemon:
             serving.set()
 
             self._tablet_port = sockets[0].getsockname()[1]
-            own_url = _url(sockets[0], self._scheme)
+            own_url = socket_url(sockets[0], self._scheme)
             urls = tablet_urls(own_url, self.advertisement, self._tablet_port, self._scheme)
             for app in apps:
                 set_tablet_urls(app, urls)
@@ -415,11 +345,11 @@ class Daemon:
             self.runtime = {
                 "pid": os.getpid(),
                 "box_id": box["box_id"],
-                "tablet_url": _url(sockets[0], self._scheme),
+                "tablet_url": socket_url(sockets[0], self._scheme),
                 "tablet_urls": urls,
                 "tls_fingerprint": identity.fingerprint if identity else None,
-                "admin_url": _url(sockets[1]),
-                "landing_url": _url(sockets[2]) if len(sockets) > 2 else None,
+                "admin_url": socket_url(sockets[1]),
+                "landing_url": socket_url(sockets[2]) if len(sockets) > 2 else None,
                 "ready_after_s": round(time.monotonic() - started, 3),
                 **self._mdns_runtime(),
             }
@@ -446,8 +376,7 @@ class Daemon:
             task.cancel()
         for server in self.servers:
             server.should_exit = True
-        reaper = asyncio.create_task(self._drop_closed_tls_connections())
-        # Servers stop accepting and finish what is in flight (uvicorn's graceful shutdown).
+        # Servers stop accepting and finish what is in flight (appliance/web/server.py).
         await asyncio.gather(*server_tasks, return_exceptions=True)
         # Python 3.11's asyncio.wait_for can swallow a cancellation that lands as its inner call
         # completes (fixed in 3.12): a task caught that way would loop on and the daemon never exit
@@ -458,7 +387,6 @@ class Daemon:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1.0)
-        reaper.cancel()
         if self.advertisement is not None:
             await self.advertisement.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -468,22 +396,6 @@ class Daemon:
         if self.store is not None:
             # Last: every queued write committed, the WAL checkpointed, before the process exits.
             self.store.close()
-
-    async def _drop_closed_tls_connections(self) -> None:
-        """During shutdown: a TLS connection uvicorn has closed waits for the client's close_notify,
-        and an idle keep-alive client that is not reading never sends one, so the graceful
-        shutdown would wait its whole timeout. Such a connection carries no request; drop it."""
-        while True:
-            await asyncio.sleep(0.2)
-            for server in self.servers:
-                if server.config.ssl is None:
-                    continue
-                for connection in list(server.server_state.connections):
-                    cycle = getattr(connection, "cycle", None)
-                    transport = getattr(connection, "transport", None)
-                    idle = cycle is None or getattr(cycle, "response_complete", False)
-                    if idle and transport is not None and transport.is_closing():
-                        transport.abort()
 
     async def _feed_systemd(self) -> None:
         """WATCHDOG=1 only while the event loop runs (this task runs on it) and the database takes a

@@ -195,6 +195,8 @@ def _rotation_lock(path: Path) -> Iterator[bool]:
 
 def _promote(path: Path) -> None:
     """Step 3: the new key replaces the old one, durably."""
+    # A rename, not a write (atomic_write's job): step 1 wrote the pending file whole and durably, and
+    # it must stay whole until this rename, which a power cut leaves done or not done.
     os.replace(pending_path(path), path)
     fsync_dir(path.parent)
 

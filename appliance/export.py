@@ -48,7 +48,7 @@ import pyrage
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance import keys, personal_fields, tabulation
+from appliance import audit, keys, personal_fields, tabulation
 from appliance.backup import copy_database, database_facts, sealing_key, write_key_files
 from appliance.canonical import canonical_json
 from appliance.config import Config
@@ -337,6 +337,30 @@ def export_to(
         raise
 
 
+def export_and_audit(
+    config: Config,
+    target: Path,
+    actor: str,
+    write: Callable[[Callable[[sqlite3.Connection], object]], object],
+    *,
+    progress: Progress | None = None,
+    csv_dialect: str | None = None,
+    request_id: str | None = None,
+    exported: Callable[[ExportResult], object] | None = None,
+) -> ExportResult:
+    """An export (``export_to``), then its ``export.done`` audit record (the folder's name, its file
+    count, the participants' file if any) by ``actor``, written through ``write`` (runs a function
+    in the writer's transaction and returns once it is committed). ``exported`` hears of the
+    export as soon as it is written and read back, before the record is written. Blocking; what
+    `venuebox export` and ``POST /admin/v1/export`` both run."""
+    result = export_to(config, target, progress, csv_dialect=csv_dialect)
+    if exported is not None:
+        exported(result)
+    detail = {"name": result.path.name, "files": result.files, "participants_file": result.personal_file}
+    write(lambda conn: audit.record(conn, actor, "export.done", detail, request_id))
+    return result
+
+
 def _export(
     config: Config,
     target: Path,
@@ -422,6 +446,7 @@ def _export(
                 say(0.85, "syncing the USB key")
                 for directory in sorted({partial, *(p.parent for p in partial.rglob("*"))}, reverse=True):
                     fsync_dir(directory)
+                # Not atomic_write's job: new files in a hidden folder, made whole by one directory rename.
                 os.rename(partial, final)
                 fsync_dir(target)
             except OSError as exc:
@@ -583,7 +608,7 @@ class _Names:
 
 def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
     for file_name, content in sorted(tabulation.event_package_files(conn).items()):
-        writer.write(f"event/{file_name}", lambda out, content=content: out.write(content))
+        writer.write(f"event/{file_name}", _lines(iter([content])))
 
 
 def _write_keys(writer: _Writer, config: Config, scratch: Path, database: Path) -> None:

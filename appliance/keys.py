@@ -20,6 +20,7 @@ import base64
 import hashlib
 import secrets
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -136,7 +137,14 @@ def wrapped_identity(config: Config) -> bytes | None:
     return age_passphrase.encrypt((str(box_identity(config)) + "\n").encode("ascii"), secret)
 
 
-def configure(config: Config, recipient_keys: list[str], passphrase_file: Path | None) -> dict[str, object]:
+class BackupKeys(TypedDict):
+    """What backups and exports are encrypted to, besides the box's own key."""
+
+    recipients: list[str]  # the organisers' age public keys
+    passphrase: bool  # a backup passphrase is set
+
+
+def configure(config: Config, recipient_keys: list[str], passphrase_file: Path | None) -> BackupKeys:
     """`venuebox backup configure`: replace the recipients file (each key checked) and, with a file,
     set the passphrase (at least 12 characters). Returns what is now configured."""
     for key in recipient_keys:

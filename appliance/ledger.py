@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -31,6 +32,24 @@ from appliance.errors import (
     UnknownEntry,
 )
 from appliance.times import now_rfc3339
+
+
+def current_sheet_seqs(*, entry: bool = False, judge: bool = False) -> str:
+    """The one definition of a current sheet, as SQL for ``seq IN (...)``: the seq of the head of
+    every (entry, judge) chain of the event bound to ``:event`` (only entry ``:entry``'s, judge
+    ``:judge``'s when asked). The head is the chain's newest sheet: a chain is linear (one original,
+    no forks: unique indexes) and a correction must supersede the head (``decide``), so it is the
+    one sheet of the pair no other sheet supersedes. Read from the covering ``sheets_by_entry_judge``
+    index; for one pair, a single index lookup however long its chain."""
+    where = "event_id = :event"
+    if entry:
+        where += " AND entry_id = :entry"
+    if judge:
+        where += " AND judge_id = :judge"
+    # One pair is one group: without GROUP BY, SQLite reads its max(seq) straight off the index
+    # instead of walking the whole chain.
+    group = "" if entry and judge else " GROUP BY entry_id, judge_id"
+    return f"SELECT max(seq) FROM sheets WHERE {where}{group}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +130,7 @@ def submit_batch(
 
 
 def submit_sheets(
-    conn: sqlite3.Connection, items: list[tuple[Device, SheetSubmission | DomainError]]
+    conn: sqlite3.Connection, items: Sequence[tuple[Device, SheetSubmission | DomainError]]
 ) -> list[SheetReceipt | DomainError]:
     """Decide every sheet in order, then store the accepted ones together, inside the caller's
     (writer) transaction. Items that are already errors (refused at the edge) pass through. Each
@@ -160,8 +179,8 @@ def submit_sheets(
 
 
 def _refused_devices(
-    conn: sqlite3.Connection, event_id: str, devices: set[Device]
-) -> dict[Device, DomainError]:
+    conn: sqlite3.Connection, event_id: str, devices: dict[str, Device]
+) -> dict[str, DomainError]:
     """Devices that may not write now: revoked (a revoke that committed first always wins), with an
     expired token, or paired for an event that is no longer on the box."""
     ids = list(devices)
@@ -230,15 +249,10 @@ def _read_view(
                 (event_id, *chunk),
             ).fetchall()
         )
-    # The chain of (entry, judge) is linear (one original, no forks: unique indexes) and a
-    # correction must supersede the head, so the head is always the pair's newest sheet: one
-    # index lookup per pair, however long its chain.
+    # One index lookup per pair, however long its chain.
+    head_sql = f"SELECT sheet_id FROM sheets WHERE seq IN ({current_sheet_seqs(entry=True, judge=True)})"
     for entry_id, judge_id in {(sheet.entry_id, device.judge_id) for device, sheet in sheets}:
-        row = conn.execute(
-            "SELECT sheet_id FROM sheets WHERE event_id = ? AND entry_id = ? AND judge_id = ?"
-            " ORDER BY seq DESC LIMIT 1",
-            (event_id, entry_id, judge_id),
-        ).fetchone()
+        row = conn.execute(head_sql, {"event": event_id, "entry": entry_id, "judge": judge_id}).fetchone()
         if row is not None:
             heads[(entry_id, judge_id)] = row[0]
     return LedgerView(stored, entry_sessions, heads, chain.head(conn, "sheets"))
@@ -312,20 +326,6 @@ def decide(
     view.stored[sheet.sheet_id] = row
     view.heads[(sheet.entry_id, device.judge_id)] = sheet.sheet_id
     return SheetReceipt(201, receipt_body(row), values), row
-
-
-def sheet_record(row: sqlite3.Row | dict[str, Any], values: dict[str, float] | None = None) -> dict[str, Any]:
-    """A stored sheet as it travels (uplink, exports)."""
-    return {
-        **receipt_body(row),
-        "event_id": row["event_id"],
-        "device_id": row["device_id"],
-        "values": values if values is not None else json.loads(row["score_values"]),
-        "comment": row["comment"],
-        "submitted_at": row["submitted_at"],
-        "content_hash": row["content_hash"],
-        "prev_hash": row["prev_hash"],
-    }
 
 
 def _current_event(conn: sqlite3.Connection) -> str:
@@ -414,12 +414,8 @@ def _num(x: float) -> str:
 def sheets_for_judge(conn: sqlite3.Connection, event_id: str, judge_id: str) -> list[dict[str, Any]]:
     """The judge's current sheets (heads of their chains), for the tablet's event download."""
     rows = conn.execute(
-        """
-        SELECT * FROM sheets WHERE seq IN (
-            SELECT max(seq) FROM sheets WHERE event_id = ? AND judge_id = ? GROUP BY entry_id)
-        ORDER BY seq
-        """,
-        (event_id, judge_id),
+        f"SELECT * FROM sheets WHERE seq IN ({current_sheet_seqs(judge=True)}) ORDER BY seq",
+        {"event": event_id, "judge": judge_id},
     )
     return [
         {

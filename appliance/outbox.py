@@ -10,9 +10,10 @@ Delivery, as the uplink worker drives it (every function here runs inside one tr
 * A record is **pending** until the receiver acks it (``acked_at``; kept for the retention period,
   then pruned) or rejects it as invalid (``quarantined_at`` with the receiver's reason; it waits for
   a tech's ``venuebox uplink retry`` while the rest of the queue keeps flowing).
-* ``open_batch`` gives the batch to send: the one already open (same id, same records, so the same
+* The batch to send is the one already open (``resume_batch``: same id, same records, so the same
   body on every retry and after a restart), else the oldest pending records, bounded by count and
-  bytes, under a new id. ``close_batch`` applies the receiver's answer.
+  bytes, under a new id (``prepare_batch`` on a read snapshot, made the open one by
+  ``assign_batch``). ``close_batch`` applies the receiver's answer.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from typing import Any
 import msgspec
 
 from appliance.canonical import canonical_json
+from appliance.storage.db import notify
 from appliance.times import now_rfc3339, parse_rfc3339, to_rfc3339
 
 PENDING = "acked_at IS NULL AND quarantined_at IS NULL"
+# The store's notice (``Store.listen``) once records are queued: the uplink worker sends them at once.
+QUEUED = "outbox-queued"
 _O_PENDING = "o.acked_at IS NULL AND o.quarantined_at IS NULL"
 _encode = msgspec.json.Encoder().encode
 
@@ -53,6 +57,7 @@ def enqueue(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> str
         "INSERT INTO outbox (record_id, kind, created_at, payload) VALUES (?, ?, ?, ?)",
         (record_id, kind, now_rfc3339(), canonical_json(payload)),
     )
+    notify(conn, QUEUED)
     return record_id
 
 
@@ -63,6 +68,8 @@ def enqueue_sheets(conn: sqlite3.Connection, sheet_seqs: list[int]) -> None:
         "INSERT INTO outbox (record_id, kind, created_at, sheet_seq) VALUES (?, 'sheet', ?, ?)",
         [(new_record_id(), created_at, seq) for seq in sheet_seqs],
     )
+    if sheet_seqs:
+        notify(conn, QUEUED)
 
 
 def _records(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], limit: int) -> list[sqlite3.Row]:
@@ -71,19 +78,6 @@ def _records(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], limi
         f" LEFT JOIN sheets s ON s.seq = o.sheet_seq WHERE {where} ORDER BY o.seq LIMIT ?",
         (*params, limit),
     ).fetchall()
-
-
-def _travelling(row: sqlite3.Row) -> dict[str, Any]:
-    from appliance.ledger import sheet_record
-
-    payload = sheet_record(row) if row["kind"] == "sheet" else json.loads(row["payload"])
-    return {"id": row["record_id"], "kind": row["kind"], "created_at": row["created_at"], "payload": payload}
-
-
-def pending(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
-    """The oldest records not yet acknowledged (nor quarantined), in order, as they travel:
-    ``{"id", "kind", "created_at", "payload"}``."""
-    return [_travelling(row) for row in _records(conn, _O_PENDING, (), limit)]
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -103,9 +97,10 @@ class Batch:
 
 
 class _SheetPayload(msgspec.Struct, kw_only=True):
-    """``ledger.sheet_record`` as it travels, encoded straight from the stored row: the stored
-    canonical JSON of the values goes out as it is, not parsed and encoded again (the uplink's hot
-    path: a thousand of these per batch)."""
+    """A sheet as it travels (docs/protocol.md), encoded straight from the stored row: the receipt's
+    fields (``ledger.receipt_body``) and the rest of the ledger row; the stored canonical JSON of the
+    values goes out as it is, not parsed and encoded again (the uplink's hot path: a thousand of these
+    per batch)."""
 
     sheet_id: str
     entry_id: str
@@ -202,27 +197,12 @@ def assign_batch(conn: sqlite3.Connection, batch: Batch) -> bool:
     return True
 
 
-def open_batch(conn: sqlite3.Connection, max_records: int, max_bytes: int) -> Batch | None:
-    """The batch to send now, in one writer transaction: the open one if it still has pending
-    records, else a new one of the oldest pending records (see ``prepare_batch``). None when
-    nothing is pending."""
-    batch = resume_batch(conn)
-    if batch is not None:
-        return batch
-    batch = prepare_batch(conn, max_records, max_bytes)
-    if batch is None:
-        _set_batch(conn, None, None)
-        return None
-    assign_batch(conn, batch)  # prepared in this same transaction: always still pending
-    return batch
-
-
 def _set_batch(conn: sqlite3.Connection, batch_id: str | None, records: int | None) -> None:
     conn.execute("UPDATE uplink_state SET batch_id = ?, batch_records = ? WHERE id = 1", (batch_id, records))
 
 
 def release_batch(conn: sqlite3.Connection) -> None:
-    """Forget the open batch (its records stay pending): the next ``open_batch`` makes a new one,
+    """Forget the open batch (its records stay pending): the next batch is a new one,
     e.g. after the receiver refused the batch as too large or its key as reused."""
     _set_batch(conn, None, None)
 

@@ -665,6 +665,7 @@ def recover(
             )
             conn.execute("COMMIT")
         fsync_dir(staging)
+        # Not atomic_write's job: a whole staged data dir put in place by one directory rename.
         os.rename(staging, target)
         fsync_dir(target.parent)
     except BaseException:
@@ -762,7 +763,7 @@ def recovery_view(conn: sqlite3.Connection) -> dict[str, Any] | None:
         if item["chain"] == "sheets" and item["seq"] > detail["recovered_head"]
     ]
     named = {item["name"] for item in beyond_listed}
-    back = set()
+    back: set[str] = set()
     for chunk in [sorted(named)[i : i + 500] for i in range(0, len(named), 500)]:
         marks = ",".join("?" * len(chunk))
         back.update(

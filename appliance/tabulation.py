@@ -47,13 +47,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from appliance.errors import DomainError, NoEvent
 from appliance.event import current_event_id
+from appliance.ledger import current_sheet_seqs
 from appliance.progress import EntryScores, entry_state, panels, sheet_total
 from appliance.times import parse_rfc3339
 
@@ -179,11 +180,11 @@ def cells(row: Sequence[Cell], formula_guard: bool = True, decimal: str = ".") -
     # Inline branches for the common cells: this runs for every cell of a 100,000-sheet ledger.
     return [
         ("'" + value if formula_guard and value[:1] in _GUARDED else value)
-        if (kind := type(value)) is str
+        if type(value) is str
         else value
-        if kind is int or value is None
+        if type(value) is int or value is None
         else number(value)
-        if kind is float
+        if type(value) is float
         else _other_cell(value, formula_guard, decimal)
         for value in row
     ]
@@ -198,7 +199,7 @@ def _other_cell(value: Cell, formula_guard: bool, decimal: str = ".") -> str:
         return number_text(float(value)).replace(".", decimal)
     if isinstance(value, int):
         return str(int(value))
-    return cells([str(value)], formula_guard, decimal)[0]  # type: ignore[return-value]
+    return cast(str, cells([str(value)], formula_guard, decimal)[0])  # a text cell stays text
 
 
 @lru_cache(maxsize=65536)
@@ -252,9 +253,7 @@ def _criteria(conn: sqlite3.Connection, event_id: str) -> list[tuple[str, str]]:
     ]
 
 
-# The head of a chain is its newest sheet: a chain is linear (unique indexes) and a correction must
-# supersede the head, the rule appliance.ledger reads heads by.
-_HEADS_SQL = "SELECT max(seq) FROM sheets WHERE event_id = :event GROUP BY entry_id, judge_id"
+_HEADS_SQL = current_sheet_seqs()  # the current sheet of every (entry, judge) of the :event
 
 
 def _tuples(conn: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Cursor:
@@ -446,10 +445,10 @@ def results_table(conn: sqlite3.Connection) -> Table:
         if result is None:
             result = results[r[0]] = _Result(EntryScores(*r[:8]), r[8])
         if r[9] is not None:
-            (total,) = total_of(r[10])
-            result.totals[r[9]] = total  # type: ignore[assignment]
+            (total,) = cast("tuple[float]", total_of(r[10]))  # no criteria: the total alone
+            result.totals[r[9]] = total
             result.scores.sheets[r[9]] = 1
-            result.sum += _exact(total)  # type: ignore[arg-type]
+            result.sum += _exact(total)
 
     _rank(results.values())
 
@@ -505,7 +504,7 @@ def _rank(results: Iterable[_Result]) -> None:
             result.average = result.sum / len(result.totals)
             groups.setdefault((result.scores.category, result.scores.division), []).append(result)
     for group in groups.values():
-        group.sort(key=lambda result: result.average, reverse=True)
+        group.sort(key=lambda result: cast(Decimal, result.average), reverse=True)  # grouped once averaged
         rank, average = 0, None
         for place, result in enumerate(group, 1):
             if result.average != average:

@@ -237,6 +237,7 @@ def pem_fingerprint(pem: bytes) -> str:
 
 def _promote(data_dir: Path) -> None:
     directory = tls_dir(data_dir)
+    # A rename, not a write (atomic_write's job): step 1 wrote the pending pair whole and durably.
     os.replace(directory / PENDING_FILE, directory / PEM_FILE)
     fsync_dir(directory)
     load_identity(data_dir)  # writes the public box.crt copy to match

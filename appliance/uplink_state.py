@@ -14,12 +14,13 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from appliance import audit, outbox
 from appliance.config import Config
 from appliance.errors import BadUplinkTarget
+from appliance.netloc import host_port
 from appliance.times import parse_rfc3339, to_rfc3339
 
 # What the worker is doing, in the words the console and `venuebox uplink status` show.
@@ -64,12 +65,7 @@ def shown_url(url: str) -> str:
     """The URL safe to show or log: without any user, password, query or fragment."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"  # an IPv6 address, bracketed as in the URL
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        return urlunsplit((parts.scheme, host_port(parts.hostname or "", parts.port), parts.path, "", ""))
     except ValueError:
         return "(unreadable URL)"
 
@@ -81,7 +77,7 @@ class Target:
     url: str
     token_file: Path
     ca_file: Path | None
-    source: str
+    source: Literal["config", "configure"]
     configured_at: str | None = None
 
     def fingerprint(self) -> str:

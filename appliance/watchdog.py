@@ -39,6 +39,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from appliance import alerts
 from appliance.box import freeze, get_box
+from appliance.config import DEFAULTS
 from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
 from appliance.presence import presence_state
 from appliance.storage.db import Store, quick_check
@@ -58,32 +59,48 @@ class DiskUsage(NamedTuple):
     free: int
 
 
+# How often the checks run (seconds). Not settings: no venue needs other figures; tests run faster.
+PRESENCE_SWEEP_S = 5.0
+DISK_CHECK_S = 30.0
+LOOP_CHECK_S = 5.0
+PAIRING_CHECK_S = 5.0
+CONNECTION_CHECK_S = 5.0
+# The check intervals above; every other field of WatchdogSettings is a setting of Config.
+CHECK_INTERVALS = (
+    "presence_sweep_s",
+    "disk_check_s",
+    "loop_check_s",
+    "pairing_check_s",
+    "connection_check_s",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WatchdogSettings:
-    """Thresholds (seconds, MB) and check intervals (seconds). Every default works on a venue box."""
+    """Thresholds (seconds, MB) and check intervals (seconds). The thresholds are the box's settings
+    (``appliance/config.py``, same names, its defaults); the intervals are the constants above."""
 
-    # Presence: the same names (and defaults) as the box's config, so both agree on "offline".
-    presence_online_s: float = 30.0
-    presence_stale_s: float = 120.0
-    clock_skew_max_s: float = 5.0
-    disk_warning_free_mb: float = 1024.0
-    disk_critical_free_mb: float = 256.0
-    auto_freeze_on_disk_critical: bool = True
-    auto_freeze_on_integrity_failure: bool = True
-    loop_lag_critical_s: float = 2.0
+    # Presence: the box's own settings, so the watchdog, the status and the console agree on "offline".
+    presence_online_s: float = DEFAULTS.presence_online_s
+    presence_stale_s: float = DEFAULTS.presence_stale_s
+    clock_skew_max_s: float = DEFAULTS.clock_skew_max_s
+    disk_warning_free_mb: float = DEFAULTS.disk_warning_free_mb
+    disk_critical_free_mb: float = DEFAULTS.disk_critical_free_mb
+    auto_freeze_on_disk_critical: bool = DEFAULTS.auto_freeze_on_disk_critical
+    loop_lag_critical_s: float = DEFAULTS.loop_lag_critical_s
     # The pairing-flood alert clears after this long without a pairing attempt refused box-wide.
-    pair_flood_calm_s: float = 60.0
+    pair_flood_calm_s: float = DEFAULTS.pair_flood_calm_s
     # A client address over its connection cap this long raises connection-flood:<address>.
-    connection_flood_alert_s: float = 30.0
-    # Check intervals.
-    presence_sweep_s: float = 5.0
-    disk_check_s: float = 30.0
-    quick_check_s: float = 600.0
-    loop_check_s: float = 5.0
-    pairing_check_s: float = 5.0
-    connection_check_s: float = 5.0
+    connection_flood_alert_s: float = DEFAULTS.connection_flood_alert_s
+    quick_check_s: float = DEFAULTS.quick_check_s
     # A check that cannot get its write started by then is skipped (logged), not queued forever.
-    write_timeout_s: float = 10.0
+    write_timeout_s: float = DEFAULTS.write_timeout_s
+    # Check intervals.
+    presence_sweep_s: float = PRESENCE_SWEEP_S
+    disk_check_s: float = DISK_CHECK_S
+    loop_check_s: float = LOOP_CHECK_S
+    pairing_check_s: float = PAIRING_CHECK_S
+    connection_check_s: float = CONNECTION_CHECK_S
 
     def __post_init__(self) -> None:
         if not 0 < self.presence_online_s < self.presence_stale_s:
@@ -92,15 +109,15 @@ class WatchdogSettings:
             raise ValueError(
                 "disk thresholds must satisfy 0 <= disk_critical_free_mb <= disk_warning_free_mb"
             )
-        intervals = ("presence_sweep_s", "disk_check_s", "quick_check_s", "loop_check_s", "pairing_check_s")
-        for name in (*intervals, "connection_check_s"):
+        for name in (*CHECK_INTERVALS, "quick_check_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
 
     @classmethod
     def from_config(cls, config: Any) -> WatchdogSettings:
         """Take every setting the config has, defaults for the rest (so config keys can come later)."""
-        return cls(**{f.name: getattr(config, f.name, f.default) for f in fields(cls)})
+        settings: dict[str, Any] = {f.name: getattr(config, f.name, f.default) for f in fields(cls)}
+        return cls(**settings)
 
 
 # -- presence -------------------------------------------------------------------------------------
@@ -274,7 +291,7 @@ def apply_integrity(
     if not problems:
         alerts.clear_alert(conn, INTEGRITY_FINGERPRINT, now)
         return True
-    if settings.auto_freeze_on_integrity_failure and not get_box(conn)["frozen"]:
+    if not get_box(conn)["frozen"]:
         freeze(conn, INTEGRITY_FREEZE_REASON, ACTOR, category="technical")
     shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
     alerts.raise_alert(

@@ -685,9 +685,9 @@ def report_latency(phases: list[LoadPhase], loop_name: str) -> None:
             f"{loadgen.pct(b.hb_latencies, 0.99) / loadgen.pct(a.hb_latencies, 0.99):.1f}x"
         )
     for ph in phases:
-        for label, errors in (("heartbeat", ph.hb_errors), ("sheet", ph.sheet_errors)):
-            if errors:
-                detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())
+        for label, counted in (("heartbeat", ph.hb_errors), ("sheet", ph.sheet_errors)):
+            if counted:
+                detail = ", ".join(f"{k}: {v}" for k, v in counted.most_common())
                 print(f"   {label} errors in {ph.name}: {detail}")
         if ph.cancelled:
             print(f"   {ph.cancelled} tasks of {ph.name} were cancelled by the watchdog")

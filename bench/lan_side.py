@@ -73,7 +73,6 @@ import importlib.metadata
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -135,7 +134,7 @@ def without_client_guard(app: Any) -> Any:
 
 
 def layer_names(app: Any) -> str:
-    names = []
+    names: list[str] = []
     layer = app
     while layer is not None and len(names) < 10:
         names.append(type(layer).__name__)
@@ -162,27 +161,12 @@ def lan_options(variant: Variant, config: Any, data_dir: Path) -> dict[str, Any]
     return options
 
 
-def _bind(port: int) -> socket.socket:
-    # As appliance/daemon.py's _bind: IPPROTO_TCP, so accepted connections get TCP_NODELAY.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(server_choice.BACKLOG)
-    return sock
-
-
 async def _serve(variant: Variant, data_dir: Path, port: int) -> None:
-    import uvicorn
-
     from appliance.box import get_box
     from appliance.config import load_config
     from appliance.storage.db import Store
+    from appliance.web.server import EmbeddedServer, bind, server_config
     from edge_api.app import create_app
-
-    class Embedded(uvicorn.Server):  # as appliance/daemon.py's _EmbeddedServer
-        @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def]
-            yield
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -197,10 +181,8 @@ async def _serve(variant: Variant, data_dir: Path, port: int) -> None:
     protocol = options["http"] if isinstance(options["http"], str) else options["http"].__name__
     tls_file = Path(options["ssl_certfile"]).name if "ssl_certfile" in options else "off"
     print(f"{SERVED_PREFIX}{layer_names(app)}; http={protocol}; tls={tls_file}", flush=True)
-    sock = _bind(port)
-    from appliance.daemon import server_config
-
-    server = Embedded(server_config(app, **options))
+    sock = bind("127.0.0.1", port)  # as the daemon's listeners
+    server = EmbeddedServer(server_config(app, **options))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -214,7 +214,8 @@ def run(args: Any, workdir: Path) -> int:
                 f"({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
-        command_total, command_failures = 0, []
+        command_total = 0
+        command_failures: list[str] = []
         if args.commands:
             with LazyFS(workdir / "fs-commands", binary) as fs:
                 command_total, command_failures = command_cuts(fs, workdir, args.seed)

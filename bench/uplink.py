@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import io
 import itertools
 import json
@@ -187,7 +188,7 @@ class TimedStore:
 
 STORE_CALLS = {  # the worker's store calls, by (read/write, function), as the report names them
     ("read", "UplinkWorker.step.<locals>.<lambda>"): "state read",
-    ("write", "UplinkWorker.step.<locals>.<lambda>"): "open_batch write",
+    ("write", "UplinkWorker._batch_to_send.<locals>.start"): "batch open write",
     ("write", "UplinkWorker._apply.<locals>.done"): "ack write",
     ("write", "UplinkWorker._housekeeping.<locals>.check"): "housekeeping write",
 }
@@ -406,8 +407,8 @@ async def baseline(batches: list[tuple[str, bytes]], db_path: Path, box_id: str)
         for key, digest, records in decoded:
             batch = receiver_store.check_batch(records)
             outcome = await store.write(
-                lambda conn, key=key, digest=digest, batch=batch: receiver_store.store_batch(
-                    conn, box_id, key, digest, batch
+                functools.partial(
+                    receiver_store.store_batch, box_id=box_id, key=key, digest=digest, batch=batch
                 ),
                 weight=max(1, len(batch.rows)),
             )
@@ -443,7 +444,7 @@ class ThreadProfiles:
 
     def __exit__(self, *exc: object) -> None:
         self._main.disable()
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
 
     def report(self, top: int) -> str:
         """Call after the profiled threads have ended (the store closed)."""

@@ -23,7 +23,7 @@ from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("venuebox.api")
 
@@ -132,6 +132,8 @@ class _Gatekeeper(asyncio.Protocol):
         self.handshake_timeout_s = handshake_timeout_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server hands every accepted connection a full Transport.
+        transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if peer else "unknown"
         if not self.gate.admit(address):
@@ -144,9 +146,10 @@ class _Gatekeeper(asyncio.Protocol):
                 asyncio.get_running_loop(),
                 app,
                 self.sslcontext,
-                None,
+                # typeshed wants a Future waiter and an int timeout; CPython takes None and a float.
+                None,  # type: ignore[arg-type]
                 server_side=True,
-                ssl_handshake_timeout=self.handshake_timeout_s,
+                ssl_handshake_timeout=self.handshake_timeout_s,  # type: ignore[arg-type]
             )
         inner_lost = inner.connection_lost
         gate = self.gate
@@ -155,7 +158,7 @@ class _Gatekeeper(asyncio.Protocol):
             gate.release(address)
             inner_lost(exc)
 
-        inner.connection_lost = connection_lost  # type: ignore[method-assign]
+        inner.connection_lost = connection_lost  # type: ignore[method-assign]  # wraps this one instance's hook
         transport.set_protocol(inner)
         inner.connection_made(transport)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from litestar import Litestar, Request
@@ -17,6 +18,7 @@ from appliance.devices import EXPIRED, Device, authenticate
 from appliance.errors import NotAuthenticated
 from appliance.export import ExportJob
 from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.netloc import http_url
 from appliance.storage.db import Store
 from appliance.watermark import ledger_mark
 from edge_api.limits import PairingFloodGuard, TokenBuckets
@@ -52,10 +54,9 @@ class SheetIntake:
             while self._pending:
                 taken, self._pending = self._pending, []
                 items = [(device, sheet) for device, sheet, _ in taken]
+                outcomes: Sequence[SheetReceipt | Exception]
                 try:
-                    outcomes = await self._ctx.write(
-                        lambda conn, items=items: submit_sheets(conn, items), len(items)
-                    )
+                    outcomes = await self._ctx.write(partial(submit_sheets, items=items), len(items))
                 except Exception as exc:
                     outcomes = [exc] * len(taken)
                 for (_, _, future), outcome in zip(taken, outcomes, strict=True):
@@ -153,7 +154,7 @@ def configured_tablet_url(config: Config) -> str:
     """The tablet API's URL from the config alone (a wildcard host answers on loopback too)."""
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
     scheme = "https" if config.tls else "http"
-    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{config.port}"
+    return http_url(scheme, host, config.port)
 
 
 def _context(asgi_app: Any) -> ApiContext:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.types import ExceptionHandler
 
 from appliance import errors as domain
 from appliance.export import ExportBusy, ExportRefused
@@ -58,7 +60,7 @@ DESCRIPTIONS: dict[str, str] = {slug: title for (_, slug, title) in _DOMAIN.valu
 
 def problem_for(
     exc: domain.DomainError, request_id: str, retry_after: int | None = None
-) -> tuple[Problem, dict]:
+) -> tuple[Problem, dict[str, str]]:
     """The problem body and extra headers for a domain error (also used per item in batches)."""
     status, slug, title = _lookup(exc)
     problem = Problem(
@@ -91,7 +93,7 @@ def _lookup(exc: domain.DomainError) -> tuple[int, str, str]:
     return 400, "http-error", "The request could not be handled"
 
 
-def problem_response(problem: Problem, headers: dict | None = None) -> Response:
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(
         content=msgspec.json.encode(problem),
         status_code=problem.status,
@@ -100,12 +102,12 @@ def problem_response(problem: Problem, headers: dict | None = None) -> Response:
     )
 
 
-def make_exception_handlers(retry_after_s: int) -> dict:
-    def on_domain(request: Request, exc: domain.DomainError) -> Response:
+def make_exception_handlers(retry_after_s: int) -> dict[int | type[Exception], ExceptionHandler[Any]]:
+    def on_domain(request: Request[Any, Any, Any], exc: domain.DomainError) -> Response[bytes]:
         problem, headers = problem_for(exc, request_id_of(request.scope), retry_after_s)
         return problem_response(problem, headers)
 
-    def on_http(request: Request, exc: HTTPException) -> Response:
+    def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
         status = exc.status_code
         slug = {
             404: "not-found",
@@ -137,7 +139,7 @@ def make_exception_handlers(retry_after_s: int) -> dict:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="venuebox"')
         return problem_response(problem, headers)
 
-    def on_unexpected(request: Request, exc: Exception) -> Response:
+    def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         rid = request_id_of(request.scope)
         # The traceback goes to the log with the request id; the client sees no internals.
         log.exception("unhandled error", extra={"request_id": rid})

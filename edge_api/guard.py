@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
@@ -32,7 +33,13 @@ log = logging.getLogger("venuebox.api")
 
 
 async def _send_problem(
-    send: Any, scope: dict[str, Any], status: int, slug: str, title: str, detail: str, headers: dict[str, str]
+    send: Any,
+    scope: MutableMapping[str, Any],
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str],
 ) -> None:
     problem = Problem(
         type=PROBLEM_BASE + slug, title=title, status=status, detail=detail, request_id=request_id_of(scope)
@@ -54,7 +61,7 @@ class ClientGuard:
         self.body_timeout_s = config.body_timeout_s
         self.addresses = TokenBuckets(config.address_rate_per_s, config.address_burst)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -88,7 +95,7 @@ class ClientGuard:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any, send: Any) -> bytes | None:
+    async def _read_body(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> bytes | None:
         """The whole body within the deadline and the size limit; None when refused (answered)."""
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -118,7 +125,7 @@ class ClientGuard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, scope: dict[str, Any], send: Any) -> None:
+    async def _too_large(self, scope: MutableMapping[str, Any], send: Any) -> None:
         detail = f"the box accepts request bodies up to {self.max_body_bytes} bytes"
         title = "The request body is larger than the box accepts"
         await _send_problem(send, scope, 413, "payload-too-large", title, detail, {"Connection": "close"})

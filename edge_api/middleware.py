@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import Any, cast
 
 REQUEST_ID_KEY = "venuebox.request_id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def request_id_of(scope: dict[str, Any]) -> str:
-    rid = scope.get(REQUEST_ID_KEY)
+def request_id_of(scope: Mapping[str, Any]) -> str:
+    """The request's id, made now if the middleware did not run (an error before it)."""
+    # Litestar types a scope as a TypedDict (no key of ours); at run time it is the server's dict.
+    fields = cast("dict[str, Any]", scope)
+    rid = fields.get(REQUEST_ID_KEY)
     if rid is None:
-        rid = scope[REQUEST_ID_KEY] = uuid.uuid4().hex
+        rid = fields[REQUEST_ID_KEY] = uuid.uuid4().hex
     return rid
 
 
@@ -23,7 +27,7 @@ class RequestIdMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

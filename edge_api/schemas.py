@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
-from appliance.box import FreezeCategory
+from appliance.box import FREEZE_REASON_MAX_CHARS, FreezeCategory
+from appliance.config import MAX_COMMENT_CHARS
 from appliance.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 # Text a tablet sends that the console and the CLI print later: no control or bidi characters.
 DeviceName = Annotated[str, Meta(min_length=1, max_length=200, pattern=ONE_LINE_PATTERN)]
 EntryId = Annotated[str, Meta(min_length=1, max_length=100)]
-Comment = Annotated[str, Meta(max_length=2000, pattern=FREE_TEXT_PATTERN)]
+# The ceiling of every box; a box's comment_max_chars may set a lower one (tablet/controllers.py).
+Comment = Annotated[str, Meta(max_length=MAX_COMMENT_CHARS, pattern=FREE_TEXT_PATTERN)]
 Rfc3339 = Annotated[
     str,
     # No minimum length: a time without its offset gets check_time's words, not a length rule.
@@ -213,16 +215,13 @@ class EventOut(msgspec.Struct, kw_only=True):
 
 
 class FreezeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    reason: Annotated[str, Meta(min_length=1, max_length=FREEZE_REASON_MAX_CHARS)]
     category: FreezeCategory = "other"
 
 
 class PairingCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     judge_id: ShortText
     ttl_s: Annotated[int, Meta(ge=10, le=7 * 24 * 3600)] | None = None
-
-
-AnyJson = dict[str, Any]
 
 
 class UplinkRetryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

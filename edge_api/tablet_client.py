@@ -40,13 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
 import json
 import logging
-import math
-import os
-import random
 import sqlite3
 import ssl
 import time
@@ -59,6 +55,10 @@ from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+
+from appliance.netloc import http_url
+from appliance.secrets_files import atomic_write
+from appliance.web.retry import Backoff, retry_after_s
 
 log = logging.getLogger("venuebox.tablet")
 SERVICE_TYPE = "_venuebox._tcp.local."
@@ -182,10 +182,7 @@ class BoxAddress:
         """``http(s)://<address>:<port>``, preferring an IPv4 address (no API path)."""
         scheme = "https" if self.tls else "http"
         ordered = sorted(self.addresses, key=lambda a: ":" in a)
-        host = ordered[0] if ordered else self.host.rstrip(".")
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
+        return http_url(scheme, ordered[0] if ordered else self.host.rstrip("."), self.port)
 
 
 def discover(
@@ -395,7 +392,8 @@ class SheetQueue:
     ) -> list[QueuedSheet]:
         """Queued sheets in the order they were queued; with ``judge_id``/``event_id``, only those
         queued under that pairing (a sheet must never be sent as another judge)."""
-        sql, args = "SELECT * FROM sheets WHERE state = 'queued'", []
+        sql = "SELECT * FROM sheets WHERE state = 'queued'"
+        args: list[str | int] = []
         if judge_id is not None:
             sql += " AND (judge_id IS NULL OR judge_id = ?)"
             args.append(judge_id)
@@ -533,26 +531,6 @@ def _canonical(value: Any) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-# ---------------------------------------------------------------------------------------------
-# Backoff
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter: the n-th consecutive failure (0-based) waits a uniform
-    random time in ``[0, min(cap_s, base_s * 2**n)]``."""
-
-    base_s: float = 1.0
-    cap_s: float = 60.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def ceiling(self, failures: int) -> float:
-        return min(self.cap_s, self.base_s * 2.0 ** min(failures, 62))
-
-    def delay(self, failures: int) -> float:
-        return self.rng.uniform(0.0, self.ceiling(failures))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -864,7 +842,7 @@ class TabletClient:
         if response.status_code in (400, 404, 405, 413, 422):
             # The batch call itself was refused (too big, an older box...): each sheet deserves its
             # own verdict, so send them one by one, stopping at the first one that must wait.
-            answers: list[_Answer] = []
+            answers = []
             for queued in chunk:
                 if answers and _must_wait(answers[-1]):
                     answers.append(_Answer(None, sent=False))
@@ -932,8 +910,8 @@ class TabletClient:
             result.blocked = "frozen"
         else:
             # Full jitter, but never sooner than the box asked for.
-            wait = max(self.backoff.delay(self.failures), retry_after)
             self.failures += 1
+            wait = max(self.backoff.delay(self.failures), retry_after)
             result.blocked = "unreachable" if statuses <= {None} else "retry"
             # No answer at all: the wait ends when the box answers again (`_box_answered`). An answer
             # (5xx, 429, 408) keeps its backoff and Retry-After whatever a heartbeat says.
@@ -1173,7 +1151,7 @@ def _answer_of(response: httpx.Response) -> _Answer:
         body = response.json()
         ledger = body.pop("ledger", None) if isinstance(body, dict) else None
         return _Answer(response.status_code, receipt=body, ledger=_mark(ledger))
-    return _Answer(response.status_code, problem=_problem(response), retry_after_s=_retry_after(response))
+    return _Answer(response.status_code, problem=_problem(response), retry_after_s=retry_after_s(response))
 
 
 def _mark(value: Any) -> dict[str, Any] | None:
@@ -1193,7 +1171,7 @@ def _error_for(response: httpx.Response, refused: type[BoxError] = BoxError) -> 
     if status == 401:
         return NeedsPairing(_detail(problem) or "the box does not accept this tablet's token: pair again")
     cls = {403: refused, 429: RateLimited}.get(status, BoxError)
-    return cls(status, problem, _retry_after(response))
+    return cls(status, problem, retry_after_s(response))
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
@@ -1210,31 +1188,9 @@ def _detail(problem: dict[str, Any] | None) -> str | None:
     return str(problem["detail"]) if problem and problem.get("detail") else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def _write_private(path: Path, text: str) -> None:
     """Write atomically, readable by this user only (the pairing holds the judge's token)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"), 0o600)
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ def prepare_demo(config: Config, code_ttl_s: int = 3600) -> list[dict[str, Any]]
         judges = store.query(_judge_ids)
         pairing_key = keys.pairing_key(config)
         return [
-            store.write_sync(lambda conn, j=j: create_code(conn, j, code_ttl_s, "demo", key=pairing_key))
+            store.write_sync(
+                partial(create_code, judge_id=j, ttl_s=code_ttl_s, actor="demo", key=pairing_key)
+            )
             for j in judges
         ]
 

@@ -27,6 +27,7 @@ import sqlite3
 import unicodedata
 import zipfile
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -249,8 +250,8 @@ def _read_zip(path: Path, problems: _Problems) -> dict[str, bytes]:
                     prefix = tops.pop() + "/"
             files = {}
             for name in PACKAGE_FILES:
-                info = members.get(prefix + name)
-                if info is None:
+                packed = members.get(prefix + name)
+                if packed is None:
                     problems.add(
                         name,
                         1,
@@ -258,7 +259,7 @@ def _read_zip(path: Path, problems: _Problems) -> dict[str, bytes]:
                         f"{', '.join(PACKAGE_FILES)}, at the zip's root or in one folder)",
                     )
                     continue
-                with archive.open(info) as member:
+                with archive.open(packed) as member:
                     data = member.read(MAX_FILE_BYTES + 1)
                 if len(data) > MAX_FILE_BYTES:
                     problems.add(name, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MB")
@@ -298,6 +299,10 @@ class _Event:
     personal_columns: list[tuple[str, int]] = field(default_factory=list)  # (column, line in event.json)
 
 
+# json.decoder's string scanner (C-accelerated) is there at run time but missing from typeshed.
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
 class _JsonLines:
     """Line numbers of the keys and items of a JSON document, by path (``("criteria", 0, "min")``),
     so a problem can point at the line to fix. Also notes keys that appear twice in an object."""
@@ -311,7 +316,7 @@ class _JsonLines:
         self.lines: dict[tuple[Any, ...], int] = {}
         self.duplicates: list[tuple[int, tuple[Any, ...]]] = []
         # The document already parsed with json.loads; a locator hiccup only costs precise lines.
-        with contextlib.suppress(IndexError, ValueError, AttributeError):
+        with contextlib.suppress(IndexError, ValueError):
             self._value(0, ())
 
     def line(self, path: tuple[Any, ...]) -> int:
@@ -326,7 +331,13 @@ class _JsonLines:
         return bisect_right(self._starts, pos)
 
     def _skip(self, pos: int) -> int:
-        return self._WS.match(self.text, pos).end()
+        return self._end_of(self._WS, pos)
+
+    def _end_of(self, token: re.Pattern[str], pos: int) -> int:
+        found = token.match(self.text, pos)
+        if found is None:
+            raise ValueError(f"no JSON token at {pos}")  # a locator hiccup (see __init__)
+        return found.end()
 
     def _value(self, pos: int, path: tuple[Any, ...]) -> int:
         pos = self._skip(pos)
@@ -338,7 +349,7 @@ class _JsonLines:
                 return pos + 1
             while True:
                 pos = self._skip(pos)
-                key, end = json.decoder.scanstring(self.text, pos + 1)
+                key, end = _scanstring(self.text, pos + 1)
                 child = (*path, key)
                 if key in seen:
                     self.duplicates.append((self._line_at(pos), child))
@@ -363,8 +374,8 @@ class _JsonLines:
                     return pos + 1
                 pos += 1
         if char == '"':
-            return json.decoder.scanstring(self.text, pos + 1)[1]
-        return self._SCALAR.match(self.text, pos).end()
+            return _scanstring(self.text, pos + 1)[1]
+        return self._end_of(self._SCALAR, pos)
 
 
 def _reject_constant(name: str) -> Any:
@@ -547,7 +558,7 @@ def _parse_criteria(document: dict[str, Any], problem: _JsonProblems) -> list[Cr
                 f"{what}: step {_num(step)} does not divide the range "
                 f"{_num(low)}..{_num(high)} (max - min must be a whole number of steps)",
             )
-        elif valid:
+        elif valid and key is not None:
             extra = {k: v for k, v in item.items() if k not in CRITERION_KEYS}
             criteria.append(Criterion(key, label or key, low, high, step, extra))
     return criteria
@@ -590,7 +601,7 @@ def _parse_sessions(
             except ValueError as exc:
                 problem((*path, "starts_at"), f"{what}: starts_at {starts_at!r} {exc}")
                 valid = False
-        if valid and name:
+        if valid and session_id is not None and name:
             extra = {k: v for k, v in item.items() if k not in SESSION_KEYS}
             sessions.append(Session(session_id, name, stage, starts_at, extra))
     return sessions, set(first_line) or None

@@ -57,7 +57,9 @@ def store_sheets(config: Config, count: int, judges: tuple[str, ...] = ("J2", "J
             heads[pair] = sheet_id
         outcomes = store.write_sync(lambda conn: submit_sheets(conn, items), timeout=120)
         assert all(isinstance(o, SheetReceipt) and o.status == 201 for o in outcomes), outcomes[:3]
-        return outcomes[-1].body["seq"]
+        last = outcomes[-1]
+        assert isinstance(last, SheetReceipt)
+        return last.body["seq"]
 
 
 def leaf_pages(db: Path, table: str) -> list[int]:

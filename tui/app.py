@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -224,7 +225,7 @@ class ConsoleApp(App[None]):
             await self.client.uplink_sync()
         except AdminError as exc:
             # 409 "not configured" is advice, not a failure of the console.
-            severity = "warning" if exc.status == 409 else "error"
+            severity: SeverityLevel = "warning" if exc.status == 409 else "error"
             self.notify(exc.detail or exc.title, title=exc.title, severity=severity, timeout=10, markup=False)
             return
         except Unreachable as exc:
@@ -317,7 +318,8 @@ class ConsoleApp(App[None]):
 
     def _goto(self, mode: str) -> Any:
         def go() -> None:
-            self.run_worker(self.switch_mode(mode))
+            switching: Awaitable[None] = self.switch_mode(mode)
+            self.run_worker(switching)
 
         return go
 

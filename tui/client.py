@@ -19,14 +19,13 @@ from urllib.parse import quote
 
 import httpx
 
-from appliance.config import Config
+from appliance.config import RUNTIME_FILE, Config
+from appliance.netloc import host_port
 from appliance.secrets_files import InsecureSecretFile, read_secret
 
-RUNTIME_FILE = "daemon.json"  # written by appliance.daemon; the name is part of the data dir layout
 # Loopback calls: a healthy daemon answers in milliseconds. A short read timeout keeps the
 # "unreachable" banner honest when the daemon hangs instead of refusing.
 TIMEOUT = httpx.Timeout(connect=1.0, read=4.0, write=2.0, pool=1.0)
-FREEZE_CATEGORIES = ("dispute", "anomaly", "tabulation", "technical", "other")
 
 
 class Unreachable(Exception):
@@ -227,8 +226,7 @@ def _seg(value: str) -> str:
 def _host_port(url: str) -> str:
     """'127.0.0.1:8081' of 'http://127.0.0.1:8081': where the daemon listened, as a tech says it."""
     parsed = httpx.URL(url)
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    return f"{host}:{parsed.port}" if parsed.port else host
+    return host_port(parsed.host, parsed.port)
 
 
 def _alive(pid: int | None) -> bool:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.text import Text
 
+from appliance.config import DEFAULTS
 from appliance.times import parse_rfc3339
 
 PRESENCE = {
@@ -126,7 +127,9 @@ def battery(level: int | None) -> Text:
 def skew(seconds: float | None) -> Text:
     if seconds is None:
         return Text("-", style="dim")
-    style = "bold red" if abs(seconds) >= 60 else "yellow" if abs(seconds) >= 5 else ""
+    # Yellow from the clock-skew alert's threshold (its default: the console reads no box settings).
+    flagged = abs(seconds) >= DEFAULTS.clock_skew_max_s
+    style = "bold red" if abs(seconds) >= 60 else "yellow" if flagged else ""
     if abs(seconds) < 0.05:
         return Text("0.0 s")  # not "-0.0 s": a few milliseconds of network delay is no skew
     return Text(f"{seconds:+.1f} s", style=style)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+from tui.client import AdminClient
 
 
 @dataclass(frozen=True)
@@ -15,3 +19,10 @@ class Link:
     since: datetime
     error: str | None = None
     not_running: bool = False
+
+
+class ConsoleHost(Protocol):
+    """What screens use of the console App (tui/app.py), so they are typed without importing it."""
+
+    client: AdminClient
+    now: Callable[[], datetime]  # the console's own clock

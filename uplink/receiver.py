@@ -22,13 +22,11 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import uvicorn
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
@@ -37,7 +35,10 @@ from prometheus_client import Counter
 from appliance import __version__
 from appliance.errors import DomainError, NotFound
 from appliance.logs import LogContextMiddleware
+from appliance.netloc import http_url
+from appliance.secrets_files import atomic_write
 from appliance.storage.db import Store
+from appliance.web.server import EmbeddedServer, bind, server_config
 from edge_api.body import decode
 from edge_api.errors import DESCRIPTIONS, PROBLEM_BASE, make_exception_handlers, problem_response
 from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
@@ -154,7 +155,7 @@ async def health() -> Response[Any]:
     return json_response({"status": "ok", "service": "venuebox-receiver", "version": __version__})
 
 
-def _authenticate(request: Request, box_id: str) -> BoxTokens:
+def _authenticate(request: Request[Any, Any, Any], box_id: str) -> BoxTokens:
     tokens: BoxTokens = request.app.state.tokens
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -166,7 +167,7 @@ def _authenticate(request: Request, box_id: str) -> BoxTokens:
 
 
 @post("/v1/boxes/{box_id:str}/records", status_code=200)
-async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]:
+async def post_records(request: Request[Any, Any, Any], box_id: FromPath[str]) -> Response[Any]:
     """A batch of outbox records: each good one stored once and acked, bad ones rejected."""
     tokens = _authenticate(request, box_id)
     store: Store = request.app.state.store
@@ -219,7 +220,7 @@ async def post_records(request: Request, box_id: FromPath[str]) -> Response[Any]
 
 @get("/v1/boxes/{box_id:str}/records")
 async def get_records(
-    request: Request,
+    request: Request[Any, Any, Any],
     box_id: FromPath[str],
     after: Annotated[int, QueryParameter(ge=0)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
@@ -232,7 +233,7 @@ async def get_records(
 
 @get("/v1/boxes/{box_id:str}/ledger")
 async def get_ledger(
-    request: Request,
+    request: Request[Any, Any, Any],
     box_id: FromPath[str],
     after: Annotated[int, QueryParameter(ge=0)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
@@ -247,7 +248,7 @@ async def get_ledger(
 
 @get("/v1/boxes/{box_id:str}/chains/{chain:str}")
 async def get_chain(
-    request: Request,
+    request: Request[Any, Any, Any],
     box_id: FromPath[str],
     chain: FromPath[str],
     after: Annotated[int, QueryParameter(ge=0)] = 0,
@@ -274,9 +275,9 @@ class ChainForkProblem(Problem, kw_only=True, omit_defaults=True):
     record_id: str | None = None
 
 
-def _on_receiver_problem(request: Request, exc: DomainError) -> Response:
+def _on_receiver_problem(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     status, slug, title = _PROBLEMS[type(exc)]
-    fields = {
+    fields: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
         "title": title,
         "status": status,
@@ -315,14 +316,6 @@ def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetric
     return RequestIdMiddleware(LogContextMiddleware(MetricsMiddleware(app, metrics, "receiver")))
 
 
-class _Server(uvicorn.Server):
-    """uvicorn re-raises a captured signal after shutdown; ``run_receiver`` stops cleanly instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
-        yield
-
-
 def run_receiver(
     data_dir: Path,
     host: str = "127.0.0.1",
@@ -345,25 +338,14 @@ async def _serve(
     on_ready: Callable[[str], None] | None,
     tls: tuple[Path, Path] | None,
 ) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on for accepted connections only when the
-    # listening socket says TCP, and without it a reply's body waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    scheme = "https" if tls else "http"
-    url = f"{scheme}://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    url = http_url("https" if tls else "http", bound_host, bound_port)
     runtime_path = data_dir / RUNTIME_FILE
     store = Store(data_dir / DB_FILE, schema=migrate, create=True)
-    server = _Server(
-        uvicorn.Config(
+    server = EmbeddedServer(
+        server_config(
             create_receiver_app(store, BoxTokens(data_dir)),
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )
@@ -378,9 +360,7 @@ async def _serve(
                 await task  # it could not start: its error propagates
                 return
             await asyncio.sleep(0.01)
-        tmp = runtime_path.with_name(RUNTIME_FILE + ".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url}))
-        os.replace(tmp, runtime_path)
+        atomic_write(runtime_path, json.dumps({"pid": os.getpid(), "url": url}).encode(), 0o600)
         log.info("receiving", extra={"url": url})
         if on_ready:
             on_ready(url)

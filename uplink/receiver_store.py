@@ -441,12 +441,12 @@ def _rows_to_store(conn: sqlite3.Connection, box_id: str, batch: Batch) -> list[
             rows.append(row)
             continue
         chain, seq, offered = position
-        there = places.get((chain, seq))
-        if there is None:
+        placed = places.get((chain, seq))
+        if placed is None:
             places[(chain, seq)] = (offered, False)
             rows.append(row)
-        elif there[0] != offered:
-            forks.append((row[0], chain, seq, there[0], there[1], offered))
+        elif placed[0] != offered:
+            forks.append((row[0], chain, seq, placed[0], placed[1], offered))
     if forks:
         stored = {
             r[0]

@@ -2,8 +2,9 @@
 
 It runs inside the daemon, on its event loop, one request at a time:
 
-1. ``open_batch`` (one write) picks the batch: the open one again (same id, same body), or the
-   oldest pending records bounded by count and bytes under a new id, and marks the state "sending".
+1. Pick the batch: the open one again (``outbox.resume_batch``: same id, same body), or the oldest
+   pending records bounded by count and bytes under a new id (``outbox.prepare_batch`` on a read
+   snapshot), opened with the state "sending" in one small write (``outbox.assign_batch``).
 2. POST it (``uplink/protocol.py``): bearer token, HMAC signature with a fresh timestamp,
    ``Idempotency-Key`` = the batch id; connect, read and total timeouts.
 3. Apply the answer (one write): acked records leave the send queue, rejected ones go to
@@ -45,7 +46,7 @@ import httpx
 import msgspec
 
 from appliance import __version__, outbox
-from appliance.config import Config
+from appliance.config import DEFAULTS, Config
 from appliance.errors import BadUplinkTarget
 from appliance.outbox import Batch
 from appliance.secrets_files import InsecureSecretFile
@@ -63,11 +64,11 @@ from appliance.uplink_state import (
     shown_url,
     update_state,
 )
+from appliance.web.retry import full_jitter, retry_after_s
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, RecordsAck, signature
 
 log = logging.getLogger("venuebox.uplink")
 
-RETRY_AFTER_MAX_S = 3600.0  # a receiver's Retry-After is honoured up to an hour
 ALERT_CHECK_S = 10.0
 PRUNE_EVERY_S = 60.0
 _PROBLEM_TEXT_MAX = 300
@@ -82,40 +83,22 @@ BAD_ANSWER_TRIES = 3
 
 @dataclass(frozen=True, kw_only=True)
 class UplinkSettings:
-    batch_max_records: int = 1000
-    batch_max_bytes: int = 4_000_000
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    total_timeout_s: float = 60.0
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 300.0
-    breaker_failures: int = 5
-    poll_s: float = 1.0
-    retention_h: float = 72.0
+    """The box's ``uplink_*`` settings without their prefix (``appliance/config.py``, its defaults)."""
+
+    batch_max_records: int = DEFAULTS.uplink_batch_max_records
+    batch_max_bytes: int = DEFAULTS.uplink_batch_max_bytes
+    connect_timeout_s: float = DEFAULTS.uplink_connect_timeout_s
+    read_timeout_s: float = DEFAULTS.uplink_read_timeout_s
+    total_timeout_s: float = DEFAULTS.uplink_total_timeout_s
+    backoff_base_s: float = DEFAULTS.uplink_backoff_base_s
+    backoff_cap_s: float = DEFAULTS.uplink_backoff_cap_s
+    breaker_failures: int = DEFAULTS.uplink_breaker_failures
+    poll_s: float = DEFAULTS.uplink_poll_s
+    retention_h: float = DEFAULTS.uplink_retention_h
 
     @classmethod
     def from_config(cls, config: Config) -> UplinkSettings:
-        return cls(
-            **{name: getattr(config, "uplink_" + name) for name in cls.__dataclass_fields__}  # type: ignore[arg-type]
-        )
-
-
-def full_jitter(base_s: float, cap_s: float, failures: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(failures-1))]."""
-    ceiling = min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 62))
-    return rng.uniform(0, ceiling)
-
-
-def retry_after_s(response: httpx.Response, now: float) -> float | None:
-    """A ``Retry-After`` header as seconds (delta-seconds or an HTTP date), None when absent."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return min(float(value), RETRY_AFTER_MAX_S)
-    with contextlib.suppress(TypeError, ValueError):
-        return min(max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now), RETRY_AFTER_MAX_S)
-    return None
+        return cls(**{name: getattr(config, "uplink_" + name) for name in cls.__dataclass_fields__})
 
 
 # -- what an answer means ------------------------------------------------------------------------
@@ -488,7 +471,7 @@ class UplinkWorker:
                     delay = await self._record_unexpected(exc)
                 if delay > 0:
                     # Never longer than a poll: a sync asked from another process (the CLI) is a
-                    # database row, seen at the next turn.
+                    # database row, seen at the next turn; records queued there, too.
                     await self._sleep(min(delay, self.settings.poll_s))
         finally:
             await self.aclose()
@@ -498,7 +481,8 @@ class UplinkWorker:
         self._wake.set()
 
     def wake(self) -> None:
-        """Look again now (a sync was requested in this process, or new records were queued)."""
+        """Look again now: a sync was requested in this process, or records were queued in it (the
+        daemon calls it on the store's ``outbox.QUEUED`` notice)."""
         self._wake.set()
 
     async def aclose(self) -> None:
@@ -507,9 +491,11 @@ class UplinkWorker:
             self._client = None
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        # Cleared after the wait, not before it: a wake that came during the turn just ended (a
+        # sheet stored while a batch was in flight) ends this wait at once instead of being lost.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
 
     # -- one turn
 

@@ -14,6 +14,10 @@ Concurrency model
 * **Readers never block the writer**: WAL mode, each reading thread has its own connection.
   ``query`` runs a short indexed lookup on the caller's thread; ``read`` runs longer reads on a small
   thread pool so the event loop keeps serving.
+* **Notices on commit** (SQL's NOTIFY, in one process): a job calls ``notify(conn, channel)`` and,
+  once its group commits, the store calls whoever ``listen``s on that channel (on the writer
+  thread, so a listener only hands the news on). The outbox notifies when it queues records, and
+  the daemon's uplink worker listens, so it sends them at once instead of at its next poll.
 * Durability: ``journal_mode=WAL`` with ``synchronous=FULL``: a committed transaction survives a
   power cut.
 * **A damaged file** (a bad sector, an SD card going bad) is this module's to recognise
@@ -48,6 +52,17 @@ T = TypeVar("T")
 GROUP_WEIGHT = 600
 BUSY_TIMEOUT_MS = 5000
 _STOP = object()
+# The channels the transaction open on each Store's writer connection has notified (``notify``).
+_notices: dict[int, set[str]] = {}
+
+
+def notify(conn: sqlite3.Connection, channel: str) -> None:
+    """Tell the store's listeners on ``channel`` (``Store.listen``) once the caller's transaction
+    commits; nothing when it rolls back. A no-op on a connection that is not a Store's writer (other
+    processes learn of the change by reading)."""
+    channels = _notices.get(id(conn))
+    if channels is not None:
+        channels.add(channel)
 
 
 # The power-cut harness's self-check (tests/powercut.py) runs the box with synchronous=NORMAL to show
@@ -231,6 +246,7 @@ class Store:
         self.damaged: DatabaseDamaged | None = None
         self._damage_lock = threading.Lock()
         self._damage_listeners: list[Callable[[DatabaseDamaged], Any]] = []
+        self._listeners: dict[str, list[Callable[[], Any]]] = {}
         # Upgrade the schema before anyone reads or writes.
         try:
             create_database(self.path, schema)
@@ -281,8 +297,14 @@ class Store:
     ) -> T:
         return self.submit(fn, damaged_ok=damaged_ok).result(timeout)
 
+    def listen(self, channel: str, listener: Callable[[], Any]) -> None:
+        """Call ``listener()`` after each commit whose jobs ``notify``-ed ``channel``. It runs on the
+        writer thread: it must only hand the news on (e.g. ``loop.call_soon_threadsafe``)."""
+        self._listeners.setdefault(channel, []).append(listener)
+
     def _write_loop(self) -> None:
         conn = connect(self.path)
+        _notices[id(conn)] = set()
         try:
             while True:
                 first = self._queue.get()
@@ -302,6 +324,7 @@ class Store:
                     weight += nxt.weight
                 self._run_group(conn, group)
         finally:
+            _notices.pop(id(conn), None)
             conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
@@ -323,6 +346,8 @@ class Store:
         if not group:
             return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        notices = _notices[id(conn)]
+        notices.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -336,6 +361,7 @@ class Store:
         try:
             for job in group:
                 conn.execute("SAVEPOINT job")
+                notified = frozenset(notices)
                 try:
                     result = job.fn(conn)
                 except BaseException as exc:
@@ -346,6 +372,7 @@ class Store:
                         raise _GroupLost(exc) from exc
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    notices.intersection_update(notified)  # what it notified is rolled back too
                     outcomes.append((job, None, exc))
                 else:
                     conn.execute("RELEASE job")
@@ -359,11 +386,15 @@ class Store:
             why = f"the database could not store this ({cause}); nothing was stored, try again"
             self._fail(group, self._store_error(conn, cause, why))
             return
-        for job, result, exc in outcomes:
-            if exc is None:
+        for job, result, error in outcomes:
+            if error is None:
                 job.future.set_result(result)
             else:
-                job.future.set_exception(exc)
+                job.future.set_exception(error)
+        for channel in notices:
+            for listener in self._listeners.get(channel, ()):
+                with contextlib.suppress(Exception):  # a listener's failure is no write's failure
+                    listener()
 
     @staticmethod
     def _fail(group: list[_Job], error: BaseException) -> None:

@@ -28,7 +28,6 @@ from appliance import (
     devices,
     export,
     outbox,
-    participants,
     personal_fields,
     progress,
     status,
@@ -36,6 +35,7 @@ from appliance import (
 )
 from appliance.errors import DomainError, UplinkNotConfigured
 from appliance.keys import pairing_key
+from appliance.personal_fields import PARTICIPANTS
 from appliance.times import utcnow
 from appliance.tls import pairing_url
 from edge_api.body import decode
@@ -63,7 +63,7 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     ):
         raise PermissionDeniedException("the admin API only answers on this box (loopback)")
     header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _space, token = header.partition(" ")
     expected = connection.app.state.admin_token
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise NotAuthorizedException("admin token missing or wrong (it is in the data dir's admin.token)")
@@ -193,12 +193,17 @@ class AdminController(Controller):
     async def participants_masked(
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
-        """The entry's participants masked to initials (no access record: nothing personal shown)."""
+        """The entry's participants masked to initials (no access record: nothing personal shown).
+        The participants field of ``GET /entries/{entry_id}/personal``, kept at its documented path."""
         ctx = context_of(request)
         names = await data_key.read_with_key(
-            ctx.store, ctx.config.data_key_path, lambda conn, key: participants.masked(conn, key, entry_id)
+            ctx.store,
+            ctx.config.data_key_path,
+            lambda conn, key: personal_fields.mask(
+                PARTICIPANTS, personal_fields.value(conn, key, entry_id, PARTICIPANTS)
+            ),
         )
-        return _json({"entry_id": entry_id, "participants": names, "masked": True})
+        return _json({"entry_id": entry_id, "participants": names or [], "masked": True})
 
     @post(
         "/entries/{entry_id:str}/participants/reveal",
@@ -208,17 +213,20 @@ class AdminController(Controller):
     async def participants_reveal(
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
-        """The entry's participants in full; needs ``{"reason"}`` and writes one access record."""
+        """The entry's participants in full; needs ``{"reason"}`` and writes one access record. The
+        participants case of ``POST /entries/{entry_id}/personal/reveal``, kept at its documented path."""
         ctx = context_of(request)
         body = decode(await request.body(), RevealIn)
         rid = request_id_of(request.scope)
         names = await ctx.write(
             data_key.with_key(
                 ctx.config.data_key_path,
-                lambda conn, key: participants.reveal(conn, key, entry_id, "admin-api", body.reason, rid),
+                lambda conn, key: personal_fields.reveal(
+                    conn, key, entry_id, PARTICIPANTS, "admin-api", body.reason, rid
+                ),
             )
         )
-        return _json({"entry_id": entry_id, "participants": names, "masked": False})
+        return _json({"entry_id": entry_id, "participants": names or [], "masked": False})
 
     @get("/entries/{entry_id:str}/personal", responses=problems(401, 404, 503))
     async def personal_masked(
@@ -354,19 +362,26 @@ class AdminController(Controller):
         job.start(target)
         rid = request_id_of(request.scope)
 
+        def write(fn: Any) -> object:  # ctx.write, from the export's thread
+            return ctx.store.submit(fn, timeout=ctx.config.write_timeout_s).result()
+
         async def run() -> None:
             try:
-                result = await asyncio.to_thread(export.export_to, ctx.config, target, job.progress)
-            except DomainError as exc:
-                job.finish(None, exc.detail)
-                return
+                await asyncio.to_thread(
+                    export.export_and_audit,
+                    ctx.config,
+                    target,
+                    "admin-api",
+                    write,
+                    progress=job.progress,
+                    request_id=rid,
+                    exported=lambda result: job.finish(result, None),
+                )
             except Exception as exc:  # the job must end, whatever happened
-                job.finish(None, f"{type(exc).__name__}: {exc}")
-                return
-            job.finish(result, None)
-            detail: dict[str, Any] = {"name": result.path.name, "files": result.files}
-            detail["participants_file"] = result.personal_file
-            await ctx.write(lambda conn: audit.record(conn, "admin-api", "export.done", detail, rid))
+                if job.state == "done":
+                    raise  # exported and read back; only its audit record could not be written
+                why = exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+                job.finish(None, why)
 
         ctx.background[:] = [task for task in ctx.background if not task.done()]
         ctx.background.append(asyncio.ensure_future(run()))
@@ -374,24 +389,8 @@ class AdminController(Controller):
 
     @get("/verify", responses=problems(401))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        def run(conn: Any) -> dict[str, Any]:
-            reports = [chain.verify_chain(conn, table) for table in ("sheets", "audit_log")]
-            return {
-                "ok": all(r.ok for r in reports),
-                "chains": [
-                    {
-                        "table": r.table,
-                        "rows": r.rows,
-                        "ok": r.ok,
-                        "first_bad_seq": r.first_bad_seq,
-                        "problem": r.problem,
-                        "head_hash": r.head_hash,
-                    }
-                    for r in reports
-                ],
-            }
-
-        return _json(await context_of(request).store.read(run))
+        report = await context_of(request).store.read(chain.verify_chains)
+        return _json({"ok": report.ok, "chains": [r.view() for r in report.chains]})
 
 
 def _freeze_view(state: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from appliance import data_key
 from appliance import errors as domain
 from appliance.box import get_box
+from appliance.config import MAX_COMMENT_CHARS
 from appliance.devices import rotate_token
 from appliance.event import judge_event
 from appliance.keys import pairing_key
@@ -45,17 +46,21 @@ from edge_api.schemas import (
 from provisioning.pairing import redeem
 
 
-def parse_sheet(raw: bytes) -> SheetSubmission:
+def parse_sheet(raw: bytes, comment_max_chars: int = MAX_COMMENT_CHARS) -> SheetSubmission:
     """A sheet body -> SheetSubmission, or MalformedRequest / InvalidInput."""
     try:
         sheet = decode(raw, SheetIn)
     except domain.InvalidInput as exc:
         raise _name_the_value(raw, exc) from None
-    return to_submission(sheet)
+    return to_submission(sheet, comment_max_chars)
 
 
-def to_submission(sheet: SheetIn) -> SheetSubmission:
-    """A decoded sheet -> SheetSubmission, after the checks msgspec cannot express."""
+def to_submission(sheet: SheetIn, comment_max_chars: int = MAX_COMMENT_CHARS) -> SheetSubmission:
+    """A decoded sheet -> SheetSubmission, after the checks msgspec cannot express: the box's own
+    ``comment_max_chars`` (refused in the schema's words for its ceiling) and the time."""
+    if sheet.comment is not None and len(sheet.comment) > comment_max_chars:
+        message = f"must have at most {comment_max_chars} characters"
+        raise domain.InvalidInput(f"comment: {message}", [{"field": "comment", "message": message}])
     errors: list[dict[str, str]] = []
     check_time("submitted_at", sheet.submitted_at, errors)
     if errors:
@@ -195,9 +200,15 @@ class TabletController(Controller):
         # No copy anywhere: the body names the judge and holds their sheets, and participants' names
         # when the event lets tablets see them. The ETag still saves a tablet the download.
         headers = {"ETag": etag, "Cache-Control": NO_STORE.to_header()}
+        # The body goes out as encoded above (the ETag hashes these bytes); EventOut is its schema.
+        answer: Response[Any]
         if not_modified(request.headers.get("if-none-match", ""), etag):
-            return Response(content=b"", status_code=304, headers=headers)
-        return Response(content=content, status_code=200, media_type="application/json", headers=headers)
+            answer = Response(content=b"", status_code=304, headers=headers)
+        else:
+            answer = Response(
+                content=content, status_code=200, media_type="application/json", headers=headers
+            )
+        return answer
 
     @post(
         "/sheets",
@@ -213,7 +224,7 @@ class TabletController(Controller):
     async def submit(self, request: Request[Any, Any, Any]) -> Response[SheetAnswer]:
         ctx = context_of(request)
         device = ctx.device(request)
-        sheet = parse_sheet(await request.body())
+        sheet = parse_sheet(await request.body(), ctx.config.comment_max_chars)
         receipt = await ctx.sheets.submit(device, sheet)
         if receipt.status == 201 and ctx.metrics is not None:
             ctx.metrics.sheets_accepted.inc()
@@ -237,7 +248,7 @@ class TabletController(Controller):
                 [{"field": "sheets", "message": f"must have at most {limit} items"}],
             )
         rid = request_id_of(request.scope)
-        parsed, sheet_ids = _parse_batch(body, batch)
+        parsed, sheet_ids = _parse_batch(body, batch, ctx.config.comment_max_chars)
         outcomes = await ctx.write(lambda conn: submit_batch(conn, device, parsed), weight=len(parsed))
         if ctx.metrics is not None:
             ctx.metrics.sheets_accepted.inc(
@@ -291,7 +302,7 @@ class TabletController(Controller):
 
 
 def _parse_batch(
-    body: bytes, batch: BatchIn
+    body: bytes, batch: BatchIn, comment_max_chars: int
 ) -> tuple[list[SheetSubmission | domain.DomainError], list[str | None]]:
     """Each item as the single call would read it, plus its sheet_id for the answer. The usual
     case, every item well-formed, is decoded in one pass; otherwise item by item."""
@@ -303,7 +314,11 @@ def _parse_batch(
     sheet_ids: list[str | None] = []
     for index, raw in enumerate(batch.sheets):
         try:
-            sheet = to_submission(sheets[index]) if sheets is not None else parse_sheet(bytes(raw))
+            sheet = (
+                to_submission(sheets[index], comment_max_chars)
+                if sheets is not None
+                else parse_sheet(bytes(raw), comment_max_chars)
+            )
         except domain.DomainError as exc:
             parsed.append(exc)
             sheet_ids.append(_readable_sheet_id(bytes(raw)))

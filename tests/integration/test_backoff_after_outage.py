@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,8 +67,8 @@ def sheets_on(box: RunningBox) -> int:
         return admin.get("/admin/v1/status").raise_for_status().json()["sheets"]["total"]
 
 
-def values_for(event: dict[str, object]) -> dict[str, float]:
-    return {c["key"]: c["min"] + c["step"] * 3 for c in event["criteria"]}  # type: ignore[index, union-attr]
+def values_for(event: dict[str, Any]) -> dict[str, float]:
+    return {c["key"]: c["min"] + c["step"] * 3 for c in event["criteria"]}
 
 
 def test_the_client_sends_its_queue_as_soon_as_a_heartbeat_gets_through(
@@ -143,9 +144,9 @@ def test_the_simulator_drains_its_tablets_queue_at_the_first_heartbeat_after_an_
         )
         try:
 
-            async def until(what: str, check: object, timeout: float) -> float:
+            async def until(what: str, check: Callable[[], object], timeout: float) -> float:
                 start = time.monotonic()
-                while not check():  # type: ignore[operator]
+                while not check():
                     assert not run.done(), run.result().summary()
                     assert time.monotonic() - start < timeout, f"not within {timeout} s: {what}"
                     await asyncio.sleep(0.05)

@@ -89,6 +89,7 @@ def box(tmp_path: Path) -> Config:
 def test_the_age_tool_opens_a_snapshot_and_an_export_with_the_organisers_key(
     box: Config, tmp_path: Path
 ) -> None:
+    assert AGE is not None
     key, public = organiser_key(tmp_path)
     assert venuebox(box, "backup", "configure", "--recipient", public).returncode == 0
     taken = venuebox(box, "backup", "now")
@@ -121,6 +122,7 @@ def test_the_age_tool_opens_a_snapshot_and_an_export_with_the_organisers_key(
 
 @needs_age
 def test_the_age_tool_opens_them_with_the_passphrase_typed_at_a_terminal(box: Config, tmp_path: Path) -> None:
+    assert AGE is not None
     secret = tmp_path / "passphrase.txt"
     secret.write_text(PASSPHRASE + "\n")
     assert venuebox(box, "backup", "configure", "--passphrase-file", str(secret)).returncode == 0
@@ -378,8 +380,8 @@ def test_backup_configure_dir_on_a_second_disk(tmp_path: Path, second_disk: Path
     assert unplugged.returncode == 1
     assert f"the backup directory {folder} is missing: plug its disk back in" in unplugged.stderr
     assert list(second_disk.iterdir()) == [] and not (config.data_dir / "backups").exists()
-    status = venuebox(config, "backup", "status").stdout
-    assert "MISSING: plug its disk back in" in status
+    shown = venuebox(config, "backup", "status").stdout
+    assert "MISSING: plug its disk back in" in shown
 
 
 def test_backup_configure_dir_on_the_databases_disk_warns_and_a_missing_dir_changes_nothing(

@@ -60,7 +60,7 @@ def shown(app: ConsoleApp, selector: str) -> str:
     return plain(app.screen.query_one(selector, Static).content)
 
 
-async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
+async def until(pilot: Pilot[Any], check: Callable[[], object], what: str, timeout: float = 10.0) -> float:
     """Wait (letting the console run) until ``check()``; returns how long it took."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -492,7 +492,7 @@ def test_revoke_from_the_tablets_screen_asks_first_then_locks_the_tablet_out(tmp
                 table.focus()
                 await pilot.press("r")
                 assert isinstance(app.screen, ConfirmScreen)
-                assert "lost tablet" in plain(app.screen.query_one(".dialog-title").content)
+                assert "lost tablet" in plain(app.screen.query_one(".dialog-title", Static).content)
                 await pilot.press("escape")  # changed my mind: nothing happens
                 assert (await asyncio.to_thread(tablet.event))["judge"]["id"] == "J4"
                 await pilot.press("r", "y")
@@ -653,8 +653,8 @@ def test_e_refuses_a_folder_that_does_not_exist_then_exports_to_a_real_one(tmp_p
             async with app.run_test(size=(80, 24)) as pilot:
                 await until(pilot, lambda: app.status is not None, "first status")
                 await pilot.press("e")
+                assert isinstance(app.screen, ExportDialog)
                 dialog = app.screen
-                assert isinstance(dialog, ExportDialog)
                 await until(pilot, lambda: dialog.phase == "pick", "the window asks where to")
                 folder = dialog.query_one("#export-to", Input)
                 folder.focus()  # a machine with a key mounted under /media lists it first

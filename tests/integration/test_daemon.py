@@ -34,7 +34,7 @@ class Browser:
 
     def __init__(self) -> None:
         self.zc = Zeroconf()
-        self.added: dict[str, dict[str, str]] = {}
+        self.added: dict[str, dict[str, str | None]] = {}
         self.removed: set[str] = set()
         self.browser = ServiceBrowser(self.zc, SERVICE, handlers=[self._on_change])
 
@@ -58,6 +58,12 @@ class Browser:
     def close(self) -> None:
         self.browser.cancel()
         self.zc.close()
+
+
+def hear(systemd: NotifySocket, heard: list[str]) -> list[str]:
+    """Add what the daemon told systemd since (waiting up to 0.2 s) to ``heard``; all heard so far."""
+    heard.extend(systemd.messages(0.2))
+    return heard
 
 
 def runtime_of(config: Config) -> dict[str, Any]:
@@ -145,6 +151,7 @@ def test_daemon_is_discovered_and_says_goodbye_on_sigterm(tmp_path: Path) -> Non
                 dig("_venuebox._tcp.local", "PTR", lambda lines: any(name in ln for ln in lines))
             )
             assert any(name.replace(" ", "\\032") in line or name in line for line in ptr), ptr
+            assert seen["server"] is not None
             a_records = asyncio.run(dig(seen["server"], "A", bool))
             assert a_records, f"no A record for {seen['server']}"
 
@@ -234,6 +241,7 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused_in_one_line(tmp_path: P
         )
         assert second.returncode == 1
         lines = second.stderr.strip().splitlines()
+        assert first.process is not None
         assert len(lines) == 1 and f"pid {first.process.pid}" in lines[0] and "already running" in lines[0]
         # The first daemon is untouched: same runtime file, still answering.
         assert json.loads((first.config.data_dir / "daemon.json").read_text()) == runtime
@@ -262,9 +270,7 @@ def test_ready_does_not_wait_for_mdns_and_the_status_line_says_when_advertised(t
         heard: list[str] = []
         wait_for(
             "a STATUS line saying the box is advertised",
-            lambda: (
-                heard.extend(systemd.messages(0.2)) or any("advertised on the LAN as" in m for m in heard)
-            ),
+            lambda: any("advertised on the LAN as" in m for m in hear(systemd, heard)),
         )
         ready = heard.index("READY=1")
         advertised = next(i for i, m in enumerate(heard) if "advertised on the LAN as" in m)
@@ -307,8 +313,7 @@ def test_a_box_whose_network_is_down_is_ready_raises_an_alert_and_advertises_onc
         wait_for(
             "READY=1 and a STATUS line saying the box is not advertised",
             lambda: (
-                heard.extend(systemd.messages(0.2))
-                or ("READY=1" in heard and any("NOT advertised on the LAN" in m for m in heard))
+                "READY=1" in hear(systemd, heard) and any("NOT advertised on the LAN" in m for m in heard)
             ),
         )
         alert = wait_for("the mDNS alert", lambda: active_alert(config, "mdns-advertisement"))
@@ -323,9 +328,7 @@ def test_a_box_whose_network_is_down_is_ready_raises_an_alert_and_advertises_onc
         runtime = advertised_runtime(config, timeout=30)
         wait_for(
             "the advertised STATUS line",
-            lambda: (
-                heard.extend(systemd.messages(0.2)) or any("advertised on the LAN as" in m for m in heard)
-            ),
+            lambda: any("advertised on the LAN as" in m for m in hear(systemd, heard)),
         )
         wait_for("the alert cleared", lambda: active_alert(config, "mdns-advertisement") is None)
         health = subprocess.run(

@@ -177,7 +177,7 @@ def test_refused_credentials_are_401_and_store_nothing(
     other_token = add_box(rx.data_dir, OTHER_BOX)
     records = [record("a")]
     body = json.dumps({"records": records}).encode()
-    bent: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "wrong token": {"token": token[:-4] + "AAAA"},
         "another box's token": {"token": other_token},
         "no token": {"headers": {"Authorization": ""}},
@@ -185,7 +185,8 @@ def test_refused_credentials_are_401_and_store_nothing(
         "stale": {"signed_at": int(time.time()) - SIGNATURE_TOLERANCE_S - 60},
         "body changed": {"signed_body": body.replace(b'"a"', b'"z"')},
         "bad signature": {"sign_with": other_token},
-    }[how]
+    }
+    bent = cases[how]
     response = rx.post(bent.pop("token", token), body=body, **bent)
     problem = assert_problem(response, 401)
     slug = "signature-clock-skew" if how == "stale" else "uplink-unauthenticated"

@@ -296,6 +296,36 @@ def test_field_errors_name_the_field(running_box: RunningBox) -> None:
         assert answer.json()["errors"][0]["field"] == "entry_id"
 
 
+def test_a_box_with_a_lower_comment_limit_refuses_a_longer_comment_as_the_default_box_does(
+    tmp_path: Path, running_box: RunningBox
+) -> None:
+    def problem_of(answer: httpx.Response) -> dict[str, Any]:
+        assert answer.status_code == 422, answer.text
+        return {k: v for k, v in answer.json().items() if k not in ("request_id", "instance")}
+
+    tablet = running_box.pair("J1")
+    entry = panel_entries(tablet.event())[0]
+    with tablet.client() as c:
+        today = problem_of(c.post("/api/v1/sheets", json=tablet.sheet_for(entry, comment="x" * 2001)))
+    strict = RunningBox(make_box(tmp_path / "strict", comment_max_chars=10)).start()
+    try:
+        tablet = strict.pair("J1")
+        with tablet.client() as c:
+            refused = problem_of(c.post("/api/v1/sheets", json=tablet.sheet_for(entry, comment="x" * 11)))
+            long_one = tablet.sheet_for(entry, comment="x" * 11)
+            batch = c.post("/api/v1/sheets/batch", json={"sheets": [long_one]})
+            stored = c.post("/api/v1/sheets", json=tablet.sheet_for(entry, comment="x" * 10))
+    finally:
+        strict.stop()
+    said = "must have at most 10 characters"
+    errors = [{"field": "comment", "message": said}]
+    assert refused == {**today, "detail": f"comment: {said}", "errors": errors}
+    assert today["errors"] == [{"field": "comment", "message": "must have at most 2000 characters"}]
+    [item] = batch.json()["results"]
+    assert item["status"] == 422 and item["problem"]["errors"] == refused["errors"]
+    assert stored.status_code == 201, stored.text
+
+
 def test_request_id_is_echoed_or_generated(running_box: RunningBox) -> None:
     with running_box.client() as c:
         assert (

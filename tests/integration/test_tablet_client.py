@@ -113,7 +113,9 @@ def test_pair_event_with_etag_cache_submit_and_heartbeat(box: RunningBox, tmp_pa
             second = await client.event()
             assert second == first and first["judge"]["id"] == "J1"
             _, _, sent, status, _ = wire.exchanges[-1]
-            assert sent["if-none-match"] == wire.exchanges[-2][4]["etag"] and status == 304
+            answered = wire.exchanges[-2][4]
+            assert answered is not None
+            assert sent["if-none-match"] == answered["etag"] and status == 304
 
             entry = panel_entries(first)[0]
             sheet = make_sheet(entry, values_for(first), comment="clean lines")

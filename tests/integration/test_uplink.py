@@ -194,6 +194,21 @@ def cloud_payloads(cloud: Cloud, kind: str) -> list[str]:
         conn.close()
 
 
+def test_a_stored_sheet_is_sent_at_once_not_at_the_next_poll(tmp_path: Path, cloud: Cloud) -> None:
+    box = uplinked_box(tmp_path, cloud, uplink_poll_s=30.0).start()
+    try:
+        wait_for("the set-up records delivered", lambda: uplink(box)["backlog"] == 0)
+        [sheet_id] = score(box, 1)
+        # Well under the 30 s poll: the write that queued the record woke the worker.
+        wait_for("the sheet at the receiver", lambda: sheet_id in sheets_in(cloud), timeout=10)
+    finally:
+        box.stop()
+
+
+def sheets_in(cloud: Cloud) -> set[str]:
+    return {json.loads(p)["sheet_id"] for p in cloud_payloads(cloud, "sheet")}
+
+
 def test_a_batch_in_flight_shows_as_sending(tmp_path: Path, cloud: Cloud) -> None:
     assert cloud.proxy is not None
     cloud.proxy.set_faults(Faults(delay=1.0, delay_s=1.5))
@@ -240,6 +255,7 @@ def test_a_refused_token_pauses_with_a_critical_alert_until_reconfigured(
     finally:
         box.stop()
     token = good.read_text().strip()
+    assert box.log_path is not None
     for text in (
         box.log_path.read_text(),
         configured.stdout,
@@ -390,7 +406,11 @@ def test_uplink_sync_sends_now_instead_of_waiting_for_the_backoff(tmp_path: Path
         assert time.monotonic() - started < 15
         assert "backlog   0 records" in synced.stdout
         assert uplink(box)["backlog"] == 0
-        assert view["next_attempt_in_s"] is None or view["next_attempt_in_s"] > 1  # it was going to wait
+        # Full jitter: the wait drawn is anywhere in [0, min(cap, base * 2^(failures - 1))], so it may
+        # be short; what the design guarantees is that bound (and the sync's not waiting for it).
+        if view["next_attempt_in_s"] is not None:
+            ceiling = min(300.0, 120.0 * 2 ** (view["consecutive_failures"] - 1))
+            assert 0 <= view["next_attempt_in_s"] <= ceiling
     finally:
         box.stop()
 

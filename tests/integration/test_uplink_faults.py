@@ -53,7 +53,7 @@ def sheet_calls(box: RunningBox, judges: list[str], total: int) -> list[tuple[st
         sheets = []
         for i in range(per_tablet):
             entry = entries[i % len(entries)]
-            sheet = {
+            sheet: dict[str, Any] = {
                 "sheet_id": str(uuid.uuid4()),
                 "entry_id": entry,
                 "values": values,
@@ -154,11 +154,11 @@ def test_20000_sheets_reach_the_receiver_exactly_once_through_faults_and_two_kil
         submitter.start()
         pending_at_kill = []
         for stored_before_kill in (3_000, 11_000):
-            wait_for(
-                f"{stored_before_kill} records at the receiver",
-                lambda n=stored_before_kill: len(receiver_rows(cloud)) >= n,
-                timeout=240,
-            )
+
+            def stored_enough(n: int = stored_before_kill) -> bool:
+                return len(receiver_rows(cloud)) >= n
+
+            wait_for(f"{stored_before_kill} records at the receiver", stored_enough, timeout=240)
             box.kill()  # SIGKILL: no goodbye, whatever was in flight
             pending_at_kill.append(box_rows(box)[2])
             box.start()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.message import Message
@@ -203,6 +203,15 @@ def test_console_rejects_an_unknown_theme_in_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0 and "no theme 'neon'" in result.stderr
 
 
+def _lines_of(panel: Group | Text) -> str:
+    assert isinstance(panel, Group)
+    lines = []
+    for line in panel.renderables:
+        assert isinstance(line, Text)
+        lines.append(line.plain)
+    return "\n".join(lines)
+
+
 def test_missing_scores_panel_counts_in_words() -> None:
     from tests.tui.recorded_box import fixture
     from tui.screens.overview import missing_panel
@@ -211,9 +220,9 @@ def test_missing_scores_panel_counts_in_words() -> None:
     one = dict(
         status, session=dict(status["session"], missing_total=1, missing=status["session"]["missing"][:1])
     )
-    text = "\n".join(line.plain for line in missing_panel(one).renderables)
+    text = _lines_of(missing_panel(one))
     assert "1 entry needs attention" in text and "waiting Priya" in text
-    many = "\n".join(line.plain for line in missing_panel(status).renderables)
+    many = _lines_of(missing_panel(status))
     assert "17 entries need attention" in many and "… 11 more: see 3 Scores" in many
 
 
@@ -248,16 +257,18 @@ def test_an_expired_pairing_code_is_taken_off_the_screen() -> None:
             screen.query_one("#judges").focus()
             await pilot.press("enter")
             await until(
-                pilot, lambda: "expires in" in str(screen.query_one("#code-expiry").content), "a code"
+                pilot, lambda: "expires in" in str(screen.query_one("#code-expiry", Static).content), "a code"
             )
-            assert "expires in 10:00" in str(screen.query_one("#code-expiry").content)
-            assert "PKFM-XYDM" in str(screen.query_one("#code-url").content)
+            assert "expires in 10:00" in str(screen.query_one("#code-expiry", Static).content)
+            assert "PKFM-XYDM" in str(screen.query_one("#code-url", Static).content)
             later["now"] = recorded_now() + timedelta(minutes=10, seconds=1)
             # The countdown ticks every second.
-            await until(pilot, lambda: "expired" in str(screen.query_one("#code-expiry").content), "expired")
-            assert str(screen.query_one("#code-qr").content) == ""
-            assert str(screen.query_one("#code-url").content) == ""
-            assert str(screen.query_one("#code-cert").content) == ""
+            await until(
+                pilot, lambda: "expired" in str(screen.query_one("#code-expiry", Static).content), "expired"
+            )
+            assert str(screen.query_one("#code-qr", Static).content) == ""
+            assert str(screen.query_one("#code-url", Static).content) == ""
+            assert str(screen.query_one("#code-cert", Static).content) == ""
 
     asyncio.run(scenario())
 
@@ -277,11 +288,13 @@ def test_the_pairing_screen_shows_the_certificate_as_words_a_judge_compares() ->
             await screen.refresh_now()
             screen.query_one("#judges").focus()
             await pilot.press("enter")
-            await until(pilot, lambda: "certificate" in str(screen.query_one("#code-cert").content), "a code")
-            assert str(screen.query_one("#code-cert").content) == "certificate 5D0C 2E8F A1B7 436E"
-            assert f"#fp={recorded['tls_fingerprint']}" in str(screen.query_one("#code-url").content)
+            await until(
+                pilot, lambda: "certificate" in str(screen.query_one("#code-cert", Static).content), "a code"
+            )
+            assert str(screen.query_one("#code-cert", Static).content) == "certificate 5D0C 2E8F A1B7 436E"
+            assert f"#fp={recorded['tls_fingerprint']}" in str(screen.query_one("#code-url", Static).content)
             screen.code_used()  # redeemed: the words go with the QR code
-            assert str(screen.query_one("#code-cert").content) == ""
+            assert str(screen.query_one("#code-cert", Static).content) == ""
 
     asyncio.run(scenario())
 
@@ -431,7 +444,9 @@ def test_the_box_panel_says_first_and_in_red_when_the_database_is_damaged() -> N
     table = box_panel(damaged)
     console.print(table)
     assert console.export_text().splitlines()[0].startswith("Database DAMAGED: scoring refused.")
-    assert "red" in str(table.columns[1]._cells[0].style)
+    cell = table.columns[1]._cells[0]
+    assert isinstance(cell, Text)
+    assert "red" in str(cell.style)
 
 
 def test_the_box_panel_shows_a_recovery_in_yellow_while_sheets_are_still_missing() -> None:
@@ -512,7 +527,7 @@ def backup_status(last: dict[str, Any] | None = None, **backup: Any) -> dict[str
     return status
 
 
-NOT_CONFIGURED = {"configured": False, "recipients": 0, "passphrase": False}
+NOT_CONFIGURED: dict[str, Any] = {"configured": False, "recipients": 0, "passphrase": False}
 CORRUPT = "ledger head differs from the one recorded"
 
 

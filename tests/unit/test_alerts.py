@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,14 @@ def audit_actions(store: Store) -> list[str]:
 def test_a_condition_that_stays_true_is_one_row_counted_once(store: Store) -> None:
     for i in range(3):
         store.write_sync(
-            lambda c, i=i: alerts.raise_alert(c, "disk-free", "warning", "Disk", f"{900 - i} MB", at(i * 30))
+            partial(
+                alerts.raise_alert,
+                fingerprint="disk-free",
+                severity="warning",
+                title="Disk",
+                detail=f"{900 - i} MB",
+                at=at(i * 30),
+            )
         )
 
     rows = store.query(lambda c: alerts.list_alerts(c, include_cleared=True))
@@ -128,12 +136,30 @@ def test_alerts_are_listed_most_severe_first_then_most_recent(store: Store) -> N
 
 def test_audit_rows_are_written_only_on_transitions(store: Store) -> None:
     for i in range(3):
-        store.write_sync(lambda c, i=i: alerts.raise_alert(c, "db-integrity", "critical", "DB", "", at(i)))
+        store.write_sync(
+            partial(
+                alerts.raise_alert,
+                fingerprint="db-integrity",
+                severity="critical",
+                title="DB",
+                detail="",
+                at=at(i),
+            )
+        )
     assert audit_actions(store) == ["alert.raise"]
 
     # Warnings are not audited when raised, only when they clear.
     for i in range(3):
-        store.write_sync(lambda c, i=i: alerts.raise_alert(c, "disk-free", "warning", "Disk", "", at(i)))
+        store.write_sync(
+            partial(
+                alerts.raise_alert,
+                fingerprint="disk-free",
+                severity="warning",
+                title="Disk",
+                detail="",
+                at=at(i),
+            )
+        )
     assert audit_actions(store) == ["alert.raise"]
     # Escalating to critical is a transition; staying critical is not.
     store.write_sync(lambda c: alerts.raise_alert(c, "disk-free", "critical", "Disk", "", at(10)))

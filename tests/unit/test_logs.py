@@ -55,7 +55,8 @@ def test_each_record_is_one_json_line_with_the_standard_fields(output: io.String
     assert first["level"] == "INFO"
     assert first["logger"] == "venuebox.test"
     assert first["ts"].endswith("Z")
-    assert parse_rfc3339(first["ts"]).utcoffset().total_seconds() == 0
+    offset = parse_rfc3339(first["ts"]).utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     assert second["msg"] == "disk 91% full"
     assert second["level"] == "WARNING"
 

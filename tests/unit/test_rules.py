@@ -202,6 +202,12 @@ def test_config_errors_are_readable(tmp_path: Path) -> None:
         load_config(tmp_path / "x", environ={"VENUEBOX_PORT": "http"})
 
 
+def test_a_comment_limit_above_what_the_sheet_schema_takes_is_refused(tmp_path: Path) -> None:
+    assert load_config(tmp_path, environ={"VENUEBOX_COMMENT_MAX_CHARS": "500"}).comment_max_chars == 500
+    with pytest.raises(ConfigError, match="comment_max_chars must be between 0 and 2000"):
+        load_config(tmp_path, environ={"VENUEBOX_COMMENT_MAX_CHARS": "2001"})
+
+
 def test_data_dir_precedence() -> None:
     env = {"VENUEBOX_DATA_DIR": "/a", "STATE_DIRECTORY": "/b:/c"}
     assert resolve_data_dir("/cli", env) == Path("/cli")

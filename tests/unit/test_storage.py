@@ -6,6 +6,7 @@ import os
 import sqlite3
 import stat
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def test_ledger_and_audit_refuse_update_and_delete(store: Store, table: str) -> 
         store.write_sync(lambda c: chain.append(c, "sheets", _sheet("s1")))
     for sql in (f"UPDATE {table} SET prev_hash = 'x'", f"DELETE FROM {table}"):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            store.write_sync(lambda c, sql=sql: c.execute(sql))
+            store.write_sync(partial(_execute, sql=sql))
+
+
+def _execute(conn: sqlite3.Connection, sql: str) -> sqlite3.Cursor:
+    return conn.execute(sql)
 
 
 def _sheet(sheet_id: str, entry: str = "1", supersedes: str | None = None) -> dict:
@@ -117,19 +122,19 @@ def test_verify_names_the_first_altered_row(tmp_path: Path) -> None:
     create_database(path)
     with Store(path) as store:
         for i in range(5):
-            store.write_sync(lambda c, i=i: chain.append(c, "sheets", _sheet(f"s{i}", entry=str(i))))
+            store.write_sync(partial(chain.append, table="sheets", row=_sheet(f"s{i}", entry=str(i))))
         assert store.query(lambda c: chain.verify_chain(c, "sheets")).ok
     conn = sqlite3.connect(path)
     conn.execute("DROP TRIGGER sheets_no_update")
     conn.execute("UPDATE sheets SET score_values = '{\"technique\": 10}' WHERE seq = 3")
     conn.commit()
     report = chain.verify_chain(conn, "sheets")
-    assert not report.ok and report.first_bad_seq == 3 and "altered" in report.problem
+    assert not report.ok and report.first_bad_seq == 3 and "altered" in str(report.problem)
     conn.execute("DROP TRIGGER sheets_no_delete")
     conn.execute("DELETE FROM sheets WHERE seq = 2")
     conn.commit()
     report = chain.verify_chain(conn, "sheets")
-    assert report.first_bad_seq == 2 and "missing" in report.problem
+    assert report.first_bad_seq == 2 and "missing" in str(report.problem)
 
 
 def test_close_checkpoints_the_wal(tmp_path: Path) -> None:

@@ -21,9 +21,10 @@ import pytest
 
 from appliance import personal
 from appliance.errors import NoEvent
-from appliance.ledger import SheetSubmission, submit_sheets
+from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
 from appliance.storage.db import Store, connect
 from appliance.tabulation import (
+    Cell,
     audit_jsonl,
     event_package_files,
     ledger_table,
@@ -56,7 +57,7 @@ def submit(store: Store, judge_id: str, entry_id: str, scores: dict[str, float],
     device = paired_device(store, judge_id)
     sheet = SheetSubmission(str(uuid.uuid4()), entry_id, scores, "2026-03-14T10:42:07-04:00", **fields)
     [receipt] = store.write_sync(lambda c: submit_sheets(c, [(device, sheet)]))
-    assert receipt.status == 201, receipt
+    assert isinstance(receipt, SheetReceipt) and receipt.status == 201, receipt
     return sheet.sheet_id
 
 
@@ -319,7 +320,7 @@ def test_csv_starts_with_a_bom_and_quoted_titles_read_back_guarded_against_formu
 
 def test_write_csv_guards_text_that_a_spreadsheet_would_run_but_writes_numbers_plainly() -> None:
     stream = io.BytesIO()
-    row = ["=1+2", "+x", "-x", "@x", "\tx", "\rx", "plain", "", -1, -1.5, 9.4, 10.0, 0.1 + 0.2]
+    row: list[Cell] = ["=1+2", "+x", "-x", "@x", "\tx", "\rx", "plain", "", -1, -1.5, 9.4, 10.0, 0.1 + 0.2]
     row += [Decimal("27.00"), Decimal("81.2"), None, True, False, 7]
     written = write_csv(stream, ["=header", "b"], [row])
 

@@ -10,7 +10,8 @@ import json
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ class Box:
     def add(self, count: int, kind: str = "event") -> list[str]:
         # Not "audit" (nor "sheet"): the receiver keeps those chained, so they must carry a real
         # audit-log (ledger) seq and hash, which these stand-in payloads do not.
-        return [self.store.write_sync(lambda c, i=i: outbox.enqueue(c, kind, {"n": i})) for i in range(count)]
+        return [
+            self.store.write_sync(partial(outbox.enqueue, kind=kind, payload={"n": i})) for i in range(count)
+        ]
 
     def view(self) -> dict[str, Any]:
         return self.store.query(lambda c: uplink_view(c, self.config, utcnow()))
@@ -155,7 +158,7 @@ async def drain(worker: UplinkWorker, turns: int = 200) -> list[float]:
     return delays
 
 
-def scripted(answers: list[Callable[[httpx.Request], httpx.Response]], seen: list[httpx.Request]) -> Any:
+def scripted(answers: Sequence[Callable[[httpx.Request], httpx.Response]], seen: list[httpx.Request]) -> Any:
     """A cloud that gives these answers in turn (the last one for ever after)."""
 
     def handle(request: httpx.Request) -> httpx.Response:

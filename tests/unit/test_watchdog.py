@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,13 +19,14 @@ import pytest
 
 from appliance import alerts, devices
 from appliance.box import get_box
-from appliance.config import Config, load_config
+from appliance.config import Config, ConfigError, load_config
 from appliance.devices import Device
 from appliance.keys import pairing_key
 from appliance.presence import record_heartbeat
 from appliance.storage.db import Store
 from appliance.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.watchdog import (
+    CHECK_INTERVALS,
     DiskUsage,
     LoopLagProbe,
     WatchdogSettings,
@@ -220,6 +221,67 @@ def test_no_automatic_freeze_when_it_is_turned_off(box: Box) -> None:
     box.store.write_sync(lambda c: check_disk(c, settings, data_dir, utcnow(), usage(10)))
     assert active(box.store) == {"disk-free": "critical"}
     assert box.store.query(get_box)["frozen"] == 0
+
+
+def test_the_disk_free_alert_follows_the_thresholds_in_venuebox_toml(box: Box) -> None:
+    """docs/operations.md: `disk-free` follows `disk_warning_free_mb` and `disk_critical_free_mb`."""
+    (box.config.data_dir / "venuebox.toml").write_text(
+        "disk_warning_free_mb = 4096\ndisk_critical_free_mb = 2048\nauto_freeze_on_disk_critical = false\n",
+        encoding="utf-8",
+    )
+    settings = WatchdogSettings.from_config(load_config(box.config.data_dir, environ={}))
+    data_dir = box.config.data_dir
+
+    def check(free_mb: float) -> str:
+        return box.store.write_sync(lambda c: check_disk(c, settings, data_dir, utcnow(), usage(free_mb)))
+
+    # 3000 MB free is fine under the defaults (1024 / 256 MB), not under these settings.
+    assert check(5000) == "ok"
+    assert check(3000) == "warning"
+    assert active(box.store) == {"disk-free": "warning"}
+    assert check(1500) == "critical"
+    assert active(box.store) == {"disk-free": "critical"}
+    assert box.store.query(get_box)["frozen"] == 0  # auto_freeze_on_disk_critical = false
+
+
+def test_the_clock_skew_alert_follows_clock_skew_max_s_in_venuebox_toml(box: Box) -> None:
+    (box.config.data_dir / "venuebox.toml").write_text("clock_skew_max_s = 60\n", encoding="utf-8")
+    settings = WatchdogSettings.from_config(load_config(box.config.data_dir, environ={}))
+    tablet = pair(box.store)
+
+    seen = heartbeat(box.store, tablet, sent_at=utcnow() + timedelta(seconds=30))
+    sweep(box.store, settings, seen)
+    assert active(box.store) == {}  # 30 s off: an alert under the default 5 s, not under 60 s
+    seen = heartbeat(box.store, tablet, sent_at=utcnow() + timedelta(seconds=90))
+    sweep(box.store, settings, seen)
+    assert active(box.store) == {f"clock-skew:{tablet.device_id}": "warning"}
+
+
+def test_every_watchdog_threshold_is_a_setting_of_the_config_with_its_default() -> None:
+    """No second copy of a default: every field but the check intervals is Config's, same default."""
+    defaults = Config()
+    settings = WatchdogSettings.from_config(defaults)
+    thresholds = {f.name for f in fields(WatchdogSettings)} - set(CHECK_INTERVALS)
+    assert thresholds <= set(Config.__struct_fields__)
+    assert {name: getattr(WatchdogSettings(), name) for name in thresholds} == {
+        name: getattr(defaults, name) for name in thresholds
+    }
+    assert settings == WatchdogSettings()
+
+
+@pytest.mark.parametrize(
+    ("toml", "refused"),
+    [
+        ("disk_warning_free_mb = 100\ndisk_critical_free_mb = 200\n", "disk thresholds"),
+        ("clock_skew_max_s = 0\n", "clock_skew_max_s"),
+    ],
+)
+def test_inconsistent_watchdog_thresholds_stop_the_box_with_a_reason(
+    tmp_path: Path, toml: str, refused: str
+) -> None:
+    (tmp_path / "venuebox.toml").write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=refused):
+        load_config(tmp_path, environ={})
 
 
 def test_a_sound_database_passes_quick_check_without_an_alert(box: Box) -> None:

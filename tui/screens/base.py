@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tui.client import AdminClient
+from tui.state import ConsoleHost, Link
 from tui.widgets.banner import BoxBanner
 
 NAV = (
@@ -55,7 +57,8 @@ class BoxScreen(Screen[None]):
     _lock: asyncio.Lock | None = None
 
     async def on_screen_resume(self) -> None:
-        if getattr(self.app, "link", None) is not None and self.app.link.ok:  # type: ignore[attr-defined]
+        link: Link | None = getattr(self.app, "link", None)
+        if link is not None and link.ok:
             await self.refresh_now()
 
     @property
@@ -63,8 +66,12 @@ class BoxScreen(Screen[None]):
         return getattr(self.app, "status", None)
 
     @property
-    def client(self) -> Any:
-        return self.app.client  # type: ignore[attr-defined]
+    def host(self) -> ConsoleHost:
+        return cast(ConsoleHost, self.app)
+
+    @property
+    def client(self) -> AdminClient:
+        return self.host.client
 
 
 def nav_text(current: str) -> Text:

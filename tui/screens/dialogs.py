@@ -12,8 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
+from appliance.box import FREEZE_CATEGORIES, FREEZE_REASON_MAX_CHARS
 from tui import format as fmt
-from tui.client import FREEZE_CATEGORIES
 
 CATEGORY_LABELS = {
     "dispute": "Dispute (a result or entry is contested)",
@@ -44,7 +44,7 @@ class FreezeDialog(ModalScreen[tuple[str, str] | None]):
             # typed on, the words already there would all be replaced.
             yield Input(
                 placeholder="Reason in a few words (shown on judges' tablets)",
-                max_length=500,
+                max_length=FREEZE_REASON_MAX_CHARS,
                 select_on_focus=False,
                 id="freeze-reason",
             )

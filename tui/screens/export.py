@@ -7,7 +7,7 @@ only asks and polls, through the App's one AdminClient.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -19,6 +19,7 @@ from textual.widgets.option_list import Option
 
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
+from tui.state import ConsoleHost
 
 POLL_S = 0.3  # the bar moves smoothly; a GET that reads /proc/mounts costs the box nothing
 
@@ -91,7 +92,7 @@ class ExportDialog(ModalScreen[str]):
             return
         self._polling = True
         try:
-            answer = await self.app.client.export_status()  # type: ignore[attr-defined]
+            answer = await cast(ConsoleHost, self.app).client.export_status()
         except (Unreachable, AdminError) as exc:
             self._say(Text(f"Cannot ask the box ({exc}); trying again."), link=True)
             if self.phase == "loading":
@@ -120,7 +121,7 @@ class ExportDialog(ModalScreen[str]):
         self._starting = True
         self._say(Text(f"Asking the box to export to {to}…"))
         try:
-            answer = await self.app.client.export_start(to)  # type: ignore[attr-defined]
+            answer = await cast(ConsoleHost, self.app).client.export_start(to)
         except AdminError as exc:
             # Refused (no such folder, too small) or another export runs (then the next poll shows
             # its progress): the tech reads why here, and the window stays open.

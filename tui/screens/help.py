@@ -10,7 +10,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-HELP = """\
+from appliance.config import DEFAULTS
+
+HELP = f"""\
 # venuebox console
 
 The console shows the box's state; it never changes scores. It talks to the running daemon only.
@@ -45,7 +47,7 @@ verified, not verified yet, or **DOES NOT VERIFY** (make a USB export now), and 
 database, signed. The export runs in the box: Escape closes the window and the export carries on
 (`e` shows it again). Keep the key safe; `venuebox export verify PATH` checks it anywhere.
 
-Presence: ● online (heartbeat in the last 30 s), ◐ stale, ○ offline, × revoked.
+Presence: ● online (heartbeat in the last {DEFAULTS.presence_online_s} s), ◐ stale, ○ offline, × revoked.
 When the banner says **DAEMON UNREACHABLE**, the figures are from before; the console reconnects by
 itself. `venuebox freeze --reason "..."` on the box's shell works even without the daemon.
 """

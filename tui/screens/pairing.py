@@ -58,7 +58,7 @@ class PairingScreen(BoxScreen):
             return
         self.show_judges(judges)
         self.show_paired(devices)
-        now = self.app.now()  # type: ignore[attr-defined]
+        now = self.host.now()
         active = {c["code_id"] for c in codes}
         if self.code and remaining(self.code["expires_at"], now) > 0 and self.code["code_id"] not in active:
             self.code_used()
@@ -137,7 +137,7 @@ class PairingScreen(BoxScreen):
         if self.code is None:
             return
         expiry = self.query_one("#code-expiry", Static)
-        left = remaining(self.code["expires_at"], self.app.now())  # type: ignore[attr-defined]
+        left = remaining(self.code["expires_at"], self.host.now())
         if left <= 0:
             expiry.update(
                 Text("expired: choose the judge again for a new code", style="bold red", justify="center")

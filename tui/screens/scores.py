@@ -205,9 +205,11 @@ class ScoresScreen(BoxScreen):
             await self.open_entry(entry_id)
 
     async def open_entry(self, entry_id: str) -> None:
-        detail, personal = await asyncio.gather(
+        # Unpacked apart from the await: mypy cannot infer a gather(return_exceptions=True) unpacked in place.
+        answers = await asyncio.gather(
             self.client.entry(entry_id), self.client.personal(entry_id), return_exceptions=True
         )
+        detail, personal = answers
         if isinstance(detail, BaseException):
             if not isinstance(detail, Unreachable | AdminError):
                 raise detail

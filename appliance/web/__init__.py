@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the box's servers and its clients."""
