@@ -8,6 +8,7 @@ Heavy imports live inside the commands: start-up time matters on a Pi.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -225,8 +226,6 @@ def pair_new(ctx: click.Context, judge_id: str, ttl_s: int | None, as_json: bool
 def _pairing_target(config: Config) -> tuple[str, str | None]:
     """Where a tablet reaches the box and the certificate fingerprint it must see: the running
     daemon's (its advertised name first), else what the config and the certificate on disk say."""
-    import contextlib
-
     from appliance import tls
     from appliance.daemon import runtime_info
     from edge_api.context import configured_tablet_url
@@ -564,25 +563,16 @@ def demo(ctx: click.Context, port: int, tablets: int, fresh: bool) -> None:
         click.echo(report.summary())
 
 
-DEMO_BOX_NAME = "venuebox-demo"  # provisioning/demo.py names its box so
-
-
 def _refuse_a_real_box(data_dir: Path, named_by: str | None) -> None:
     """The demo's simulated judges score into the box they run on, and --fresh deletes it: a data dir
     that holds a box the demo did not make (the one $VENUEBOX_DATA_DIR names for every command, say)
     is refused before anything is touched."""
-    import contextlib
-
-    from appliance.storage.db import connect
+    from provisioning.demo import DEMO_BOX_NAME
 
     database = data_dir / "venuebox.sqlite"
     if not data_dir.exists() or (not database.exists() and not any(data_dir.iterdir())):
         return
-    name = None
-    if database.exists():
-        with contextlib.suppress(sqlite3.Error), contextlib.closing(connect(database, readonly=True)) as conn:
-            row = conn.execute("SELECT name FROM box WHERE id = 1").fetchone()
-            name = row[0] if row is not None else None
+    name = _box_at(database)[1]
     if name == DEMO_BOX_NAME:
         return
     what = f"the box {name!r}" if name else "files that are not a demo's"
@@ -1327,21 +1317,25 @@ def recover(
     )
 
 
+def _box_at(database: Path) -> tuple[str | None, str | None]:
+    """(box id, name) of the box whose database is ``database``, read only; (None, None) when there
+    is none or it cannot be read (damaged, say)."""
+    from appliance.storage.db import connect
+
+    if not database.exists():
+        return None, None
+    try:
+        with contextlib.closing(connect(database, readonly=True)) as conn:
+            row = conn.execute("SELECT box_id, name FROM box WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None, None
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
 def _box_id_at(config: Config) -> str | None:
     """The box id of the box in ``config``'s data dir, or None (no box there, or its database cannot
     be read: damaged, say; then its key, which opens only its own snapshots, is the check)."""
-    import contextlib
-
-    from appliance.storage.db import connect
-
-    if not config.db_path.exists():
-        return None
-    try:
-        with contextlib.closing(connect(config.db_path, readonly=True)) as conn:
-            row = conn.execute("SELECT box_id FROM box WHERE id = 1").fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0] if row is not None else None
+    return _box_at(config.db_path)[0]
 
 
 def _restored_identity(done: Any) -> list[tuple[str, str]]:

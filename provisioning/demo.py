@@ -15,12 +15,14 @@ from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
 from provisioning.pairing import create_code
 
+# The demo's box is named so; `venuebox demo` runs only on a data dir holding this box (or none).
+DEMO_BOX_NAME = "venuebox-demo"
 SAMPLE_EVENT = Path(__file__).parent / "sample_event"
 
 
 def prepare_demo(config: Config, code_ttl_s: int = 3600) -> list[dict[str, Any]]:
     """Init the box if needed, import the sample event if none is loaded, and make fresh codes."""
-    init_box(config, name="venuebox-demo")
+    init_box(config, name=DEMO_BOX_NAME)
     key = personal.load_key(config.data_key_path)
     with Store(config.db_path) as store:
         if store.query(current_event_id) is None:
