@@ -1,3 +1,3 @@
-from appliance.cli import main
+from appliance.shell.cli import main
 
 main()

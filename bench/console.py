@@ -91,7 +91,7 @@ HEARTBEAT_S = 10.0
 BANNER = b"scoring open"  # the overview banner of a box that is not frozen
 BASELINE_TEXT = b"minimal app painted"
 # What `python -m appliance console` imports before Textual starts; printed, not drawn.
-IMPORTS_ONLY = "import appliance.cli, tui.app, tui.client; print('imported')"
+IMPORTS_ONLY = "import appliance.shell.cli, tui.app, tui.client; print('imported')"
 BASELINE_APP = f"""
 from textual.app import App
 from textual.widgets import Static

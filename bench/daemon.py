@@ -15,13 +15,13 @@ What it measures, in one run:
    disabled, and mDNS enabled (restricted to the loopback interface, ``mdns_interfaces = ["lo"]``,
    so no packet leaves the machine; each box has a display name of its own). READY=1 does not wait
    for mDNS: the name check (0.6 s), probing (~1 s) and announcing go on in the background.
-   Baseline for the ratio: ``python -c "import appliance.daemon, edge_api.app"`` in a fresh
+   Baseline for the ratio: ``python -c "import appliance.shell.daemon, edge_api.app"`` in a fresh
    subprocess (interpreter start + imports), timed the same number of times in the same run.
 2. **Memory** (target < 150 MB): VmRSS and VmHWM of the daemon process from ``/proc/PID/status``:
    idle after start, after pairing ``--tablets`` tablets (default 200, judges J1..J5 round robin,
    through the real admin + pairing API), and sampled every second while every tablet heartbeats
    every ``--heartbeat-s`` (default 10) on its own keep-alive connection, starts staggered over one
-   interval. Baseline: the RSS of a bare ``python -c "import appliance.daemon, edge_api.app;
+   interval. Baseline: the RSS of a bare ``python -c "import appliance.shell.daemon, edge_api.app;
    import time; time.sleep(3)"`` process (imports only). MB here is 10^6 bytes.
 3. **Heartbeat latency** p50/p99 at ``--tablets`` tablets: phase A, heartbeats only (the
    baseline), for ``--seconds`` (default 30); phase B, the same heartbeats while
@@ -76,7 +76,7 @@ import loadgen
 
 # mDNS on the loopback interface only: the advertisement runs its full protocol, nothing leaves the box.
 MDNS_LOOPBACK = {"mdns_enabled": True, "mdns_interfaces": ["lo"]}
-IMPORTS = "import appliance.daemon, edge_api.app"
+IMPORTS = "import appliance.shell.daemon, edge_api.app"
 START_TIMEOUT_S = 20.0
 POLL_S = 0.005  # how often a start is checked for readiness (its resolution)
 MDNS_POLL_S = 0.1  # how often the mDNS client asks for the box (the resolution of discoverable)
@@ -188,7 +188,7 @@ class MdnsWatch:
         from zeroconf import DNSQuestionType
         from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-        from appliance.mdns import SERVICE_TYPE
+        from appliance.shell.mdns import SERVICE_TYPE
 
         deadline = time.perf_counter() + START_TIMEOUT_S
         timeout_ms = int(MDNS_POLL_S * 1000)
@@ -593,7 +593,7 @@ def report_starts(imports: StartSeries, series: list[StartSeries], args: argpars
         "   (seconds from Popen; READY = READY=1 on the bench's NOTIFY_SOCKET; healthy = daemon.json\n"
         "    + GET /api/v1/health 200; discoverable = a real mDNS client's first answer, asked every\n"
         f"    {MDNS_POLL_S:g} s; x imports = READY median / imports only, that is\n"
-        "    python -c 'import appliance.daemon, edge_api.app' in a fresh subprocess)"
+        "    python -c 'import appliance.shell.daemon, edge_api.app' in a fresh subprocess)"
     )
     for s in series:
         if s.ready_after:

@@ -5,26 +5,27 @@ What it does, in one run:
 
 * **Fill** (not measured): a fresh data dir with the shipped sample event (``tests.conftest.make_box``),
   one really paired device per judge (J1..J5), and ``--sheets`` score sheets (default 100,000)
-  through the real ledger path (``appliance.ledger.submit_sheets`` in the writer's transaction, as
+  through the real ledger path (``appliance.core.ledger.submit_sheets`` in the writer's transaction, as
   ``bench/uplink.py`` fills its box: ``loadgen.submit_sheet_chains``), so every sheet is
   hash-chained and queued in the outbox. The sample event has 200 (entry, judge) pairs, so each pair
   carries a long correction chain; ledger.csv gets every sheet, scores.csv and results.csv only the
   heads. The store is then closed (checkpointed: the database is one file, no WAL content).
 * **Baselines**, on that database file, before anything else reads it:
   (a) ``shutil.copyfile`` of the file plus an fsync of the copy: the floor for moving those bytes
-  durably on this disk; (b) SQLite's online backup API alone (``appliance.backup.copy_database``),
+  durably on this disk; (b) SQLite's online backup API alone (``appliance.core.backup.copy_database``),
   the copy the export and the snapshot start from; (c) age encryption alone of that copy
-  (``appliance.backup.encrypt_to``: ``pyrage.encrypt_file`` to ``appliance.keys.recipients(config)``,
-  i.e. the box's own recipient, then fsync and rename). (b) + (c) is what a snapshot cannot avoid.
-* **Export**: ``appliance.export.export_to(config, target, progress=...)`` into a temporary
+  (``appliance.core.backup.encrypt_to``: ``pyrage.encrypt_file`` to
+  ``appliance.core.keys.recipients(config)``, i.e. the box's own recipient, then fsync and
+  rename). (b) + (c) is what a snapshot cannot avoid.
+* **Export**: ``appliance.core.export.export_to(config, target, progress=...)`` into a temporary
   directory standing in for the USB key, on the same file system as the data dir (printed, and
   checked by device number): the whole call's wall time and each step's, from the progress
   callback's texts and the times it was called (a step runs from its text to the next one; the
   manifest is written inside the README.txt step); every file's size; then
-  ``appliance.export.verify_export(path)`` once more from the bench, timed, and its ``ok``.
+  ``appliance.core.export.verify_export(path)`` once more from the bench, timed, and its ``ok``.
   The Store is open (idle) while the export runs, as in the daemon.
-* **Snapshot**: ``appliance.backup.snapshot_job(config, store)`` with the box's
-  ``appliance.storage.db.Store(config.db_path)``, then ``appliance.backup.verify_job(config,
+* **Snapshot**: ``appliance.core.backup.snapshot_job(config, store)`` with the box's
+  ``appliance.core.storage.db.Store(config.db_path)``, then ``appliance.core.backup.verify_job(config,
   store)`` (decrypt, integrity check, both hash chains, counts against the recorded ones): wall
   times and the snapshot's size.
 * The ratios export / baseline and snapshot / baseline, and the target (export < 10 s) as "target
@@ -97,7 +98,7 @@ class FilledBox:
 def fill_box(data_dir: Path, sheets: int) -> FilledBox:
     """A real box with the sample event and ``sheets`` sheets in correction chains; the store closed."""
     make_box, _ = loadgen.load_fixtures()
-    from appliance.storage.db import Store
+    from appliance.core.storage.db import Store
 
     started = time.perf_counter()
     config = make_box(data_dir)
@@ -145,9 +146,9 @@ class Baseline:
 
 def baselines(filled: FilledBox, scratch: Path) -> list[Baseline]:
     """(a) copyfile + fsync, (b) the online backup API, (c) age encryption of (b)'s copy."""
-    from appliance import keys
-    from appliance.backup import copy_database, encrypt_to
-    from appliance.secrets_files import fsync_file
+    from appliance.core import keys
+    from appliance.core.backup import copy_database, encrypt_to
+    from appliance.shared.secrets_files import fsync_file
 
     db = filled.config.db_path
     scratch.mkdir()
@@ -232,8 +233,8 @@ def step_bytes(text: str, files: dict[str, int], db_bytes: int, export_bytes: in
 
 def run_export(filled: FilledBox, target: Path) -> ExportRun:
     """export_to into ``target`` with its progress timed, then verify_export of the result."""
-    from appliance.errors import DomainError
-    from appliance.export import export_to, verify_export
+    from appliance.core.export import export_to, verify_export
+    from appliance.shared.errors import DomainError
 
     run = ExportRun()
     marks: list[tuple[float, str]] = []
@@ -265,7 +266,7 @@ def run_export(filled: FilledBox, target: Path) -> ExportRun:
 
 def profile_export(filled: FilledBox, target: Path, top: int) -> str:
     """A second export under cProfile (this thread: the export runs here); the top functions."""
-    from appliance.export import export_to
+    from appliance.core.export import export_to
 
     profile = cProfile.Profile()
     started = time.perf_counter()
@@ -304,8 +305,8 @@ class SnapshotRun:
 
 
 def run_snapshot(filled: FilledBox, store: Any) -> SnapshotRun:
-    from appliance.backup import snapshot_job, verify_job
-    from appliance.errors import DomainError
+    from appliance.core.backup import snapshot_job, verify_job
+    from appliance.shared.errors import DomainError
 
     run = SnapshotRun()
     try:
@@ -449,7 +450,7 @@ def checks(filled: FilledBox, export: ExportRun, snapshot: SnapshotRun) -> bool:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    from appliance.storage.db import Store
+    from appliance.core.storage.db import Store
 
     filled = fill_box(workdir / BOX_DIR, args.sheets)
     target = workdir / USB_DIR

@@ -1,15 +1,15 @@
 """LAN-side bench: what the tablet port's hardening (guarded parser, ClientGuard, TLS) costs.
 
-The daemon (appliance/daemon.py) serves the tablet API on the venue LAN with uvicorn's httptools
+The daemon (appliance/shell/daemon.py) serves the tablet API on the venue LAN with uvicorn's httptools
 protocol subclassed with a request-head deadline and byte cap (``edge_api.guard.guarded_protocol``
-through ``appliance.daemon.lan_server_options``, with ``timeout_keep_alive``), the ``ClientGuard``
+through ``appliance.shell.daemon.lan_server_options``, with ``timeout_keep_alive``), the ``ClientGuard``
 ASGI layer inside ``edge_api.app.create_app`` (per-address token bucket, header cap, body read
 with a deadline) and, by default (``tls = true``), TLS with the box's self-signed certificate.
 Before, it served the same app with uvicorn's plain httptools protocol, plain HTTP, no guard. This
 script measures, in one run:
 
 * one fresh, temporary data dir with the shipped sample event, ``--concurrency`` tablets paired
-  through the library and the box's TLS identity (``appliance.tls.write_identity``, loopback
+  through the library and the box's TLS identity (``appliance.core.tls.write_identity``, loopback
   addresses only), built once (``server_choice.build_template``, rate limits raised as in the other
   benches, so neither the device nor the per-address bucket ever throttles the bench);
 * for each variant, a copy of that data dir, served by this script as a subprocess
@@ -28,7 +28,7 @@ script measures, in one run:
   - ``tls``: the same over TLS (the default production setup), the client trusting the box's
     certificate (an ssl context with cafile ``<data dir>/tls/box.crt``) and checking its address;
 
-  the uvicorn options of lan/tls are the daemon's own (``appliance.daemon.lan_server_options``);
+  the uvicorn options of lan/tls are the daemon's own (``appliance.shell.daemon.lan_server_options``);
   the baseline runs first and again last (unless ``--no-rerun``): the mean of its two runs is the
   reference, and how far they differ is the run's noise (at least 10%), which the conclusion uses
   to call a difference noise;
@@ -146,8 +146,8 @@ def lan_options(variant: Variant, config: Any, data_dir: Path) -> dict[str, Any]
     """The uvicorn options of the tablet listener: the daemon's own (``lan_server_options``) for
     lan/tls; uvicorn's h11 with its head bound for h11; httptools with uvicorn's defaults (the
     daemon's LAN side before the hardening) for the baseline and guard."""
-    from appliance import tls
-    from appliance.daemon import lan_server_options
+    from appliance.core import tls
+    from appliance.shell.daemon import lan_server_options
 
     if variant.parser == "httptools":
         return {"http": "httptools"}
@@ -162,9 +162,9 @@ def lan_options(variant: Variant, config: Any, data_dir: Path) -> dict[str, Any]
 
 
 async def _serve(variant: Variant, data_dir: Path, port: int) -> None:
-    from appliance.box import get_box
-    from appliance.config import load_config
-    from appliance.storage.db import Store
+    from appliance.core.box import get_box
+    from appliance.core.config import load_config
+    from appliance.core.storage.db import Store
     from appliance.web.server import EmbeddedServer, bind, server_config
     from edge_api.app import create_app
 
@@ -218,7 +218,7 @@ def build_template(data_dir: Path, count: int) -> list[loadgen.BenchTablet]:
     """server_choice's box (sample event, ``count`` paired tablets) plus the box's TLS identity,
     made for loopback only (no interface scan); every variant's copy has the same certificate."""
     tablets, _ = server_choice.build_template(data_dir, count)
-    from appliance import tls
+    from appliance.core import tls
 
     tls.write_identity(data_dir, "bench-box", addresses=[])
     return tablets

@@ -348,14 +348,14 @@ def pair_judges(store: Any) -> dict[str, Any]:
 def submit_sheet_chains(
     store: Any, devices: dict[str, Any], sheets: int, per_call: int = FILL_CALL_SHEETS
 ) -> int:
-    """Store ``sheets`` score sheets through the real ledger path (``appliance.ledger.submit_sheets``
+    """Store ``sheets`` score sheets through the real ledger path (``appliance.core.ledger.submit_sheets``
     in the writer's transaction, ``per_call`` sheets a transaction), as correction chains over every
     (entry, judge) pair of the event whose judge has a device in ``devices``: round after round, each
     pair gets an original, then sheets that each supersede the previous one. Returns the count;
     raises RuntimeError when the ledger refuses one. ``bench/uplink.py`` and ``bench/export.py`` fill
     their boxes with it."""
-    from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
-    from appliance.times import now_rfc3339
+    from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
+    from appliance.shared.times import now_rfc3339
 
     def survey(conn: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         criteria = [dict(r) for r in conn.execute("SELECT key, min, max, step FROM criteria")]

@@ -88,7 +88,7 @@ def init_cuts(fs: LazyFS, workdir: Path) -> tuple[int, list[str]]:
     no box (and init run again finishes it) or a whole one; then it comes up."""
     import sqlite3
 
-    from appliance.config import load_config
+    from appliance.core.config import load_config
     from tests.powercut import PoweredBox
 
     failures: list[str] = []

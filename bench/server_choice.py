@@ -5,13 +5,13 @@ cleanly; record the comparison in bench/". This script is that record. In one ru
 
 * builds one fresh, temporary data dir with the shipped sample event (``tests.conftest.make_box``,
   rate limits raised as in bench/ingest.py, mDNS off) and pairs ``--concurrency`` tablets (judges
-  J1..J5, round robin) directly through the library (``provisioning.pairing.create_code`` +
+  J1..J5, round robin) directly through the library (``appliance.core.pairing.create_code`` +
   ``redeem`` inside ``Store.write_sync``), so no admin API is needed for setup;
 * for each server, copies that data dir (every server starts from the same database) and starts
   this same script as a subprocess, ``--serve KIND``, serving
   ``edge_api.app.create_app(Store(config.db_path), config, box_id)``:
 
-  - ``uvicorn``: the daemon's way (appliance/daemon.py): on ``uvloop.run``, two ``uvicorn.Server``
+  - ``uvicorn``: the daemon's way (appliance/shell/daemon.py): on ``uvloop.run``, two ``uvicorn.Server``
     (tablet app + admin app) on pre-bound sockets, ``http="httptools"``, ``loop="none"``, uvicorn's
     signal capture disabled and our own SIGTERM/SIGINT handlers;
   - ``granian``: granian's own process manager, ``Granian(interface=asgi, loop=uvloop, workers=1,
@@ -94,10 +94,10 @@ BETTER = 1.10  # granian must be >= 10% faster on durable sheets, with no worse 
 def _apps(data_dir: str) -> tuple[Any, Any, Any]:
     """(store, tablet app, admin app) on the data dir, as the daemon builds them (no metrics)."""
     sys.path.insert(0, str(loadgen.ROOT))
-    from appliance.box import get_box
-    from appliance.config import load_config
-    from appliance.secrets_files import read_secret
-    from appliance.storage.db import Store
+    from appliance.core.box import get_box
+    from appliance.core.config import load_config
+    from appliance.core.storage.db import Store
+    from appliance.shared.secrets_files import read_secret
     from edge_api.app import create_admin_app, create_app
 
     config = load_config(data_dir)  # the environment carries the raised limits too
@@ -242,12 +242,12 @@ def build_template(data_dir: Path, count: int) -> tuple[list[loadgen.BenchTablet
     """The box every server starts from: sample event, ``count`` tablets paired through the library.
     Returns the tablets (tokens, chains) and the admin token."""
     make_box, _ = loadgen.load_fixtures()  # also puts the repo root on sys.path
-    from appliance.devices import authenticate
-    from appliance.event import judge_event
-    from appliance.keys import pairing_key
-    from appliance.secrets_files import read_secret
-    from appliance.storage.db import Store
-    from provisioning.pairing import create_code, redeem
+    from appliance.core.devices import authenticate
+    from appliance.core.event import judge_event
+    from appliance.core.keys import pairing_key
+    from appliance.core.pairing import create_code, redeem
+    from appliance.core.storage.db import Store
+    from appliance.shared.secrets_files import read_secret
 
     config = make_box(data_dir, mdns_enabled=False, **loadgen.HIGH_LIMITS)
     paired: list[tuple[str, str]] = []

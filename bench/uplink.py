@@ -4,7 +4,7 @@ What it does, in one run:
 
 * **Fill** (not measured): a fresh data dir with the shipped sample event (``tests.conftest.make_box``),
   one really paired device per judge (J1..J5, ``tests.conftest.paired_device``), and score sheets
-  through the real ledger path (``appliance.ledger.submit_sheets`` in the writer's transaction, the
+  through the real ledger path (``appliance.core.ledger.submit_sheets`` in the writer's transaction, the
   call the tablet API makes), so every sheet is hash-chained and queued in the outbox in the same
   transaction, as at an event. The sample event has 200 (entry, judge) pairs, so each pair carries a
   correction chain (an original, then sheets that each supersede the previous one). Sheets are added
@@ -101,8 +101,8 @@ def fill_box(data_dir: Path, records: int, batch_max_records: int) -> FilledBox:
     """A real box whose outbox holds ``records`` pending records, nearly all of them sheets stored
     through ``submit_sheets`` (correction chains over every (entry, judge) pair of the sample event)."""
     make_box, _ = loadgen.load_fixtures()
-    from appliance.box import get_box
-    from appliance.storage.db import Store
+    from appliance.core.box import get_box
+    from appliance.core.storage.db import Store
 
     started = time.perf_counter()
     config = make_box(data_dir, uplink_batch_max_records=batch_max_records)
@@ -124,7 +124,7 @@ def copy_box(filled: FilledBox, data_dir: Path) -> Path:
 def start_receiver(rx_dir: Path, box_id: str, box_dir: Path) -> Any:
     """A real receiver process on 127.0.0.1 with ``box_id``'s token issued, the token written where
     the box reads it (``<data dir>/uplink.token``, 0600)."""
-    from appliance.secrets_files import write_secret
+    from appliance.shared.secrets_files import write_secret
     from tests.receiver_process import RunningReceiver, add_box
 
     rx_dir.mkdir(parents=True)
@@ -201,9 +201,9 @@ def _label(kind: str, fn: Callable[..., Any]) -> str:
 
 async def drain_in_process(data_dir: Path, box_id: str, receiver_pid: int, timeout: float) -> Drain:
     """The real UplinkWorker in this process, one turn after another until the queue is empty."""
-    from appliance import outbox
-    from appliance.config import load_config
-    from appliance.storage.db import Store
+    from appliance.core import outbox
+    from appliance.core.config import load_config
+    from appliance.core.storage.db import Store
     from uplink.worker import UplinkWorker
 
     config = load_config(data_dir, environ={})
@@ -250,10 +250,10 @@ async def drain_in_process(data_dir: Path, box_id: str, receiver_pid: int, timeo
 def drain_daemon(data_dir: Path, rx: Any, timeout: float) -> Drain:
     """The worker inside a real `venuebox run` daemon: configure the target, ask for a sync, and poll
     the admin API until the backlog is empty."""
-    from appliance.config import load_config
-    from appliance.storage.db import connect
-    from appliance.times import utcnow
-    from appliance.uplink_state import configure_target
+    from appliance.core.config import load_config
+    from appliance.core.storage.db import connect
+    from appliance.core.uplink_state import configure_target
+    from appliance.shared.times import utcnow
 
     _, running_box = loadgen.load_fixtures()
     config = load_config(data_dir, environ={})
@@ -299,7 +299,7 @@ def drain_daemon(data_dir: Path, rx: Any, timeout: float) -> Drain:
 
 def receiver_batches(rx_dir: Path) -> list[float]:
     """When the receiver stored each batch (unix seconds, in order), from its ``batches`` table."""
-    from appliance.times import parse_rfc3339
+    from appliance.shared.times import parse_rfc3339
 
     conn = sqlite3.connect(f"file:{rx_dir / 'receiver.sqlite'}?mode=ro", uri=True)
     try:
@@ -392,7 +392,7 @@ async def baseline(batches: list[tuple[str, bytes]], db_path: Path, box_id: str)
     """check_batch + store_batch of every batch into a fresh receiver database, one at a time."""
     import msgspec
 
-    from appliance.storage.db import Store
+    from appliance.core.storage.db import Store
     from uplink import receiver_store
     from uplink.protocol import RecordsIn
 

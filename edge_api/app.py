@@ -11,9 +11,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 
 from appliance import __version__
-from appliance.config import Config
-from appliance.logs import LogContextMiddleware
-from appliance.storage.db import Store
+from appliance.core.config import Config
+from appliance.core.storage.db import Store
+from appliance.shell.logs import LogContextMiddleware
 from edge_api.admin.controllers import AdminController, admin_guard
 from edge_api.context import ApiContext
 from edge_api.errors import DESCRIPTIONS, make_exception_handlers

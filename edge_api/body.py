@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect
 
-from appliance.errors import InvalidInput, MalformedRequest
-from appliance.tablet_text import REFUSALS
-from appliance.times import parse_rfc3339
+from appliance.shared.errors import InvalidInput, MalformedRequest
+from appliance.shared.tablet_text import REFUSALS
+from appliance.shared.times import parse_rfc3339
 
 T = TypeVar("T")
 _AT_PATH = re.compile(r"^(?P<message>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")

@@ -4,7 +4,7 @@ address from holding every file descriptor the box has.
 * ``ConnectionGate``: the connections each client address holds open. One more than
   ``max_connections_per_address`` is closed as soon as it is accepted (nothing is read from it,
   no handshake is started), and counted; an address that keeps being refused is a *flood*, which
-  the watchdog turns into the ``connection-flood:<address>`` alert (appliance/watchdog.py).
+  the watchdog turns into the ``connection-flood:<address>`` alert (appliance/core/watchdog.py).
 * ``gated_factory``: the protocol factory the listener is created with. Each accepted connection
   meets the gate first; admitted, it is handed to TLS (with a deadline for the handshake, so a
   connection that never sends a ClientHello is closed after ``tls_handshake_timeout_s``), then to

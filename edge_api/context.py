@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 from litestar import Litestar, Request
 
 from appliance import __version__
-from appliance.config import Config
-from appliance.devices import EXPIRED, Device, authenticate
-from appliance.errors import NotAuthenticated
-from appliance.export import ExportJob
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.netloc import http_url
-from appliance.storage.db import Store
-from appliance.watermark import ledger_mark
+from appliance.core.config import Config
+from appliance.core.devices import EXPIRED, Device, authenticate
+from appliance.core.export import ExportJob
+from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store
+from appliance.core.watermark import ledger_mark
+from appliance.shared.errors import NotAuthenticated
+from appliance.shared.netloc import http_url
 from edge_api.limits import PairingFloodGuard, TokenBuckets
 from edge_api.metrics import Metrics
 
@@ -114,7 +114,7 @@ class ApiContext:
 
     def ledger_mark(self) -> dict[str, Any]:
         """The ledger's epoch and safe watermark that sheet and heartbeat answers carry
-        (appliance/watermark.py), read at most once per ``MARK_TTL_S``: an older mark only
+        (appliance/core/watermark.py), read at most once per ``MARK_TTL_S``: an older mark only
         understates ``safe_seq`` (tablets keep a sheet a moment longer), never overstates it."""
         now = time.monotonic()
         if self._mark is None or now - self._mark[0] > MARK_TTL_S:

@@ -11,8 +11,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.types import ExceptionHandler
 
-from appliance import errors as domain
-from appliance.export import ExportBusy, ExportRefused
+from appliance.core.export import ExportBusy, ExportRefused
+from appliance.shared import errors as domain
 from edge_api.middleware import request_id_of
 from edge_api.schemas import Problem
 

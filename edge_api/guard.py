@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from appliance.config import Config
-from appliance.errors import TooManyRequests
+from appliance.core.config import Config
+from appliance.shared.errors import TooManyRequests
 from edge_api.errors import PROBLEM_BASE, PROBLEM_JSON
 from edge_api.limits import TokenBuckets
 from edge_api.middleware import request_id_of

@@ -20,7 +20,7 @@ from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath
 
-from appliance.tls import grouped
+from appliance.core.tls import grouped
 from edge_api.errors import make_exception_handlers
 from edge_api.middleware import RequestIdMiddleware
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appliance.errors import TooManyRequests
-from appliance.times import utcnow
-from appliance.watchdog import raise_pairing_flood
+from appliance.core.watchdog import raise_pairing_flood
+from appliance.shared.errors import TooManyRequests
+from appliance.shared.times import utcnow
 from edge_api.errors import retry_after_seconds
 
 log = logging.getLogger("venuebox.api")

@@ -18,7 +18,7 @@ from litestar.types import Guard
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from appliance.times import parse_rfc3339
+from appliance.shared.times import parse_rfc3339
 
 log = logging.getLogger("venuebox.metrics")
 
@@ -35,7 +35,7 @@ Snapshot = Callable[[], Mapping[str, Any] | None]
 class Metrics:
     """The box's metrics on their own registry.
 
-    ``snapshot`` returns the status snapshot (``appliance.status.snapshot``'s dict) when scraped.
+    ``snapshot`` returns the status snapshot (``appliance.core.status.snapshot``'s dict) when scraped.
     It is called on the scraping thread, so it must be cheap and must not need the event loop;
     it may be set after construction, and with none (or returning None) the state gauges are left out."""
 
@@ -135,7 +135,7 @@ class _StateCollector:
             )
 
 
-from appliance.uplink_state import STATES as UPLINK_STATES  # noqa: E402
+from appliance.core.uplink_state import STATES as UPLINK_STATES  # noqa: E402
 
 
 def _uplink_families(uplink: Mapping[str, Any]) -> Iterator[Metric]:

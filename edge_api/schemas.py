@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from appliance.box import FREEZE_REASON_MAX_CHARS, FreezeCategory
-from appliance.config import MAX_COMMENT_CHARS
-from appliance.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN
+from appliance.core.box import FREEZE_REASON_MAX_CHARS, FreezeCategory
+from appliance.core.config import MAX_COMMENT_CHARS
+from appliance.shared.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 # Text a tablet sends that the console and the CLI print later: no control or bidi characters.

@@ -7,13 +7,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from appliance import keys, personal
-from appliance.config import Config
-from appliance.event import current_event_id
-from appliance.storage.db import Store
+from appliance.core import keys, personal
+from appliance.core.config import Config
+from appliance.core.event import current_event_id
+from appliance.core.pairing import create_code
+from appliance.core.storage.db import Store
 from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
-from provisioning.pairing import create_code
 
 # The demo's box is named so; `venuebox demo` runs only on a data dir holding this box (or none).
 DEMO_BOX_NAME = "venuebox-demo"

@@ -35,12 +35,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from appliance import audit, personal, personal_fields
-from appliance.box import ensure_not_frozen, get_box
-from appliance.canonical import canonical_json, content_hash
-from appliance.errors import DomainError, Frozen
-from appliance.tabulation import PACKAGE_ENTRY_COLUMNS, PACKAGE_JUDGE_COLUMNS
-from appliance.times import now_rfc3339, parse_rfc3339, to_rfc3339
+from appliance.core import audit, personal, personal_fields
+from appliance.core.box import ensure_not_frozen, get_box
+from appliance.core.tabulation import PACKAGE_ENTRY_COLUMNS, PACKAGE_JUDGE_COLUMNS
+from appliance.shared.canonical import canonical_json, content_hash
+from appliance.shared.errors import DomainError, Frozen
+from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339
 
 EVENT_FILE = "event.json"
 ENTRIES_FILE = "entries.csv"
@@ -52,7 +52,7 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 EVENT_KEYS = ("id", "name", "timezone", "criteria", "sessions")
 CRITERION_KEYS = ("key", "label", "min", "max", "step")
 SESSION_KEYS = ("id", "name", "stage", "starts_at")
-# The package's columns, as the export also writes them (appliance/tabulation.py), plus the one
+# The package's columns, as the export also writes them (appliance/core/tabulation.py), plus the one
 # personal column the export leaves out.
 ENTRY_COLUMNS = (*PACKAGE_ENTRY_COLUMNS, "participants")
 ENTRY_REQUIRED = ("entry_id", "session_id", "order", "title")

@@ -10,12 +10,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance import audit, keys, personal, tls
-from appliance.config import Config
-from appliance.secrets_files import write_secret
-from appliance.storage.db import Store, create_database
-from appliance.times import now_rfc3339
-from appliance.watermark import new_epoch
+from appliance.core import audit, keys, personal, tls
+from appliance.core.config import Config
+from appliance.core.storage.db import Store, create_database
+from appliance.core.watermark import new_epoch
+from appliance.shared.secrets_files import write_secret
+from appliance.shared.times import now_rfc3339
 
 
 def init_box(config: Config, name: str | None = None) -> dict[str, Any]:

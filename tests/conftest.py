@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import keys, personal
-from appliance.config import Config, load_config
-from appliance.devices import Device
-from appliance.storage.db import Store
+from appliance.core import keys, personal
+from appliance.core.config import Config, load_config
+from appliance.core.devices import Device
+from appliance.core.pairing import create_code, redeem
+from appliance.core.storage.db import Store
 from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
-from provisioning.pairing import create_code, redeem
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_EVENT = ROOT / "provisioning" / "sample_event"

@@ -78,7 +78,7 @@ def main() -> None:
     if options.at == 0:
         atexit.register(write_count)
     sys.addaudithook(hook)
-    from appliance.cli import cli
+    from appliance.shell.cli import cli
 
     cli.main(args, prog_name="venuebox")
 

@@ -15,10 +15,10 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from appliance.config import Config
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.storage.db import Store, database_problems
-from appliance.times import now_rfc3339
+from appliance.core.config import Config
+from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store, database_problems
+from appliance.shared.times import now_rfc3339
 from tests.conftest import paired_device
 
 SECTOR = 512

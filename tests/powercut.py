@@ -36,8 +36,8 @@ from typing import Any
 
 import httpx
 
-from appliance.config import Config, load_config
-from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
+from appliance.core.config import Config, load_config
+from appliance.core.storage.db import UNSAFE_SYNCHRONOUS_ENV
 from tests.conftest import NotifySocket, box_id_of, venuebox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +175,8 @@ def write_event_package(folder: Path, entries: int) -> Path:
 def box_file_problems(data_dir: Path) -> list[str]:
     """Every file the box needs, checked as the box would read it: [] when all are whole. A file
     the box makes when missing (at start) may be missing; none may be empty or half-written."""
-    from appliance import keys, personal, tls
-    from appliance.secrets_files import read_secret
+    from appliance.core import keys, personal, tls
+    from appliance.shared.secrets_files import read_secret
 
     problems: list[str] = []
 
@@ -222,8 +222,8 @@ def snapshot_problems(config: Config) -> list[str]:
     with its keys file beside it, written with it (its ledger and audit heads)."""
     import pyrage
 
-    from appliance import keys, keys_bundle
-    from appliance.backup import sha256_file
+    from appliance.core import keys, keys_bundle
+    from appliance.core.backup import sha256_file
 
     conn = sqlite3.connect(config.db_path)
     try:
@@ -287,7 +287,7 @@ class PoweredBox:
         return self.config.admin_token_path.read_text().strip()
 
     def fingerprint(self) -> str:
-        from appliance import tls
+        from appliance.core import tls
 
         return tls.load_identity(self.config.data_dir).fingerprint
 
@@ -411,12 +411,12 @@ def new_box(fs: LazyFS, workdir: Path, entries: int = 60, **settings: Any) -> Po
 
 
 class Judges:
-    """Simulated judge tablets (the project's own client, through `edge_api.simulator`) scoring in
-    a thread of their own: singles, batches after a dropout, corrections, heartbeats. Their queues
+    """Simulated judge tablets (the project's own client, through `appliance.tablet_client.simulator`)
+    scoring in a thread of their own: singles, batches after a dropout, corrections, heartbeats. Their queues
     live outside the mount, so they survive the box's power cuts and send again when it is back."""
 
     def __init__(self, box: PoweredBox, tablets: int, state_dir: Path, pace_s: float, seed: int) -> None:
-        from edge_api.simulator import SimulationReport
+        from appliance.tablet_client.simulator import SimulationReport
 
         self.box = box
         self.report = SimulationReport()
@@ -428,7 +428,7 @@ class Judges:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        from edge_api.simulator import run_simulation
+        from appliance.tablet_client.simulator import run_simulation
 
         tablets, state_dir, pace_s, seed = self._args
 

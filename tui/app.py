@@ -21,7 +21,7 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from appliance.times import utcnow
+from appliance.shared.times import utcnow
 from tui.client import AdminClient, AdminError, NotRunning, Unreachable
 from tui.screens.alerts import AlertsScreen
 from tui.screens.audit import AuditScreen

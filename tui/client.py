@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import httpx
 
-from appliance.config import RUNTIME_FILE, Config
-from appliance.netloc import host_port
-from appliance.secrets_files import InsecureSecretFile, read_secret
+from appliance.core.config import RUNTIME_FILE, Config
+from appliance.shared.netloc import host_port
+from appliance.shared.secrets_files import InsecureSecretFile, read_secret
 
 # Loopback calls: a healthy daemon answers in milliseconds. A short read timeout keeps the
 # "unreachable" banner honest when the daemon hangs instead of refusing.

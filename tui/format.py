@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.text import Text
 
-from appliance.config import DEFAULTS
-from appliance.times import parse_rfc3339
+from appliance.core.config import DEFAULTS
+from appliance.shared.times import parse_rfc3339
 
 PRESENCE = {
     # word: (glyph, style)

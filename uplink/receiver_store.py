@@ -1,7 +1,7 @@
 """The reference receiver's state: its SQLite schema, the records it stores per box, the batches it
 has answered, and ``boxes.json`` (box id -> uplink token).
 
-Plain functions over a connection, run through ``appliance.storage.db.Store`` (one writer thread,
+Plain functions over a connection, run through ``appliance.core.storage.db.Store`` (one writer thread,
 group commit), so the HTTP layer in ``uplink/receiver.py`` and the CLI share one library API.
 """
 
@@ -23,9 +23,9 @@ import msgspec
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from appliance.errors import DomainError, IdempotencyMismatch, MalformedRequest, NotAuthenticated
-from appliance.secrets_files import read_secret, write_secret
-from appliance.times import now_rfc3339, parse_rfc3339
+from appliance.shared.errors import DomainError, IdempotencyMismatch, MalformedRequest, NotAuthenticated
+from appliance.shared.secrets_files import read_secret, write_secret
+from appliance.shared.times import now_rfc3339, parse_rfc3339
 from uplink.protocol import RECORD_KINDS, Record, RecordsAck, Rejected
 
 DB_FILE = "receiver.sqlite"

@@ -45,15 +45,12 @@ from typing import Any
 import httpx
 import msgspec
 
-from appliance import __version__, outbox
-from appliance.config import DEFAULTS, Config
-from appliance.errors import BadUplinkTarget
-from appliance.outbox import Batch
-from appliance.secrets_files import InsecureSecretFile
-from appliance.storage.db import Store
-from appliance.tablet_text import printable
-from appliance.times import to_rfc3339, utcnow
-from appliance.uplink_state import (
+from appliance import __version__
+from appliance.core import outbox
+from appliance.core.config import DEFAULTS, Config
+from appliance.core.outbox import Batch
+from appliance.core.storage.db import Store
+from appliance.core.uplink_state import (
     Target,
     check_alerts,
     clear_bad_answer,
@@ -64,6 +61,10 @@ from appliance.uplink_state import (
     shown_url,
     update_state,
 )
+from appliance.shared.errors import BadUplinkTarget
+from appliance.shared.secrets_files import InsecureSecretFile
+from appliance.shared.tablet_text import printable
+from appliance.shared.times import to_rfc3339, utcnow
 from appliance.web.retry import full_jitter, retry_after_s
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, RecordsAck, signature
 
@@ -83,7 +84,7 @@ BAD_ANSWER_TRIES = 3
 
 @dataclass(frozen=True, kw_only=True)
 class UplinkSettings:
-    """The box's ``uplink_*`` settings without their prefix (``appliance/config.py``, its defaults)."""
+    """The box's ``uplink_*`` settings without their prefix (``appliance/core/config.py``, its defaults)."""
 
     batch_max_records: int = DEFAULTS.uplink_batch_max_records
     batch_max_bytes: int = DEFAULTS.uplink_batch_max_bytes
@@ -363,7 +364,7 @@ async def check_target(target: Target, box_id: str, settings: UplinkSettings) ->
     without sending any record (the receiver answers ``{"acked": []}``)."""
     import uuid
 
-    from appliance.secrets_files import read_secret
+    from appliance.shared.secrets_files import read_secret
 
     started = time.monotonic()
     try:
@@ -633,7 +634,7 @@ class UplinkWorker:
 
     def _read_token(self, target: Target) -> str:
         if not self._token:
-            from appliance.secrets_files import read_secret
+            from appliance.shared.secrets_files import read_secret
 
             self._token = read_secret(target.token_file)
         return self._token
@@ -878,8 +879,8 @@ def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: floa
     request still waiting), ``refused`` (of those, the ones the receiver refused since: quarantined),
     ``failed`` (the newest outcome since the request is an error) and ``synced`` (attempted, and
     every record queued at the request was acked)."""
-    from appliance.box import get_box
-    from appliance.uplink_state import request_sync, uplink_view
+    from appliance.core.box import get_box
+    from appliance.core.uplink_state import request_sync, uplink_view
 
     requested, last_seq = store.write_sync(
         lambda conn: (request_sync(conn, "cli", utcnow()), outbox.last_pending_seq(conn))

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvicorn
 
-from appliance.netloc import http_url
+from appliance.shared.netloc import http_url
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 # Given uvicorn's protocol factory and the listener's TLS context, the factory the listener is

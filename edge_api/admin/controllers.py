@@ -19,7 +19,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 
-from appliance import (
+from appliance.core import (
     alerts,
     audit,
     box,
@@ -28,16 +28,17 @@ from appliance import (
     devices,
     export,
     outbox,
+    pairing,
     personal_fields,
     progress,
     status,
     uplink_state,
 )
-from appliance.errors import DomainError, UplinkNotConfigured
-from appliance.keys import pairing_key
-from appliance.personal_fields import PARTICIPANTS
-from appliance.times import utcnow
-from appliance.tls import pairing_url
+from appliance.core.keys import pairing_key
+from appliance.core.personal_fields import PARTICIPANTS
+from appliance.core.tls import pairing_url
+from appliance.shared.errors import DomainError, UplinkNotConfigured
+from appliance.shared.times import utcnow
 from edge_api.body import decode
 from edge_api.context import context_of
 from edge_api.middleware import request_id_of
@@ -53,7 +54,6 @@ from edge_api.schemas import (
     RevealIn,
     UplinkRetryIn,
 )
-from provisioning import pairing
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

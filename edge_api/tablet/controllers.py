@@ -13,15 +13,16 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 
-from appliance import data_key
-from appliance import errors as domain
-from appliance.box import get_box
-from appliance.config import MAX_COMMENT_CHARS
-from appliance.devices import rotate_token
-from appliance.event import judge_event
-from appliance.keys import pairing_key
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_batch
-from appliance.presence import record_heartbeat
+from appliance.core import data_key
+from appliance.core.box import get_box
+from appliance.core.config import MAX_COMMENT_CHARS
+from appliance.core.devices import rotate_token
+from appliance.core.event import judge_event
+from appliance.core.keys import pairing_key
+from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_batch
+from appliance.core.pairing import redeem
+from appliance.core.presence import record_heartbeat
+from appliance.shared import errors as domain
 from edge_api.body import check_time, decode
 from edge_api.context import context_of
 from edge_api.errors import problem_for
@@ -43,7 +44,6 @@ from edge_api.schemas import (
     SheetIn,
     TokenOut,
 )
-from provisioning.pairing import redeem
 
 
 def parse_sheet(raw: bytes, comment_max_chars: int = MAX_COMMENT_CHARS) -> SheetSubmission:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Response, expect
 
-from appliance.config import load_config
+from appliance.core.config import load_config
 from tests.browser.conftest import HEARTBEAT_S, NEEDS_CHROMIUM, JudgeApp, free_port
 from tests.browser.test_judge_app_watermark import (
     MARK_S,

@@ -34,7 +34,7 @@ TABLETS = textwrap.dedent(
     """
     import asyncio, json, sys, time
     from pathlib import Path
-    from edge_api.tablet_client import TabletClient, async_discover, make_sheet
+    from appliance.tablet_client.client import TabletClient, async_discover, make_sheet
 
     async def main(codes, state, paired_marker, stop_marker):
         found = []

@@ -69,7 +69,7 @@ TABLETS = textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
-    from edge_api.tablet_client import TabletClient, async_discover, make_sheet
+    from appliance.tablet_client.client import TabletClient, async_discover, make_sheet
 
     async def main(codes, state):
         found = []
@@ -217,7 +217,7 @@ def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Pa
 FIND_BOX = textwrap.dedent(
     """
     import asyncio, json, sys
-    from edge_api.tablet_client import async_discover
+    from appliance.tablet_client.client import async_discover
 
     async def main(wanted):
         found = []

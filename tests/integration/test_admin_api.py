@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import alerts
-from appliance.storage.db import Store
-from appliance.watchdog import WatchdogSettings, apply_disk_free
+from appliance.core import alerts
+from appliance.core.storage.db import Store
+from appliance.core.watchdog import WatchdogSettings, apply_disk_free
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 
 

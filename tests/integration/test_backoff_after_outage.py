@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_api import simulator
-from edge_api.simulator import SimulationReport, run_simulation
-from edge_api.tablet_client import Backoff, TabletClient, make_sheet
+from appliance.tablet_client import simulator
+from appliance.tablet_client.client import Backoff, TabletClient, make_sheet
+from appliance.tablet_client.simulator import SimulationReport, run_simulation
 from tests.conftest import RunningBox, make_box, panel_entries
 from tests.faultproxy import FaultProxy, Faults
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import Config
+from appliance.core.config import Config
 from tests.conftest import RunningBox, make_box, needs_tool, tmpfs, venuebox
 from tests.unit.test_backup import score
 
@@ -275,9 +275,9 @@ def damage_a_sheet(db: Path) -> int:
 def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tmp_path: Path) -> None:
     """Retention with `keep_last=2` and a database damaged after a verified snapshot: the verified one
     survives any number of later, failing snapshots, and `backup status` names it."""
-    from appliance import backup, keys
-    from appliance.storage.db import Store
-    from appliance.times import utcnow
+    from appliance.core import backup, keys
+    from appliance.core.storage.db import Store
+    from appliance.shared.times import utcnow
 
     config = make_box(tmp_path / "box", backup_keep_last=2, backup_keep_hourly_h=0)
     score(config, 6)
@@ -339,7 +339,7 @@ backup_keep_last = 5
 def test_backup_configure_dir_on_a_second_disk(tmp_path: Path, second_disk: Path) -> None:
     import tomllib
 
-    from appliance.config import load_config
+    from appliance.core.config import load_config
 
     config = make_box(tmp_path / "box")
     settings = config.data_dir / "venuebox.toml"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from appliance import tls
+from appliance.core import tls
 from tests.conftest import RunningBox, make_box
 
 

@@ -28,9 +28,9 @@ from textual.notifications import Notification, Notify
 from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, Static
 
-from appliance import personal, tls
-from appliance.export import MANIFEST, verify_export
-from appliance.secrets_files import write_secret
+from appliance.core import personal, tls
+from appliance.core.export import MANIFEST, verify_export
+from appliance.shared.secrets_files import write_secret
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 from tests.personal_package import participants_of_sample, personal_package
 from tui.app import ConsoleApp

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance import alerts, backup, export
-from appliance.secrets_files import write_secret
-from appliance.storage.db import Store
+from appliance.core import alerts, backup, export
+from appliance.core.storage.db import Store
+from appliance.shared.secrets_files import write_secret
 from tests.conftest import RunningBox, make_box, panel_entries
 from tests.tui.recorded_box import fixture
 

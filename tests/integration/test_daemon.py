@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
 
-from appliance.config import Config
-from appliance.mdns import current_addresses
+from appliance.core.config import Config
+from appliance.shell.mdns import current_addresses
 from tests.conftest import ROOT, NotifySocket, RunningBox, make_box, needs_tool, panel_entries, wait_for
 from tests.integration.test_mdns import dig, lookup
 

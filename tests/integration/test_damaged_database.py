@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from appliance.cli import EXIT_DATABASE_DAMAGED
-from appliance.config import Config, load_config
-from appliance.daemon import damaged_status_line
-from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
-from appliance.watchdog import INTEGRITY_FINGERPRINT, INTEGRITY_FREEZE_REASON
+from appliance.core.config import Config, load_config
+from appliance.core.watchdog import INTEGRITY_FINGERPRINT, INTEGRITY_FREEZE_REASON
+from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
+from appliance.shell.cli import EXIT_DATABASE_DAMAGED
+from appliance.shell.daemon import damaged_status_line
 from tests.conftest import ROOT, NotifySocket, RunningBox, Tablet, make_box, panel_entries, venuebox, wait_for
 from tests.damage import damage_table, store_sheets
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import load_config
+from appliance.core.config import load_config
 from tests.conftest import ROOT, SAMPLE_EVENT, box_id_of, make_box, venuebox, wait_for
 
 

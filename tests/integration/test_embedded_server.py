@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appliance.tls import make_certificate
+from appliance.core.tls import make_certificate
 from appliance.web.server import EmbeddedServer, bind, server_config
 from edge_api.connections import ConnectionGate, gated_factory
 

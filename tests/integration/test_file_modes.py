@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from appliance.config import load_config
+from appliance.core.config import load_config
 from tests.conftest import SAMPLE_EVENT, RunningBox, venuebox
 
 pytestmark = pytest.mark.timeout(180)

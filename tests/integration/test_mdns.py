@@ -21,7 +21,7 @@ import pytest
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from appliance.mdns import (
+from appliance.shell.mdns import (
     SERVICE_TYPE,
     Advertisement,
     advertised_addresses,

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import keys
-from appliance.config import load_config
-from appliance.secrets_files import read_secret
-from appliance.storage.db import Store
-from appliance.storage.schema import m010_pairing_codes_keyed
-from appliance.times import to_rfc3339, utcnow
-from provisioning.pairing import active_codes, normalise_code
+from appliance.core import keys
+from appliance.core.config import load_config
+from appliance.core.pairing import active_codes, normalise_code
+from appliance.core.storage.db import Store
+from appliance.core.storage.schema import m010_pairing_codes_keyed
+from appliance.shared.secrets_files import read_secret
+from appliance.shared.times import to_rfc3339, utcnow
 from tests.conftest import TIMEOUT, RunningBox, make_box, new_code, venuebox, wait_for
 
 pytestmark = pytest.mark.timeout(120)

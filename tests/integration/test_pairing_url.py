@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import tls
-from edge_api.tablet_client import CertificateMismatch, pair_with_url
+from appliance.core import tls
+from appliance.tablet_client.client import CertificateMismatch, pair_with_url
 from tests.conftest import RunningBox, make_box, venuebox
 
 pytestmark = pytest.mark.timeout(90)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import personal
+from appliance.core import personal
 from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, needs_tool
 from tests.integration.test_backup_export import venuebox
 from tests.personal_package import COLUMN, guardian_phone, personal_package

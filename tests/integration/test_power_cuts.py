@@ -138,7 +138,7 @@ def test_a_cut_inside_init_leaves_no_box_or_a_whole_one(fs: LazyFS, tmp_path: Pa
 
 
 def _config(data_dir: Path) -> Any:
-    from appliance.config import load_config
+    from appliance.core.config import load_config
 
     return load_config(data_dir, environ={})
 
@@ -220,7 +220,7 @@ def test_a_cut_inside_a_command_takes_effect_completely_or_not_at_all(
                 f"{where}: a new certificate without its audit record"
             )
     elif name == "keys rotate-data-key":
-        from appliance import data_key, personal
+        from appliance.core import data_key, personal
 
         key = personal.load_key(box.config.data_key_path)
         recorded = _db(box, "SELECT key_id FROM data_key WHERE id = 1")

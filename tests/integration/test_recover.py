@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import Config, load_config
+from appliance.core.config import Config, load_config
 from tests.conftest import RunningBox, box_id_of, make_box, venuebox, wait_for
 from tests.damage import checkpoint, leaf_pages, store_sheets
 from tests.integration.test_restore_identity import tree

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from appliance import tls
-from appliance.config import load_config
+from appliance.core import tls
+from appliance.core.config import load_config
 from tests.conftest import RunningBox, box_id_of, make_box, served_certificate, venuebox, wait_for
 from tests.damage import damage_table
 from tests.faultproxy import Faults

@@ -21,12 +21,12 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from appliance import keys, keys_bundle, personal, tls
-from appliance.config import Config, load_config
-from appliance.secrets_files import read_secret
-from appliance.storage.db import connect
-from appliance.uplink_state import resolve_target
-from edge_api.tablet_client import TabletClient, make_sheet
+from appliance.core import keys, keys_bundle, personal, tls
+from appliance.core.config import Config, load_config
+from appliance.core.storage.db import connect
+from appliance.core.uplink_state import resolve_target
+from appliance.shared.secrets_files import read_secret
+from appliance.tablet_client.client import TabletClient, make_sheet
 from tests.conftest import (
     TIMEOUT,
     RunningBox,

@@ -9,10 +9,10 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from appliance.config import load_config
-from appliance.storage.db import Store
-from appliance.watermark import new_epoch
-from edge_api.tablet_client import TabletClient, make_sheet
+from appliance.core.config import load_config
+from appliance.core.storage.db import Store
+from appliance.core.watermark import new_epoch
+from appliance.tablet_client.client import TabletClient, make_sheet
 from tests.conftest import RunningBox, panel_entries, venuebox, wait_for
 from tests.integration.test_tablet_client import code_for, start_box, values_for
 from tests.integration.test_uplink import Cloud, uplinked_box

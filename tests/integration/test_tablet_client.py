@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_api.simulator import run_simulation
-from edge_api.tablet_client import (
+from appliance.tablet_client.client import (
     SERVICE_TYPE,
     Backoff,
     TabletClient,
@@ -26,6 +25,7 @@ from edge_api.tablet_client import (
     discover,
     make_sheet,
 )
+from appliance.tablet_client.simulator import run_simulation
 from tests.conftest import RunningBox, make_box, panel_entries
 
 

@@ -24,8 +24,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance import tls
-from edge_api.tablet_client import (
+from appliance.core import tls
+from appliance.tablet_client.client import (
     BoxUnreachable,
     CertificateMismatch,
     TabletClient,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliance.config import Config, load_config
+from appliance.core.config import Config, load_config
 from tests.conftest import RunningBox, box_id_of, make_box, venuebox, wait_for
 from tests.faultproxy import FaultProxy, Faults
 from tests.receiver_process import RunningReceiver, add_box, record

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import Config
+from appliance.core.config import Config
 from tests.conftest import RunningBox, box_id_of, make_box, venuebox, wait_for
 from tests.integration.test_uplink import uplink
 from tests.receiver_process import RunningReceiver, add_box

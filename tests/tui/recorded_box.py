@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from appliance.times import parse_rfc3339
+from appliance.shared.times import parse_rfc3339
 from tui.app import ConsoleApp
 from tui.client import AdminClient
 
@@ -37,7 +37,7 @@ ROUTES = {
     ("GET", "/admin/v1/audit"): "audit",
     ("POST", "/admin/v1/pairing-codes"): "pairing_code",
 }
-# What GET /admin/v1/export says of a daemon that has made no export yet (appliance/export.py ExportJob).
+# What GET /admin/v1/export says of a daemon that has made no export yet (appliance/core/export.py ExportJob).
 IDLE_EXPORT = {
     "state": "idle",
     "fraction": 0.0,

@@ -130,7 +130,7 @@ def test_lined_table_never_sends_control_characters_to_the_terminal() -> None:
             await pilot.pause()
             line = table.render_line(1).text
             assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
-            # Escaped as the CLI prints them (appliance.tablet_text.printable), so a tech sees what was sent.
+            # Escaped as the CLI prints them (shared.tablet_text.printable): a tech sees what was sent.
             assert table.cell_text("a", "state") == "\\u0007bell\\u202e"
 
     asyncio.run(scenario())

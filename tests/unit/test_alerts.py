@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import alerts, audit
-from appliance.errors import NotFound
-from appliance.storage.db import Store
-from appliance.times import to_rfc3339
+from appliance.core import alerts, audit
+from appliance.core.storage.db import Store
+from appliance.shared.errors import NotFound
+from appliance.shared.times import to_rfc3339
 from tests.conftest import make_box
 
 T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)

@@ -12,9 +12,9 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from appliance import backup, data_key, keys, keys_bundle, personal, personal_fields
-from appliance.config import Config, load_config
-from appliance.storage.db import Store
+from appliance.core import backup, data_key, keys, keys_bundle, personal, personal_fields
+from appliance.core.config import Config, load_config
+from appliance.core.storage.db import Store
 from tests.conftest import make_box, paired_device
 from tests.personal_package import personal_package
 
@@ -26,7 +26,7 @@ def config(tmp_path: Path) -> Config:
 
 
 def score(config: Config, sheets: int = 3) -> None:
-    from appliance.ledger import SheetSubmission, submit_sheets
+    from appliance.core.ledger import SheetSubmission, submit_sheets
 
     with Store(config.db_path) as store:
         device = paired_device(store, "J1")
@@ -78,7 +78,7 @@ def test_a_snapshot_is_encrypted_recorded_and_verifies(config: Config) -> None:
 
 
 def test_a_changed_snapshot_does_not_verify_and_raises_a_critical_alert(config: Config) -> None:
-    from appliance import alerts
+    from appliance.core import alerts
 
     with Store(config.db_path) as store:
         taken = backup.snapshot_job(config, store)
@@ -167,9 +167,9 @@ def test_restore_round_trip_is_equal_and_brings_the_keys_back(config: Config, tm
 def test_restore_brings_back_an_uplink_set_by_the_settings_and_who_opens_the_backups(
     config: Config, tmp_path: Path
 ) -> None:
-    from appliance.secrets_files import read_secret, write_secret
-    from appliance.storage.db import connect
-    from appliance.uplink_state import resolve_target
+    from appliance.core.storage.db import connect
+    from appliance.core.uplink_state import resolve_target
+    from appliance.shared.secrets_files import read_secret, write_secret
 
     settings = config.data_dir / "venuebox.toml"
     settings.write_text(settings.read_text() + 'uplink_url = "https://cloud.example.org"\n')
@@ -358,7 +358,7 @@ def test_a_run_of_unverified_snapshots_pushes_nothing_out() -> None:
 def test_a_configured_backup_dir_that_is_missing_is_never_made_and_the_alert_says_what_to_do(
     tmp_path: Path,
 ) -> None:
-    from appliance import alerts
+    from appliance.core import alerts
 
     stick = tmp_path / "usb" / "venuebox-backups"  # the stick is unplugged: its folder is gone
     config = make_box(tmp_path / "box", backup_dir=str(stick))
@@ -455,7 +455,7 @@ def test_check_backup_dir_refuses_what_the_box_cannot_use(config: Config, tmp_pa
 def test_write_setting_changes_one_key_and_keeps_the_rest(tmp_path: Path) -> None:
     import tomllib
 
-    from appliance.config import write_setting
+    from appliance.core.config import write_setting
 
     settings = tmp_path / "venuebox.toml"
     settings.write_text(

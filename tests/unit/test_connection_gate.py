@@ -1,5 +1,5 @@
 """The per-address connection cap (edge_api/connections.py) and the connection-flood alert it feeds
-(appliance/watchdog.py), without sockets: tests/integration/test_connections.py has those."""
+(appliance/core/watchdog.py), without sockets: tests/integration/test_connections.py has those."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance import alerts
-from appliance.storage.db import Store
-from appliance.watchdog import WatchdogSettings, check_connection_floods
+from appliance.core import alerts
+from appliance.core.storage.db import Store
+from appliance.core.watchdog import WatchdogSettings, check_connection_floods
 from edge_api.connections import ConnectionGate
 from tests.conftest import make_box
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from appliance import data_key, personal
-from appliance.config import Config
-from appliance.errors import DataKeyMismatch, RotationRunning
-from appliance.storage.db import Store
+from appliance.core import data_key, personal
+from appliance.core.config import Config
+from appliance.core.storage.db import Store
+from appliance.shared.errors import DataKeyMismatch, RotationRunning
 from tests.conftest import make_box
 from tests.personal_package import guardian_phone, participants_of_sample, personal_package
 
@@ -124,9 +124,9 @@ def test_a_box_that_never_took_a_snapshot_keeps_no_old_key(config: Config, store
 CRASH = """
 import os, sys
 from pathlib import Path
-from appliance import data_key, personal
-from appliance.config import load_config
-from appliance.storage.db import Store
+from appliance.core import data_key, personal
+from appliance.core.config import load_config
+from appliance.core.storage.db import Store
 
 config = load_config(Path(sys.argv[1]), environ={})
 step = sys.argv[2]

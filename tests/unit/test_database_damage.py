@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from appliance import alerts
-from appliance.box import get_box
-from appliance.chain import verify_chain
-from appliance.config import Config
-from appliance.devices import Device
-from appliance.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
-from appliance.ledger import SheetSubmission, submit_sheets
-from appliance.storage.db import Store, damage_in, is_damage_error
-from appliance.times import now_rfc3339, utcnow
-from appliance.watchdog import INTEGRITY_FREEZE_REASON, WatchdogSettings, apply_integrity
+from appliance.core import alerts
+from appliance.core.box import get_box
+from appliance.core.chain import verify_chain
+from appliance.core.config import Config
+from appliance.core.devices import Device
+from appliance.core.ledger import SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store, damage_in, is_damage_error
+from appliance.core.watchdog import INTEGRITY_FREEZE_REASON, WatchdogSettings, apply_integrity
+from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
+from appliance.shared.times import now_rfc3339, utcnow
 from tests.conftest import make_box, paired_device
 from tests.damage import damage_table, store_sheets
 

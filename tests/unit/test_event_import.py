@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from appliance import audit, chain, personal
-from appliance.errors import Frozen
-from appliance.storage.db import Store, create_database
+from appliance.core import audit, chain, personal
+from appliance.core.storage.db import Store, create_database
+from appliance.shared.errors import Frozen
 from provisioning.event_import import (
     ImportRefused,
     ImportReport,

@@ -14,11 +14,11 @@ from typing import BinaryIO
 
 import pytest
 
-from appliance import export
-from appliance.box import freeze
-from appliance.chain import verify_chain
-from appliance.config import Config
-from appliance.storage.db import Store
+from appliance.core import export
+from appliance.core.box import freeze
+from appliance.core.chain import verify_chain
+from appliance.core.config import Config
+from appliance.core.storage.db import Store
 from tests.unit.test_backup import score
 
 
@@ -206,7 +206,7 @@ def test_an_export_during_a_half_done_key_rotation_carries_the_key_that_opens_it
 
     import pyrage
 
-    from appliance import data_key, keys, personal
+    from appliance.core import data_key, keys, personal
     from tests.conftest import make_box
     from tests.personal_package import personal_package
 
@@ -296,8 +296,8 @@ def test_each_dialect_round_trips_a_tricky_title_and_writes_its_decimal_mark(
 def test_the_setting_chooses_the_dialect_and_an_unknown_one_is_refused_before_anything_is_written(
     tmp_path: Path, usb: Path
 ) -> None:
-    from appliance.config import ConfigError, load_config
-    from appliance.tabulation import UnknownCsvDialect
+    from appliance.core.config import ConfigError, load_config
+    from appliance.core.tabulation import UnknownCsvDialect
 
     box = tricky_box(tmp_path, export_csv_dialect="excel-semicolon")
     done = export.export_to(box, usb, now=datetime(2026, 3, 14, 18, 0, 0, tzinfo=UTC))
@@ -343,7 +343,7 @@ def test_names_come_encrypted_to_the_organiser_joined_to_entry_ids(config: Confi
     import pyrage
     from pyrage import x25519
 
-    from appliance import keys
+    from appliance.core import keys
     from tests.personal_package import participants_of_sample
 
     organiser = x25519.Identity.generate()
@@ -380,7 +380,7 @@ def test_a_tab_deep_in_a_long_file_is_quoted_and_every_row_reads_back(dialect: s
     ones around it stay as they were."""
     from decimal import Decimal
 
-    from appliance import tabulation
+    from appliance.core import tabulation
 
     chosen = tabulation.csv_dialect(dialect)
     rows = [[i, f"title {i}", "", None, 9.5, Decimal("27.25"), i % 2 == 0] for i in range(20_000)]

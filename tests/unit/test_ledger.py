@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from appliance import chain
-from appliance.devices import revoke
-from appliance.errors import EntryNotOnPanel, InvalidInput, NotAuthenticated, SheetConflict
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.storage.db import Store
+from appliance.core import chain
+from appliance.core.devices import revoke
+from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store
+from appliance.shared.errors import EntryNotOnPanel, InvalidInput, NotAuthenticated, SheetConflict
 from tests.conftest import paired_device
 
 
@@ -74,7 +74,7 @@ def test_an_entry_off_the_judges_panel_is_refused(store: Store) -> None:
 
 
 def test_outbox_records_point_at_their_sheets_and_travel_whole(store: Store) -> None:
-    from appliance import outbox
+    from appliance.core import outbox
 
     j1 = pair(store, "J1")
     first = sheet(entries_of(store, "J1")[0])

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance.logs import (
+from appliance.shared.times import parse_rfc3339
+from appliance.shell.logs import (
     REDACTED,
     LogContextMiddleware,
     RedactingFilter,
@@ -25,7 +26,6 @@ from appliance.logs import (
     reset_request_id,
     setup_logging,
 )
-from appliance.times import parse_rfc3339
 from edge_api.middleware import RequestIdMiddleware
 
 log = logging.getLogger("venuebox.test")

@@ -13,10 +13,10 @@ import pytest
 from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
-from appliance.box import get_box
-from appliance.config import Config
-from appliance.status import snapshot
-from appliance.storage.db import Store
+from appliance.core.box import get_box
+from appliance.core.config import Config
+from appliance.core.status import snapshot
+from appliance.core.storage.db import Store
 from edge_api.app import create_admin_app, create_app
 from edge_api.metrics import Metrics, MetricsMiddleware, metrics_response, metrics_route
 from tests.conftest import make_box
@@ -231,10 +231,10 @@ def test_the_daemons_scrape_time_snapshot_gives_the_gauges_the_full_status_gives
 ) -> None:
     """The daemon reads the cheaper ``gauges_status`` at every scrape: the same state gauges as the
     full status snapshot, on a box with a frozen state, a paired tablet, a sheet and an alert."""
-    from appliance.alerts import raise_alert
-    from appliance.box import freeze
-    from appliance.daemon import full_status, gauges_status
-    from appliance.ledger import SheetSubmission, submit_sheet
+    from appliance.core.alerts import raise_alert
+    from appliance.core.box import freeze
+    from appliance.core.ledger import SheetSubmission, submit_sheet
+    from appliance.shell.daemon import full_status, gauges_status
     from tests.conftest import paired_device
 
     store, config, _ = box

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from appliance.netloc import host_port, http_url, url_host
+from appliance.shared.netloc import host_port, http_url, url_host
 
 
 @pytest.mark.parametrize(

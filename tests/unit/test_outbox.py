@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from appliance import outbox
-from appliance.storage.db import Store
-from appliance.times import utcnow
+from appliance.core import outbox
+from appliance.core.storage.db import Store
+from appliance.shared.times import utcnow
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_a_prune_is_bounded_so_it_never_holds_the_writer_for_long(store: Store) 
 
 
 def test_a_batch_carries_exactly_the_records_as_they_travel(sample_store: Store) -> None:
-    from appliance.ledger import SheetSubmission, submit_sheets
+    from appliance.core.ledger import SheetSubmission, submit_sheets
     from tests.conftest import paired_device
 
     device = paired_device(sample_store, "J1")

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from appliance import alerts
-from appliance.errors import TooManyRequests
-from appliance.storage.db import Store
-from appliance.times import utcnow
-from appliance.watchdog import (
+from appliance.core import alerts
+from appliance.core.storage.db import Store
+from appliance.core.watchdog import (
     PAIRING_FLOOD_FINGERPRINT,
     WatchdogSettings,
     check_pairing_calm,
     raise_pairing_flood,
 )
+from appliance.shared.errors import TooManyRequests
+from appliance.shared.times import utcnow
 from edge_api.limits import PairingFloodGuard, TokenBuckets
 from tests.conftest import make_box
 

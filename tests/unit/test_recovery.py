@@ -1,4 +1,4 @@
-"""The parts of `venuebox recover` (appliance/recovery.py) that decide what is appended: the chain
+"""The parts of `venuebox recover` (appliance/core/recovery.py) that decide what is appended: the chain
 walk over several sources, and the salvage that reads a damaged file's pages itself."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from appliance.chain import head, link
-from appliance.recovery import Candidate, continue_chain, salvage, table_columns
-from appliance.storage.db import connect
+from appliance.core.chain import head, link
+from appliance.core.recovery import Candidate, continue_chain, salvage, table_columns
+from appliance.core.storage.db import connect
 from tests.conftest import make_box
 from tests.damage import store_sheets
 

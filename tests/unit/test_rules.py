@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import ConfigError, load_config, resolve_data_dir
-from appliance.errors import InvalidInput, MalformedRequest, TooManyRequests
-from appliance.ledger import on_step, value_problem
-from appliance.times import parse_rfc3339
+from appliance.core.config import ConfigError, load_config, resolve_data_dir
+from appliance.core.ledger import on_step, value_problem
+from appliance.shared.errors import InvalidInput, MalformedRequest, TooManyRequests
+from appliance.shared.times import parse_rfc3339
 from edge_api.body import decode, nests_within_limit
 from edge_api.limits import TokenBuckets
 from edge_api.schemas import HeartbeatIn, SheetIn

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sdnotify import notify, watchdog_interval_s
+from appliance.shell.sdnotify import notify, watchdog_interval_s
 
 
 def receive_one(sock: socket.socket) -> bytes:
@@ -67,7 +67,7 @@ def test_notify_to_missing_socket_returns_false_and_logs(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket_path))
 
-    with caplog.at_level(logging.DEBUG, logger="appliance.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="appliance.shell.sdnotify"):
         assert notify("STOPPING=1") is False
     assert "STOPPING=1" in caplog.text
 

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, load_config
+from appliance.core.config import Config, load_config
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\| `(?P<name>[a-z0-9_]+)` \| `(?P<default>[^|]+)` \| (?P<meaning>.+) \|$")

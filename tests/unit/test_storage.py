@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import audit, chain
-from appliance.storage.db import Store, connect, create_database
+from appliance.core import audit, chain
+from appliance.core.storage.db import Store, connect, create_database
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from appliance.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN, printable
+from appliance.shared.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN, printable
 
 WHAT_A_JUDGE_TYPES = ["Judge 1 iPad", "Zoë’s tablet", "حكم ١", "שופט 2", "👩‍⚖️ panel 👨‍👩‍👧", ""]
 STEERING = [

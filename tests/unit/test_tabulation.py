@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from appliance import personal
-from appliance.errors import NoEvent
-from appliance.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.storage.db import Store, connect
-from appliance.tabulation import (
+from appliance.core import personal
+from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store, connect
+from appliance.core.tabulation import (
     Cell,
     audit_jsonl,
     event_package_files,
@@ -32,6 +31,7 @@ from appliance.tabulation import (
     scores_table,
     write_csv,
 )
+from appliance.shared.errors import NoEvent
 from provisioning.event_import import import_package, load_package
 from tests.conftest import SAMPLE_EVENT, make_box, paired_device
 from tests.personal_package import personal_package

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import alerts, outbox
-from appliance.box import freeze, get_box
-from appliance.config import Config
-from appliance.secrets_files import write_secret
-from appliance.storage.db import Store
-from appliance.times import utcnow
-from appliance.uplink_state import get_state, request_sync, uplink_view
+from appliance.core import alerts, outbox
+from appliance.core.box import freeze, get_box
+from appliance.core.config import Config
+from appliance.core.storage.db import Store
+from appliance.core.uplink_state import get_state, request_sync, uplink_view
+from appliance.shared.secrets_files import write_secret
+from appliance.shared.times import utcnow
 from tests.conftest import make_box
 from uplink import receiver_store
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER

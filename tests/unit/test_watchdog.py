@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from appliance import alerts, devices
-from appliance.box import get_box
-from appliance.config import Config, ConfigError, load_config
-from appliance.devices import Device
-from appliance.keys import pairing_key
-from appliance.presence import record_heartbeat
-from appliance.storage.db import Store
-from appliance.times import parse_rfc3339, to_rfc3339, utcnow
-from appliance.watchdog import (
+from appliance.core import alerts, devices
+from appliance.core.box import get_box
+from appliance.core.config import Config, ConfigError, load_config
+from appliance.core.devices import Device
+from appliance.core.keys import pairing_key
+from appliance.core.pairing import create_code, redeem
+from appliance.core.presence import record_heartbeat
+from appliance.core.storage.db import Store
+from appliance.core.watchdog import (
     CHECK_INTERVALS,
     DiskUsage,
     LoopLagProbe,
@@ -38,7 +38,7 @@ from appliance.watchdog import (
     check_presence,
     quick_check,
 )
-from provisioning.pairing import create_code, redeem
+from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 from tests.conftest import make_box
 
 MB = 1024 * 1024

@@ -1,12 +1,12 @@
-"""appliance/watermark.py on a real box database: what makes a sheet safe, and the epoch."""
+"""appliance/core/watermark.py on a real box database: what makes a sheet safe, and the epoch."""
 
 from __future__ import annotations
 
 import uuid
 
-from appliance import watermark
-from appliance.ledger import SheetSubmission, submit_sheets
-from appliance.storage.db import Store
+from appliance.core import watermark
+from appliance.core.ledger import SheetSubmission, submit_sheets
+from appliance.core.storage.db import Store
 from tests.conftest import paired_device
 
 

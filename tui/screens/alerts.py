@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
-from appliance.tablet_text import printable
+from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen

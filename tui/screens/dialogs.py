@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
-from appliance.box import FREEZE_CATEGORIES, FREEZE_REASON_MAX_CHARS
+from appliance.core.box import FREEZE_CATEGORIES, FREEZE_REASON_MAX_CHARS
 from tui import format as fmt
 
 CATEGORY_LABELS = {

@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from appliance.config import DEFAULTS
+from appliance.core.config import DEFAULTS
 
 HELP = f"""\
 # venuebox console

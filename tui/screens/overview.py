@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from appliance.tablet_text import printable
+from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.screens.base import BoxScreen
 

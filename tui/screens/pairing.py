@@ -11,9 +11,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from appliance.tablet_text import printable
-from appliance.times import parse_rfc3339
-from appliance.tls import short_fingerprint
+from appliance.core.tls import short_fingerprint
+from appliance.shared.tablet_text import printable
+from appliance.shared.times import parse_rfc3339
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen

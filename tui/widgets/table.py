@@ -29,7 +29,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from appliance.tablet_text import printable
+from appliance.shared.tablet_text import printable
 
 GAP = "  "
 

@@ -1,0 +1,2 @@
+"""A tablet's side of the protocol: the client library and the simulator (used by tests, benches
+and `venuebox simulate`)."""
