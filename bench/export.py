@@ -25,7 +25,7 @@ What it does, in one run:
   ``appliance.core.export.verify_export(path)`` once more from the bench, timed, and its ``ok``.
   The Store is open (idle) while the export runs, as in the daemon.
 * **Snapshot**: ``appliance.core.backup.snapshot_job(config, store)`` with the box's
-  ``appliance.core.storage.db.Store(config.db_path)``, then ``appliance.core.backup.verify_job(config,
+  ``appliance.core.storage.Store(config.db_path)``, then ``appliance.core.backup.verify_job(config,
   store)`` (decrypt, integrity check, both hash chains, counts against the recorded ones): wall
   times and the snapshot's size.
 * The ratios export / baseline and snapshot / baseline, and the target (export < 10 s) as "target
@@ -98,7 +98,7 @@ class FilledBox:
 def fill_box(data_dir: Path, sheets: int) -> FilledBox:
     """A real box with the sample event and ``sheets`` sheets in correction chains; the store closed."""
     make_box, _ = loadgen.load_fixtures()
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
 
     started = time.perf_counter()
     config = make_box(data_dir)
@@ -450,7 +450,7 @@ def checks(filled: FilledBox, export: ExportRun, snapshot: SnapshotRun) -> bool:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
 
     filled = fill_box(workdir / BOX_DIR, args.sheets)
     target = workdir / USB_DIR

@@ -164,7 +164,7 @@ def lan_options(variant: Variant, config: Any, data_dir: Path) -> dict[str, Any]
 async def _serve(variant: Variant, data_dir: Path, port: int) -> None:
     from appliance.core.box import get_box
     from appliance.core.config import load_config
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from appliance.web.server import EmbeddedServer, bind, server_config
     from edge_api.app import create_app
 

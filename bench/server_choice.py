@@ -96,7 +96,7 @@ def _apps(data_dir: str) -> tuple[Any, Any, Any]:
     sys.path.insert(0, str(loadgen.ROOT))
     from appliance.core.box import get_box
     from appliance.core.config import load_config
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from appliance.shared.secrets_files import read_secret
     from edge_api.app import create_admin_app, create_app
 
@@ -246,7 +246,7 @@ def build_template(data_dir: Path, count: int) -> tuple[list[loadgen.BenchTablet
     from appliance.core.event import judge_event
     from appliance.core.keys import pairing_key
     from appliance.core.pairing import create_code, redeem
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from appliance.shared.secrets_files import read_secret
 
     config = make_box(data_dir, mdns_enabled=False, **loadgen.HIGH_LIMITS)

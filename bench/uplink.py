@@ -102,7 +102,7 @@ def fill_box(data_dir: Path, records: int, batch_max_records: int) -> FilledBox:
     through ``submit_sheets`` (correction chains over every (entry, judge) pair of the sample event)."""
     make_box, _ = loadgen.load_fixtures()
     from appliance.core.box import get_box
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
 
     started = time.perf_counter()
     config = make_box(data_dir, uplink_batch_max_records=batch_max_records)
@@ -203,7 +203,7 @@ async def drain_in_process(data_dir: Path, box_id: str, receiver_pid: int, timeo
     """The real UplinkWorker in this process, one turn after another until the queue is empty."""
     from appliance.core import outbox
     from appliance.core.config import load_config
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from uplink.worker import UplinkWorker
 
     config = load_config(data_dir, environ={})
@@ -251,9 +251,9 @@ def drain_daemon(data_dir: Path, rx: Any, timeout: float) -> Drain:
     """The worker inside a real `venuebox run` daemon: configure the target, ask for a sync, and poll
     the admin API until the backlog is empty."""
     from appliance.core.config import load_config
-    from appliance.core.storage.db import connect
     from appliance.core.uplink_state import configure_target
     from appliance.shared.times import utcnow
+    from appliance.storage.db import connect
 
     _, running_box = loadgen.load_fixtures()
     config = load_config(data_dir, environ={})
@@ -392,7 +392,7 @@ async def baseline(batches: list[tuple[str, bytes]], db_path: Path, box_id: str)
     """check_batch + store_batch of every batch into a fresh receiver database, one at a time."""
     import msgspec
 
-    from appliance.core.storage.db import Store
+    from appliance.storage import db
     from uplink import receiver_store
     from uplink.protocol import RecordsIn
 
@@ -400,7 +400,7 @@ async def baseline(batches: list[tuple[str, bytes]], db_path: Path, box_id: str)
         (key, receiver_store.body_hash(body), msgspec.json.decode(body, type=RecordsIn).records)
         for key, body in batches
     ]
-    store = Store(db_path, schema=receiver_store.migrate, create=True)
+    store = db.Store(db_path, schema=receiver_store.migrate, create=True)
     stored = 0
     try:
         started = time.perf_counter()

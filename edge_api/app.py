@@ -12,7 +12,7 @@ from litestar.params import FromPath
 
 from appliance import __version__
 from appliance.core.config import Config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shell.logs import LogContextMiddleware
 from edge_api.admin.controllers import AdminController, admin_guard
 from edge_api.context import ApiContext

@@ -17,7 +17,7 @@ from appliance.core.config import Config
 from appliance.core.devices import EXPIRED, Device, authenticate
 from appliance.core.export import ExportJob
 from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watermark import ledger_mark
 from appliance.shared.errors import NotAuthenticated
 from appliance.shared.netloc import http_url

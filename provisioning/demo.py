@@ -11,7 +11,7 @@ from appliance.core import keys, personal
 from appliance.core.config import Config
 from appliance.core.event import current_event_id
 from appliance.core.pairing import create_code
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
 

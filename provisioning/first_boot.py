@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance.core import audit, keys, personal, tls
 from appliance.core.config import Config
-from appliance.core.storage.db import Store, create_database
+from appliance.core.storage import Store, create_database
 from appliance.core.watermark import new_epoch
 from appliance.shared.secrets_files import write_secret
 from appliance.shared.times import now_rfc3339

@@ -26,7 +26,7 @@ from appliance.core import keys, personal
 from appliance.core.config import Config, load_config
 from appliance.core.devices import Device
 from appliance.core.pairing import create_code, redeem
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from provisioning.event_import import import_package, load_package
 from provisioning.first_boot import init_box
 

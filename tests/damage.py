@@ -17,8 +17,9 @@ from pathlib import Path
 
 from appliance.core.config import Config
 from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store, database_problems
+from appliance.core.storage import Store
 from appliance.shared.times import now_rfc3339
+from appliance.storage.db import database_problems
 from tests.conftest import paired_device
 
 SECTOR = 512

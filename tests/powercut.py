@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from appliance.core.config import Config, load_config
-from appliance.core.storage.db import UNSAFE_SYNCHRONOUS_ENV
+from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
 from tests.conftest import NotifySocket, box_id_of, venuebox
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,11 +33,11 @@ from litestar.params import FromPath, QueryParameter
 from prometheus_client import Counter
 
 from appliance import __version__
-from appliance.core.storage.db import Store
 from appliance.shared.errors import DomainError, NotFound
 from appliance.shared.netloc import http_url
 from appliance.shared.secrets_files import atomic_write
 from appliance.shell.logs import LogContextMiddleware
+from appliance.storage.db import Store
 from appliance.web.server import EmbeddedServer, bind, server_config
 from edge_api.body import decode
 from edge_api.errors import DESCRIPTIONS, PROBLEM_BASE, make_exception_handlers, problem_response

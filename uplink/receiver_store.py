@@ -1,7 +1,7 @@
 """The reference receiver's state: its SQLite schema, the records it stores per box, the batches it
 has answered, and ``boxes.json`` (box id -> uplink token).
 
-Plain functions over a connection, run through ``appliance.core.storage.db.Store`` (one writer thread,
+Plain functions over a connection, run through ``appliance.core.storage.Store`` (one writer thread,
 group commit), so the HTTP layer in ``uplink/receiver.py`` and the CLI share one library API.
 """
 

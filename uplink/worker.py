@@ -49,7 +49,7 @@ from appliance import __version__
 from appliance.core import outbox
 from appliance.core.config import DEFAULTS, Config
 from appliance.core.outbox import Batch
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.uplink_state import (
     Target,
     check_alerts,

@@ -50,11 +50,12 @@ from appliance.core import audit, data_key, keys, keys_bundle
 from appliance.core.chain import head, verify_chains
 from appliance.core.config import Config
 from appliance.core.devices import devices_signature
-from appliance.core.storage.db import Store, connect
+from appliance.core.storage import Store
 from appliance.core.watermark import new_epoch
 from appliance.shared.errors import DatabaseDamaged, DataKeyMismatch, DomainError
 from appliance.shared.secrets_files import atomic_write, atomic_write_from, write_secret
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
+from appliance.storage.db import connect
 
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".sqlite.age"

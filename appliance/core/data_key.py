@@ -49,7 +49,7 @@ from appliance.shared.times import now_rfc3339
 
 if TYPE_CHECKING:
     from appliance.core.config import Config
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
 
 T = TypeVar("T")
 PENDING_SUFFIX = ".new"

@@ -51,11 +51,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from appliance.core import audit, keys, personal_fields, tabulation
 from appliance.core.backup import copy_database, database_facts, sealing_key, write_key_files
 from appliance.core.config import Config
-from appliance.core.storage.db import database_problems
 from appliance.shared.canonical import canonical_json
 from appliance.shared.errors import DatabaseDamaged, DomainError
 from appliance.shared.secrets_files import fsync_dir
 from appliance.shared.times import to_rfc3339, utcnow
+from appliance.storage.db import database_problems
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "venuebox-export/1"

@@ -39,10 +39,10 @@ import msgspec
 from appliance.core import keys, personal, tls
 from appliance.core.chain import head
 from appliance.core.config import CONFIG_FILE, Config, ConfigError, load_config
-from appliance.core.storage.db import connect
 from appliance.core.uplink_state import resolve_target, shown_url
 from appliance.shared.errors import DomainError
 from appliance.shared.secrets_files import InsecureSecretFile, atomic_write, read_secret, write_secret
+from appliance.storage.db import connect
 
 FORMAT = "venuebox-keys/2"
 READABLE = ("venuebox-keys/1", FORMAT)

@@ -29,9 +29,9 @@ from typing import Any
 
 import msgspec
 
-from appliance.core.storage.db import notify
 from appliance.shared.canonical import canonical_json
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339
+from appliance.storage.db import notify
 
 PENDING = "acked_at IS NULL AND quarantined_at IS NULL"
 # The store's notice (``Store.listen``) once records are queued: the uplink worker sends them at once.

@@ -42,12 +42,13 @@ from appliance.core import audit, outbox
 from appliance.core.backup import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, Restored, unpack
 from appliance.core.chain import CHAINED_FIELDS, head, insert_rows
 from appliance.core.config import ConfigError, load_config
-from appliance.core.storage.db import connect, create_database
+from appliance.core.storage import create_database
 from appliance.core.watermark import new_epoch
 from appliance.shared.canonical import canonical_json, chain_hash
 from appliance.shared.errors import DomainError
 from appliance.shared.secrets_files import fsync_dir
 from appliance.shared.times import now_rfc3339
+from appliance.storage.db import connect
 
 # The two chains, by the name the receiver gives them, and their tables here.
 CHAINS = {"sheets": "sheets", "audit": "audit_log"}

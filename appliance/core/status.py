@@ -20,7 +20,7 @@ from appliance.core.devices import list_devices
 from appliance.core.event import event_summary
 from appliance.core.presence import presence_state
 from appliance.core.recovery import recovery_view
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.uplink_state import uplink_view
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 

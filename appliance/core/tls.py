@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
+from appliance.shared.hostnet import current_addresses, host_label
 from appliance.shared.secrets_files import atomic_write, fsync_dir
-from appliance.shell.mdns import current_addresses, host_label
 
 TLS_DIR = "tls"
 PEM_FILE = "box.pem"

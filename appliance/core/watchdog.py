@@ -41,9 +41,10 @@ from appliance.core import alerts
 from appliance.core.box import freeze, get_box
 from appliance.core.config import DEFAULTS
 from appliance.core.presence import presence_state
-from appliance.core.storage.db import Store, quick_check
+from appliance.core.storage import Store
 from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
 from appliance.shared.times import parse_rfc3339, utcnow
+from appliance.storage.db import quick_check
 
 log = logging.getLogger("venuebox.watchdog")
 

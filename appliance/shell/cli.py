@@ -95,7 +95,7 @@ def _keep_data_dir_owner(ctx: click.Context, data_dir: Path) -> None:
 
 
 def _with_store(config: Config, fn: Callable[[Any], T]) -> T:
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
 
     if not config.db_path.exists():
         raise DomainError(f"no box in {config.data_dir}: run `venuebox init` first (or pass --data-dir)")
@@ -590,7 +590,7 @@ def _demo_receiver(config: Config) -> tuple[Any, str | None]:
     import time
 
     from appliance.core.box import get_box
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from appliance.core.uplink_state import configure_target
     from appliance.shared.times import utcnow
     from uplink.receiver_store import add_box, load_boxes, runtime_info
@@ -1320,7 +1320,7 @@ def recover(
 def _box_at(database: Path) -> tuple[str | None, str | None]:
     """(box id, name) of the box whose database is ``database``, read only; (None, None) when there
     is none or it cannot be read (damaged, say)."""
-    from appliance.core.storage.db import connect
+    from appliance.storage.db import connect
 
     if not database.exists():
         return None, None

@@ -34,13 +34,14 @@ from appliance.core import data_key, keys, outbox, tls
 from appliance.core.alerts import active_counts, clear_alert, raise_alert
 from appliance.core.box import get_box
 from appliance.core.config import RUNTIME_FILE, Config
-from appliance.core.storage.db import UNSAFE_SYNCHRONOUS_ENV, Store
+from appliance.core.storage import Store
 from appliance.core.watchdog import LoopLagProbe, WatchdogSettings, build_scheduler
 from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged, DomainError
 from appliance.shared.netloc import http_url
 from appliance.shared.secrets_files import atomic_write, read_secret
 from appliance.shell import sdnotify
 from appliance.shell.mdns import Advertisement
+from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
 from appliance.web.server import EmbeddedServer, bind, server_config, socket_url
 
 log = logging.getLogger("venuebox.daemon")

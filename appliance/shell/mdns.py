@@ -44,11 +44,12 @@ import ipaddress
 import logging
 import re
 import time
-import unicodedata
 
 import ifaddr
 from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+from appliance.shared.hostnet import MAX_LABEL_BYTES, current_addresses, host_label
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ LOOPBACK_ADDRESS = "127.0.0.1"
 # by unicast (on a venue LAN within a few ms; allow a Wi-Fi station's power-save wake-up too). A
 # late answer is not lost either: the library's probe then renames the box ("Name-2").
 _NAME_CHECK_S = 0.6
-_MAX_LABEL_BYTES = 63
-
-
-def host_label(name: str) -> str:
-    """The DNS-safe host label for a display name: "Main stage box" -> "main-stage-box"."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    label = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
-    return label[:_MAX_LABEL_BYTES].rstrip("-") or "venuebox"
 
 
 def _instance_label(name: str, number: int) -> str:
@@ -79,7 +72,7 @@ def _instance_label(name: str, number: int) -> str:
     one 63-byte DNS label."""
     base = " ".join(name.replace(".", " ").split()) or "venuebox"
     suffix = "" if number == 1 else f" ({number})"
-    while len((base + suffix).encode("utf-8")) > _MAX_LABEL_BYTES:
+    while len((base + suffix).encode("utf-8")) > MAX_LABEL_BYTES:
         base = base[:-1].rstrip()
     return base + suffix
 
@@ -110,23 +103,6 @@ def advertised_addresses(listen_host: str | None, interfaces: list[str] | None =
         ipv4 = [a for a in current_addresses(interfaces) if ipaddress.ip_address(a).version == 4]
         return ipv4 or [LOOPBACK_ADDRESS]
     return [str(ipaddress.ip_address(listen_host.split("%", 1)[0]))]
-
-
-def current_addresses(interfaces: list[str] | None = None) -> list[str]:
-    """The box's LAN addresses on ``interfaces`` (names such as "eth0"; None = all), IPv4 first.
-
-    Loopback is left out, and so is IPv6 link-local: an AAAA record cannot carry the zone a
-    fe80:: address needs. IPv4 link-local (169.254/16) stays, it is what a LAN without DHCP has."""
-    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
-    for adapter in ifaddr.get_adapters():
-        if interfaces is not None and adapter.name not in interfaces:
-            continue
-        for ip in adapter.ips:
-            address = ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
-            if address.is_loopback or (address.version == 6 and address.is_link_local):
-                continue
-            found.add(address)
-    return [str(a) for a in sorted(found, key=lambda a: (a.version, int(a)))]
 
 
 def names_in_use(

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Response, expect
 
 from appliance.core.config import load_config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watermark import new_epoch
 from tests.browser.conftest import HEARTBEAT_S, NEEDS_CHROMIUM, JudgeApp, free_port
 from tests.conftest import RunningBox, make_box, new_code, venuebox, wait_for

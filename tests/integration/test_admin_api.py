@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from appliance.core import alerts
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watchdog import WatchdogSettings, apply_disk_free
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 

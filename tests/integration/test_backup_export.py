@@ -276,7 +276,7 @@ def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tm
     """Retention with `keep_last=2` and a database damaged after a verified snapshot: the verified one
     survives any number of later, failing snapshots, and `backup status` names it."""
     from appliance.core import backup, keys
-    from appliance.core.storage.db import Store
+    from appliance.core.storage import Store
     from appliance.shared.times import utcnow
 
     config = make_box(tmp_path / "box", backup_keep_last=2, backup_keep_hourly_h=0)

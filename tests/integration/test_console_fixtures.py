@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import alerts, backup, export
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.secrets_files import write_secret
 from tests.conftest import RunningBox, make_box, panel_entries
 from tests.tui.recorded_box import fixture

@@ -22,7 +22,7 @@ import httpx
 from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
 
 from appliance.core.config import Config
-from appliance.shell.mdns import current_addresses
+from appliance.shared.hostnet import current_addresses
 from tests.conftest import ROOT, NotifySocket, RunningBox, make_box, needs_tool, panel_entries, wait_for
 from tests.integration.test_mdns import dig, lookup
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from appliance.core.devices import token_expiry
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.times import parse_rfc3339, to_rfc3339
 from tests.conftest import RunningBox, make_box
 

@@ -21,13 +21,8 @@ import pytest
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from appliance.shell.mdns import (
-    SERVICE_TYPE,
-    Advertisement,
-    advertised_addresses,
-    current_addresses,
-    host_label,
-)
+from appliance.shared.hostnet import current_addresses, host_label
+from appliance.shell.mdns import SERVICE_TYPE, Advertisement, advertised_addresses
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -19,7 +19,7 @@ import pytest
 from appliance.core import keys
 from appliance.core.config import load_config
 from appliance.core.pairing import active_codes, normalise_code
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.storage.schema import m010_pairing_codes_keyed
 from appliance.shared.secrets_files import read_secret
 from appliance.shared.times import to_rfc3339, utcnow

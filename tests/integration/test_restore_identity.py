@@ -23,9 +23,9 @@ from pyrage import x25519
 
 from appliance.core import keys, keys_bundle, personal, tls
 from appliance.core.config import Config, load_config
-from appliance.core.storage.db import connect
 from appliance.core.uplink_state import resolve_target
 from appliance.shared.secrets_files import read_secret
+from appliance.storage.db import connect
 from appliance.tablet_client.client import TabletClient, make_sheet
 from tests.conftest import (
     TIMEOUT,

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.core.config import load_config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watermark import new_epoch
 from appliance.tablet_client.client import TabletClient, make_sheet
 from tests.conftest import RunningBox, panel_entries, venuebox, wait_for

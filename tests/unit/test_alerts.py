@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.core import alerts, audit
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.errors import NotFound
 from appliance.shared.times import to_rfc3339
 from tests.conftest import make_box

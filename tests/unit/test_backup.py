@@ -14,7 +14,7 @@ from pyrage import x25519
 
 from appliance.core import backup, data_key, keys, keys_bundle, personal, personal_fields
 from appliance.core.config import Config, load_config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from tests.conftest import make_box, paired_device
 from tests.personal_package import personal_package
 
@@ -167,9 +167,9 @@ def test_restore_round_trip_is_equal_and_brings_the_keys_back(config: Config, tm
 def test_restore_brings_back_an_uplink_set_by_the_settings_and_who_opens_the_backups(
     config: Config, tmp_path: Path
 ) -> None:
-    from appliance.core.storage.db import connect
     from appliance.core.uplink_state import resolve_target
     from appliance.shared.secrets_files import read_secret, write_secret
+    from appliance.storage.db import connect
 
     settings = config.data_dir / "venuebox.toml"
     settings.write_text(settings.read_text() + 'uplink_url = "https://cloud.example.org"\n')

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.core import alerts
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watchdog import WatchdogSettings, check_connection_floods
 from edge_api.connections import ConnectionGate
 from tests.conftest import make_box

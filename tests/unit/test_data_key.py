@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 
 from appliance.core import data_key, personal
 from appliance.core.config import Config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.errors import DataKeyMismatch, RotationRunning
 from tests.conftest import make_box
 from tests.personal_package import guardian_phone, participants_of_sample, personal_package
@@ -126,7 +126,7 @@ import os, sys
 from pathlib import Path
 from appliance.core import data_key, personal
 from appliance.core.config import load_config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 
 config = load_config(Path(sys.argv[1]), environ={})
 step = sys.argv[2]

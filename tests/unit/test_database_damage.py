@@ -18,10 +18,11 @@ from appliance.core.chain import verify_chain
 from appliance.core.config import Config
 from appliance.core.devices import Device
 from appliance.core.ledger import SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store, damage_in, is_damage_error
+from appliance.core.storage import Store
 from appliance.core.watchdog import INTEGRITY_FREEZE_REASON, WatchdogSettings, apply_integrity
 from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
 from appliance.shared.times import now_rfc3339, utcnow
+from appliance.storage.db import damage_in, is_damage_error
 from tests.conftest import make_box, paired_device
 from tests.damage import damage_table, store_sheets
 

@@ -16,7 +16,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from appliance.core import audit, chain, personal
-from appliance.core.storage.db import Store, create_database
+from appliance.core.storage import Store, create_database
 from appliance.shared.errors import Frozen
 from provisioning.event_import import (
     ImportRefused,

@@ -18,7 +18,7 @@ from appliance.core import export
 from appliance.core.box import freeze
 from appliance.core.chain import verify_chain
 from appliance.core.config import Config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from tests.unit.test_backup import score
 
 

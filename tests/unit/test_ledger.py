@@ -10,7 +10,7 @@ import pytest
 from appliance.core import chain
 from appliance.core.devices import revoke
 from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.errors import EntryNotOnPanel, InvalidInput, NotAuthenticated, SheetConflict
 from tests.conftest import paired_device
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance.core.box import get_box
 from appliance.core.config import Config
 from appliance.core.status import snapshot
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from edge_api.app import create_admin_app, create_app
 from edge_api.metrics import Metrics, MetricsMiddleware, metrics_response, metrics_route
 from tests.conftest import make_box

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.core import outbox
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.shared.times import utcnow
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.core import alerts
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watchdog import (
     PAIRING_FLOOD_FINGERPRINT,
     WatchdogSettings,

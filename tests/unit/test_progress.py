@@ -12,7 +12,7 @@ import pytest
 from appliance.core import progress
 from appliance.core.devices import Device
 from appliance.core.ledger import SheetSubmission, submit_sheet
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from tests.conftest import make_box, paired_device
 
 # The sample event: SAT-AM (entries 101-120, judges J1 J2 J3) starts 2026-03-14 12:00 UTC, SAT-PM

@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance.core.chain import head, link
 from appliance.core.recovery import Candidate, continue_chain, salvage, table_columns
-from appliance.core.storage.db import connect
+from appliance.storage.db import connect
 from tests.conftest import make_box
 from tests.damage import store_sheets
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from appliance.core import audit, chain
-from appliance.core.storage.db import Store, connect, create_database
+from appliance.core.storage import Store, create_database
+from appliance.storage.db import connect
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from appliance.core import personal
 from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store, connect
+from appliance.core.storage import Store
 from appliance.core.tabulation import (
     Cell,
     audit_jsonl,
@@ -32,6 +32,7 @@ from appliance.core.tabulation import (
     write_csv,
 )
 from appliance.shared.errors import NoEvent
+from appliance.storage.db import connect
 from provisioning.event_import import import_package, load_package
 from tests.conftest import SAMPLE_EVENT, make_box, paired_device
 from tests.personal_package import personal_package

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from appliance.core.outbox import prepare_batch
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from edge_api.errors import PROBLEM_BASE
 from tests.conftest import make_box
 from uplink.protocol import (

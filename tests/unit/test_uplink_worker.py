@@ -21,10 +21,11 @@ import pytest
 from appliance.core import alerts, outbox
 from appliance.core.box import freeze, get_box
 from appliance.core.config import Config
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.uplink_state import get_state, request_sync, uplink_view
 from appliance.shared.secrets_files import write_secret
 from appliance.shared.times import utcnow
+from appliance.storage import db
 from tests.conftest import make_box
 from uplink import receiver_store
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
@@ -101,7 +102,7 @@ class Receiver:
     def __init__(self, data_dir: Path, box_id: str) -> None:
         self.data_dir = data_dir
         self.token = receiver_store.add_box(data_dir, box_id)
-        self.store = Store(data_dir / receiver_store.DB_FILE, schema=receiver_store.migrate, create=True)
+        self.store = db.Store(data_dir / receiver_store.DB_FILE, schema=receiver_store.migrate, create=True)
         self.asgi = httpx.ASGITransport(
             app=create_receiver_app(self.store, receiver_store.BoxTokens(data_dir))
         )

@@ -24,7 +24,7 @@ from appliance.core.devices import Device
 from appliance.core.keys import pairing_key
 from appliance.core.pairing import create_code, redeem
 from appliance.core.presence import record_heartbeat
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from appliance.core.watchdog import (
     CHECK_INTERVALS,
     DiskUsage,

@@ -6,7 +6,7 @@ import uuid
 
 from appliance.core import watermark
 from appliance.core.ledger import SheetSubmission, submit_sheets
-from appliance.core.storage.db import Store
+from appliance.core.storage import Store
 from tests.conftest import paired_device
 
 

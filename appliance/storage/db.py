@@ -1,4 +1,6 @@
-"""The store: SQLite connections and the concurrency model, in one place.
+"""The SQLite engine: connections and the concurrency model, in one place. It knows no schema: the
+box's store (``appliance.core.storage.Store``) opens it with the box's, the reference receiver with
+its own.
 
 Concurrency model
 -----------------
@@ -39,11 +41,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 
-from appliance.core.storage.schema import migrate
 from appliance.shared.errors import DatabaseDamaged, DomainError, NotInitialised, Unavailable
 
 T = TypeVar("T")
@@ -180,9 +181,8 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def create_database(path: Path, schema: Callable[[Database], int] = migrate) -> int:
-    """Create or upgrade the database file with ``schema`` (the box's by default); returns the
-    schema version."""
+def create_database(path: Path, schema: Callable[[Database], int]) -> int:
+    """Create or upgrade the database file with ``schema``; returns the schema version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _create_private(path)
     conn = connect(path)
@@ -218,18 +218,17 @@ class _GroupLost(Exception):
 
 
 class Store:
-    """The data dir's database, with the single-writer model described above."""
+    """One SQLite database with the single-writer model described above."""
 
     def __init__(
         self,
         path: Path | str,
         *,
         read_threads: int = 2,
-        schema: Callable[[Database], int] = migrate,
+        schema: Callable[[Database], int],
         create: bool = False,
     ) -> None:
-        """The box's database at ``path`` (it must exist: `venuebox init` makes it), or, with
-        ``schema`` and ``create``, another service's (the reference uplink receiver's)."""
+        """The database at ``path``, upgraded by ``schema``; it must exist unless ``create``."""
         self.path = Path(path)
         if not create and not self.path.exists():
             raise NotInitialised(f"no database at {self.path}: run `venuebox init` first")
@@ -502,7 +501,7 @@ class Store:
         finally:
             conn.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
