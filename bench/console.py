@@ -76,10 +76,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import daemon as daemon_bench
 import loadgen
+
+if TYPE_CHECKING:  # the console's modules are imported where the console is timed
+    from appliance.shared.admin_wire import Device, SessionGrid
+    from appliance.shared.status import ConsoleStatus
 
 TARGET_PAINT_S = 1.0
 TARGET_REFRESH_MS = 50.0
@@ -453,11 +457,11 @@ class Timer:
 class Fetched:
     """Admin API answers fetched once, for timing the widget updates without HTTP."""
 
-    status: dict[str, Any]
-    devices: list[dict[str, Any]]
-    devices_reordered: list[dict[str, Any]]  # a heartbeat round earlier: the rows in another order
-    grid: dict[str, Any]  # the biggest session
-    other_grid: dict[str, Any]
+    status: ConsoleStatus
+    devices: list[Device]
+    devices_reordered: list[Device]  # a heartbeat round earlier: the rows in another order
+    grid: SessionGrid  # the biggest session
+    other_grid: SessionGrid
 
 
 API = "admin API (httpx)"
@@ -511,8 +515,8 @@ async def time_tablets(app: Any, timer: Timer, get: Get, fetched: Fetched) -> No
 async def time_scores(app: Any, timer: Timer, get: Get, fetched: Fetched) -> None:
     await app.switch_mode("scores")
     screen = app.screen
-    screen.session_id, screen.chosen_by_tech = fetched.grid["session"]["id"], True
-    entries = len(fetched.grid["entries"])
+    screen.session_id, screen.chosen_by_tech = fetched.grid.session.id, True
+    entries = len(fetched.grid.entries)
 
     async def scores_api() -> None:
         grid_path = f"/admin/v1/sessions/{screen.session_id}/grid"
@@ -535,10 +539,10 @@ async def refresh_costs(box: Any, tablets: list[loadgen.BenchTablet], package: P
     import httpx
 
     from tui.app import ConsoleApp
-    from tui.client import TIMEOUT, AdminClient
+    from tui.client import TIMEOUT, AdminClient, fixed
 
     token = box.config.admin_token_path.read_text().strip()
-    client = AdminClient(url=box.admin_url, token=token)
+    client = AdminClient(fixed(box.admin_url, token))
     auth = {"Authorization": f"Bearer {token}"}
     api = httpx.AsyncClient(base_url=box.admin_url, timeout=TIMEOUT, headers=auth)
     app = ConsoleApp(client, poll=False)

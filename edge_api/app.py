@@ -5,35 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath
 
 from appliance import __version__
 from appliance.core.config import Config
 from appliance.core.storage import Store
-from appliance.shell.logs import LogContextMiddleware
+from appliance.web.metrics import MetricsMiddleware, metrics_route
+from appliance.web.middleware import LogContextMiddleware, RequestIdMiddleware
+from appliance.web.problems import problem_page
 from edge_api.admin.controllers import AdminController, admin_guard
 from edge_api.context import ApiContext
 from edge_api.errors import DESCRIPTIONS, make_exception_handlers
 from edge_api.guard import ClientGuard
-from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
-from edge_api.middleware import RequestIdMiddleware
+from edge_api.metrics import Metrics
 from edge_api.openapi import FinishedOpenAPIPlugin
 from edge_api.tablet.controllers import TabletController
 from edge_api.webapp import webapp_handlers
 
-
-@get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
-async def problem_type(slug: FromPath[str]) -> str:
-    """Where a problem's ``type`` URI leads: one line saying what it means."""
-    return DESCRIPTIONS.get(slug, "Unknown problem type") + "\n"
+# Where a problem type URI leads, on both apps.
+_problem_type = problem_page(DESCRIPTIONS)
 
 
 def _litestar(config: Config, ctx: ApiContext, handlers: list[Any], title: str, **state: Any) -> Litestar:
     return Litestar(
-        route_handlers=[*handlers, problem_type],
+        route_handlers=[*handlers, _problem_type],
         exception_handlers=make_exception_handlers(config.freeze_retry_after_s),
         request_max_body_size=config.max_body_bytes,
         state=State({"ctx": ctx, **state}),

@@ -7,8 +7,9 @@ address from holding every file descriptor the box has.
   the watchdog turns into the ``connection-flood:<address>`` alert (appliance/core/watchdog.py).
 * ``gated_factory``: the protocol factory the listener is created with. Each accepted connection
   meets the gate first; admitted, it is handed to TLS (with a deadline for the handshake, so a
-  connection that never sends a ClientHello is closed after ``tls_handshake_timeout_s``), then to
-  uvicorn's HTTP protocol, or to HTTP directly on a plain listener.
+  connection that never sends a ClientHello is closed after ``tls_handshake_timeout_s``, and one
+  for the close, ``TLS_SHUTDOWN_TIMEOUT_S``), then to uvicorn's HTTP protocol, or to HTTP directly
+  on a plain listener.
 
 The gate counts connections from the moment they are accepted, so idle connections that never
 start TLS count too: those are what a connection flood is made of.
@@ -25,7 +26,19 @@ from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any, cast
 
+from appliance.web.server import GRACEFUL_SHUTDOWN_S
+
 log = logging.getLogger("venuebox.api")
+
+# How long a TLS connection HTTP has closed may take to send the rest of its answer and its
+# close_notify and to hear the client's, before its socket is closed. asyncio's default (30 s)
+# outlasts the server's grace at stop (GRACEFUL_SHUTDOWN_S). The stop drops the connections that
+# wait on a client's close_notify (EmbeddedServer.shutdown), but it cannot reach the socket of one
+# HTTP closed twice (one answered with ``Connection: close``, then told to close by the stop: the
+# second close makes Python 3.11's TLS transport let go of its protocol), which would hold the stop
+# until uvicorn gives up on it and logs an ERROR. Half the grace: such a connection is gone well
+# before that deadline, even one closed as the stop begins.
+TLS_SHUTDOWN_TIMEOUT_S = GRACEFUL_SHUTDOWN_S / 2
 
 
 @dataclass
@@ -150,6 +163,7 @@ class _Gatekeeper(asyncio.Protocol):
                 None,  # type: ignore[arg-type]
                 server_side=True,
                 ssl_handshake_timeout=self.handshake_timeout_s,  # type: ignore[arg-type]
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S,
             )
         inner_lost = inner.connection_lost
         gate = self.gate

@@ -24,10 +24,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from appliance.core.config import Config
 from appliance.shared.errors import TooManyRequests
-from edge_api.errors import PROBLEM_BASE, PROBLEM_JSON
+from appliance.web.middleware import request_id_of
+from appliance.web.problems import PROBLEM_BASE, PROBLEM_JSON, Problem
 from edge_api.limits import TokenBuckets
-from edge_api.middleware import request_id_of
-from edge_api.schemas import Problem
 
 log = logging.getLogger("venuebox.api")
 

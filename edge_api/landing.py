@@ -20,9 +20,9 @@ from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath
 
-from appliance.core.tls import grouped
+from appliance.shared.fingerprint import grouped
+from appliance.web.middleware import RequestIdMiddleware
 from edge_api.errors import make_exception_handlers
-from edge_api.middleware import RequestIdMiddleware
 
 
 @dataclass

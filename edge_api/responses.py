@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-from litestar import Response
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
 
-from edge_api.errors import PROBLEM_JSON
-from edge_api.schemas import Problem
+from appliance.web.problems import PROBLEM_JSON, Problem
 
 # For every answer that carries a token or personal data (names): no cache on the way, and no
 # browser or HTTP library on a tablet, may keep a copy of it (RFC 9111, 5.2.2.5).
@@ -43,15 +38,6 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in statuses
     }
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(
-        content=msgspec.json.encode(body),
-        status_code=status,
-        media_type="application/json",
-        headers=headers or {},
-    )
 
 
 def not_modified(if_none_match: str, etag: str) -> bool:

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from appliance.core.box import FREEZE_REASON_MAX_CHARS, FreezeCategory
 from appliance.core.config import MAX_COMMENT_CHARS
+from appliance.shared.sheets import CurrentSheet, StoredSheet
+from appliance.shared.status import FREEZE_REASON_MAX_CHARS, FreezeCategory
 from appliance.shared.tablet_text import FREE_TEXT_PATTERN, ONE_LINE_PATTERN
+from appliance.web.problems import Problem
 
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 # Text a tablet sends that the console and the CLI print later: no control or bidi characters.
@@ -27,19 +29,6 @@ Rfc3339 = Annotated[
         extra_json_schema={"format": "date-time"},
     ),
 ]
-
-
-class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """RFC 9457 problem details."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    request_id: str
-    errors: list[dict[str, str]] | None = None
-    current_sheet_id: str | None = None
-    sheet_id: str | None = None
 
 
 # "damaged": the box found its database file damaged; it stores nothing more until a tech restores it.
@@ -93,16 +82,6 @@ class SheetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     supersedes: uuid.UUID | None = None
 
 
-class SheetOut(msgspec.Struct, kw_only=True):
-    sheet_id: str
-    entry_id: str
-    judge_id: str
-    supersedes: str | None
-    seq: int
-    received_at: str
-    hash: str
-
-
 class LedgerMark(msgspec.Struct, kw_only=True):
     """The ledger's epoch and safe watermark (PROTOCOL.md, "Recovery and the safe watermark"):
     every sheet with ``seq <= safe_seq`` is in a verified snapshot or acknowledged by the cloud, so
@@ -112,8 +91,9 @@ class LedgerMark(msgspec.Struct, kw_only=True):
     safe_seq: int
 
 
-class SheetAnswer(SheetOut, kw_only=True):
-    """The answer to a single sheet: the stored sheet (identical on a replay) and the ledger mark."""
+class SheetAnswer(StoredSheet, kw_only=True):
+    """The answer to a single sheet: the stored sheet's receipt (identical on a replay), then the
+    ledger mark."""
 
     ledger: LedgerMark
 
@@ -133,7 +113,7 @@ class BatchItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     sheet_id: str | None
     status: int
     problem: Problem | None = None
-    sheet: SheetOut | None = None
+    sheet: StoredSheet | None = None
 
 
 class BatchOut(msgspec.Struct, kw_only=True):
@@ -193,16 +173,6 @@ class EventMeta(msgspec.Struct, kw_only=True):
     snapshot_id: str
 
 
-class CurrentSheet(msgspec.Struct, kw_only=True):
-    sheet_id: str
-    entry_id: str
-    values: dict[str, float]
-    comment: str | None
-    submitted_at: str
-    received_at: str
-    supersedes: str | None
-
-
 class EventOut(msgspec.Struct, kw_only=True):
     event: EventMeta
     judge: Named
@@ -242,29 +212,8 @@ class RevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(min_length=3, max_length=500)]
 
 
-# A personal field's value: participants as a list of names, another column as text, null when the
-# entry has none.
-PersonalValue = list[str] | str | None
-
-
-class PersonalOut(msgspec.Struct, kw_only=True):
-    """Every personal field of an entry, masked: names to initials, other values to their first
-    character and '•••'."""
-
-    entry_id: str
-    masked: bool
-    fields: dict[str, PersonalValue]
-
-
 class PersonalRevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Which personal field to show in full, and why (kept in the audit log's access record)."""
 
     field: Annotated[str, Meta(min_length=1, max_length=200)]
     reason: Annotated[str, Meta(min_length=3, max_length=500)]
-
-
-class PersonalRevealOut(msgspec.Struct, kw_only=True):
-    entry_id: str
-    field: str
-    value: PersonalValue
-    masked: bool

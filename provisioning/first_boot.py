@@ -14,6 +14,7 @@ from appliance.core import audit, keys, personal, tls
 from appliance.core.config import Config
 from appliance.core.storage import Store, create_database
 from appliance.core.watermark import new_epoch
+from appliance.shared.fingerprint import grouped
 from appliance.shared.secrets_files import write_secret
 from appliance.shared.times import now_rfc3339
 
@@ -43,7 +44,7 @@ def init_box(config: Config, name: str | None = None) -> dict[str, Any]:
         tls.settle_rotation(config.data_dir, store)
         identity, made = tls.ensure_identity(config.data_dir, box_name)
         if made:
-            created.append(f"TLS certificate (fingerprint {tls.grouped(identity.fingerprint)})")
+            created.append(f"TLS certificate (fingerprint {grouped(identity.fingerprint)})")
 
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
             row = conn.execute("SELECT * FROM box WHERE id = 1").fetchone()

@@ -60,7 +60,7 @@ def store_sheets(config: Config, count: int, judges: tuple[str, ...] = ("J2", "J
         assert all(isinstance(o, SheetReceipt) and o.status == 201 for o in outcomes), outcomes[:3]
         last = outcomes[-1]
         assert isinstance(last, SheetReceipt)
-        return last.body["seq"]
+        return last.sheet.seq
 
 
 def leaf_pages(db: Path, table: str) -> list[int]:

@@ -21,13 +21,14 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from appliance.shared.status import ConsoleStatus, FreezeCategory
 from appliance.shared.times import utcnow
 from tui.client import AdminClient, AdminError, NotRunning, Unreachable
 from tui.screens.alerts import AlertsScreen
 from tui.screens.audit import AuditScreen
 from tui.screens.base import BoxScreen
 from tui.screens.dialogs import ConfirmScreen, FreezeDialog
-from tui.screens.export import ExportDialog
+from tui.screens.export import ExportDialog, Phase
 from tui.screens.overview import OverviewScreen
 from tui.screens.pairing import PairingScreen
 from tui.screens.scores import ScoresScreen
@@ -76,7 +77,7 @@ class ConsoleApp(App[None]):
         Binding("e", "export", "Export to USB"),
     ]
 
-    status: reactive[dict[str, Any] | None] = reactive(None, always_update=True, init=False)
+    status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False)
     link: reactive[Link | None] = reactive(None, init=False)
 
     def __init__(
@@ -153,7 +154,7 @@ class ConsoleApp(App[None]):
         from tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.status.settings.presence_online_s if self.status else None))
 
     def action_freeze_toggle(self) -> None:
         if self.status is None or (self.link is not None and not self.link.ok):
@@ -165,7 +166,7 @@ class ConsoleApp(App[None]):
                 timeout=8,
             )
             return
-        if self.status["freeze"]["frozen"]:
+        if self.status.freeze.frozen:
             self.push_screen(
                 ConfirmScreen(
                     "Unfreeze scoring?",
@@ -177,7 +178,7 @@ class ConsoleApp(App[None]):
         else:
             self.push_screen(FreezeDialog(), self._freeze_reason_given)
 
-    def _freeze_reason_given(self, answer: tuple[str, str] | None) -> None:
+    def _freeze_reason_given(self, answer: tuple[FreezeCategory, str] | None) -> None:
         if answer is None:
             return
         category, reason = answer
@@ -200,7 +201,7 @@ class ConsoleApp(App[None]):
         if yes:
             self.run_worker(self._do_unfreeze(), group="freeze")
 
-    async def _do_freeze(self, category: str, reason: str) -> None:
+    async def _do_freeze(self, category: FreezeCategory, reason: str) -> None:
         await self._act(self.client.freeze(category, reason), "Scoring frozen")
 
     async def _do_unfreeze(self) -> None:
@@ -250,7 +251,7 @@ class ConsoleApp(App[None]):
         self.workers.cancel_group(self, "export-watch")
         self.push_screen(ExportDialog(), self._export_closed)
 
-    def _export_closed(self, phase: str | None) -> None:
+    def _export_closed(self, phase: Phase | None) -> None:
         if phase == "running":
             self.run_worker(self._watch_export(), group="export-watch", exclusive=True)
 
@@ -259,25 +260,25 @@ class ConsoleApp(App[None]):
         while True:
             await asyncio.sleep(EXPORT_WATCH_S)
             try:
-                job = (await self.client.export_status())["job"]
+                job = (await self.client.export_status()).job
             except (Unreachable, AdminError):
                 continue  # the banner already says when the daemon is gone
-            if job["state"] == "done":
+            if job.state == "done":
                 self.notify(
-                    f"{job['path']}\nKeep the key safe. To check it: venuebox export verify PATH",
+                    f"{job.path}\nKeep the key safe. To check it: venuebox export verify PATH",
                     title="USB export done",
                     timeout=15,
                     markup=False,
                 )
-            elif job["state"] == "failed":
+            elif job.state == "failed":
                 self.notify(
-                    f"{job['error']}\nPress e to try another key.",
+                    f"{job.error}\nPress e to try another key.",
                     title="USB export failed",
                     severity="error",
                     timeout=30,
                     markup=False,
                 )
-            if job["state"] != "running":
+            if job.state != "running":
                 return
 
     async def _act(self, call: Any, done: str) -> bool:
@@ -295,7 +296,7 @@ class ConsoleApp(App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for key, (mode, title) in SCREENS_BY_KEY.items():
             yield SystemCommand(f"Go to {title}", f"Show the {title} screen (key {key})", self._goto(mode))
-        frozen = bool(self.status and self.status["freeze"]["frozen"])
+        frozen = self.status is not None and self.status.freeze.frozen
         yield SystemCommand(
             "Unfreeze scoring" if frozen else "Freeze scoring",
             "Halt (or resume) every competition write on the box (key f)",

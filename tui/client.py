@@ -1,27 +1,46 @@
-"""The console's one way to the box: an async client of the daemon's admin API.
+"""The console's one way to the box: an async client of the daemon's admin API, whose answers it
+decodes into the admin API's wire types (appliance/shared/admin_wire.py and status.py).
 
-The console never opens the database. It finds the daemon the way a tech would: the data dir's
-``daemon.json`` (written by a running daemon) says where the admin API listens, and the admin token
-is the data dir's ``admin.token``. Both are read again after every failed call, so a daemon that
-restarted on another port (or that was not running yet when the console started) is found again
-without anyone touching the console. A daemon that stopped (``daemon.json`` gone, or left behind by
-a process that no longer exists) is "not running", with the address it was on, never a connection
+The console never opens the database. Where the daemon listens comes from a locator the console's
+caller gives (the shell's: the data dir's ``daemon.json``, written by a running daemon, and its
+``admin.token``), asked again after every failed call, so a daemon that restarted on another port (or
+that was not running yet when the console started) is found again without anyone touching the
+console. A daemon that stopped is "not running", with the address it was on, never a connection
 error to some default port.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 
-from appliance.core.config import RUNTIME_FILE, Config
+from appliance.shared.admin_wire import (
+    ActiveCode,
+    AuditRow,
+    Device,
+    EntryChains,
+    ExportStarted,
+    ExportStatus,
+    JudgeRow,
+    NewPairingCode,
+    PersonalOut,
+    RevokedDevice,
+    SessionGrid,
+    SessionOverview,
+    SheetFeed,
+    SyncRequested,
+    VerifyReport,
+)
 from appliance.shared.netloc import host_port
-from appliance.shared.secrets_files import InsecureSecretFile, read_secret
+from appliance.shared.status import Alert, ConsoleStatus, FreezeCategory, FreezeView
+
+T = TypeVar("T")
 
 # Loopback calls: a healthy daemon answers in milliseconds. A short read timeout keeps the
 # "unreachable" banner honest when the daemon hangs instead of refusing.
@@ -33,12 +52,11 @@ class Unreachable(Exception):
 
 
 class NotRunning(Unreachable):
-    """No daemon runs on the data dir: ``was_on`` is the admin address it had (from the last
-    ``daemon.json`` the console read), or None when the console has not seen one."""
+    """No daemon runs on the data dir: ``was_on`` is the admin URL it had (from the last ``daemon.json``
+    the locator read), or None when none was seen (``data_dir`` then says where none was found)."""
 
-    def __init__(self, data_dir: object, was_on: str | None) -> None:
-        self.was_on = was_on
-        self.where = f"it was on {was_on}" if was_on else f"no daemon.json in {data_dir}"
+    def __init__(self, was_on: str | None, data_dir: object = "") -> None:
+        self.where = f"it was on {_host_port(was_on)}" if was_on else f"no daemon.json in {data_dir}"
         super().__init__(f"daemon not running ({self.where})")
 
 
@@ -55,65 +73,36 @@ class AdminError(Exception):
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where the admin API answers and its token; ``pid``: the daemon's process, when known (a
+    refused connection to a process that no longer exists is a daemon that is not running)."""
+
     url: str
     token: str
+    pid: int | None = None
+
+
+# Finds the daemon: an Endpoint, or Unreachable (NotRunning when no daemon runs) saying why.
+Locate = Callable[[], Endpoint]
+
+
+def fixed(url: str, token: str) -> Locate:
+    """A locator of a daemon at a known address (tests, a remote admin API)."""
+    endpoint = Endpoint(url.rstrip("/"), token)
+    return lambda: endpoint
 
 
 class AdminClient:
     """Typed calls of the admin API. One instance per console, owned by the App."""
 
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        url: str | None = None,
-        token: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        if config is None and (url is None or token is None):
-            raise ValueError("give a config (data dir) or both url and token")
-        self._config = config
-        self._fixed = Endpoint(url.rstrip("/"), token) if url and token else None
-        self._endpoint: Endpoint | None = self._fixed
-        self._pid: int | None = None  # the daemon's process, from daemon.json
-        self._was_on: str | None = None  # the admin address of the last daemon.json read
+    def __init__(self, locate: Locate, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._locate = locate
+        self._endpoint: Endpoint | None = None
         self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _locate(self) -> Endpoint:
-        if self._fixed is not None:
-            return self._fixed
-        assert self._config is not None
-        config = self._config
-        runtime_path = config.data_dir / RUNTIME_FILE
-        try:
-            runtime = json.loads(runtime_path.read_text())
-            url = runtime["admin_url"]
-        except FileNotFoundError:
-            # Written when the daemon is ready, removed when it stops: no daemon answers here (the
-            # settings' admin port is not where to look; a daemon may have been on another one).
-            raise NotRunning(config.data_dir, self._was_on) from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise Unreachable(f"cannot read {runtime_path}: {exc}") from exc
-        self._pid = runtime.get("pid") if isinstance(runtime.get("pid"), int) else None
-        self._was_on = _host_port(url)
-        try:
-            token = read_secret(config.admin_token_path)
-        except FileNotFoundError as exc:
-            raise Unreachable(
-                f"no admin token at {config.admin_token_path}: is this the box's data dir?"
-            ) from exc
-        except PermissionError as exc:
-            raise Unreachable(
-                f"cannot read {config.admin_token_path}: run the console as the box's user or root"
-            ) from exc
-        except InsecureSecretFile as exc:
-            raise Unreachable(str(exc)) from exc
-        return Endpoint(url.rstrip("/"), token)
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, answer: type[T], **kwargs: Any) -> T:
         if self._endpoint is None:
             self._endpoint = self._locate()
         endpoint = self._endpoint
@@ -129,93 +118,104 @@ class AdminClient:
             raise Unreachable(f"no answer from {endpoint.url} within {TIMEOUT.read:g} s") from exc
         except httpx.TransportError as exc:
             self._endpoint = None
-            if isinstance(exc, httpx.ConnectError) and self._fixed is None and not _alive(self._pid):
+            if isinstance(exc, httpx.ConnectError) and not _alive(endpoint.pid):
                 # Killed (no clean stop removed its daemon.json): the process is gone.
-                raise NotRunning(self._config.data_dir if self._config else "", self._was_on) from exc
+                raise NotRunning(endpoint.url) from exc
             raise Unreachable(f"cannot connect to {endpoint.url}: {_reason(exc)}") from exc
         if response.status_code == 401:
             # A re-initialised box has a new token: read it again next time.
             self._endpoint = None
         if response.status_code >= 400:
             raise _problem(response)
-        return response.json()
+        try:
+            return msgspec.json.decode(response.content, type=answer)
+        except msgspec.ValidationError as exc:
+            raise Unreachable(
+                f"{endpoint.url} answered {path} in a shape this console does not read: {exc}"
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise Unreachable(
+                f"{endpoint.url} answered {path} with something that is not JSON: {exc}"
+            ) from exc
 
     # Reads --------------------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
-        return await self._call("GET", "/admin/v1/status")
+    async def status(self) -> ConsoleStatus:
+        return await self._call("GET", "/admin/v1/status", ConsoleStatus)
 
-    async def devices(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/admin/v1/devices")
+    async def devices(self) -> list[Device]:
+        return await self._call("GET", "/admin/v1/devices", list[Device])
 
-    async def judges(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/admin/v1/judges")
+    async def judges(self) -> list[JudgeRow]:
+        return await self._call("GET", "/admin/v1/judges", list[JudgeRow])
 
-    async def sessions(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/admin/v1/sessions")
+    async def sessions(self) -> list[SessionOverview]:
+        return await self._call("GET", "/admin/v1/sessions", list[SessionOverview])
 
-    async def grid(self, session_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/admin/v1/sessions/{_seg(session_id)}/grid")
+    async def grid(self, session_id: str) -> SessionGrid:
+        return await self._call("GET", f"/admin/v1/sessions/{_seg(session_id)}/grid", SessionGrid)
 
-    async def sheets(self, after: int | None = None, limit: int = 50) -> dict[str, Any]:
+    async def sheets(self, after: int | None = None, limit: int = 50) -> SheetFeed:
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
-        return await self._call("GET", "/admin/v1/sheets", params=params)
+        return await self._call("GET", "/admin/v1/sheets", SheetFeed, params=params)
 
-    async def entry(self, entry_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}")
+    async def entry(self, entry_id: str) -> EntryChains:
+        return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}", EntryChains)
 
-    async def personal(self, entry_id: str) -> dict[str, Any]:
+    async def personal(self, entry_id: str) -> PersonalOut:
         """The entry's personal fields, masked by the box (names to initials): the console never
         reveals them (that needs a reason, through the admin API)."""
-        return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}/personal")
+        return await self._call("GET", f"/admin/v1/entries/{_seg(entry_id)}/personal", PersonalOut)
 
-    async def alerts(self, include_cleared: bool = False) -> list[dict[str, Any]]:
+    async def alerts(self, include_cleared: bool = False) -> list[Alert]:
         params = {"include_cleared": "true" if include_cleared else "false"}
-        return await self._call("GET", "/admin/v1/alerts", params=params)
+        return await self._call("GET", "/admin/v1/alerts", list[Alert], params=params)
 
-    async def audit(self, limit: int = 200, action: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, limit: int = 200, action: str | None = None) -> list[AuditRow]:
         params: dict[str, Any] = {"limit": limit}
         if action:
             params["action"] = action
-        return await self._call("GET", "/admin/v1/audit", params=params)
+        return await self._call("GET", "/admin/v1/audit", list[AuditRow], params=params)
 
-    async def pairing_codes(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/admin/v1/pairing-codes")
+    async def pairing_codes(self) -> list[ActiveCode]:
+        return await self._call("GET", "/admin/v1/pairing-codes", list[ActiveCode])
 
-    async def verify(self) -> dict[str, Any]:
-        return await self._call("GET", "/admin/v1/verify")
+    async def verify(self) -> VerifyReport:
+        return await self._call("GET", "/admin/v1/verify", VerifyReport)
 
-    async def export_status(self) -> dict[str, Any]:
+    async def export_status(self) -> ExportStatus:
         """The USB export in progress (or the last one made) as ``job``, and the USB keys the box
         sees mounted now as ``targets``."""
-        return await self._call("GET", "/admin/v1/export")
+        return await self._call("GET", "/admin/v1/export", ExportStatus)
 
     # Writes -------------------------------------------------------------------------------------
-    async def freeze(self, category: str, reason: str) -> dict[str, Any]:
-        return await self._call("POST", "/admin/v1/freeze", json={"category": category, "reason": reason})
+    async def freeze(self, category: FreezeCategory, reason: str) -> FreezeView:
+        body = {"category": category, "reason": reason}
+        return await self._call("POST", "/admin/v1/freeze", FreezeView, json=body)
 
-    async def unfreeze(self) -> dict[str, Any]:
-        return await self._call("POST", "/admin/v1/unfreeze", json={})
+    async def unfreeze(self) -> FreezeView:
+        return await self._call("POST", "/admin/v1/unfreeze", FreezeView, json={})
 
-    async def new_pairing_code(self, judge_id: str) -> dict[str, Any]:
-        return await self._call("POST", "/admin/v1/pairing-codes", json={"judge_id": judge_id})
+    async def new_pairing_code(self, judge_id: str) -> NewPairingCode:
+        body = {"judge_id": judge_id}
+        return await self._call("POST", "/admin/v1/pairing-codes", NewPairingCode, json=body)
 
-    async def revoke(self, device_id: str) -> dict[str, Any]:
-        return await self._call("POST", f"/admin/v1/devices/{_seg(device_id)}/revoke", json={})
+    async def revoke(self, device_id: str) -> RevokedDevice:
+        return await self._call("POST", f"/admin/v1/devices/{_seg(device_id)}/revoke", RevokedDevice, json={})
 
-    async def uplink_sync(self) -> dict[str, Any]:
+    async def uplink_sync(self) -> SyncRequested:
         """Ask the uplink to try now; 409 (AdminError) when it is not configured."""
-        return await self._call("POST", "/admin/v1/uplink/sync", json={})
+        return await self._call("POST", "/admin/v1/uplink/sync", SyncRequested, json={})
 
-    async def export_start(self, to: str | None = None) -> dict[str, Any]:
+    async def export_start(self, to: str | None = None) -> ExportStarted:
         """Start a USB export in the daemon, into the folder ``to`` (or the one key the box finds);
         AdminError 422 when it cannot be made there, 409 while another runs. Then follow
         ``export_status``: the export carries on in the daemon whatever the console does."""
-        return await self._call("POST", "/admin/v1/export", json={"to": to} if to else {})
+        return await self._call("POST", "/admin/v1/export", ExportStarted, json={"to": to} if to else {})
 
-    async def acknowledge(self, fingerprint: str) -> dict[str, Any]:
-        return await self._call("POST", f"/admin/v1/alerts/{_seg(fingerprint)}/ack", json={})
+    async def acknowledge(self, fingerprint: str) -> Alert:
+        return await self._call("POST", f"/admin/v1/alerts/{_seg(fingerprint)}/ack", Alert, json={})
 
 
 def _seg(value: str) -> str:

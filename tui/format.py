@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.text import Text
 
-from appliance.core.config import DEFAULTS
 from appliance.shared.times import parse_rfc3339
 
 PRESENCE = {
@@ -124,11 +123,12 @@ def battery(level: int | None) -> Text:
     return Text(f"{level}%", style=style)
 
 
-def skew(seconds: float | None) -> Text:
+def skew(seconds: float | None, alert_s: float) -> Text:
+    """A tablet's clock skew: yellow from ``alert_s`` (the box's clock-skew alert threshold, the
+    ``clock_skew_max_s`` setting), red from a minute."""
     if seconds is None:
         return Text("-", style="dim")
-    # Yellow from the clock-skew alert's threshold (its default: the console reads no box settings).
-    flagged = abs(seconds) >= DEFAULTS.clock_skew_max_s
+    flagged = abs(seconds) >= alert_s
     style = "bold red" if abs(seconds) >= 60 else "yellow" if flagged else ""
     if abs(seconds) < 0.05:
         return Text("0.0 s")  # not "-0.0 s": a few milliseconds of network delay is no skew

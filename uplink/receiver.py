@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
@@ -36,15 +37,21 @@ from appliance import __version__
 from appliance.shared.errors import DomainError, NotFound
 from appliance.shared.netloc import http_url
 from appliance.shared.secrets_files import atomic_write
-from appliance.shell.logs import LogContextMiddleware
 from appliance.storage.db import Store
+from appliance.web.body import decode
+from appliance.web.metrics import HttpMetrics, MetricsMiddleware, metrics_route
+from appliance.web.middleware import LogContextMiddleware, RequestIdMiddleware
+from appliance.web.problems import (
+    GENERIC_TYPES,
+    Problem,
+    ProblemType,
+    descriptions,
+    exception_handlers,
+    problem_for,
+    problem_page,
+)
+from appliance.web.responses import json_response
 from appliance.web.server import EmbeddedServer, bind, server_config
-from edge_api.body import decode
-from edge_api.errors import DESCRIPTIONS, PROBLEM_BASE, make_exception_handlers, problem_response
-from edge_api.metrics import Metrics, MetricsMiddleware, metrics_route
-from edge_api.middleware import RequestIdMiddleware, request_id_of
-from edge_api.responses import json_response
-from edge_api.schemas import Problem
 from uplink.protocol import (
     IDEMPOTENCY_HEADER,
     MAX_BATCH_BYTES,
@@ -83,34 +90,42 @@ log = logging.getLogger("venuebox.receiver")
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000
 
-# The receiver's own problems: exception class -> (status, type slug, title).
-_PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
-    UplinkUnauthenticated: (401, "uplink-unauthenticated", "Uplink token or body signature refused"),
-    SignatureClockSkew: (
-        401,
-        "signature-clock-skew",
-        "The signature's time is too far from the receiver's clock",
+# The receiver's own problem types (PROTOCOL.md "Uplink" lists them).
+RECEIVER_TYPES: dict[type[DomainError], ProblemType] = {
+    UplinkUnauthenticated: ProblemType(
+        401, "uplink-unauthenticated", "Uplink token or body signature refused"
     ),
-    IdempotencyKeyRequired: (400, "idempotency-key-required", "A batch needs an Idempotency-Key header"),
-    BatchKeyReused: (422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"),
-    BatchTooLarge: (413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
-    ChainFork: (409, "chain-fork", "The receiver holds a different record at this place of the box's chain"),
+    SignatureClockSkew: ProblemType(
+        401, "signature-clock-skew", "The signature's time is too far from the receiver's clock"
+    ),
+    IdempotencyKeyRequired: ProblemType(
+        400, "idempotency-key-required", "A batch needs an Idempotency-Key header"
+    ),
+    BatchKeyReused: ProblemType(
+        422, "idempotency-mismatch", "This Idempotency-Key was used for a different batch"
+    ),
+    BatchTooLarge: ProblemType(413, "batch-too-large", f"A batch holds at most {MAX_BATCH_RECORDS} records"),
+    ChainFork: ProblemType(
+        409, "chain-fork", "The receiver holds a different record at this place of the box's chain"
+    ),
 }
-_DESCRIPTIONS = DESCRIPTIONS | {slug: title for (_, slug, title) in _PROBLEMS.values()}
+# What it answers with: the generic types (body decoding, storage) and its own.
+_TYPES = GENERIC_TYPES | RECEIVER_TYPES
+_DESCRIPTIONS = descriptions(_TYPES)
+REALM = "venuebox-receiver"
+# Retry-After (seconds) for a store that is stopping or damaged.
+_RETRY_AFTER_S = 1
 _UNAUTHENTICATED = (
     "the uplink token is missing or is not the one issued for this box "
     "(`venuebox ingest-server add-box BOX_ID` on the receiver issues it)"
 )
 
 
-class ReceiverMetrics(Metrics):
-    """The box's request timings plus the receiver's own counters (no tokens or payloads in labels)."""
+class ReceiverMetrics(HttpMetrics):
+    """The HTTP request timings plus the receiver's own counters (no tokens or payloads in labels)."""
 
     def __init__(self) -> None:
         super().__init__()
-        # Box-only series say nothing about a receiver: leave them off its /metrics.
-        self.registry.unregister(self.sheets_accepted)
-        self.registry.unregister(self.snapshot_errors)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, list(labels), registry=self.registry)
@@ -141,12 +156,6 @@ class ReceiverMetrics(Metrics):
             "Refused requests by reason: no-token, unknown-box, wrong-token, bad-signature, clock-skew.",
             ("reason",),
         )
-
-
-@get("/problems/{slug:str}", include_in_schema=False, media_type="text/plain")
-async def problem_type(slug: FromPath[str]) -> str:
-    """Where a problem's ``type`` URI leads: one line saying what it means."""
-    return _DESCRIPTIONS.get(slug, "Unknown problem type") + "\n"
 
 
 @get("/health")
@@ -275,18 +284,15 @@ class ChainForkProblem(Problem, kw_only=True, omit_defaults=True):
     record_id: str | None = None
 
 
-def _on_receiver_problem(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
-    status, slug, title = _PROBLEMS[type(exc)]
-    fields: dict[str, Any] = {
-        "type": PROBLEM_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": exc.detail,
-        "request_id": request_id_of(request.scope),
-    }
-    problem = ChainForkProblem(**fields, **exc.extra) if isinstance(exc, ChainFork) else Problem(**fields)
-    headers = {"WWW-Authenticate": 'Bearer realm="venuebox-receiver"'} if status == 401 else None
-    return problem_response(problem, headers)
+def _problem_of(exc: DomainError, request_id: str) -> tuple[Problem, dict[str, str]]:
+    """A domain error as the receiver answers it: a chain fork with its places and hashes, a bearer
+    challenge on a 401."""
+    problem, headers = problem_for(exc, request_id, _TYPES, _RETRY_AFTER_S)
+    if isinstance(exc, ChainFork):
+        problem = ChainForkProblem(**msgspec.structs.asdict(problem), **exc.extra)
+    if problem.status == 401:
+        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+    return problem, headers
 
 
 def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetrics | None = None) -> Any:
@@ -302,10 +308,10 @@ def create_receiver_app(store: Store, tokens: BoxTokens, metrics: ReceiverMetric
             get_ledger,
             get_chain,
             health,
-            problem_type,
+            problem_page(_DESCRIPTIONS),
             metrics_route(metrics),
         ],
-        exception_handlers=make_exception_handlers(1) | dict.fromkeys(_PROBLEMS, _on_receiver_problem),
+        exception_handlers=exception_handlers(_problem_of, _DESCRIPTIONS, REALM),
         request_max_body_size=MAX_BATCH_BYTES,
         state=State({"store": store, "tokens": tokens, "metrics": metrics}),
         openapi_config=None,

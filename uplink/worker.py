@@ -23,31 +23,28 @@ copy of the box's ledger or audit log (409 ``chain-fork``: critical alert ``upli
 can never make the two chains agree); a record the receiver rejects is quarantined alone; a
 batch refused as a whole is split until the one bad record is found. Freeze does not stop it:
 freeze halts writes of competition data, not their delivery.
+
+Beside it in this package: what an answer means (answers.py), the circuit breaker (breaker.py), the
+HTTP client and the signed POST (client.py), the settings (settings.py), and what the CLI's uplink
+commands call (commands.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import errno
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
-from appliance import __version__
 from appliance.core import outbox
-from appliance.core.config import DEFAULTS, Config
+from appliance.core.config import Config
 from appliance.core.outbox import Batch
 from appliance.core.storage import Store
 from appliance.core.uplink_state import (
@@ -58,363 +55,26 @@ from appliance.core.uplink_state import (
     pause,
     raise_bad_answer,
     resolve_target,
-    shown_url,
     update_state,
 )
-from appliance.shared.errors import BadUplinkTarget
-from appliance.shared.secrets_files import InsecureSecretFile
-from appliance.shared.tablet_text import printable
+from appliance.shared.secrets_files import InsecureSecretFile, read_secret
 from appliance.shared.times import to_rfc3339, utcnow
-from appliance.web.retry import full_jitter, retry_after_s
-from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, RecordsAck, signature
+from appliance.web.retry import full_jitter
+from uplink.answers import Outcome
+from uplink.breaker import BreakerState, CircuitBreaker
+from uplink.client import new_client, post_batch
+from uplink.settings import UplinkSettings
 
 log = logging.getLogger("venuebox.uplink")
 
 ALERT_CHECK_S = 10.0
 PRUNE_EVERY_S = 60.0
-_PROBLEM_TEXT_MAX = 300
-_BODY_SHOWN_MAX = 120
 # A 2xx that is no ack, or settles none of the records sent, gets the same batch (same key, same body)
 # this many times in a row, after a backoff each; then the batch is released and its records go out
 # again under a new Idempotency-Key (safe: the receiver stores each record id once), with the
 # ``uplink-bad-answer`` alert. A receiver that stored a bad answer under the key would otherwise
 # replay it for ever, and the queue would never move.
 BAD_ANSWER_TRIES = 3
-
-
-@dataclass(frozen=True, kw_only=True)
-class UplinkSettings:
-    """The box's ``uplink_*`` settings without their prefix (``appliance/core/config.py``, its defaults)."""
-
-    batch_max_records: int = DEFAULTS.uplink_batch_max_records
-    batch_max_bytes: int = DEFAULTS.uplink_batch_max_bytes
-    connect_timeout_s: float = DEFAULTS.uplink_connect_timeout_s
-    read_timeout_s: float = DEFAULTS.uplink_read_timeout_s
-    total_timeout_s: float = DEFAULTS.uplink_total_timeout_s
-    backoff_base_s: float = DEFAULTS.uplink_backoff_base_s
-    backoff_cap_s: float = DEFAULTS.uplink_backoff_cap_s
-    breaker_failures: int = DEFAULTS.uplink_breaker_failures
-    poll_s: float = DEFAULTS.uplink_poll_s
-    retention_h: float = DEFAULTS.uplink_retention_h
-
-    @classmethod
-    def from_config(cls, config: Config) -> UplinkSettings:
-        return cls(**{name: getattr(config, "uplink_" + name) for name in cls.__dataclass_fields__})
-
-
-# -- what an answer means ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What to do after one attempt.
-
-    ``acked``: the receiver answered 2xx with its ack (``acked`` ids, ``rejected`` (id, reason)).
-    ``bad-ack``: a 2xx without a readable ack: the same batch after a backoff, a new key after
-    ``BAD_ANSWER_TRIES`` of them.
-    ``retry``: not stored, or unknown (network, timeout, 408/429/5xx): same batch after a backoff.
-    ``pause``: will never succeed as configured (credentials, wrong URL): stop until a person acts.
-    ``fork``: the receiver holds another record at seq ``fork_seq`` of this box's chain
-    ``fork_chain`` ("sheets": the ledger, "audit": the audit log; 409 ``chain-fork``): pause the
-    same way, with the ``uplink-fork`` alert.
-    ``refused``: the receiver refused this batch as a whole (400/413/422...): split it, or
-    quarantine it when it is one record. ``rekey``: the batch id was used for another body: resend
-    under a new id. ``clock``: the signature time was refused; sign with the receiver's clock."""
-
-    kind: str
-    error: str | None = None
-    retry_after_s: float | None = None
-    acked: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    clock_offset_s: float | None = None
-    fork_seq: int | None = None
-    fork_chain: str = "sheets"
-    status: int | None = None
-
-
-def _problem_text(response: httpx.Response) -> str:
-    """The receiver's own words for a refusal (problem+json ``detail`` or ``title``), shortened and
-    made printable: they end up in the CLI's output, the console and the alerts."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    text = str(body.get("detail") or body.get("title") or "")
-    return printable(text[:_PROBLEM_TEXT_MAX])
-
-
-def _body_shown(response: httpx.Response) -> str:
-    """The start of an answer's body as it may be shown (printable, shortened), for an answer that
-    was not what it should be."""
-    content = response.content
-    if not content:
-        return "its body was empty"
-    text = printable(content[:_BODY_SHOWN_MAX].decode("utf-8", "replace"))
-    more = "…" if len(content) > _BODY_SHOWN_MAX else ""
-    return f"its body began '{text}'{more}" if more else f"its body was '{text}'"
-
-
-def _problem_type(response: httpx.Response) -> str:
-    return str(_problem_field(response, "type") or "")
-
-
-def _problem_field(response: httpx.Response, name: str) -> Any:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body.get(name) if isinstance(body, dict) else None
-
-
-def classify(response: httpx.Response, url: str, box_id: str, now: float) -> Outcome:
-    """Turn the receiver's answer into what the worker does next (see ``Outcome``)."""
-    status = response.status_code
-    said = _problem_text(response)
-    said_part = f": {said}" if said else ""
-    if 200 <= status < 300:
-        # Any 2xx: a receiver answering 201 Created (or 202) acks as well as one answering 200.
-        try:
-            ack = msgspec.json.decode(response.content, type=RecordsAck)
-        except msgspec.DecodeError as exc:
-            return Outcome(
-                "bad-ack",
-                f"the receiver answered {status} without a readable ack ({printable(str(exc))}); "
-                f"{_body_shown(response)}",
-                status=status,
-            )
-        return Outcome(
-            "acked",
-            acked=ack.acked,
-            rejected=[(r.id, printable(f"{r.status}: {r.reason}")) for r in ack.rejected],
-            status=status,
-        )
-    if status in (401, 403):
-        if _problem_type(response).endswith("/signature-clock-skew"):
-            date = response.headers.get("date")
-            offset = None
-            with contextlib.suppress(TypeError, ValueError, OverflowError):
-                offset = email.utils.parsedate_to_datetime(date).timestamp() - now if date else None
-            return Outcome(
-                "clock",
-                f"the receiver refused the signature time: the box's clock is off{said_part}. Set the "
-                "box's clock (`timedatectl`)"
-                + ("" if offset is not None else "; the answer had no usable Date header to sign with"),
-                clock_offset_s=offset,
-            )
-        return Outcome(
-            "pause",
-            f"the receiver refused the uplink credentials ({status}){said_part}. Check the token "
-            f"(`venuebox uplink configure --token-file`) and that the receiver knows box {box_id}.",
-        )
-    if 300 <= status < 400:
-        where = printable(shown_url(response.headers.get("location", ""))) or "elsewhere"
-        return Outcome(
-            "pause",
-            f"the receiver redirects ({status}) to {where}: configure the final URL "
-            "(`venuebox uplink configure --url`); the box does not follow redirects with its token.",
-        )
-    if status in (404, 405):
-        return Outcome(
-            "pause",
-            f"the receiver has no uplink at {shown_url(url)} ({status}): check the uplink URL "
-            "(`venuebox uplink configure --url`).",
-        )
-    if status in (408, 425, 429) or status >= 500:
-        return Outcome(
-            "retry", f"the receiver answered {status}{said_part}", retry_after_s=retry_after_s(response, now)
-        )
-    if status == 409 and _problem_type(response).endswith("/chain-fork"):
-        seq = _problem_field(response, "seq")
-        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
-        # A receiver that names no chain (older than the audit log's) means the ledger.
-        chain = "audit" if _problem_field(response, "chain") == "audit" else "sheets"
-        thing, place, some_place, chain_name, runbook = (
-            (
-                "audit-log entry",
-                "audit-log position",
-                "an audit-log position",
-                "audit log",
-                "on a fork at the cloud",
-            )
-            if chain == "audit"
-            else (
-                "sheet",
-                "ledger position",
-                "a ledger position",
-                "ledger",
-                '"The cloud holds a different sheet"',
-            )
-        )
-        where = f"{place} {seq}" if seq else some_place
-        said = (
-            f"the cloud holds a different {thing} at {where} of this box (409 chain-fork): this box's "
-            f"{chain_name} and the cloud's copy disagree, so nothing more is sent. Scores are safe on "
-            f"the box. Do not reconfigure blindly: see the runbook, uplink section, {runbook}."
-        )
-        return Outcome("fork", said, fork_seq=seq, fork_chain=chain)
-    if status == 422 and _problem_type(response).endswith("/idempotency-mismatch"):
-        return Outcome("rekey", f"the receiver saw this batch id with other content{said_part}")
-    return Outcome("refused", f"the receiver refused the batch ({status}){said_part}")
-
-
-def describe_network_error(exc: BaseException, url: str, settings: UplinkSettings) -> str:
-    """A network failure in words a venue tech can act on (never the token or the body)."""
-    host = shown_url(url)
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(chain) < 8:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    text = " ".join(str(e) for e in chain).lower()
-    cert = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
-    if cert is not None or "certificate verify failed" in text:
-        reason = getattr(cert, "verify_message", None) or "verification failed"
-        return (
-            f"the TLS certificate of {host} is not trusted ({reason}): if the receiver uses a private "
-            "CA, give its bundle with `venuebox uplink configure --ca-file`"
-        )
-    if isinstance(exc, ssl.SSLError) or ("ssl" in text and isinstance(exc, httpx.ConnectError)):
-        return f"TLS handshake with {host} failed ({chain[-1]})"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return f"no connection to {host} within {settings.connect_timeout_s:g} s (network down or blocked?)"
-    if isinstance(exc, httpx.ConnectError):
-        errnos = {getattr(e, "errno", None) for e in chain}
-        if any(isinstance(e, socket.gaierror) for e in chain) or "name or service not known" in text:
-            return f"cannot resolve the receiver's host name ({host}): DNS failed; is the venue internet up?"
-        if errnos & {errno.ECONNREFUSED} or "refused" in text:
-            return f"connection refused by {host}: the receiver is down or the URL's port is wrong"
-        if errnos & {errno.ENETUNREACH, errno.EHOSTUNREACH} or "unreachable" in text:
-            return f"network unreachable on the way to {host}: is the venue internet up?"
-        return f"cannot connect to {host} ({chain[-1]})"
-    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
-        return f"the receiver did not answer within {settings.read_timeout_s:g} s"
-    if isinstance(exc, TimeoutError):
-        return f"the exchange with the receiver took longer than {settings.total_timeout_s:g} s"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return (
-            "the connection dropped before the receiver's answer arrived "
-            "(the batch is resent with the same id, so nothing is stored twice)"
-        )
-    return f"network error talking to {host}: {type(exc).__name__}: {exc}"
-
-
-async def post_batch(
-    client: httpx.AsyncClient,
-    target: Target,
-    token: str,
-    box_id: str,
-    batch_id: str,
-    body: bytes,
-    settings: UplinkSettings,
-    clock_offset_s: float = 0.0,
-) -> Outcome:
-    """POST one signed batch (PROTOCOL.md "Uplink") within the total timeout; the answer, or the
-    network failure, as an ``Outcome``."""
-    signed_at = int(time.time() + clock_offset_s)
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": "application/json",
-        IDEMPOTENCY_HEADER: batch_id,
-        SIGNATURE_HEADER: signature(token, signed_at, body),
-    }
-    try:
-        async with asyncio.timeout(settings.total_timeout_s):
-            response = await client.post(
-                f"{target.url}/v1/boxes/{box_id}/records", content=body, headers=headers
-            )
-    except (httpx.HTTPError, TimeoutError, ssl.SSLError, OSError) as exc:
-        return Outcome("retry", describe_network_error(exc, target.url, settings))
-    return classify(response, target.url, box_id, time.time())
-
-
-def new_client(
-    target: Target, settings: UplinkSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """An HTTP client for ``target``: TLS verified (against its CA bundle when it has one), every
-    timeout explicit, no redirects (a redirect would carry the token elsewhere)."""
-    verify: ssl.SSLContext | bool = True
-    if target.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(target.ca_file))
-    s = settings
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=s.connect_timeout_s,
-            read=s.read_timeout_s,
-            write=s.read_timeout_s,
-            pool=s.connect_timeout_s,
-        ),
-        verify=verify,
-        transport=transport,
-        headers={"User-Agent": f"venuebox/{__version__}"},
-        follow_redirects=False,
-    )
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    message: str
-    seconds: float
-
-
-async def check_target(target: Target, box_id: str, settings: UplinkSettings) -> CheckResult:
-    """Send one signed, empty batch: proves the URL, TLS, token, signature and clock at once
-    without sending any record (the receiver answers ``{"acked": []}``)."""
-    import uuid
-
-    from appliance.shared.secrets_files import read_secret
-
-    started = time.monotonic()
-    try:
-        token = read_secret(target.token_file)
-    except OSError as exc:
-        return CheckResult(False, f"cannot read the uplink token file {target.token_file}: {exc}", 0.0)
-    try:
-        client = new_client(target, settings)
-    except (OSError, ssl.SSLError) as exc:
-        return CheckResult(False, f"cannot load the CA bundle {target.ca_file}: {exc}", 0.0)
-    async with client:
-        outcome = await post_batch(
-            client, target, token, box_id, f"check-{uuid.uuid4()}", b'{"records":[]}', settings
-        )
-    seconds = time.monotonic() - started
-    if outcome.kind == "acked":
-        return CheckResult(
-            True, f"the receiver at {shown_url(target.url)} accepted a signed request", seconds
-        )
-    return CheckResult(False, outcome.error or outcome.kind, seconds)
-
-
-# -- the circuit breaker -------------------------------------------------------------------------
-
-
-class CircuitBreaker:
-    """closed: requests flow; after ``threshold`` failures in a row, open: nothing is sent until the
-    backoff has passed; then half-open: one trial request, which closes it (success) or opens it
-    again (failure)."""
-
-    def __init__(self, threshold: int, failures: int = 0, state: str = "closed") -> None:
-        self.threshold = threshold
-        self.failures = failures
-        self.state = state if state in ("closed", "open") else ("open" if failures >= threshold else "closed")
-
-    def before_attempt(self) -> None:
-        if self.state == "open":
-            self.state = "half-open"
-
-    def success(self) -> None:
-        self.failures = 0
-        self.state = "closed"
-
-    def failure(self) -> None:
-        self.failures += 1
-        if self.state == "half-open" or self.failures >= self.threshold:
-            self.state = "open"
-
-
-# -- the worker ----------------------------------------------------------------------------------
 
 
 class UplinkWorker:
@@ -568,8 +228,10 @@ class UplinkWorker:
         if batch is None:
             return None
         now = self._clock()
-        shown = "circuit open" if self._breaker and self._breaker.state == "half-open" else "sending"
-        breaker = self._breaker.state if self._breaker else "closed"
+        shown = (
+            "circuit open" if self._breaker and self._breaker.state is BreakerState.HALF_OPEN else "sending"
+        )
+        breaker = self._breaker.state if self._breaker else BreakerState.CLOSED
 
         def start(conn: Any) -> bool:
             if not is_open and not outbox.assign_batch(conn, batch):
@@ -634,8 +296,6 @@ class UplinkWorker:
 
     def _read_token(self, target: Target) -> str:
         if not self._token:
-            from appliance.shared.secrets_files import read_secret
-
             self._token = read_secret(target.token_file)
         return self._token
 
@@ -684,7 +344,7 @@ class UplinkWorker:
                     conn,
                     now,
                     state="sending" if more else "idle",
-                    breaker="closed",
+                    breaker=BreakerState.CLOSED,
                     consecutive_failures=0,
                     last_success_at=success,
                     next_attempt_at=None,
@@ -788,7 +448,7 @@ class UplinkWorker:
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._next_attempt = time.monotonic() + delay
-        state = "circuit open" if breaker.state == "open" else "backing off"
+        state = "circuit open" if breaker.state is BreakerState.OPEN else "backing off"
         next_at = to_rfc3339(now + timedelta(seconds=delay))
 
         def record(conn: Any) -> None:
@@ -845,83 +505,3 @@ class UplinkWorker:
             await self.store.write(check, timeout=10.0)
         except Exception:
             log.exception("uplink: alert check failed")
-
-
-# -- for the CLI ---------------------------------------------------------------------------------
-
-
-def read_token_file(path: Path) -> str:
-    """The uplink token in ``path`` (one line), or BadUplinkTarget saying what is wrong with it."""
-    try:
-        token = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadUplinkTarget(f"cannot read the token file {path}: {exc}") from None
-    if not token or any(ch.isspace() for ch in token) or not token.isprintable():
-        raise BadUplinkTarget(f"the token file {path} must hold the token alone, on one line")
-    return token
-
-
-def load_ca_file(path: Path) -> ssl.SSLContext:
-    """A TLS context trusting the CA bundle in ``path``, or BadUplinkTarget."""
-    try:
-        return ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise BadUplinkTarget(
-            f"cannot use {path} as a CA bundle (PEM certificates expected): {exc}"
-        ) from None
-
-
-def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> dict[str, Any]:
-    """`venuebox uplink sync`: with a daemon running, ask its worker (through the database) and wait
-    up to ``wait_s`` until the records queued at the request got through or an attempt failed;
-    without one, drain here until the queue is empty or an attempt fails. Returns the uplink view
-    plus ``attempted`` (an attempt was made after the request), ``waiting`` (records queued at the
-    request still waiting), ``refused`` (of those, the ones the receiver refused since: quarantined),
-    ``failed`` (the newest outcome since the request is an error) and ``synced`` (attempted, and
-    every record queued at the request was acked)."""
-    from appliance.core.box import get_box
-    from appliance.core.uplink_state import request_sync, uplink_view
-
-    requested, last_seq = store.write_sync(
-        lambda conn: (request_sync(conn, "cli", utcnow()), outbox.last_pending_seq(conn))
-    )
-    deadline = time.monotonic() + wait_s
-
-    def view() -> dict[str, Any]:
-        def read(conn: Any) -> dict[str, Any]:
-            current = uplink_view(conn, config, utcnow())
-            current["waiting"], current["refused"] = outbox.delivery_up_to(conn, last_seq, requested)
-            return current
-
-        current = store.query(read)
-        error_at = current["last_error_at"] or ""
-        current["attempted"] = (current["last_attempt_at"] or "") >= requested
-        current["failed"] = error_at >= requested and error_at >= (current["last_success_at"] or "")
-        current["synced"] = current["attempted"] and not current["waiting"] and not current["refused"]
-        return current
-
-    if daemon_running:
-        current = view()
-        while not (current["attempted"] and not current["waiting"]) and not current["failed"]:
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-            current = view()
-        return current
-
-    async def drain() -> None:
-        worker = UplinkWorker(store, config, store.query(get_box)["box_id"])
-        try:
-            while time.monotonic() < deadline and await worker.step() == 0:
-                pass
-        finally:
-            await worker.aclose()
-
-    # The command says the outcome in one line: the worker's log lines would repeat it on the
-    # terminal, unformatted (a CLI command sets up no logging).
-    quiet, log.disabled = log.disabled, True
-    try:
-        asyncio.run(drain())
-    finally:
-        log.disabled = quiet
-    return view()

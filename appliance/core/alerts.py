@@ -18,9 +18,9 @@ from typing import Any
 
 from appliance.core import audit
 from appliance.shared.errors import NotFound
+from appliance.shared.status import SEVERITIES
 from appliance.shared.times import to_rfc3339, utcnow
 
-SEVERITIES = ("info", "warning", "critical")
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 AUDIT_ACTOR = "watchdog"
 
@@ -138,7 +138,7 @@ def list_alerts(conn: sqlite3.Connection, include_cleared: bool = False) -> list
 
 def active_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Active alerts by severity, every severity present (for a status line or a metric)."""
-    counts = dict.fromkeys(SEVERITIES, 0)
+    counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     for severity, count in conn.execute("SELECT severity, count(*) FROM alerts WHERE active = 1 GROUP BY 1"):
         counts[severity] = count
     return counts

@@ -1,4 +1,4 @@
-"""Encrypted local snapshots: take, verify, keep, restore.
+"""Encrypted local snapshots: take, verify, keep, open.
 
 * **Take** (`take_snapshot`, every ``backup_interval_s`` in the daemon): SQLite's online backup API
   copies the live database to a consistent file while tablets keep writing; its row counts and
@@ -18,22 +18,24 @@
   newest of each hour for ``backup_keep_hourly_h`` hours, and always the newest one; every snapshot
   not verified yet; the newest one that failed. The rest are deleted. Only snapshots found by name
   in the current backup dir count: after ``backup_dir`` changes, the old dir's stay where they are.
-* **Restore** (`restore`): into a new, empty data dir only, never over a live one; the snapshot's
-  keys bundle puts the box's identity back, and one of another box, or written with another
-  database, is refused.
+* **Open** (`unpack`): decrypt a snapshot into a new, empty data dir, check it, and put the box's
+  identity back from the snapshot's keys bundle (one of another box, or written with another
+  database, is refused). A restore (`venuebox restore`) and a recovery (`venuebox recover`) start
+  with it: appliance/core/recovery.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
-import dataclasses
 import hashlib
 import json
+import logging
 import os
 import secrets
-import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,20 +48,18 @@ import pyrage
 from pyrage import passphrase as age_passphrase
 from pyrage import x25519
 
-from appliance.core import audit, data_key, keys, keys_bundle
+from appliance.core import alerts, audit, data_key, keys, keys_bundle
 from appliance.core.chain import head, verify_chains
 from appliance.core.config import Config
 from appliance.core.devices import devices_signature
 from appliance.core.storage import Store
-from appliance.core.watermark import new_epoch
 from appliance.shared.errors import DatabaseDamaged, DataKeyMismatch, DomainError
-from appliance.shared.secrets_files import atomic_write, atomic_write_from, write_secret
+from appliance.shared.secrets_files import atomic_write_from, write_secret
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.storage.db import connect
 
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".sqlite.age"
-KEYS_FILE = "keys.age"
 # What a verification compares besides the chain heads: the tables whose rows matter after a loss.
 COUNTED_TABLES = ("sheets", "audit_log", "outbox", "devices", "entries", "judges", "sessions", "criteria")
 CHUNK = 1024 * 1024
@@ -121,30 +121,6 @@ def database_facts(path: Path) -> dict[str, Any]:
 def encrypt_to(recipients: list[x25519.Recipient], source: Path, target: Path) -> None:
     """age-encrypt ``source`` to ``target`` (through a temporary name, fsynced, then renamed)."""
     atomic_write_from(target, lambda tmp: pyrage.encrypt_file(str(source), str(tmp), recipients), 0o600)
-
-
-def write_key_files(
-    config: Config,
-    directory: Path,
-    personal_data_key: bytes | None = None,
-    name: str = KEYS_FILE,
-    *,
-    database: Path | None = None,
-    files: keys_bundle.BoxFiles | None = None,
-    copies: tuple[str, ...] = (),
-) -> int:
-    """The keys bundle (appliance/core/keys_bundle.py) for ``database`` (a copy about to be encrypted;
-    None: the live database) as ``name`` and each of ``copies`` in ``directory``, age-encrypted in
-    memory to the backups' recipients (its plain text never touches a disk); with a passphrase, also
-    ``backup-identity.age``. Returns the encrypted bundle's size in bytes."""
-    bundle = keys_bundle.build(config, personal_data_key, database, files)
-    sealed = pyrage.encrypt(keys_bundle.encode(bundle), keys.recipients(config))
-    for each in (name, *copies):
-        atomic_write(directory / each, sealed)
-    wrapped = keys.wrapped_identity(config)
-    if wrapped is not None:
-        atomic_write(directory / keys.WRAPPED_IDENTITY, wrapped)
-    return len(sealed)
 
 
 # -- taking a snapshot ----------------------------------------------------------------------------
@@ -263,8 +239,6 @@ def check_backup_dir(config: Config, given: str) -> BackupDirCheck:
 
 def _writable_for(directory: Path, uid: int, gid: int) -> bool:
     """Whether the mode bits let ``uid`` (group ``gid``) make files in ``directory``."""
-    import stat
-
     st = directory.stat()
     if st.st_uid == uid:
         need = stat.S_IWUSR | stat.S_IXUSR
@@ -295,8 +269,14 @@ def take_snapshot(config: Config, now: datetime | None = None) -> Snapshot:
         facts = database_facts(plain)
         opening_key = sealing_key(config, plain)
         # The snapshot's keys bundle first: a snapshot on disk always has its own beside it.
-        write_key_files(
-            config, directory, opening_key, bundle.name, database=plain, files=files, copies=(KEYS_FILE,)
+        keys_bundle.write_key_files(
+            config,
+            directory,
+            opening_key,
+            bundle.name,
+            database=plain,
+            files=files,
+            copies=(keys_bundle.KEYS_FILE,),
         )
         try:
             encrypt_to(recipients, plain, target)
@@ -531,8 +511,6 @@ VERIFY_FINGERPRINT = "backup-verify"
 def snapshot_job(config: Config, store: Store, now: datetime | None = None) -> Snapshot:
     """One snapshot taken, recorded (audited) and retention applied; a failure raises the
     ``backup-snapshot`` alert (critical) and BackupFailed, a success clears it. Blocking."""
-    from appliance.core import alerts
-
     # The live file first: a damaged database raises DatabaseDamaged naming it, never "snapshot
     # failed". A snapshot of it would not restore, and retention would delete a good older snapshot
     # to make room for it: the recovery (docs/operations.md, "The SD card died / the database is
@@ -579,8 +557,6 @@ def verify_job(config: Config, store: Store, now: datetime | None = None) -> lis
     alert (critical), a good newest one clears it. Returns (name, problems) for each. Blocking.
     A snapshot written to another backup dir (before ``backup_dir`` changed) is not checked; while
     the backup dir itself is missing, none is judged (each says so, nothing is recorded)."""
-    from appliance.core import alerts
-
     results = []
     for row in store.query(unverified):
         where = location(config, row)
@@ -625,9 +601,8 @@ DEVICES_WATCH_S = 2.0
 def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
     """The snapshot and verification jobs on the daemon's scheduler, each run in a worker thread
     (they copy, encrypt and decrypt files) so the event loop keeps serving tablets."""
-    import asyncio
-    import logging
-
+    # Imported here for start-up time: the scheduler (apscheduler) is the daemon's, and the CLI's
+    # backup commands import this module.
     from appliance.core.watchdog import add_interval_job
 
     log = logging.getLogger("venuebox.backup")
@@ -749,7 +724,7 @@ def list_snapshots(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-# -- restore --------------------------------------------------------------------------------------
+# -- opening a snapshot ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -767,8 +742,6 @@ class Restored:
     # What the keys bundle put back besides the keys (certificate, tokens, settings), and from which file.
     identity: keys_bundle.Installed | None = None
     identity_file: str | None = None
-    # What the cloud added after the snapshot (appliance/core/recovery.py ``CloudContinued``), if asked.
-    cloud: Any = None
 
 
 def load_identity(
@@ -809,72 +782,6 @@ def load_identity(
     raise BackupFailed("give the key that opens the snapshot: --identity FILE or --passphrase-file FILE")
 
 
-def restore(
-    snapshot: Path,
-    target: Path,
-    identities: list[x25519.Identity],
-    progress: Callable[[str], None] | None = None,
-    *,
-    box_id: str | None = None,
-    use_cloud: bool = True,
-) -> Restored:
-    """Decrypt ``snapshot`` into the new data dir ``target`` (which must not exist or be empty),
-    check it (integrity and both chains), and make it the same box again from the keys bundle beside
-    the snapshot (keys, TLS certificate, admin and uplink tokens, settings: appliance/core/keys_bundle.py);
-    without one (or from an old bundle without them), a new admin token. ``box_id``: the box the
-    caller means (its ``--data-dir``), whose snapshot this must be. Refused (a snapshot of another
-    box, a bundle of another box or written with another database) or failed, ``target`` is left
-    as it was."""
-    if target.exists() and any(target.iterdir()):
-        raise BackupFailed(
-            f"{target} is not empty: restore only into a new data dir (never over a box's data), "
-            "then point the service at it"
-        )
-    made = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
-    mode = target.stat().st_mode & 0o7777
-    try:
-        done = unpack(snapshot, target, identities, progress, box_id=box_id)
-        if use_cloud:
-            # Both chains go on from where the cloud has them, never beside it (a fork).
-            from appliance.core.recovery import continue_from_cloud
-
-            done = dataclasses.replace(
-                done, cloud=continue_from_cloud(target, done.box_id, progress or (lambda _: None))
-            )
-        with contextlib.closing(connect(target / "venuebox.sqlite")) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            # A new ledger epoch: the restored ledger may lack sheets stored after this snapshot,
-            # and tablets send again every sheet they keep when they see it (appliance/core/watermark.py).
-            epoch = new_epoch(conn)
-            audit.record(
-                conn,
-                "cli",
-                "backup.restore",
-                {
-                    "snapshot": snapshot.name,
-                    "keys": done.keys_restored,
-                    "identity": done.identity_file,
-                    "tls_fingerprint": done.identity.tls_fingerprint if done.identity is not None else None,
-                    "ledger_epoch": epoch,
-                    "from_cloud": done.cloud.appended if done.cloud is not None else None,
-                },
-            )
-            conn.execute("COMMIT")
-    except BaseException:
-        if made:
-            shutil.rmtree(target, ignore_errors=True)
-        else:  # a folder that was there, empty (a mount point, say): left empty, as it was
-            for child in list(target.iterdir()):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
-            os.chmod(target, mode)
-        raise
-    return done
-
-
 def unpack(
     snapshot: Path,
     target: Path,
@@ -883,10 +790,11 @@ def unpack(
     *,
     box_id: str | None = None,
 ) -> Restored:
-    """The first half of a restore (and of `venuebox recover`): decrypt ``snapshot`` into the
-    empty folder ``target``, check it (integrity and both chains; of box ``box_id`` when given),
-    and put the box's identity back from its keys bundle. No new epoch and no audit record: the
-    caller writes those last, after anything it appends. The caller cleans ``target`` on failure."""
+    """The first half of a restore and of a recovery (appliance/core/recovery.py): decrypt
+    ``snapshot`` into the empty folder ``target``, check it (integrity and both chains; of box
+    ``box_id`` when given), and put the box's identity back from its keys bundle. No new epoch and no
+    audit record: the caller writes those last, after anything it appends. The caller cleans
+    ``target`` on failure."""
     say = progress or (lambda _: None)
     if not snapshot.is_file():
         raise BackupFailed(f"no snapshot file at {snapshot}")
@@ -959,14 +867,14 @@ def _box_keys(
     folder = snapshot.parent
     own = keys_bundle.bundle_name(snapshot.name)
     kept = sorted(folder.glob("keys-*.age"), key=lambda path: path.stat().st_mtime, reverse=True)
-    candidates = [folder / name for name in ([own] if own else []) + [KEYS_FILE]] + kept
+    candidates = [folder / name for name in ([own] if own else []) + [keys_bundle.KEYS_FILE]] + kept
     identity: tuple[str, keys_bundle.KeysBundle] | None = None
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
         for path in candidates:
             if not path.is_file():
                 continue
             # The one the identity would come from must fit; later ones only lend a personal-data key.
-            decisive = identity is None and path.name in (own, KEYS_FILE)
+            decisive = identity is None and path.name in (own, keys_bundle.KEYS_FILE)
             try:
                 bundle = keys_bundle.decode(pyrage.decrypt(path.read_bytes(), identities), path.name)
                 refused = keys_bundle.belongs(bundle, path.name, snapshot.name, box_id, mark)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal, get_args
+from typing import Any
 
 from appliance.core import audit
 from appliance.shared.errors import Frozen, NotInitialised
+from appliance.shared.status import FREEZE_CATEGORIES
 from appliance.shared.times import now_rfc3339
-
-# Why a box is frozen, for the console to sort and count by; the free-text reason is what judges see.
-FreezeCategory = Literal["dispute", "anomaly", "tabulation", "technical", "other"]
-FREEZE_CATEGORIES: tuple[str, ...] = get_args(FreezeCategory)
-# The longest freeze reason the admin API takes (and the console lets a tech type).
-FREEZE_REASON_MAX_CHARS = 500
 
 
 def get_box(conn: sqlite3.Connection) -> dict[str, Any]:

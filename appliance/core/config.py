@@ -16,7 +16,9 @@ from typing import Any
 
 import msgspec
 
+from appliance.shared.csv_dialects import UnknownCsvDialect, csv_dialect
 from appliance.shared.netloc import http_url
+from appliance.shared.uplink_url import check_url
 
 CONFIG_FILE = "venuebox.toml"
 # Written by a running daemon (where its APIs listen, its pid), read by the console and the CLI.
@@ -343,13 +345,10 @@ def _check(config: Config) -> None:
         raise ConfigError("backup_interval_s must be >= 10 and backup_verify_interval_s >= 1")
     if config.backup_keep_last < 1 or config.backup_keep_hourly_h < 0:
         raise ConfigError("backup_keep_last must be >= 1 and backup_keep_hourly_h >= 0")
-    if config.export_csv_dialect != "excel":
-        from appliance.core.tabulation import UnknownCsvDialect, csv_dialect
-
-        try:
-            csv_dialect(config.export_csv_dialect)
-        except UnknownCsvDialect as exc:
-            raise ConfigError(f"export_csv_dialect: {exc.detail}") from None
+    try:
+        csv_dialect(config.export_csv_dialect)
+    except UnknownCsvDialect as exc:
+        raise ConfigError(f"export_csv_dialect: {exc.detail}") from None
     if config.pair_failures_per_minute_box < 1:
         raise ConfigError("pair_failures_per_minute_box must be >= 1")
     if config.pair_flood_calm_s <= 0:
@@ -364,6 +363,4 @@ def _check(config: Config) -> None:
     if config.uplink_breaker_failures < 1:
         raise ConfigError("uplink_breaker_failures must be >= 1")
     if config.uplink_url:
-        from appliance.core.uplink_state import check_url
-
         check_url(config.uplink_url, config.uplink_insecure_http, "set uplink_insecure_http = true")

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.core import audit, personal
+from appliance.core import audit, keys_bundle, personal
 from appliance.shared.errors import DataKeyMismatch, RotationRunning
 from appliance.shared.secrets_files import fsync_dir, write_secret
 from appliance.shared.times import now_rfc3339
@@ -314,12 +314,10 @@ def _reseal(conn: sqlite3.Connection, old: bytes, new: bytes, actor: str, reques
 
 def _keep_for_backups(config: Config, old: bytes) -> Path | None:
     """``keys-<old id>.age`` beside the snapshots: the key bundle the ones taken so far need."""
-    from appliance.core import backup
-
     if not config.backup_path.exists():
         return None
     name = f"keys-{key_id(old)}.age"
-    backup.write_key_files(config, config.backup_path, personal_data_key=old, name=name)
+    keys_bundle.write_key_files(config, config.backup_path, personal_data_key=old, name=name)
     return config.backup_path / name
 
 

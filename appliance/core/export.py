@@ -48,9 +48,11 @@ import pyrage
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.core import audit, keys, personal_fields, tabulation
-from appliance.core.backup import copy_database, database_facts, sealing_key, write_key_files
+from appliance.core import audit, keys, keys_bundle, personal_fields, tabulation
+from appliance.core.backup import copy_database, database_facts, sealing_key
 from appliance.core.config import Config
+from appliance.shared import csv_dialects
+from appliance.shared.admin_wire import ExportState
 from appliance.shared.canonical import canonical_json
 from appliance.shared.errors import DatabaseDamaged, DomainError
 from appliance.shared.secrets_files import fsync_dir
@@ -231,7 +233,7 @@ class _Writer:
         self.write(relative, fill)
 
 
-def _csv(table: tuple[list[str], Iterable[Any]], dialect: tabulation.CsvDialect) -> Callable[[Any], Any]:
+def _csv(table: tuple[list[str], Iterable[Any]], dialect: csv_dialects.CsvDialect) -> Callable[[Any], Any]:
     header, rows = table
     return lambda out: tabulation.write_csv(out, header, rows, dialect=dialect)
 
@@ -304,7 +306,7 @@ class ExportResult:
     ledger_head: str
     seconds: float
     fingerprint: str
-    csv_dialect: str = tabulation.EXCEL.name
+    csv_dialect: str = csv_dialects.EXCEL.name
     # PERSONAL_FILE when the export holds participants' names (encrypted), else None; ``names`` says
     # in words who can open it, or why there is none.
     personal_file: str | None = None
@@ -321,11 +323,11 @@ def export_to(
     csv_dialect: str | None = None,
 ) -> ExportResult:
     """Write a complete, verified export into ``target`` (a folder on the USB key); see the module
-    docstring. ``csv_dialect`` (``tabulation.CSV_DIALECTS``; default: the ``export_csv_dialect``
+    docstring. ``csv_dialect`` (``csv_dialects.CSV_DIALECTS``; default: the ``export_csv_dialect``
     setting) is how the spreadsheet files are written; an unknown one is refused before anything
     is written. Blocking: run it in a worker thread. On a damaged database it exports what it can
     read; when it meets the damage it raises DatabaseDamaged naming the live file."""
-    dialect = tabulation.csv_dialect(csv_dialect or config.export_csv_dialect)
+    dialect = csv_dialects.csv_dialect(csv_dialect or config.export_csv_dialect)
     try:
         return _export(config, target, progress, opener=opener, now=now, dialect=dialect)
     except (sqlite3.DatabaseError, MemoryError) as exc:
@@ -368,7 +370,7 @@ def _export(
     *,
     opener: Opener,
     now: datetime | None,
-    dialect: tabulation.CsvDialect,
+    dialect: csv_dialects.CsvDialect,
 ) -> ExportResult:
     import time
 
@@ -582,7 +584,7 @@ class _Names:
         conn: sqlite3.Connection,
         key: bytes | None,
         recipients: list[Any],
-        dialect: tabulation.CsvDialect,
+        dialect: csv_dialects.CsvDialect,
     ) -> None:
         if self.no_key:
             self.reason = (
@@ -618,7 +620,7 @@ def _write_keys(writer: _Writer, config: Config, scratch: Path, database: Path) 
     briefly disagree)."""
     keys_dir = scratch / "keys"
     keys_dir.mkdir()
-    write_key_files(config, keys_dir, sealing_key(config, database), database=database)
+    keys_bundle.write_key_files(config, keys_dir, sealing_key(config, database), database=database)
     for path in sorted(keys_dir.iterdir()):
         writer.copy(path.name, path)
 
@@ -742,7 +744,7 @@ def _paragraph(text: str) -> str:
 
 
 def _readme(
-    config: Config, name: str, heading: str, dialect: tabulation.CsvDialect, names: _Names
+    config: Config, name: str, heading: str, dialect: csv_dialects.CsvDialect, names: _Names
 ) -> Callable[[Any], Any]:
     has_passphrase = keys.passphrase(config) is not None
     organisers = keys.organiser_recipients(config)
@@ -768,7 +770,7 @@ def _readme(
 """
         )
     restore_with = "--identity organiser-key.txt" + (" (or --passphrase-file FILE)" if has_passphrase else "")
-    other = next(d for d in tabulation.CSV_DIALECTS.values() if d is not dialect)
+    other = next(d for d in csv_dialects.CSV_DIALECTS.values() if d is not dialect)
     if names.written:
         keys_open = []
         if organisers:
@@ -876,7 +878,7 @@ class ExportJob:
     Written by the export's worker thread, read by the API: plain attribute writes."""
 
     def __init__(self) -> None:
-        self.state = "idle"  # idle, running, done, failed
+        self.state: ExportState = "idle"
         self.fraction = 0.0
         self.step = ""
         self.target: str | None = None

@@ -13,12 +13,13 @@ heads of that database, so a restore can tell that a bundle belongs to its snaps
 restored with it serves the same certificate, so pinned tablets reconnect with the tokens they hold,
 and its admin and uplink tokens still work.
 
-appliance/core/backup.py writes it, age-encrypted to the snapshots' recipients, with every snapshot: as
-``snapshot-<time>.keys.age`` beside it (deleted with it; a snapshot restores with the identity in
-force when it was taken, whatever was rotated since) and as ``keys.age``, the newest. An export
-holds its own ``keys.age``. A ``venuebox-keys/1`` bundle (the three keys only, written before the
-identity travelled) still restores: that box gets a new admin token, and a new certificate at its
-first start.
+``write_key_files`` writes it, age-encrypted to the snapshots' recipients: appliance/core/backup.py
+with every snapshot, as ``snapshot-<time>.keys.age`` beside it (deleted with it; a snapshot restores
+with the identity in force when it was taken, whatever was rotated since) and as ``keys.age``
+(``KEYS_FILE``), the newest. An export holds its own ``keys.age``; a personal-data key rotation
+(appliance/core/data_key.py) leaves ``keys-<old key id>.age``. A ``venuebox-keys/1`` bundle (the
+three keys only, written before the identity travelled) still restores: that box gets a new admin
+token, and a new certificate at its first start.
 
 It holds every secret of the box: whoever opens it (the box's backup identity, an organiser key,
 the passphrase) can act as the box, as they can already read every backup of it.
@@ -35,13 +36,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import pyrage
 
 from appliance.core import keys, personal, tls
 from appliance.core.chain import head
 from appliance.core.config import CONFIG_FILE, Config, ConfigError, load_config
-from appliance.core.uplink_state import resolve_target, shown_url
+from appliance.core.uplink_state import resolve_target
 from appliance.shared.errors import DomainError
 from appliance.shared.secrets_files import InsecureSecretFile, atomic_write, read_secret, write_secret
+from appliance.shared.uplink_url import shown_url
 from appliance.storage.db import connect
 
 FORMAT = "venuebox-keys/2"
@@ -49,6 +52,8 @@ READABLE = ("venuebox-keys/1", FORMAT)
 # The bundle written with snapshot-<time>.sqlite.age is snapshot-<time>.keys.age.
 SNAPSHOT_SUFFIX = ".sqlite.age"
 SUFFIX = ".keys.age"
+# The newest bundle, beside the snapshots (and in an export).
+KEYS_FILE = "keys.age"
 # The uplink token of a box whose uplink is set by the uplink_* settings, in a restored data dir.
 CONFIG_UPLINK_TOKEN = "uplink.token"
 
@@ -219,6 +224,30 @@ def build(
 def encode(bundle: KeysBundle) -> bytes:
     """The bundle as JSON, indented: `age -d keys.age` shows it readably."""
     return json.dumps(msgspec.to_builtins(bundle), indent=2).encode("utf-8")
+
+
+def write_key_files(
+    config: Config,
+    directory: Path,
+    personal_data_key: bytes | None = None,
+    name: str = KEYS_FILE,
+    *,
+    database: Path | None = None,
+    files: BoxFiles | None = None,
+    copies: tuple[str, ...] = (),
+) -> int:
+    """The keys bundle for ``database`` (a copy about to be encrypted; None: the live database) as
+    ``name`` and each of ``copies`` in ``directory``, age-encrypted in memory to the backups'
+    recipients (its plain text never touches a disk); with a passphrase, also
+    ``backup-identity.age``. Returns the encrypted bundle's size in bytes."""
+    bundle = build(config, personal_data_key, database, files)
+    sealed = pyrage.encrypt(encode(bundle), keys.recipients(config))
+    for each in (name, *copies):
+        atomic_write(directory / each, sealed)
+    wrapped = keys.wrapped_identity(config)
+    if wrapped is not None:
+        atomic_write(directory / keys.WRAPPED_IDENTITY, wrapped)
+    return len(sealed)
 
 
 # -- reading and restoring ------------------------------------------------------------------------

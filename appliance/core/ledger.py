@@ -31,6 +31,7 @@ from appliance.shared.errors import (
     SheetConflict,
     UnknownEntry,
 )
+from appliance.shared.sheets import CurrentSheet, StoredSheet
 from appliance.shared.times import now_rfc3339
 
 
@@ -78,22 +79,23 @@ class SheetSubmission:
 
 @dataclass(frozen=True, slots=True)
 class SheetReceipt:
+    """A sheet the ledger accepted: stored now (201) or already stored (200, a replay)."""
+
     status: int  # 201 stored now, 200 replay of a stored sheet
-    body: dict[str, Any]
-    values: dict[str, float]  # the values as stored (on their steps)
+    sheet: StoredSheet
 
 
-def receipt_body(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
-    """The answer for a stored sheet, built only from what is stored, so a replay is identical."""
-    return {
-        "sheet_id": row["sheet_id"],
-        "entry_id": row["entry_id"],
-        "judge_id": row["judge_id"],
-        "supersedes": row["supersedes"],
-        "seq": row["seq"],
-        "received_at": row["received_at"],
-        "hash": row["hash"],
-    }
+def stored_sheet(row: sqlite3.Row | dict[str, Any]) -> StoredSheet:
+    """The receipt of a stored sheet, built only from its ledger row, so a replay is identical."""
+    return StoredSheet(
+        sheet_id=row["sheet_id"],
+        entry_id=row["entry_id"],
+        judge_id=row["judge_id"],
+        supersedes=row["supersedes"],
+        seq=row["seq"],
+        received_at=row["received_at"],
+        hash=row["hash"],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ def submit_sheets(
     view = _read_view(conn, event_id, sheets)
     received_at = now_rfc3339()
     outcomes: list[SheetReceipt | DomainError] = []
-    accepted: list[tuple[dict[str, Any], dict[str, float]]] = []  # (ledger row, values)
+    accepted: list[dict[str, Any]] = []  # the new ledger rows
     for device, item in items:
         if isinstance(item, DomainError):
             outcomes.append(item)
@@ -171,10 +173,10 @@ def submit_sheets(
             continue
         outcomes.append(receipt)
         if row is not None:
-            accepted.append((row, receipt.values))
+            accepted.append(row)
     if accepted:
-        chain.insert_rows(conn, "sheets", [row for row, _ in accepted])
-        outbox.enqueue_sheets(conn, [row["seq"] for row, _ in accepted])
+        chain.insert_rows(conn, "sheets", accepted)
+        outbox.enqueue_sheets(conn, [row["seq"] for row in accepted])
     return outcomes
 
 
@@ -273,7 +275,7 @@ def decide(
     stored = view.stored.get(sheet.sheet_id)
     if stored is not None:
         if stored["content_hash"] == fingerprint:
-            return SheetReceipt(200, receipt_body(stored), values), None
+            return SheetReceipt(200, stored_sheet(stored)), None
         raise IdempotencyMismatch(
             f"sheet {sheet.sheet_id} was already stored with different content; "
             "a changed sheet needs a new sheet_id (and `supersedes` to correct)",
@@ -325,7 +327,7 @@ def decide(
     view.tail = (row["seq"], row["hash"])
     view.stored[sheet.sheet_id] = row
     view.heads[(sheet.entry_id, device.judge_id)] = sheet.sheet_id
-    return SheetReceipt(201, receipt_body(row), values), row
+    return SheetReceipt(201, stored_sheet(row)), row
 
 
 def _current_event(conn: sqlite3.Connection) -> str:
@@ -411,21 +413,21 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def sheets_for_judge(conn: sqlite3.Connection, event_id: str, judge_id: str) -> list[dict[str, Any]]:
+def sheets_for_judge(conn: sqlite3.Connection, event_id: str, judge_id: str) -> list[CurrentSheet]:
     """The judge's current sheets (heads of their chains), for the tablet's event download."""
     rows = conn.execute(
         f"SELECT * FROM sheets WHERE seq IN ({current_sheet_seqs(judge=True)}) ORDER BY seq",
         {"event": event_id, "judge": judge_id},
     )
     return [
-        {
-            "sheet_id": r["sheet_id"],
-            "entry_id": r["entry_id"],
-            "values": json.loads(r["score_values"]),
-            "comment": r["comment"],
-            "submitted_at": r["submitted_at"],
-            "received_at": r["received_at"],
-            "supersedes": r["supersedes"],
-        }
+        CurrentSheet(
+            sheet_id=r["sheet_id"],
+            entry_id=r["entry_id"],
+            values=json.loads(r["score_values"]),
+            comment=r["comment"],
+            submitted_at=r["submitted_at"],
+            received_at=r["received_at"],
+            supersedes=r["supersedes"],
+        )
         for r in rows
     ]

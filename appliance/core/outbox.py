@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from appliance.shared.canonical import canonical_json
+from appliance.shared.sheets import SheetRecord
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339
 from appliance.storage.db import notify
 
@@ -96,38 +97,18 @@ class Batch:
         return len(self.record_ids)
 
 
-class _SheetPayload(msgspec.Struct, kw_only=True):
-    """A sheet as it travels (docs/protocol.md), encoded straight from the stored row: the receipt's
-    fields (``ledger.receipt_body``) and the rest of the ledger row; the stored canonical JSON of the
-    values goes out as it is, not parsed and encoded again (the uplink's hot path: a thousand of these
-    per batch)."""
-
-    sheet_id: str
-    entry_id: str
-    judge_id: str
-    supersedes: str | None
-    seq: int
-    received_at: str
-    hash: str
-    event_id: str
-    device_id: str
-    values: msgspec.Raw
-    comment: str | None
-    submitted_at: str
-    content_hash: str
-    prev_hash: str
-
-
 class _Record(msgspec.Struct):
     id: str
     kind: str
     created_at: str
-    payload: _SheetPayload | msgspec.Raw
+    payload: SheetRecord | msgspec.Raw
 
 
 def _encoded(row: sqlite3.Row) -> bytes:
+    """A record as it travels: a sheet's payload is its ledger row (``SheetRecord``), with the
+    stored canonical JSON of the values as it is; another kind's is its stored payload as it is."""
     if row["kind"] == "sheet":
-        payload: _SheetPayload | msgspec.Raw = _SheetPayload(
+        payload: SheetRecord | msgspec.Raw = SheetRecord(
             sheet_id=row["sheet_id"],
             entry_id=row["entry_id"],
             judge_id=row["judge_id"],

@@ -1,5 +1,6 @@
-"""Rebuilding a box whose storage died: `venuebox recover` (issue 15, docs/operations.md "The SD
-card died / the database is damaged").
+"""New data dirs from a box's snapshots: `venuebox restore` (``restore``: a snapshot, then what the
+cloud holds beyond it) and `venuebox recover` (``recover``: rebuilding a box whose storage died;
+issue 15, docs/operations.md "The SD card died / the database is damaged").
 
 A new data dir is built, in a staging folder beside the target and renamed into place only when
 everything is in it, from these sources in order:
@@ -9,7 +10,8 @@ everything is in it, from these sources in order:
 2. **salvage**: the rows still readable in the damaged database and its write-ahead log, read page
    by page as SQLite's own recovery does (``salvage``; the old data dir is only read).
 3. **cloud**: the records the uplink receiver holds (``GET /v1/boxes/{box}/chains/{chain}``, with
-   the box's uplink token).
+   the box's uplink token), read by the ``CloudReader`` the caller passes in (the shell passes
+   ``uplink.cloud_copy.read_cloud``: the core speaks no HTTP to the cloud).
 
 Both hash chains (the score ledger and the audit log) are continued from the snapshot's heads, one
 seq at a time, by the first source whose row links to the row before and whose hash recomputes
@@ -22,7 +24,6 @@ status` reads: sheets per source, and what is still known to be missing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -33,15 +34,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 from pyrage import x25519
 
 from appliance.core import audit, outbox
-from appliance.core.backup import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, Restored, unpack
+from appliance.core.backup import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, BackupFailed, Restored, unpack
 from appliance.core.chain import CHAINED_FIELDS, head, insert_rows
-from appliance.core.config import ConfigError, load_config
+from appliance.core.config import Config, ConfigError, load_config
 from appliance.core.storage import create_database
 from appliance.core.watermark import new_epoch
 from appliance.shared.canonical import canonical_json, chain_hash
@@ -55,7 +55,6 @@ CHAINS = {"sheets": "sheets", "audit": "audit_log"}
 SOURCES = ("snapshot", "salvage", "cloud")
 # How many rows not appended are kept in the recovery record (all are printed).
 LISTED_KEPT = 500
-CLOUD_PAGE = 1000
 
 
 class RecoveryRefused(DomainError):
@@ -404,6 +403,9 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
 
 @dataclass
 class Cloud:
+    """What the cloud source gave (a ``CloudReader``'s answer): how it went, the rows it holds of each
+    chain that check out (their seq and hash as the receiver listed them), and its head of each."""
+
     state: SourceState
     rows: dict[str, list[Candidate]] = field(default_factory=lambda: {chain: [] for chain in CHAINS})
     heads: dict[str, tuple[int, str] | None] = field(default_factory=dict)
@@ -440,68 +442,20 @@ def cloud_row(chain: str, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_cloud(config: Any, box_id: str, after: dict[str, int], say: Callable[[str], None]) -> Cloud:
-    """What the receiver holds of both chains from seq ``after[chain]`` on (inclusive: the row at
-    ``after`` is there to check the receiver agrees with the snapshot). Unreachable or refusing, it
-    is reported, not fatal."""
-    from appliance.core.uplink_state import resolve_target, shown_url
-    from appliance.shared.secrets_files import read_secret
-    from uplink.worker import UplinkSettings, describe_network_error, new_client
+class CloudReader(Protocol):
+    """Reads what the uplink receiver holds of box ``box_id``'s two chains from seq ``after[chain]``
+    on (inclusive: the row at ``after`` is there to check the receiver agrees with the snapshot),
+    for the box whose settings are ``config``, telling ``say`` what it does. Unreachable or
+    refusing, the cloud is reported in the answer's state, never raised."""
 
-    with contextlib.closing(connect(config.db_path, readonly=True)) as conn:
-        target = resolve_target(conn, config)
-    if target is None:
-        return Cloud(SourceState("none", "no uplink configured"))
-    settings = UplinkSettings.from_config(config)
-    try:
-        token = read_secret(target.token_file)
-    except OSError as exc:
-        return Cloud(SourceState("refused", f"the uplink token cannot be read ({exc.strerror or exc})"))
-    where = shown_url(target.url)
-    say(f"asking the cloud at {where} what it holds of box {box_id}")
-
-    async def fetch() -> Cloud:
-        found = Cloud(SourceState("used", where))
-        async with new_client(target, settings) as client:
-            for chain in CHAINS:
-                start = max(0, after[chain] - 1)
-                while True:
-                    response = await client.get(
-                        f"{target.url}/v1/boxes/{box_id}/chains/{chain}",
-                        params={"after": start, "limit": CLOUD_PAGE},
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-                    if response.status_code != 200:
-                        # Nothing of a cloud that answered only in part is used: all or nothing.
-                        status = response.status_code
-                        state = "unreachable" if status >= 500 or status == 429 else "refused"
-                        return Cloud(SourceState(state, f"{where} answered {status} for box {box_id}"))
-                    page = response.json()
-                    held = page.get("head")
-                    found.heads[chain] = (held["seq"], held["hash"]) if held else None
-                    for entry in page["entries"]:
-                        try:
-                            row = cloud_row(chain, entry["payload"])
-                        except (KeyError, TypeError):
-                            continue
-                        if row["seq"] == entry["seq"] and row["hash"] == entry["hash"]:
-                            found.rows[chain].append(Candidate("cloud", row))
-                    if not page["entries"] or page["last_seq"] <= start:
-                        break
-                    start = page["last_seq"]
-        return found
-
-    try:
-        return asyncio.run(fetch())
-    except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, httpx.HTTPError | OSError):
-            reason = describe_network_error(exc, target.url, settings)
-        else:
-            reason = f"{where} did not answer as a venuebox receiver ({type(exc).__name__})"
-        return Cloud(SourceState("unreachable", reason))
+    def __call__(
+        self, config: Config, box_id: str, after: dict[str, int], say: Callable[[str], None]
+    ) -> Cloud:
+        """The receiver's rows of both chains, and its heads; see the class."""
+        ...
 
 
-# -- restore: the cloud only -----------------------------------------------------------------------
+# -- restore: a snapshot, then the cloud ----------------------------------------------------------
 
 
 @dataclass
@@ -512,7 +466,82 @@ class CloudContinued:
     appended: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHAINS, 0))
 
 
-def continue_from_cloud(data_dir: Path, box_id: str, say: Callable[[str], None]) -> CloudContinued:
+@dataclass(frozen=True)
+class Restoration:
+    """What `venuebox restore` did: the snapshot unpacked (the box, its keys and identity), and what
+    the cloud added after it (None: the cloud was not asked)."""
+
+    restored: Restored
+    cloud: CloudContinued | None
+
+
+def restore(
+    snapshot: Path,
+    target: Path,
+    identities: list[x25519.Identity],
+    progress: Callable[[str], None] | None = None,
+    *,
+    box_id: str | None = None,
+    read_cloud: CloudReader | None = None,
+) -> Restoration:
+    """Decrypt ``snapshot`` into the new data dir ``target`` (which must not exist or be empty),
+    check it (integrity and both chains), and make it the same box again from the keys bundle beside
+    the snapshot (keys, TLS certificate, admin and uplink tokens, settings: appliance/core/keys_bundle.py);
+    without one (or from an old bundle without them), a new admin token. With ``read_cloud``, both
+    chains then go on with what the cloud holds beyond the snapshot (``continue_from_cloud``).
+    ``box_id``: the box the caller means (its ``--data-dir``), whose snapshot this must be. Refused
+    (a snapshot of another box, a bundle of another box or written with another database, a cloud
+    holding another history) or failed, ``target`` is left as it was."""
+    if target.exists() and any(target.iterdir()):
+        raise BackupFailed(
+            f"{target} is not empty: restore only into a new data dir (never over a box's data), "
+            "then point the service at it"
+        )
+    made = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    mode = target.stat().st_mode & 0o7777
+    try:
+        done = unpack(snapshot, target, identities, progress, box_id=box_id)
+        cloud = None
+        if read_cloud is not None:
+            # Both chains go on from where the cloud has them, never beside it (a fork).
+            cloud = continue_from_cloud(target, done.box_id, progress or (lambda _: None), read_cloud)
+        with contextlib.closing(connect(target / "venuebox.sqlite")) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            # A new ledger epoch: the restored ledger may lack sheets stored after this snapshot,
+            # and tablets send again every sheet they keep when they see it (appliance/core/watermark.py).
+            epoch = new_epoch(conn)
+            audit.record(
+                conn,
+                "cli",
+                "backup.restore",
+                {
+                    "snapshot": snapshot.name,
+                    "keys": done.keys_restored,
+                    "identity": done.identity_file,
+                    "tls_fingerprint": done.identity.tls_fingerprint if done.identity is not None else None,
+                    "ledger_epoch": epoch,
+                    "from_cloud": cloud.appended if cloud is not None else None,
+                },
+            )
+            conn.execute("COMMIT")
+    except BaseException:
+        if made:
+            shutil.rmtree(target, ignore_errors=True)
+        else:  # a folder that was there, empty (a mount point, say): left empty, as it was
+            for child in list(target.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            os.chmod(target, mode)
+        raise
+    return Restoration(done, cloud)
+
+
+def continue_from_cloud(
+    data_dir: Path, box_id: str, say: Callable[[str], None], read_cloud: CloudReader
+) -> CloudContinued:
     """Continue both chains of the box just restored into ``data_dir`` with what the cloud holds
     beyond its snapshot, so the restored box never writes a record at a place the cloud holds
     (a fork, which would pause its uplink). RecoveryRefused when the cloud holds another history."""
@@ -577,13 +606,13 @@ def recover(
     from_dir: Path | None,
     snapshot: Path | None,
     identities: Callable[[Path], list[x25519.Identity]],
-    use_cloud: bool = True,
+    read_cloud: CloudReader | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Recovered:
     """Build the new data dir ``target`` (which must not exist) from the newest snapshot that
-    verifies, the damaged database's salvage, and the cloud; see the module's docstring. On any
-    refusal or failure nothing is left behind. ``identities(snapshot)`` gives the keys that open a
-    snapshot."""
+    verifies, the damaged database's salvage, and the cloud (read with ``read_cloud``; None: not
+    asked); see the module's docstring. On any refusal or failure nothing is left behind.
+    ``identities(snapshot)`` gives the keys that open a snapshot."""
     say = progress or (lambda _: None)
     if target.exists() or target.is_symlink():
         raise RecoveryRefused(
@@ -633,7 +662,7 @@ def recover(
                     )
             tails = {chain: head(conn, table) for chain, table in CHAINS.items()}
         config = load_config(staging, environ={})
-        if not use_cloud:
+        if read_cloud is None:
             cloud = Cloud(SourceState("skipped", "not asked (--no-cloud)"))
         else:
             cloud = read_cloud(config, box_id, {chain: tails[chain][0] for chain in CHAINS}, say)

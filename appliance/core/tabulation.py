@@ -20,8 +20,8 @@ CSV files are made for a spreadsheet program at 2 a.m.:
 * RFC 4180: separators, quotes and line breaks inside a value are quoted (``csv.QUOTE_MINIMAL``),
   and so are tabs (a spreadsheet told to split on tabs as well would cut the cell in two), lines
   end in CRLF;
-* a dialect (``CSV_DIALECTS``): ``excel``, commas between cells and decimal points (``9.4``), or
-  ``excel-semicolon``, semicolons and decimal commas (``9,4``), what a spreadsheet set to a
+* a dialect (appliance/shared/csv_dialects.py): ``excel``, commas between cells and decimal points
+  (``9.4``), or ``excel-semicolon``, semicolons and decimal commas (``9,4``), what a spreadsheet set to a
   European language opens directly. Only numbers change with it, never text;
 * numbers written plainly: a score is the shortest text that reads back as the stored number
   (``9.4``, ``10``, never ``9.400000000000001`` nor ``1E+1``); a total or sum of totals is the exact
@@ -43,7 +43,6 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -53,9 +52,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from appliance.core.event import current_event_id
+from appliance.core.event_package.format import (
+    ALL_SESSIONS,
+    ENTRIES_FILE,
+    ENTRY_PUBLIC_COLUMNS,
+    EVENT_FILE,
+    JUDGE_COLUMNS,
+    JUDGES_FILE,
+    LIST_SEPARATOR,
+    PERSONAL_COLUMNS,
+)
 from appliance.core.ledger import current_sheet_seqs
 from appliance.core.progress import EntryScores, entry_state, panels, sheet_total
-from appliance.shared.errors import DomainError, NoEvent
+from appliance.shared.csv_dialects import EXCEL, CsvDialect
+from appliance.shared.errors import NoEvent
 from appliance.shared.times import parse_rfc3339
 
 Cell = str | int | float | Decimal | bool | None
@@ -73,40 +83,6 @@ _decode_values = msgspec.json.Decoder(dict[str, float]).decode
 
 
 # -- writing CSV -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CsvDialect:
-    """How the spreadsheet files are written: what separates cells, what marks a number's decimals."""
-
-    name: str
-    delimiter: str
-    decimal: str
-    says: str  # in words, for README.txt and the CLI's help
-
-
-CSV_DIALECTS = {
-    d.name: d
-    for d in (
-        CsvDialect("excel", ",", ".", "commas between cells, decimal points: 9.4"),
-        # What a spreadsheet set to a European language (French, German, ...) opens directly.
-        CsvDialect("excel-semicolon", ";", ",", "semicolons between cells, decimal commas: 9,4"),
-    )
-}
-EXCEL = CSV_DIALECTS["excel"]
-
-
-class UnknownCsvDialect(DomainError):
-    """A CSV dialect venuebox does not write; the message lists the ones it does."""
-
-
-def csv_dialect(name: str) -> CsvDialect:
-    """The dialect called ``name``, or UnknownCsvDialect naming the choices."""
-    found = CSV_DIALECTS.get(name)
-    if found is None:
-        choices = " or ".join(f"{d.name} ({d.says})" for d in CSV_DIALECTS.values())
-        raise UnknownCsvDialect(f"unknown CSV dialect {name!r}: choose {choices}")
-    return found
 
 
 # What the csv module does not quote but a spreadsheet may still cut a cell at (LibreOffice's import
@@ -514,19 +490,6 @@ def _rank(results: Iterable[_Result]) -> None:
 
 # -- the event package ----------------------------------------------------------------------------
 
-PACKAGE_ENTRY_COLUMNS = (
-    "entry_id",
-    "session_id",
-    "order",
-    "scheduled_at",
-    "title",
-    "category",
-    "division",
-    "level",
-    "studio",
-)
-PACKAGE_JUDGE_COLUMNS = ("judge_id", "name", "sessions")
-
 
 def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
     """The current event as an event package (EVENT_PACKAGE.md): {"event.json", "entries.csv",
@@ -551,7 +514,7 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
         "timezone": event["timezone"],
         # personal_columns goes: the columns it names stay on the box, and a list naming columns
         # entries.csv lacks would not import. tablets_see_participants stays (it imports as is).
-        **{k: v for k, v in json.loads(event["extra"]).items() if k != "personal_columns"},
+        **{k: v for k, v in json.loads(event["extra"]).items() if k != PERSONAL_COLUMNS},
         "criteria": [
             {
                 "key": row["key"],
@@ -579,9 +542,9 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
         ],
     }
     return {
-        "event.json": (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
-        "entries.csv": _entries_csv(conn, event_id, zone),
-        "judges.csv": _judges_csv(conn, event_id),
+        EVENT_FILE: (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
+        ENTRIES_FILE: _entries_csv(conn, event_id, zone),
+        JUDGES_FILE: _judges_csv(conn, event_id),
     }
 
 
@@ -595,7 +558,7 @@ def _entries_csv(conn: sqlite3.Connection, event_id: str, zone: ZoneInfo | None)
         (event_id,),
     ).fetchall()
     return _package_csv(
-        PACKAGE_ENTRY_COLUMNS,
+        ENTRY_PUBLIC_COLUMNS,
         entries,
         lambda row: (
             row["entry_id"],
@@ -625,13 +588,13 @@ def _judges_csv(conn: sqlite3.Connection, event_id: str) -> bytes:
         (event_id,),
     ).fetchall()
     return _package_csv(
-        PACKAGE_JUDGE_COLUMNS,
+        JUDGE_COLUMNS,
         judges,
         lambda row: (
             row["judge_id"],
             row["name"],
             # '*' re-imports as "every session", also sessions added later; a list would not.
-            "*" if row["all_sessions"] else ";".join(seats.get(row["judge_id"], [])),
+            ALL_SESSIONS if row["all_sessions"] else LIST_SEPARATOR.join(seats.get(row["judge_id"], [])),
         ),
     )
 

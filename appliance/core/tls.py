@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.core.storage import Store
+from appliance.shared.fingerprint import grouped
 from appliance.shared.hostnet import current_addresses, host_label
 from appliance.shared.secrets_files import atomic_write, fsync_dir
 
@@ -75,23 +76,6 @@ def pem_path(data_dir: Path) -> Path:
 def fingerprint_of_der(der: bytes) -> str:
     """What PROTOCOL.md calls the fingerprint: lowercase hex SHA-256 of the certificate's DER."""
     return hashlib.sha256(der).hexdigest()
-
-
-def grouped(fingerprint: str) -> str:
-    """'ab12cd34...' -> 'AB12 CD34 ...': how a person reads it aloud or compares it on a screen."""
-    upper = fingerprint.upper()
-    return " ".join(upper[i : i + 4] for i in range(0, len(upper), 4))
-
-
-# How many groups of four a judge compares (64 bits): short enough to read off a console and a
-# browser's certificate viewer, far more than anyone can forge a certificate to match in an event.
-SHORT_GROUPS = 4
-
-
-def short_fingerprint(fingerprint: str) -> str:
-    """The first groups of `grouped` ('AB12 CD34 EF56 7890'): what the console and `venuebox pair
-    new` show next to a pairing code, for a judge to compare with the certificate a browser shows."""
-    return " ".join(grouped(fingerprint).split()[:SHORT_GROUPS])
 
 
 def pairing_url(tablet_url: str, code: str, fingerprint: str | None) -> str:

@@ -9,65 +9,17 @@ The uplink token itself is never in the database, a log or an answer: it lives i
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from appliance.core import audit, outbox
+from appliance.core import alerts, audit, outbox
 from appliance.core.config import Config
-from appliance.shared.errors import BadUplinkTarget
-from appliance.shared.netloc import host_port
+from appliance.shared.tablet_text import printable
 from appliance.shared.times import parse_rfc3339, to_rfc3339
-
-# What the worker is doing, in the words the console and `venuebox uplink status` show.
-STATES = ("not configured", "idle", "sending", "backing off", "circuit open", "paused")
-
-
-def check_url(url: str, insecure_http: bool = False, opt_in: str = "pass --insecure-http") -> str:
-    """The URL, or BadUplinkTarget: http(s), a host, no credentials in it (they would be logged), and
-    https:// unless the receiver is on this machine (loopback) or ``insecure_http`` accepts plain
-    HTTP (``opt_in``: how a tech says so, named in the refusal)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadUplinkTarget(f"uplink URL {shown_url(url)!r} must be http:// or https:// with a host name")
-    if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
-        # The token travels in every request: anyone on the venue LAN or the way to the cloud could
-        # read it and the scores, and send records in the box's name.
-        raise BadUplinkTarget(
-            f"uplink URL {shown_url(url)!r} is plain HTTP to another machine: the uplink token and every "
-            f"score would cross the network readable by anyone on the way; use https:// (or {opt_in} "
-            "to send in the clear anyway)"
-        )
-    if parts.username or parts.password:
-        raise BadUplinkTarget(
-            "the uplink URL must not hold a user or password: the token goes in --token-file"
-        )
-    if parts.query or parts.fragment:
-        raise BadUplinkTarget("the uplink URL must not have a ?query or #fragment")
-    return url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a URL's host name) is this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def shown_url(url: str) -> str:
-    """The URL safe to show or log: without any user, password, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        return urlunsplit((parts.scheme, host_port(parts.hostname or "", parts.port), parts.path, "", ""))
-    except ValueError:
-        return "(unreadable URL)"
+from appliance.shared.uplink_url import check_url, shown_url
 
 
 @dataclass(frozen=True)
@@ -227,9 +179,6 @@ def raise_bad_answer(conn: sqlite3.Connection, answer: str, tries: int, now: dat
     """The receiver answered ``tries`` times in a row with a 2xx the box cannot use as an ack
     (``answer`` says what it was, in the worker's words): warning alert ``uplink-bad-answer``,
     until an ack settles a whole batch again (``clear_bad_answer``)."""
-    from appliance.core import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
-    from appliance.shared.tablet_text import printable
-
     alerts.raise_alert(
         conn,
         BAD_ANSWER_FINGERPRINT,
@@ -244,8 +193,6 @@ def raise_bad_answer(conn: sqlite3.Connection, answer: str, tries: int, now: dat
 
 
 def clear_bad_answer(conn: sqlite3.Connection, now: datetime) -> None:
-    from appliance.core import alerts
-
     alerts.clear_alert(conn, BAD_ANSWER_FINGERPRINT, now)
 
 
@@ -263,8 +210,6 @@ def pause(
     ``uplink-fork`` when the receiver refused a record as a fork of its copy of the box's chain
     ``fork_chain`` ("sheets": the ledger, "audit": the audit log) at ``fork_seq``, else
     ``uplink-refused``."""
-    from appliance.core import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
-
     update_state(
         conn,
         now,
@@ -305,8 +250,6 @@ def check_alerts(conn: sqlite3.Connection, config: Config, now: datetime) -> Non
     refused credentials (critical, the uplink is paused), a fork (critical, paused; raised by
     ``pause``, cleared here once the pause ends), a backlog older than ``uplink_backlog_alert_s``
     (warning), records the receiver rejected (warning)."""
-    from appliance.core import alerts  # alerts -> audit -> outbox: imported late to keep the graph flat
-
     view = uplink_view(conn, config, now)
     fork = alerts.get_alert(conn, FORK_FINGERPRINT)
     forked = fork is not None and fork["active"]

@@ -1,5 +1,6 @@
-"""Domain errors. Domain code raises these; only ``edge_api/errors.py`` knows HTTP status codes
-and only the CLI turns them into an exit code and one line on stderr."""
+"""Domain errors. Domain code raises these; only the problem tables map them to HTTP statuses
+(appliance/web/problems.py, edge_api/errors.py, uplink/receiver.py) and only the CLI turns them
+into an exit code and one line on stderr."""
 
 from __future__ import annotations
 

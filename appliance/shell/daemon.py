@@ -10,7 +10,7 @@ Stop (SIGTERM/SIGINT): STOPPING=1 -> scheduler -> uplink worker (a batch in flig
 again after the restart) -> servers stop accepting and finish in-flight requests -> mDNS goodbyes
 -> store (queued writes committed, WAL checkpointed) -> exit 0.
 
-Only this module and ``cli.py`` (the other entry point) import the outer packages (edge_api,
+Only this module and the ``cli`` package (the other entry point) import the outer packages (edge_api,
 provisioning, uplink).
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import data_key, keys, outbox, tls
-from appliance.core.alerts import active_counts, clear_alert, raise_alert
+from appliance.core.alerts import clear_alert, raise_alert
 from appliance.core.box import get_box
 from appliance.core.config import RUNTIME_FILE, Config
 from appliance.core.storage import Store
@@ -39,6 +39,7 @@ from appliance.core.watchdog import LoopLagProbe, WatchdogSettings, build_schedu
 from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged, DomainError
 from appliance.shared.netloc import http_url
 from appliance.shared.secrets_files import atomic_write, read_secret
+from appliance.shared.status import AlertCounts, BoxStatus
 from appliance.shell import sdnotify
 from appliance.shell.mdns import Advertisement
 from appliance.storage.db import UNSAFE_SYNCHRONOUS_ENV
@@ -46,6 +47,8 @@ from appliance.web.server import EmbeddedServer, bind, server_config, socket_url
 
 log = logging.getLogger("venuebox.daemon")
 LOCK_FILE = "daemon.lock"
+# The status snapshot and the active alert counts: what the systemd STATUS line says.
+FullStatus = tuple[BoxStatus, AlertCounts]
 MDNS_FINGERPRINT = "mdns-advertisement"
 # A failed mDNS start (no network yet at boot, ...) is tried again after 2 s, then 4, 8, ... 60 s.
 MDNS_RETRY_FIRST_S = 2.0
@@ -126,26 +129,17 @@ def runtime_info(config: Config) -> dict[str, Any] | None:
         return None
 
 
-def _status_line(snap: dict[str, Any], lan: str | None = None) -> str:
+def _status_line(full: FullStatus, lan: str | None = None) -> str:
     """One line a tech reads in `systemctl status venuebox`; ``lan``: what mDNS is doing, if on."""
-    t = snap["tablets"]
-    frozen = f"FROZEN ({snap['freeze']['reason']})" if snap["freeze"]["frozen"] else "scoring open"
-    alerts = snap.get("alerts_active") or {}
-    worst = next((f"{alerts[s]} {s} alert(s)" for s in ("critical", "warning") if alerts.get(s)), "no alerts")
+    snap, alerts = full
+    t = snap.tablets
+    frozen = f"FROZEN ({snap.freeze.reason})" if snap.freeze.frozen else "scoring open"
+    serious = (("critical", alerts.critical), ("warning", alerts.warning))
+    worst = next((f"{count} {s} alert(s)" for s, count in serious if count), "no alerts")
     return (
-        f"{frozen}; tablets {t['online']} online, {t['stale']} stale, {t['offline']} offline; "
-        f"{snap['sheets']['total']} sheets; outbox {snap['outbox']['records']}; {worst}"
-        + (f"; {lan}" if lan else "")
+        f"{frozen}; tablets {t.online} online, {t.stale} stale, {t.offline} offline; "
+        f"{snap.sheets.total} sheets; outbox {snap.outbox.records}; {worst}" + (f"; {lan}" if lan else "")
     )
-
-
-def gauges_status(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
-    """What the /metrics state gauges read, at scrape time: ``status.gauges`` plus active alerts."""
-    from appliance.core import status
-
-    snap = status.gauges(conn, config)
-    snap["alerts_active"] = active_counts(conn)
-    return snap
 
 
 def damaged_status_line(damage: DatabaseDamaged) -> str:
@@ -156,13 +150,11 @@ def damaged_status_line(damage: DatabaseDamaged) -> str:
     )
 
 
-def full_status(conn: sqlite3.Connection, config: Config) -> dict[str, Any]:
-    """The status snapshot plus active alert counts by severity."""
+def full_status(conn: sqlite3.Connection, config: Config) -> FullStatus:
+    """The status snapshot and the active alert counts by severity."""
     from appliance.core import status  # imported when first used: its imports would delay the start
 
-    snap = status.snapshot(conn, config)
-    snap["alerts_active"] = active_counts(conn)
-    return snap
+    return status.snapshot(conn, config), status.active_alerts(conn)
 
 
 class Daemon:
@@ -181,7 +173,7 @@ class Daemon:
         self._scheme = "https" if config.tls else "http"
         self.tls_identity: tls.TlsIdentity | None = None
         self.landing: Any = None  # what the plain-HTTP landing page shows (with TLS and http_port)
-        self.last_status: dict[str, Any] | None = None  # the last snapshot, for the systemd STATUS line
+        self.last_status: FullStatus | None = None  # the last snapshot, for the systemd STATUS line
         # What the STATUS line says of mDNS: None (disabled), "announcing", "advertised", "failed".
         self.mdns_state: str | None = None
         self.mdns_error: str | None = None
@@ -272,6 +264,7 @@ class Daemon:
                 await asyncio.sleep(0)  # the task hands the name check to its thread before the imports
 
             from appliance.core.backup import add_backup_jobs
+            from appliance.core.status import gauges
             from edge_api.app import create_admin_app, create_app
             from edge_api.connections import ConnectionGate, gated_factory
             from edge_api.context import set_tablet_urls, set_tls_fingerprint
@@ -280,7 +273,7 @@ class Daemon:
             from uplink.worker import UplinkWorker
 
             # The state gauges are read at scrape time (on the scraping thread, a few indexed reads).
-            metrics = Metrics(snapshot=lambda: store.query(lambda c: gauges_status(c, config)))
+            metrics = Metrics(snapshot=lambda: store.query(lambda c: gauges(c, config)))
             self.uplink = UplinkWorker(store, config, box["box_id"])
             # Records queued in this process (a sheet stored, an audit record) go out at once; the
             # worker's poll finds the ones other processes (the CLI) queue.
@@ -425,15 +418,15 @@ class Daemon:
                 sdnotify.notify(f"STATUS=database not answering: {exc}")
             else:
                 self.last_status = snap
-                await self._follow_event(snap)
+                await self._follow_event(snap[0])
                 self._follow_tablet_urls()
                 await self._follow_certificate()
                 if self.probe.is_healthy(self.config.loop_lag_critical_s):
                     sdnotify.notify("WATCHDOG=1", "STATUS=" + self._status_line(snap))
             await asyncio.sleep(interval)
 
-    def _status_line(self, snap: dict[str, Any]) -> str:
-        return _status_line(snap, self._mdns_phrase())
+    def _status_line(self, full: FullStatus) -> str:
+        return _status_line(full, self._mdns_phrase())
 
     def _mdns_phrase(self) -> str | None:
         """The STATUS line's words for mDNS (None when it is disabled)."""
@@ -516,9 +509,9 @@ class Daemon:
         except Exception as exc:
             log.warning("mDNS: could not raise the alert: %s", exc)
 
-    async def _follow_event(self, snap: dict[str, Any]) -> None:
+    async def _follow_event(self, snap: BoxStatus) -> None:
         """An import (by the CLI, another process) changes the event: the TXT record follows."""
-        event_id = snap["event"]["id"] if snap["event"] else None
+        event_id = snap.event.id if snap.event else None
         if self.advertisement is not None and event_id != self._advertised_event:
             self._advertised_event = event_id
             await self.advertisement.update_event(event_id)

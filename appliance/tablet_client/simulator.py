@@ -24,20 +24,11 @@ from typing import Any
 import httpx
 
 from appliance.shared.errors import DomainError
-from appliance.tablet_client.client import (
-    DEFAULT_API,
-    DEFAULT_TIMEOUT,
-    Backoff,
-    BoxAddress,
-    BoxUnreachable,
-    FlushResult,
-    NeedsPairing,
-    RateLimited,
-    TabletClient,
-    TabletError,
-    async_discover,
-    make_sheet,
-)
+from appliance.tablet_client.client import DEFAULT_TIMEOUT, FlushResult, TabletClient
+from appliance.tablet_client.discovery import DEFAULT_API, BoxAddress, async_discover
+from appliance.tablet_client.errors import BoxUnreachable, NeedsPairing, RateLimited, TabletError
+from appliance.tablet_client.sheet_queue import make_sheet
+from appliance.web.retry import Backoff
 
 log = logging.getLogger("venuebox.simulate")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from ssl import SSLContext
@@ -23,6 +24,8 @@ from typing import Any
 import uvicorn
 
 from appliance.shared.netloc import http_url
+
+log = logging.getLogger("venuebox.web")
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 # Given uvicorn's protocol factory and the listener's TLS context, the factory the listener is
@@ -115,7 +118,12 @@ class EmbeddedServer(uvicorn.Server):
         * a connection that reaches HTTP after the shutdown began (a TLS handshake under way: the
           front hands it to HTTP only once done) never heard it: it is told now;
         * a TLS connection HTTP has closed waits for the client's close_notify, and an idle
-          keep-alive client that is not reading never sends one: it is dropped."""
+          keep-alive client that is not reading never sends one: it is dropped.
+
+        A connection whose transport raises when hurried is left to its own close (logged at debug);
+        the others are still hurried. The sweep cannot reach the socket of a TLS connection HTTP
+        closed twice (Python 3.11's TLS transport lets go of its protocol at the second close); on
+        a gated listener, the gate's TLS shutdown deadline closes it (edge_api/connections.py)."""
         sweeper = asyncio.create_task(self._hurry_idle_connections())
         try:
             await super().shutdown(sockets)
@@ -126,12 +134,18 @@ class EmbeddedServer(uvicorn.Server):
         while True:
             await asyncio.sleep(_SHUTDOWN_SWEEP_S)
             for connection in list(self.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                transport = getattr(connection, "transport", None)
-                idle = cycle is None or getattr(cycle, "response_complete", False)
-                if not idle or transport is None:
-                    continue
-                if not transport.is_closing():
-                    connection.shutdown()  # a late one: closes it, as uvicorn did the others
-                elif self.config.ssl is not None:
-                    transport.abort()
+                try:
+                    self._hurry(connection)
+                except Exception:
+                    log.debug("could not hurry a connection along at stop", exc_info=True)
+
+    def _hurry(self, connection: Any) -> None:
+        cycle = getattr(connection, "cycle", None)
+        transport = getattr(connection, "transport", None)
+        idle = cycle is None or getattr(cycle, "response_complete", False)
+        if not idle or transport is None:
+            return
+        if not transport.is_closing():
+            connection.shutdown()  # a late one: closes it, as uvicorn did the others
+        elif self.config.ssl is not None:
+            transport.abort()

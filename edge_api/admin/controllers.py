@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
+from msgspec import convert, structs
 
 from appliance.core import (
     alerts,
@@ -37,20 +39,44 @@ from appliance.core import (
 from appliance.core.keys import pairing_key
 from appliance.core.personal_fields import PARTICIPANTS
 from appliance.core.tls import pairing_url
+from appliance.shared.admin_wire import (
+    ActiveCode,
+    AuditRow,
+    ChainCheck,
+    Device,
+    EntryChains,
+    ExportJobView,
+    ExportStarted,
+    ExportStatus,
+    JudgeRow,
+    NewPairingCode,
+    Participants,
+    PersonalOut,
+    PersonalRevealOut,
+    QuarantinedRecord,
+    Requeued,
+    RevokedDevice,
+    SessionGrid,
+    SessionOverview,
+    SheetFeed,
+    SyncRequested,
+    UplinkAnswer,
+    UsbKey,
+    VerifyReport,
+)
 from appliance.shared.errors import DomainError, UplinkNotConfigured
+from appliance.shared.status import Alert, ConsoleStatus, FreezeView, UplinkView
 from appliance.shared.times import utcnow
-from edge_api.body import decode
+from appliance.web.body import decode
+from appliance.web.middleware import request_id_of
+from appliance.web.responses import json_response as _json
 from edge_api.context import context_of
-from edge_api.middleware import request_id_of
 from edge_api.responses import NO_STORE, problems
-from edge_api.responses import json_response as _json
 from edge_api.schemas import (
     ExportIn,
     FreezeIn,
     PairingCodeIn,
-    PersonalOut,
     PersonalRevealIn,
-    PersonalRevealOut,
     RevealIn,
     UplinkRetryIn,
 )
@@ -85,32 +111,34 @@ class AdminController(Controller):
     cache_control = NO_STORE
 
     @get("/status", responses=problems(401, 503))
-    async def status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def status(self, request: Request[Any, Any, Any]) -> Response[ConsoleStatus]:
         ctx = context_of(request)
         # A damaged page the snapshot reads answers 503 database-damaged instead.
-        snap = await ctx.store.read(lambda conn: status.console_snapshot(conn, ctx.config, ctx.tablet_urls))
-        snap["database"] = status.database_view(ctx.store)
-        return _json(snap)
+        return _json(
+            await ctx.store.read(
+                lambda conn: status.console_snapshot(conn, ctx.config, ctx.tablet_urls, ctx.store)
+            )
+        )
 
     @post("/freeze", status_code=200, responses=problems(400, 401, 422, 503))
-    async def freeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def freeze(self, request: Request[Any, Any, Any]) -> Response[FreezeView]:
         ctx = context_of(request)
         body = decode(await request.body(), FreezeIn)
         rid = request_id_of(request.scope)
         state = await ctx.write(
             lambda conn: box.freeze(conn, body.reason, "admin-api", rid, category=body.category)
         )
-        return _json(_freeze_view(state))
+        return _json(status.freeze_view(state))
 
     @post("/unfreeze", status_code=200, responses=problems(401, 503))
-    async def unfreeze(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def unfreeze(self, request: Request[Any, Any, Any]) -> Response[FreezeView]:
         ctx = context_of(request)
         rid = request_id_of(request.scope)
         state = await ctx.write(lambda conn: box.unfreeze(conn, "admin-api", rid))
-        return _json(_freeze_view(state))
+        return _json(status.freeze_view(state))
 
     @post("/pairing-codes", status_code=201, responses=problems(400, 401, 404, 422, 503))
-    async def new_code(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def new_code(self, request: Request[Any, Any, Any]) -> Response[NewPairingCode]:
         ctx = context_of(request)
         body = decode(await request.body(), PairingCodeIn)
         rid = request_id_of(request.scope)
@@ -124,16 +152,17 @@ class AdminController(Controller):
         # What a QR code on the console carries: the tablet web app, told which code to redeem, and
         # the certificate fingerprint the tablet should see (in the URL's fragment; null without TLS).
         url = pairing_url(ctx.tablet_urls[0], code["code"], ctx.tls_fingerprint)
-        return _json({**code, "url": url, "tls_fingerprint": ctx.tls_fingerprint}, 201)
+        made = {**code, "url": url, "tls_fingerprint": ctx.tls_fingerprint}
+        return _json(convert(made, NewPairingCode), 201)
 
     @get("/pairing-codes", responses=problems(401))
-    async def codes(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
-        return _json(await context_of(request).store.read(pairing.active_codes))
+    async def codes(self, request: Request[Any, Any, Any]) -> Response[list[ActiveCode]]:
+        return _json(convert(await context_of(request).store.read(pairing.active_codes), list[ActiveCode]))
 
     @get("/devices", responses=problems(401, 422))
     async def devices(
         self, request: Request[Any, Any, Any], include_revoked: FromQuery[bool] = True
-    ) -> Response[list[dict[str, Any]]]:
+    ) -> Response[list[Device]]:
         ctx = context_of(request)
         return _json(
             await ctx.store.read(lambda conn: status.devices_with_presence(conn, ctx.config, include_revoked))
@@ -142,35 +171,36 @@ class AdminController(Controller):
     @post("/devices/{device_id:str}/revoke", status_code=200, responses=problems(401, 404, 503))
     async def revoke(
         self, request: Request[Any, Any, Any], device_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[RevokedDevice]:
         ctx = context_of(request)
         rid = request_id_of(request.scope)
-        return _json(await ctx.write(lambda conn: devices.revoke(conn, device_id, "admin-api", rid)))
+        revoked = await ctx.write(lambda conn: devices.revoke(conn, device_id, "admin-api", rid))
+        return _json(convert(revoked, RevokedDevice))
 
     @get("/judges", responses=problems(401))
-    async def judges(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
-        def read(conn: Any) -> list[dict[str, Any]]:
+    async def judges(self, request: Request[Any, Any, Any]) -> Response[list[JudgeRow]]:
+        def read(conn: sqlite3.Connection) -> list[JudgeRow]:
             rows = conn.execute(
                 "SELECT j.judge_id, j.name, group_concat(p.session_id, ';') AS sessions FROM judges j"
                 " JOIN box b ON b.event_id = j.event_id"
                 " LEFT JOIN panels p ON p.event_id = j.event_id AND p.judge_id = j.judge_id"
                 " GROUP BY j.judge_id, j.name ORDER BY j.judge_id"
             )
-            return [dict(r) for r in rows]
+            return convert([dict(r) for r in rows], list[JudgeRow])
 
         return _json(await context_of(request).store.read(read))
 
     @get("/sessions", responses=problems(401))
-    async def sessions(self, request: Request[Any, Any, Any]) -> Response[list[dict[str, Any]]]:
-        return _json(await context_of(request).store.read(progress.sessions_overview))
+    async def sessions(self, request: Request[Any, Any, Any]) -> Response[list[SessionOverview]]:
+        overview = await context_of(request).store.read(progress.sessions_overview)
+        return _json(convert(overview, list[SessionOverview]))
 
     @get("/sessions/{session_id:str}/grid", responses=problems(401, 404))
     async def session_grid(
         self, request: Request[Any, Any, Any], session_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
-        return _json(
-            await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
-        )
+    ) -> Response[SessionGrid]:
+        grid = await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
+        return _json(convert(grid, SessionGrid))
 
     @get("/sheets", responses=problems(401, 422))
     async def sheet_feed(
@@ -178,21 +208,19 @@ class AdminController(Controller):
         request: Request[Any, Any, Any],
         after: FromQuery[int | None] = None,
         limit: FromQuery[int] = progress.FEED_LIMIT_DEFAULT,
-    ) -> Response[dict[str, Any]]:
-        return _json(
-            await context_of(request).store.read(lambda conn: progress.sheet_feed(conn, after, limit))
-        )
+    ) -> Response[SheetFeed]:
+        feed = await context_of(request).store.read(lambda conn: progress.sheet_feed(conn, after, limit))
+        return _json(convert(feed, SheetFeed))
 
     @get("/entries/{entry_id:str}", responses=problems(401, 404))
-    async def entry(
-        self, request: Request[Any, Any, Any], entry_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
-        return _json(await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id)))
+    async def entry(self, request: Request[Any, Any, Any], entry_id: FromPath[str]) -> Response[EntryChains]:
+        chains = await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id))
+        return _json(convert(chains, EntryChains))
 
     @get("/entries/{entry_id:str}/participants", responses=problems(401, 404, 503))
     async def participants_masked(
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[Participants]:
         """The entry's participants masked to initials (no access record: nothing personal shown).
         The participants field of ``GET /entries/{entry_id}/personal``, kept at its documented path."""
         ctx = context_of(request)
@@ -203,7 +231,7 @@ class AdminController(Controller):
                 PARTICIPANTS, personal_fields.value(conn, key, entry_id, PARTICIPANTS)
             ),
         )
-        return _json({"entry_id": entry_id, "participants": names or [], "masked": True})
+        return _json(Participants(entry_id=entry_id, participants=_names(names), masked=True))
 
     @post(
         "/entries/{entry_id:str}/participants/reveal",
@@ -212,7 +240,7 @@ class AdminController(Controller):
     )
     async def participants_reveal(
         self, request: Request[Any, Any, Any], entry_id: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[Participants]:
         """The entry's participants in full; needs ``{"reason"}`` and writes one access record. The
         participants case of ``POST /entries/{entry_id}/personal/reveal``, kept at its documented path."""
         ctx = context_of(request)
@@ -226,7 +254,7 @@ class AdminController(Controller):
                 ),
             )
         )
-        return _json({"entry_id": entry_id, "participants": names or [], "masked": False})
+        return _json(Participants(entry_id=entry_id, participants=_names(names), masked=False))
 
     @get("/entries/{entry_id:str}/personal", responses=problems(401, 404, 503))
     async def personal_masked(
@@ -268,17 +296,17 @@ class AdminController(Controller):
     @get("/alerts", responses=problems(401, 422))
     async def alerts(
         self, request: Request[Any, Any, Any], include_cleared: FromQuery[bool] = False
-    ) -> Response[list[dict[str, Any]]]:
-        return _json(
-            await context_of(request).store.read(lambda conn: alerts.list_alerts(conn, include_cleared))
-        )
+    ) -> Response[list[Alert]]:
+        found = await context_of(request).store.read(lambda conn: alerts.list_alerts(conn, include_cleared))
+        return _json(convert(found, list[Alert]))
 
     @post("/alerts/{fingerprint:str}/ack", status_code=200, responses=problems(401, 404, 503))
     async def acknowledge_alert(
         self, request: Request[Any, Any, Any], fingerprint: FromPath[str]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[Alert]:
         ctx = context_of(request)
-        return _json(await ctx.write(lambda conn: alerts.acknowledge(conn, fingerprint, "admin-api")))
+        acknowledged = await ctx.write(lambda conn: alerts.acknowledge(conn, fingerprint, "admin-api"))
+        return _json(convert(acknowledged, Alert))
 
     @get("/audit", responses=problems(401, 422))
     async def audit_tail(
@@ -286,34 +314,35 @@ class AdminController(Controller):
         request: Request[Any, Any, Any],
         limit: FromQuery[int] = 50,
         action: FromQuery[str | None] = None,
-    ) -> Response[list[dict[str, Any]]]:
+    ) -> Response[list[AuditRow]]:
         limit = max(1, min(limit, 1000))
-        return _json(await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action)))
+        rows = await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action))
+        return _json(convert(rows, list[AuditRow]))
 
     @get("/uplink", responses=problems(401, 422))
     async def uplink(
         self, request: Request[Any, Any, Any], quarantined: FromQuery[int] = 50
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[UplinkAnswer]:
         """The uplink's state, backlog and last error, and the first ``quarantined`` quarantined records."""
         ctx = context_of(request)
         limit = max(0, min(quarantined, 1000))
 
-        def read(conn: Any) -> dict[str, Any]:
-            view = uplink_state.uplink_view(conn, ctx.config, utcnow())
-            view["quarantine"] = outbox.quarantined(conn, limit) if limit else []
-            return view
+        def read(conn: sqlite3.Connection) -> UplinkAnswer:
+            view = convert(uplink_state.uplink_view(conn, ctx.config, utcnow()), UplinkView)
+            records = outbox.quarantined(conn, limit) if limit else []
+            return UplinkAnswer(**structs.asdict(view), quarantine=convert(records, list[QuarantinedRecord]))
 
         return _json(await ctx.store.read(read))
 
     @post("/uplink/sync", status_code=202, responses=problems(401, 409, 503))
-    async def uplink_sync(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def uplink_sync(self, request: Request[Any, Any, Any]) -> Response[SyncRequested]:
         """Ask the uplink to try now, whatever its backoff, open circuit or pause (409 when it is not
         configured). The answer comes back in ``GET /uplink``: ``last_attempt_at`` moves past
         ``requested_at``."""
         ctx = context_of(request)
         rid = request_id_of(request.scope)
 
-        def ask(conn: Any) -> str:
+        def ask(conn: sqlite3.Connection) -> str:
             if uplink_state.resolve_target(conn, ctx.config) is None:
                 raise UplinkNotConfigured(
                     "set where the outbox goes with `venuebox uplink configure --url URL --token-file FILE`"
@@ -323,10 +352,10 @@ class AdminController(Controller):
         requested_at = await ctx.write(ask)
         if ctx.on_uplink_request is not None:
             ctx.on_uplink_request()
-        return _json({"requested_at": requested_at}, 202)
+        return _json(SyncRequested(requested_at=requested_at), 202)
 
     @post("/uplink/retry", status_code=200, responses=problems(400, 401, 422, 503))
-    async def uplink_retry(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def uplink_retry(self, request: Request[Any, Any, Any]) -> Response[Requeued]:
         """Send quarantined records again (all, or ``record_ids``); answers how many were requeued."""
         ctx = context_of(request)
         raw = await request.body()
@@ -337,17 +366,22 @@ class AdminController(Controller):
         )
         if ctx.on_uplink_request is not None:
             ctx.on_uplink_request()
-        return _json({"requeued": requeued})
+        return _json(Requeued(requeued=requeued))
 
     @get("/export", responses=problems(401))
-    async def export_status(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def export_status(self, request: Request[Any, Any, Any]) -> Response[ExportStatus]:
         """The export in progress (or the last one) and the USB keys the box sees now."""
         ctx = context_of(request)
         targets = await asyncio.to_thread(export.find_usb_targets)
-        return _json({"job": ctx.export_job.view(), "targets": [t.view() for t in targets]})
+        return _json(
+            ExportStatus(
+                job=convert(ctx.export_job.view(), ExportJobView),
+                targets=convert([t.view() for t in targets], list[UsbKey]),
+            )
+        )
 
     @post("/export", status_code=202, responses=problems(400, 401, 409, 422))
-    async def export_start(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def export_start(self, request: Request[Any, Any, Any]) -> Response[ExportStarted]:
         """Start a USB export (to ``to``, or the one key found); refused at once (422) when there is
         no key or it is too small. Progress: ``GET /export``. Allowed while frozen: it only reads."""
         ctx = context_of(request)
@@ -385,19 +419,17 @@ class AdminController(Controller):
 
         ctx.background[:] = [task for task in ctx.background if not task.done()]
         ctx.background.append(asyncio.ensure_future(run()))
-        return _json({"job": job.view()}, 202)
+        return _json(ExportStarted(job=convert(job.view(), ExportJobView)), 202)
 
     @get("/verify", responses=problems(401))
-    async def verify(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def verify(self, request: Request[Any, Any, Any]) -> Response[VerifyReport]:
         report = await context_of(request).store.read(chain.verify_chains)
-        return _json({"ok": report.ok, "chains": [r.view() for r in report.chains]})
+        return _json(
+            VerifyReport(ok=report.ok, chains=convert([r.view() for r in report.chains], list[ChainCheck]))
+        )
 
 
-def _freeze_view(state: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "frozen": bool(state["frozen"]),
-        "reason": state["freeze_reason"],
-        "since": state["frozen_at"],
-        "by": state["frozen_by"],
-        "category": state["freeze_category"],
-    }
+def _names(value: personal_fields.Value) -> list[str]:
+    """The participants field's value: a list of names (none when the entry has no value)."""
+    assert not isinstance(value, str)  # participants are a list, never a column's text
+    return value or []

@@ -23,14 +23,15 @@ from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.core.pairing import redeem
 from appliance.core.presence import record_heartbeat
 from appliance.shared import errors as domain
-from edge_api.body import check_time, decode
+from appliance.web.body import check_time, decode
+from appliance.web.middleware import request_id_of
+from appliance.web.responses import json_response as _json
 from edge_api.context import context_of
 from edge_api.errors import problem_for
-from edge_api.middleware import request_id_of
 from edge_api.responses import NO_STORE, not_modified, problems
-from edge_api.responses import json_response as _json
 from edge_api.schemas import (
     BatchIn,
+    BatchItem,
     BatchOut,
     EventOut,
     Health,
@@ -228,7 +229,8 @@ class TabletController(Controller):
         receipt = await ctx.sheets.submit(device, sheet)
         if receipt.status == 201 and ctx.metrics is not None:
             ctx.metrics.sheets_accepted.inc()
-        return _json({**receipt.body, "ledger": ctx.ledger_mark()}, receipt.status)
+        answer = SheetAnswer(**msgspec.structs.asdict(receipt.sheet), ledger=LedgerMark(**ctx.ledger_mark()))
+        return _json(answer, receipt.status)
 
     @post(
         "/sheets/batch",
@@ -254,14 +256,14 @@ class TabletController(Controller):
             ctx.metrics.sheets_accepted.inc(
                 sum(isinstance(o, SheetReceipt) and o.status == 201 for o in outcomes)
             )
-        results: list[dict[str, Any]] = []
+        results: list[BatchItem] = []
         for sheet_id, outcome in zip(sheet_ids, outcomes, strict=True):
             if isinstance(outcome, SheetReceipt):
-                results.append({"sheet_id": sheet_id, "status": outcome.status, "sheet": outcome.body})
+                results.append(BatchItem(sheet_id=sheet_id, status=outcome.status, sheet=outcome.sheet))
             else:
                 problem, _ = problem_for(outcome, rid, ctx.config.freeze_retry_after_s)
-                results.append({"sheet_id": sheet_id, "status": problem.status, "problem": problem})
-        return _json({"results": results, "ledger": ctx.ledger_mark()})
+                results.append(BatchItem(sheet_id=sheet_id, status=problem.status, problem=problem))
+        return _json(BatchOut(results=results, ledger=LedgerMark(**ctx.ledger_mark())))
 
     @post(
         "/heartbeat",

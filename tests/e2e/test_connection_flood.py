@@ -34,7 +34,9 @@ TABLETS = textwrap.dedent(
     """
     import asyncio, json, sys, time
     from pathlib import Path
-    from appliance.tablet_client.client import TabletClient, async_discover, make_sheet
+    from appliance.tablet_client.client import TabletClient
+    from appliance.tablet_client.discovery import async_discover
+    from appliance.tablet_client.sheet_queue import make_sheet
 
     async def main(codes, state, paired_marker, stop_marker):
         found = []

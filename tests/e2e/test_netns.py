@@ -69,7 +69,9 @@ TABLETS = textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
-    from appliance.tablet_client.client import TabletClient, async_discover, make_sheet
+    from appliance.tablet_client.client import TabletClient
+    from appliance.tablet_client.discovery import async_discover
+    from appliance.tablet_client.sheet_queue import make_sheet
 
     async def main(codes, state):
         found = []
@@ -217,7 +219,7 @@ def test_tablets_on_another_host_discover_pair_and_score(two_hosts, tmp_path: Pa
 FIND_BOX = textwrap.dedent(
     """
     import asyncio, json, sys
-    from appliance.tablet_client.client import async_discover
+    from appliance.tablet_client.discovery import async_discover
 
     async def main(wanted):
         found = []

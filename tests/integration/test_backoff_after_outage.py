@@ -21,8 +21,10 @@ import httpx
 import pytest
 
 from appliance.tablet_client import simulator
-from appliance.tablet_client.client import Backoff, TabletClient, make_sheet
+from appliance.tablet_client.client import TabletClient
+from appliance.tablet_client.sheet_queue import make_sheet
 from appliance.tablet_client.simulator import SimulationReport, run_simulation
+from appliance.web.retry import Backoff
 from tests.conftest import RunningBox, make_box, panel_entries
 from tests.faultproxy import FaultProxy, Faults
 

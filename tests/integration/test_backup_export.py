@@ -275,7 +275,7 @@ def damage_a_sheet(db: Path) -> int:
 def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tmp_path: Path) -> None:
     """Retention with `keep_last=2` and a database damaged after a verified snapshot: the verified one
     survives any number of later, failing snapshots, and `backup status` names it."""
-    from appliance.core import backup, keys
+    from appliance.core import backup, keys, recovery
     from appliance.core.storage import Store
     from appliance.shared.times import utcnow
 
@@ -312,7 +312,7 @@ def test_retention_keeps_the_verified_snapshot_of_a_database_damaged_after_it(tm
     assert as_json["newest_verified"]["name"] == good.name
     assert as_json["last"]["name"] == failed[-1].name and as_json["last"]["verified"] is False
     # And it is the one that brings the box back.
-    done = backup.restore(good.path, tmp_path / "restored", [keys.box_identity(config)])
+    done = recovery.restore(good.path, tmp_path / "restored", [keys.box_identity(config)]).restored
     assert done.ledger_rows == 6 and backup.check_database(tmp_path / "restored" / "venuebox.sqlite") == []
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from appliance.core import tls
+from appliance.shared.fingerprint import grouped
 from tests.conftest import RunningBox, make_box
 
 
@@ -58,7 +59,7 @@ def test_demo_scores_with_simulated_judges_and_ctrl_c_stops_everything(tmp_path:
         assert any("J1" in line for line in lines), "".join(lines)
         # As shipped: HTTPS, with the fingerprint to compare, and the judge app's address.
         fingerprint = tls.load_identity(tmp_path / "demo").fingerprint
-        assert any(f"certificate {tls.grouped(fingerprint)}" in line for line in lines), "".join(lines)
+        assert any(f"certificate {grouped(fingerprint)}" in line for line in lines), "".join(lines)
         app_url = next(line.split()[2] for line in lines if line.strip().startswith("judge app"))
         assert app_url.startswith("https://127.0.0.1:")
         trust = ssl.create_default_context(cafile=tmp_path / "demo" / "tls" / "box.crt")

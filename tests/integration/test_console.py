@@ -30,7 +30,9 @@ from textual.widgets import Input, ProgressBar, Static
 
 from appliance.core import personal, tls
 from appliance.core.export import MANIFEST, verify_export
+from appliance.shared.fingerprint import short_fingerprint
 from appliance.shared.secrets_files import write_secret
+from appliance.shell.console import DaemonLocator
 from tests.conftest import RunningBox, Tablet, make_box, panel_entries
 from tests.personal_package import participants_of_sample, personal_package
 from tui.app import ConsoleApp
@@ -75,7 +77,7 @@ async def type_text(pilot: Pilot[Any], text: str) -> None:
 
 
 def console_for(box: RunningBox) -> ConsoleApp:
-    return ConsoleApp(AdminClient(box.config))
+    return ConsoleApp(AdminClient(DaemonLocator(box.config)))
 
 
 def on_screen(app: ConsoleApp, selector: str) -> list[str]:
@@ -113,7 +115,7 @@ def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path
     try:
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="pairing")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="pairing")
             async with app.run_test(size=SIZE) as pilot:
                 screen = app.screen
                 assert isinstance(screen, PairingScreen)
@@ -122,22 +124,22 @@ def test_pairing_screen_pairs_a_tablet_that_then_shows_presence_changes(tmp_path
                 await pilot.press("down", "enter")  # the second judge, J2
                 await until(pilot, lambda: screen.code is not None, "a code is shown")
                 code = screen.code
-                assert code is not None and code["judge"]["id"] == "J2"
+                assert code is not None and code.judge.id == "J2"
                 big = shown(app, "#code-big")
-                assert " ".join(code["code"]) in big and "Daniel O'Connor" in big
+                assert " ".join(code.code) in big and "Daniel O'Connor" in big
                 # The URL pins the box's certificate for a client that can check it (#fp=).
-                assert code["url"].endswith(f"/?pair={code['code']}#fp={fingerprint}")
-                assert code["url"] in shown(app, "#code-url") and code["url"].startswith("https://")
-                assert code["tls_fingerprint"] == fingerprint
+                assert code.url.endswith(f"/?pair={code.code}#fp={fingerprint}")
+                assert code.url in shown(app, "#code-url") and code.url.startswith("https://")
+                assert code.tls_fingerprint == fingerprint
                 # The certificate words a judge compares, right under the code (docs/operations.md).
-                assert f"certificate {tls.short_fingerprint(fingerprint)}" in shown(app, "#code-cert")
+                assert f"certificate {short_fingerprint(fingerprint)}" in shown(app, "#code-cert")
                 assert "expires in" in shown(app, "#code-expiry")
                 assert "█" in shown(app, "#code-qr") or "▀" in shown(app, "#code-qr")
 
                 # A stranger's tablet types the code shown on the console.
                 async with httpx.AsyncClient(base_url=box.tablet_url, verify=box.verify) as http:
                     answer = await http.post(
-                        "/api/v1/pair", json={"code": code["code"], "device_name": "pilot tablet"}
+                        "/api/v1/pair", json={"code": code.code, "device_name": "pilot tablet"}
                     )
                 assert answer.status_code == 201, answer.text
                 tablet = Tablet(box, answer.json())
@@ -270,7 +272,7 @@ def test_the_console_survives_the_daemon_dying_and_reconnects_by_itself(tmp_path
                 tablet = await asyncio.to_thread(box.pair, "J1")
                 entry = panel_entries(await asyncio.to_thread(tablet.event))[0]
                 assert (await asyncio.to_thread(submit, tablet, entry)).status_code == 201
-                await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 1, "1")
+                await until(pilot, lambda: app.status is not None and app.status.sheets.total == 1, "1")
 
                 was_on = box.admin_url.removeprefix("http://")
                 await asyncio.to_thread(box.kill)  # SIGKILL: no goodbye, daemon.json left behind
@@ -289,7 +291,7 @@ def test_the_console_survives_the_daemon_dying_and_reconnects_by_itself(tmp_path
                 ).status_code == 409  # same box, same data
                 second = next(e for e in panel_entries(await asyncio.to_thread(tablet.event)) if e != entry)
                 assert (await asyncio.to_thread(submit, tablet, second)).status_code == 201
-                await until(pilot, lambda: app.status is not None and app.status["sheets"]["total"] == 2, "2")
+                await until(pilot, lambda: app.status is not None and app.status.sheets.total == 2, "2")
 
         asyncio.run(scenario())
     finally:
@@ -346,7 +348,7 @@ def test_scores_grid_feed_and_entry_detail_follow_the_ledger(tmp_path: Path) -> 
             c.post("/api/v1/sheets", json=tablet.sheet_for(entries[1])).raise_for_status()
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="scores")
             async with app.run_test(size=SIZE) as pilot:
                 grid = app.screen.query_one("#grid", LinedTable)
                 await until(pilot, lambda: grid.row_count > 0, "grid rows")
@@ -381,7 +383,7 @@ def test_an_entry_shows_its_participants_masked_and_the_console_reveals_nothing(
     try:
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="scores")
             async with app.run_test(size=SIZE) as pilot:
                 grid = app.screen.query_one("#grid", LinedTable)
                 await until(pilot, lambda: grid.row_count > 0, "grid rows")
@@ -414,7 +416,7 @@ def test_audit_verify_and_alert_acknowledge(tmp_path: Path) -> None:
         heartbeat(tablet)
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="audit")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="audit")
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.press("v")
                 await until(pilot, lambda: "chains intact" in shown(app, "#verify-result"), "verified")
@@ -460,10 +462,10 @@ def test_ids_reach_the_api_intact(tmp_path: Path) -> None:
     try:
 
         async def scenario() -> None:
-            client = AdminClient(box.config)
+            client = AdminClient(DaemonLocator(box.config))
             try:
                 entry = await client.entry("101")
-                assert entry["entry"]["entry_id"] == "101"
+                assert entry.entry.entry_id == "101"
                 try:
                     await client.entry(f"no/such {uuid.uuid4()}")
                 except AdminError as exc:
@@ -485,7 +487,7 @@ def test_revoke_from_the_tablets_screen_asks_first_then_locks_the_tablet_out(tmp
         heartbeat(tablet)
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="tablets")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="tablets")
             async with app.run_test(size=SIZE) as pilot:
                 table = app.screen.query_one("#tablets", LinedTable)
                 await until(pilot, lambda: table.row_count == 1, "the tablet is listed")
@@ -516,7 +518,7 @@ def test_the_feed_shows_the_newest_sheets_after_a_burst(tmp_path: Path) -> None:
         assert len(entries) >= 13
 
         async def scenario() -> None:
-            app = ConsoleApp(AdminClient(box.config), start_screen="scores")
+            app = ConsoleApp(AdminClient(DaemonLocator(box.config)), start_screen="scores")
             async with app.run_test(size=SIZE) as pilot:
                 screen = app.screen
                 assert isinstance(screen, ScoresScreen)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from appliance.core.tls import make_certificate
-from appliance.web.server import EmbeddedServer, bind, server_config
+from appliance.web.server import GRACEFUL_SHUTDOWN_S, EmbeddedServer, bind, server_config
 from edge_api.connections import ConnectionGate, gated_factory
 
 SLOW_S = 1.0  # a request in flight when the stop begins
@@ -93,3 +93,98 @@ def test_a_tls_connection_that_arrives_as_the_server_stops_does_not_hold_the_sto
         took = asyncio.run(scenario())
     assert took < SLOW_S + 1.5  # not uvicorn's whole 5 s
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _answered_then_silent(sock: socket.socket) -> ssl.SSLSocket:
+    """A client that asks the server to close after the answer, reads it, then neither reads on
+    nor closes: it never sends its close_notify."""
+    tls_sock = _handshake(sock)
+    tls_sock.sendall(b"GET / HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok"):
+        answer += tls_sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200")
+    return tls_sock
+
+
+def test_a_tls_connection_closed_after_its_answer_does_not_hold_the_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client answered with ``Connection: close`` that never sends its close_notify: HTTP has
+    closed the connection, and the stop closes it again, after which Python 3.11's TLS transport no
+    longer reaches the socket and the stop's sweep cannot drop it. The gate's TLS shutdown deadline
+    closes it before uvicorn's 5 s deadline, which uvicorn would log as an ERROR ("Cancel 0 running
+    task(s), timeout graceful shutdown exceeded")."""
+    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
+    pem = tmp_path / "box.pem"
+    pem.write_bytes(key_pem + cert_pem)
+
+    async def scenario() -> float:
+        sock = bind("127.0.0.1", 0)
+        gate = ConnectionGate(per_address=8)
+        server = EmbeddedServer(
+            server_config(_hello, ssl_certfile=str(pem)),
+            front=functools.partial(gated_factory, gate, handshake_timeout_s=10.0),
+        )
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        address = sock.getsockname()[:2]
+        silent = await asyncio.to_thread(_answered_then_silent, socket.create_connection(address))
+        stopping = time.monotonic()
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(serving, timeout=15)
+        finally:
+            silent.close()
+            sock.close()
+        return time.monotonic() - stopping
+
+    with caplog.at_level(logging.INFO):
+        took = asyncio.run(scenario())
+    assert took < GRACEFUL_SHUTDOWN_S - 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class _Transport:
+    def __init__(self, abort_raises: bool) -> None:
+        self.abort_raises = abort_raises
+        self.aborted = False
+
+    def is_closing(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        if self.abort_raises:
+            raise AttributeError("'NoneType' object has no attribute '_abort'")
+        self.aborted = True
+
+
+class _IdleConnection:
+    """What the stop's sweep reads of a uvicorn HTTP connection: no request, a closing transport."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self.cycle = None
+        self.transport = transport
+
+
+def test_the_stop_sweep_goes_on_past_a_connection_whose_transport_raises(tmp_path: Path) -> None:
+    """One connection's transport raising (a TLS transport closed twice) must not end the sweep:
+    the connections after it are still dropped."""
+    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
+    pem = tmp_path / "box.pem"
+    pem.write_bytes(key_pem + cert_pem)
+    config = server_config(_hello, ssl_certfile=str(pem))
+    config.load()
+    server = EmbeddedServer(config)
+    broken, waiting = _Transport(abort_raises=True), _Transport(abort_raises=False)
+    # In the order the sweep meets them (uvicorn keeps a set; a list fixes the order here).
+    server.server_state.connections = [_IdleConnection(broken), _IdleConnection(waiting)]  # type: ignore[assignment]
+
+    async def one_sweep() -> None:
+        sweep = asyncio.create_task(server._hurry_idle_connections())
+        await asyncio.sleep(0.5)
+        sweep.cancel()
+
+    asyncio.run(one_sweep())
+    assert waiting.aborted

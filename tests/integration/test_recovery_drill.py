@@ -31,6 +31,7 @@ import pytest
 
 from appliance.core import tls
 from appliance.core.config import load_config
+from appliance.shared.fingerprint import grouped
 from tests.conftest import RunningBox, box_id_of, make_box, served_certificate, venuebox, wait_for
 from tests.damage import damage_table
 from tests.faultproxy import Faults
@@ -381,7 +382,7 @@ def test_drill_card_readable_uplink_running(tmp_path: Path, cloud: Cloud) -> Non
         out = drill.recover("--from", str(drill.old.config.data_dir))
         assert line_of(out, "salvage   ").endswith("(its pages read one by one)"), out
         assert line_of(out, "cloud     ").endswith(f"from {cloud.url}"), out
-        assert f"tls       certificate {tls.grouped(drill.fingerprint)} restored" in "\n".join(out), out
+        assert f"tls       certificate {grouped(drill.fingerprint)} restored" in "\n".join(out), out
         drill.restart()
         acknowledged = drill.tablets_sent_back()
 

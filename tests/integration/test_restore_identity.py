@@ -24,9 +24,11 @@ from pyrage import x25519
 from appliance.core import keys, keys_bundle, personal, tls
 from appliance.core.config import Config, load_config
 from appliance.core.uplink_state import resolve_target
+from appliance.shared.fingerprint import grouped
 from appliance.shared.secrets_files import read_secret
 from appliance.storage.db import connect
-from appliance.tablet_client.client import TabletClient, make_sheet
+from appliance.tablet_client.client import TabletClient
+from appliance.tablet_client.sheet_queue import make_sheet
 from tests.conftest import (
     TIMEOUT,
     RunningBox,
@@ -151,7 +153,7 @@ def test_a_box_restored_onto_an_empty_disk_is_the_same_box_for_tablets_the_admin
         in lines
     )
     assert (
-        f"tls       certificate {tls.grouped(old_fingerprint)} restored: tablets that pinned it reconnect "
+        f"tls       certificate {grouped(old_fingerprint)} restored: tablets that pinned it reconnect "
         "with the tokens they hold"
     ) in lines
     assert "admin     the old box's admin token" in lines
@@ -230,7 +232,7 @@ def test_each_snapshot_restores_the_certificate_and_uplink_token_in_force_when_i
     ):
         target = tmp_path / f"restored-{snapshot.name}"
         done = ok(venuebox(config, "restore", str(snapshot), "--to", str(target)))
-        assert f"tls       certificate {tls.grouped(expected)} restored" in done.stdout
+        assert f"tls       certificate {grouped(expected)} restored" in done.stdout
         assert fingerprint(target) == expected
         restored = load_config(target, environ={})
         status = json.loads(ok(venuebox(restored, "uplink", "status", "--json")).stdout)

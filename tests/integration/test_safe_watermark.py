@@ -12,7 +12,8 @@ from pathlib import Path
 from appliance.core.config import load_config
 from appliance.core.storage import Store
 from appliance.core.watermark import new_epoch
-from appliance.tablet_client.client import TabletClient, make_sheet
+from appliance.tablet_client.client import TabletClient
+from appliance.tablet_client.sheet_queue import make_sheet
 from tests.conftest import RunningBox, panel_entries, venuebox, wait_for
 from tests.integration.test_tablet_client import code_for, start_box, values_for
 from tests.integration.test_uplink import Cloud, uplinked_box

@@ -17,15 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance.tablet_client.client import (
-    SERVICE_TYPE,
-    Backoff,
-    TabletClient,
-    async_discover,
-    discover,
-    make_sheet,
-)
+from appliance.tablet_client.client import TabletClient
+from appliance.tablet_client.discovery import SERVICE_TYPE, async_discover, discover
+from appliance.tablet_client.sheet_queue import make_sheet
 from appliance.tablet_client.simulator import run_simulation
+from appliance.web.retry import Backoff
 from tests.conftest import RunningBox, make_box, panel_entries
 
 

@@ -25,13 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance.core import tls
-from appliance.tablet_client.client import (
-    BoxUnreachable,
-    CertificateMismatch,
-    TabletClient,
-    async_discover,
-    make_sheet,
-)
+from appliance.shared.fingerprint import grouped
+from appliance.tablet_client.client import TabletClient
+from appliance.tablet_client.discovery import async_discover
+from appliance.tablet_client.errors import BoxUnreachable, CertificateMismatch
+from appliance.tablet_client.sheet_queue import make_sheet
 from tests.conftest import RunningBox, make_box, new_code, served_certificate, venuebox
 
 pytestmark = pytest.mark.timeout(90)
@@ -100,8 +98,8 @@ def test_daemon_serves_https_with_the_fingerprint_it_announces(tls_box: RunningB
     # The CLI shows the same, and so does `status`.
     shown = venuebox(tls_box.config.data_dir, "tls", "show")
     assert shown.returncode == 0, shown.stderr
-    assert tls.grouped(fingerprint) in shown.stdout
-    assert tls.grouped(fingerprint) in venuebox(tls_box.config.data_dir, "status").stdout
+    assert grouped(fingerprint) in shown.stdout
+    assert grouped(fingerprint) in venuebox(tls_box.config.data_dir, "status").stdout
 
     # Plain HTTP on the TLS port gets nothing useful: no API answer over an unencrypted channel.
     plain = tls_box.tablet_url.replace("https://", "http://")
@@ -242,7 +240,7 @@ def test_rotation_on_a_running_box_is_served_and_pinned_tablets_refuse_it(
     rotated = venuebox(tls_box.config.data_dir, "tls", "rotate", "--address", "192.168.7.20")
     assert rotated.returncode == 0, rotated.stderr
     new = tls.load_identity(tls_box.config.data_dir).fingerprint
-    assert new != old and tls.grouped(new) in rotated.stdout
+    assert new != old and grouped(new) in rotated.stdout
 
     # The running box switches within its status interval, without a restart.
     wait_until(
@@ -330,7 +328,7 @@ def test_landing_page_explains_how_to_trust_the_box_and_accepts_nothing(tmp_path
         landing = f"http://127.0.0.1:{http_port}"
         page = httpx.get(landing + "/", timeout=5)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert tls.grouped(identity.fingerprint) in page.text
+        assert grouped(identity.fingerprint) in page.text
         assert "test-box" in page.text and box.tablet_url.split("//")[1] in page.text
         assert "default-src 'none'" in page.headers["content-security-policy"]
 

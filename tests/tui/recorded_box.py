@@ -21,7 +21,7 @@ import httpx
 
 from appliance.shared.times import parse_rfc3339
 from tui.app import ConsoleApp
-from tui.client import AdminClient
+from tui.client import AdminClient, fixed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The moment the status was recorded: the console's clock is pinned to it (pairing countdowns).
@@ -123,7 +123,7 @@ class RecordedBox:
 
     def app(self, start_screen: str = "overview") -> ConsoleApp:
         client = AdminClient(
-            url="http://box.invalid", token="recorded", transport=httpx.MockTransport(self.handle)
+            fixed("http://box.invalid", "recorded"), transport=httpx.MockTransport(self.handle)
         )
         return ConsoleApp(client, start_screen=start_screen, poll=False, clock=recorded_now)
 

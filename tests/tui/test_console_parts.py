@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from rich.cells import cell_len
 from rich.console import Console, Group
@@ -18,11 +19,12 @@ from textual.message import Message
 from textual.notifications import Notification, Notify
 from textual.widgets import Input, OptionList, ProgressBar, Static
 
+from appliance.shared.status import ConsoleStatus, DatabaseView, RecoveryView
 from tests.tui.recorded_box import RecordedBox, export_problem, fixture
 from tui import format as fmt
 from tui.screens.dialogs import ConfirmScreen, FreezeDialog
 from tui.screens.export import ExportDialog
-from tui.screens.help import HELP, HelpScreen
+from tui.screens.help import HelpScreen, help_text
 from tui.screens.overview import backup_lines, box_panel, recovery_line, uplink_lines
 from tui.widgets.qr import qr_matrix, qr_text
 from tui.widgets.table import Column, LinedTable
@@ -56,9 +58,9 @@ def test_presence_is_never_colour_alone() -> None:
 
 
 def test_clock_skew_reads_as_a_signed_figure_but_never_minus_zero() -> None:
-    assert fmt.skew(-0.0078).plain == "0.0 s"
-    assert fmt.skew(94.2).plain == "+94.2 s" and fmt.skew(-3.25).plain == "-3.2 s"
-    assert fmt.skew(None).plain == "-"
+    assert fmt.skew(-0.0078, 5.0).plain == "0.0 s"
+    assert fmt.skew(94.2, 5.0).plain == "+94.2 s" and fmt.skew(-3.25, 5.0).plain == "-3.2 s"
+    assert fmt.skew(None, 5.0).plain == "-"
 
 
 def test_clock_shows_the_event_zone_or_says_utc() -> None:
@@ -185,7 +187,7 @@ def test_help_lists_every_screen_key_and_closes_with_escape() -> None:
                 "Export to USB",
                 "ctrl+p",
             ):
-                assert words in HELP
+                assert words in help_text(30)
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
 
@@ -220,9 +222,9 @@ def test_missing_scores_panel_counts_in_words() -> None:
     one = dict(
         status, session=dict(status["session"], missing_total=1, missing=status["session"]["missing"][:1])
     )
-    text = _lines_of(missing_panel(one))
+    text = _lines_of(missing_panel(as_status(one)))
     assert "1 entry needs attention" in text and "waiting Priya" in text
-    many = _lines_of(missing_panel(status))
+    many = _lines_of(missing_panel(as_status(status)))
     assert "17 entries need attention" in many and "… 11 more: see 3 Scores" in many
 
 
@@ -310,10 +312,15 @@ REFUSED = "connection refused by 10.0.0.5:8443: the receiver is down or the URL'
 CREDENTIALS = "the receiver refused the uplink credentials (401). Check the token file"
 
 
-def uplink_status(**uplink: Any) -> dict[str, Any]:
+def as_status(status: dict[str, Any]) -> ConsoleStatus:
+    """The status as the console's client decodes it from the admin API's JSON."""
+    return msgspec.convert(status, ConsoleStatus)
+
+
+def uplink_status(**uplink: Any) -> ConsoleStatus:
     status = fixture("status")
     status["uplink"] = {**status["uplink"], **uplink}
-    return status
+    return as_status(status)
 
 
 @pytest.mark.parametrize(
@@ -438,9 +445,10 @@ def test_the_box_panel_says_first_and_in_red_when_the_database_is_damaged() -> N
     console = Console(width=44, color_system=None, record=True, file=io.StringIO())
     console.print(box_panel(uplink_status()))
     assert "DAMAGED" not in console.export_text()
-    damaged = uplink_status() | {
-        "database": {"state": "damaged", "path": "/var/lib/venuebox/venuebox.sqlite"}
-    }
+    database = DatabaseView(
+        state="damaged", path="/var/lib/venuebox/venuebox.sqlite", problems=[], detail=None
+    )
+    damaged = msgspec.structs.replace(uplink_status(), database=database)
     table = box_panel(damaged)
     console.print(table)
     assert console.export_text().splitlines()[0].startswith("Database DAMAGED: scoring refused.")
@@ -453,18 +461,36 @@ def test_the_box_panel_shows_a_recovery_in_yellow_while_sheets_are_still_missing
     console = Console(width=60, color_system=None, record=True, file=io.StringIO())
     console.print(box_panel(uplink_status()))
     assert "Recovery" not in console.export_text()
-    recovered = {
-        "since": 3,
-        "missing_sheet_ids": ["6f0e4b2a-0000-4000-8000-000000000001"],
-        "missing_unnamed": 1,
-    }
-    table = box_panel(uplink_status() | {"recovery": recovered})
+    recovered = recovery(
+        since=3, missing_sheet_ids=["6f0e4b2a-0000-4000-8000-000000000001"], missing_unnamed=1
+    )
+    table = box_panel(msgspec.structs.replace(uplink_status(), recovery=recovered))
     console.print(table)
     row = next(r for r in console.export_text().splitlines() if r.startswith("Recovery"))
     assert "recovered · 2 sheet(s) still missing" in row
     assert "yellow" in str(recovery_line(recovered).style)
-    done = recovery_line({"since": 5, "missing_sheet_ids": [], "missing_unnamed": 0})
+    done = recovery_line(recovery(since=5, missing_sheet_ids=[], missing_unnamed=0))
     assert done.plain == "recovered · 5 sheets back since · none missing" and str(done.style) == "dim"
+
+
+def recovery(since: int, missing_sheet_ids: list[str], missing_unnamed: int) -> RecoveryView:
+    """A recovery from a snapshot, with ``since``, ``missing_sheet_ids`` and ``missing_unnamed``."""
+    source = {"state": "used", "detail": ""}
+    return msgspec.convert(
+        {
+            "at": "2026-11-22T01:00:00.000000Z",
+            "snapshot": "snapshot-20261122T004756641Z.sqlite.age",
+            "sheets": {"snapshot": 120, "salvage": 0, "cloud": 0},
+            "since": since,
+            "salvage": source,
+            "cloud": source,
+            "known_head": 120 + len(missing_sheet_ids) + missing_unnamed,
+            "recovered_head": 120,
+            "missing_sheet_ids": missing_sheet_ids,
+            "missing_unnamed": missing_unnamed,
+        },
+        RecoveryView,
+    )
 
 
 def notifications(messages: list[Message]) -> list[Notification]:
@@ -561,7 +587,7 @@ CORRUPT = "ledger head differs from the one recorded"
     ],
 )
 def test_backup_lines_say_the_last_snapshot_in_words(status: dict[str, Any], lines: list[str]) -> None:
-    assert [line.plain for line in backup_lines(status)] == lines
+    assert [line.plain for line in backup_lines(as_status(status))] == lines
 
 
 def styles(text: Text) -> str:
@@ -569,16 +595,16 @@ def styles(text: Text) -> str:
 
 
 def test_a_snapshot_that_does_not_verify_is_red_and_an_open_only_here_hint_yellow() -> None:
-    broken = backup_lines(backup_status({"verified": False, "verify_problem": CORRUPT}))
+    broken = backup_lines(as_status(backup_status({"verified": False, "verify_problem": CORRUPT})))
     assert "bold red" in styles(broken[0]) and "red" in styles(broken[2])
-    assert "green" in styles(backup_lines(backup_status())[0])
-    assert "red" not in styles(backup_lines(backup_status({"verified": None}))[0])
-    assert "yellow" in styles(backup_lines(backup_status(**NOT_CONFIGURED))[-1])
+    assert "green" in styles(backup_lines(as_status(backup_status()))[0])
+    assert "red" not in styles(backup_lines(as_status(backup_status({"verified": None})))[0])
+    assert "yellow" in styles(backup_lines(as_status(backup_status(**NOT_CONFIGURED)))[-1])
 
 
 def test_a_last_snapshot_older_than_two_intervals_is_yellow() -> None:
-    assert "yellow" not in styles(backup_lines(backup_status({"age_s": 1700.0}))[0])
-    late = backup_lines(backup_status({"age_s": 1900.0}))[0]
+    assert "yellow" not in styles(backup_lines(as_status(backup_status({"age_s": 1700.0})))[0])
+    late = backup_lines(as_status(backup_status({"age_s": 1900.0})))[0]
     assert late.plain.startswith("31 min ago") and "yellow" in styles(late)
 
 
@@ -588,7 +614,7 @@ def test_the_backup_rows_fit_the_box_panel_at_80_columns() -> None:
         {"age_s": 86000.0, "verified": False, "verify_problem": CORRUPT * 3}, kept=32, **NOT_CONFIGURED
     )
     console = Console(width=44, color_system=None, record=True, file=io.StringIO())
-    console.print(box_panel(status))
+    console.print(box_panel(as_status(status)))
     rows = [row.rstrip() for row in console.export_text().splitlines()]
     start = next(i for i, row in enumerate(rows) if row.startswith("Backup"))
     assert rows[start : start + 4] == [

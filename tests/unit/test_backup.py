@@ -12,7 +12,7 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from appliance.core import backup, data_key, keys, keys_bundle, personal, personal_fields
+from appliance.core import backup, data_key, keys, keys_bundle, personal, personal_fields, recovery
 from appliance.core.config import Config, load_config
 from appliance.core.storage import Store
 from tests.conftest import make_box, paired_device
@@ -73,7 +73,7 @@ def test_a_snapshot_is_encrypted_recorded_and_verifies(config: Config) -> None:
         assert backup.verify_job(config, store) == [(taken.name, [])]
         [row] = store.query(backup.list_snapshots)
     assert row["verify_ok"] == 1 and row["sha256"] == taken.sha256
-    assert (config.backup_path / backup.KEYS_FILE).exists()
+    assert (config.backup_path / keys_bundle.KEYS_FILE).exists()
     assert not list(config.backup_path.glob("*.tmp")) and not list(config.backup_path.glob(".snapshot-*"))
 
 
@@ -147,7 +147,7 @@ def test_restore_round_trip_is_equal_and_brings_the_keys_back(config: Config, tm
     with Store(config.db_path) as store:
         taken = backup.snapshot_job(config, store)
     target = tmp_path / "restored"
-    done = backup.restore(taken.path, target, [keys.box_identity(config)])
+    done = recovery.restore(taken.path, target, [keys.box_identity(config)]).restored
     assert done.ledger_rows == 5 and done.keys_restored
     assert done.ledger_head == taken.facts["ledger_head"]
     assert table_rows(target / "venuebox.sqlite", "sheets") == table_rows(config.db_path, "sheets")
@@ -182,7 +182,7 @@ def test_restore_brings_back_an_uplink_set_by_the_settings_and_who_opens_the_bac
     with Store(config.db_path) as store:
         taken = backup.snapshot_job(config, store)
     target = tmp_path / "restored"
-    done = backup.restore(taken.path, target, [organiser])
+    done = recovery.restore(taken.path, target, [organiser]).restored
     assert done.identity is not None and done.identity.uplink is not None
     assert (done.identity.uplink.source, done.identity.uplink.url) == ("config", "https://cloud.example.org")
     assert done.identity.uplink_note is None and done.identity.backup_dir == str(config.backup_path)
@@ -209,7 +209,7 @@ def test_restore_never_writes_over_an_existing_data_dir(config: Config) -> None:
         taken = backup.snapshot_job(config, store)
     before = config.db_path.read_bytes()
     with pytest.raises(backup.BackupFailed, match="not empty"):
-        backup.restore(taken.path, config.data_dir, [keys.box_identity(config)])
+        recovery.restore(taken.path, config.data_dir, [keys.box_identity(config)])
     assert config.db_path.read_bytes() == before
 
 
@@ -217,7 +217,7 @@ def test_the_wrong_key_is_refused_in_plain_words_and_leaves_nothing(config: Conf
     with Store(config.db_path) as store:
         taken = backup.snapshot_job(config, store)
     with pytest.raises(backup.BackupFailed, match="could not be decrypted"):
-        backup.restore(taken.path, tmp_path / "new", [x25519.Identity.generate()])
+        recovery.restore(taken.path, tmp_path / "new", [x25519.Identity.generate()])
     assert not (tmp_path / "new").exists()
 
 
@@ -229,9 +229,9 @@ def test_an_organiser_key_and_a_passphrase_each_open_the_backups(config: Config,
     with Store(config.db_path) as store:
         taken = backup.snapshot_job(config, store)
     by_key = tmp_path / "by-key"
-    backup.restore(taken.path, by_key, [organiser])
+    recovery.restore(taken.path, by_key, [organiser])
     by_passphrase = backup.load_identity(None, secret, taken.path, None)
-    backup.restore(taken.path, tmp_path / "by-passphrase", by_passphrase)
+    recovery.restore(taken.path, tmp_path / "by-passphrase", by_passphrase)
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase at all\n")
     with pytest.raises(backup.BackupFailed, match="wrong passphrase"):
@@ -273,7 +273,7 @@ def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_i
     # keys.age beside the snapshots now carries the new key; the rotation kept the old one for the
     # snapshots taken before it.
     assert rotation.kept_for_backups == config.backup_path / f"keys-{data_key.key_id(old)}.age"
-    assert bundled_data_key(config.backup_path / backup.KEYS_FILE, identities) == new
+    assert bundled_data_key(config.backup_path / keys_bundle.KEYS_FILE, identities) == new
     assert bundled_data_key(rotation.kept_for_backups, identities) == old
     # Each snapshot's own keys bundle has the key that sealed it; without them (snapshots taken
     # before bundles were written per snapshot), keys.age or the kept keys-<old key id>.age.
@@ -285,7 +285,7 @@ def test_after_a_key_rotation_every_snapshot_restores_with_the_key_that_sealed_i
             for name in own.values():
                 (config.backup_path / name).unlink()
         target = tmp_path / f"restored-{i}"
-        done = backup.restore(taken.path, target, identities)
+        done = recovery.restore(taken.path, target, identities).restored
         assert (done.keys_file, done.personal_data_opens) == (keys_file, True)
         assert personal.load_key(target / "personal-data.key") == key
         with Store(target / "venuebox.sqlite") as restored:

@@ -297,7 +297,7 @@ def test_the_setting_chooses_the_dialect_and_an_unknown_one_is_refused_before_an
     tmp_path: Path, usb: Path
 ) -> None:
     from appliance.core.config import ConfigError, load_config
-    from appliance.core.tabulation import UnknownCsvDialect
+    from appliance.shared.csv_dialects import UnknownCsvDialect
 
     box = tricky_box(tmp_path, export_csv_dialect="excel-semicolon")
     done = export.export_to(box, usb, now=datetime(2026, 3, 14, 18, 0, 0, tzinfo=UTC))
@@ -381,8 +381,9 @@ def test_a_tab_deep_in_a_long_file_is_quoted_and_every_row_reads_back(dialect: s
     from decimal import Decimal
 
     from appliance.core import tabulation
+    from appliance.shared.csv_dialects import csv_dialect
 
-    chosen = tabulation.csv_dialect(dialect)
+    chosen = csv_dialect(dialect)
     rows = [[i, f"title {i}", "", None, 9.5, Decimal("27.25"), i % 2 == 0] for i in range(20_000)]
     rows[12_345][1] = "left\tright"
     stream = io.BytesIO()

@@ -56,7 +56,7 @@ def test_one_call_answers_each_sheet_of_many_devices_on_its_own(store: Store) ->
     assert kinds == [201, NotAuthenticated, InvalidInput, 201, 201, SheetConflict, 200]
     replayed, stored_first = outcomes[6], outcomes[0]
     assert isinstance(replayed, SheetReceipt) and isinstance(stored_first, SheetReceipt)
-    assert replayed.body == stored_first.body
+    assert replayed.sheet == stored_first.sheet
     stored = store.query(lambda c: [r[0] for r in c.execute("SELECT sheet_id FROM sheets ORDER BY seq")])
     assert stored == [first.sheet_id, other_judge.sheet_id, items[4][1].sheet_id]
     assert (

@@ -15,10 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance.shared.times import parse_rfc3339
-from appliance.shell.logs import (
+from appliance.shared.logs import (
     REDACTED,
-    LogContextMiddleware,
     RedactingFilter,
     bind_request_id,
     current_request_id,
@@ -26,7 +24,8 @@ from appliance.shell.logs import (
     reset_request_id,
     setup_logging,
 )
-from edge_api.middleware import RequestIdMiddleware
+from appliance.shared.times import parse_rfc3339
+from appliance.web.middleware import LogContextMiddleware, RequestIdMiddleware
 
 log = logging.getLogger("venuebox.test")
 

@@ -9,16 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.core.box import get_box
 from appliance.core.config import Config
-from appliance.core.status import snapshot
+from appliance.core.status import gauges, snapshot
 from appliance.core.storage import Store
+from appliance.shared.status import AlertCounts, StatusGauges, TabletCounts, UplinkView, gauges_of
+from appliance.web.metrics import MetricsMiddleware, metrics_response, metrics_route
 from edge_api.app import create_admin_app, create_app
-from edge_api.metrics import Metrics, MetricsMiddleware, metrics_response, metrics_route
+from edge_api.metrics import Metrics
 from tests.conftest import make_box
 
 ADMIN_TOKEN = "test-admin-token"
@@ -45,6 +48,50 @@ def samples(metrics: Metrics, name: str) -> dict[frozenset[tuple[str, str]], flo
 
 def labels(**pairs: str) -> frozenset[tuple[str, str]]:
     return frozenset(pairs.items())
+
+
+def state_gauges(
+    frozen: bool = False,
+    tablets: tuple[int, int, int] = (0, 0, 0),
+    sheets_total: int = 0,
+    outbox_records: int = 0,
+    alerts: AlertCounts | None = None,
+) -> StatusGauges:
+    """What a scrape reads, of a box whose uplink is not configured."""
+    online, stale, offline = tablets
+    uplink = msgspec.convert(
+        {
+            "state": "not configured",
+            "configured": False,
+            "target": None,
+            "breaker": "closed",
+            "backlog": outbox_records,
+            "oldest_created_at": None,
+            "oldest_age_s": None,
+            "quarantined": 0,
+            "acked_retained": 0,
+            "records_acked": 0,
+            "batch": None,
+            "consecutive_failures": 0,
+            "last_attempt_at": None,
+            "last_success_at": None,
+            "last_error": None,
+            "last_error_at": None,
+            "paused_reason": None,
+            "next_attempt_at": None,
+            "next_attempt_in_s": None,
+            "sync_requested_at": None,
+        },
+        UplinkView,
+    )
+    return StatusGauges(
+        frozen=frozen,
+        tablets=TabletCounts(online=online, stale=stale, offline=offline),
+        sheets_total=sheets_total,
+        outbox_records=outbox_records,
+        uplink=uplink,
+        alerts_active=alerts,
+    )
 
 
 def drive(app: Any, requests: list[tuple[str, str]], **headers: str) -> list[int]:
@@ -124,13 +171,13 @@ def test_odd_methods_are_bucketed_too(box: tuple[Store, Config, str]) -> None:
 
 
 def test_state_gauges_come_from_the_snapshot_at_scrape_time() -> None:
-    state: dict[str, Any] = {
-        "tablets": {"online": 5, "stale": 1, "offline": 2},
-        "outbox": {"records": 17, "oldest_created_at": "2026-03-14T10:00:00.000000Z"},
-        "sheets": {"total": 340, "last_5_min": 12, "head_hash": "ab" * 32},
-        "freeze": {"frozen": True, "reason": "protest", "since": None, "by": "admin-api"},
-        "alerts_active": {"critical": 1, "warning": 3},
-    }
+    state = state_gauges(
+        frozen=True,
+        tablets=(5, 1, 2),
+        sheets_total=340,
+        outbox_records=17,
+        alerts=AlertCounts(critical=1, warning=3, info=0),
+    )
     metrics = Metrics(snapshot=lambda: state)
 
     assert samples(metrics, "venuebox_tablets") == {
@@ -147,8 +194,8 @@ def test_state_gauges_come_from_the_snapshot_at_scrape_time() -> None:
         labels(severity="info"): 0.0,
     }
 
-    state["freeze"]["frozen"] = False
-    state["sheets"]["total"] = 341
+    state.frozen = False
+    state.sheets_total = 341
     assert samples(metrics, "venuebox_frozen") == {labels(): 0.0}
     assert samples(metrics, "venuebox_sheets_total") == {labels(): 341.0}
 
@@ -157,7 +204,7 @@ def test_real_status_snapshot_fills_the_gauges_and_no_alerts_means_no_samples(
     box: tuple[Store, Config, str],
 ) -> None:
     store, config, _ = box
-    metrics = Metrics(snapshot=lambda: store.query(lambda conn: snapshot(conn, config)))
+    metrics = Metrics(snapshot=lambda: gauges_of(store.query(lambda conn: snapshot(conn, config))))
 
     assert samples(metrics, "venuebox_sheets_total") == {labels(): 0.0}
     # The box's set-up (init, event import) is in the audit log, so its audit records wait to go out.
@@ -178,7 +225,7 @@ def test_real_status_snapshot_fills_the_gauges_and_no_alerts_means_no_samples(
 
 
 def test_a_failing_snapshot_drops_the_gauges_and_is_counted() -> None:
-    def broken() -> dict[str, Any]:
+    def broken() -> StatusGauges:
         raise RuntimeError("database is locked")
 
     metrics = Metrics(snapshot=broken)
@@ -207,7 +254,7 @@ def test_two_metrics_in_one_process_do_not_clash() -> None:
 
 
 def test_metrics_route_serves_the_exposition_with_its_content_type() -> None:
-    metrics = Metrics(snapshot=lambda: {"freeze": {"frozen": False}})
+    metrics = Metrics(snapshot=lambda: state_gauges(frozen=False))
     metrics.sheets_accepted.inc(2)
     app = MetricsMiddleware(Litestar([metrics_route(metrics)], logging_config=None), metrics, "admin")
 
@@ -229,12 +276,12 @@ def test_metrics_route_serves_the_exposition_with_its_content_type() -> None:
 def test_the_daemons_scrape_time_snapshot_gives_the_gauges_the_full_status_gives(
     box: tuple[Store, Config, str],
 ) -> None:
-    """The daemon reads the cheaper ``gauges_status`` at every scrape: the same state gauges as the
+    """The daemon reads the cheaper ``status.gauges`` at every scrape: the same state gauges as the
     full status snapshot, on a box with a frozen state, a paired tablet, a sheet and an alert."""
     from appliance.core.alerts import raise_alert
     from appliance.core.box import freeze
     from appliance.core.ledger import SheetSubmission, submit_sheet
-    from appliance.shell.daemon import full_status, gauges_status
+    from appliance.shell.daemon import full_status
     from tests.conftest import paired_device
 
     store, config, _ = box
@@ -256,8 +303,8 @@ def test_the_daemons_scrape_time_snapshot_gives_the_gauges_the_full_status_gives
             and not family.name.startswith("venuebox_connections")
         }
 
-    full = state_families(Metrics(snapshot=lambda: store.query(lambda c: full_status(c, config))))
-    cheap = state_families(Metrics(snapshot=lambda: store.query(lambda c: gauges_status(c, config))))
+    full = state_families(Metrics(snapshot=lambda: gauges_of(*store.query(lambda c: full_status(c, config)))))
+    cheap = state_families(Metrics(snapshot=lambda: store.query(lambda c: gauges(c, config))))
     # The oldest record's age is read a moment apart by the two scrapes.
     age = "venuebox_uplink_oldest_record_age_seconds"
     assert cheap.pop(age)[labels()] == pytest.approx(full.pop(age)[labels()], abs=5.0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.core.tls import grouped, pairing_url, short_fingerprint
-from appliance.tablet_client.client import PairingLink, parse_pairing_url
+from appliance.core.tls import pairing_url
+from appliance.shared.fingerprint import grouped, short_fingerprint
+from appliance.tablet_client.pinning import PairingLink, parse_pairing_url
 
 FP = "5d0c2e8fa1b7436e9f20d4c1b8a3e6f7d2c5b9a01e4f7a3c6d8b2e5f9a1c4d70"
 

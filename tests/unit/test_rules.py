@@ -10,7 +10,7 @@ from appliance.core.config import ConfigError, load_config, resolve_data_dir
 from appliance.core.ledger import on_step, value_problem
 from appliance.shared.errors import InvalidInput, MalformedRequest, TooManyRequests
 from appliance.shared.times import parse_rfc3339
-from edge_api.body import decode, nests_within_limit
+from appliance.web.body import decode, nests_within_limit
 from edge_api.limits import TokenBuckets
 from edge_api.schemas import HeartbeatIn, SheetIn
 from edge_api.tablet.controllers import parse_sheet

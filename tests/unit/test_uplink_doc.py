@@ -12,7 +12,7 @@ import msgspec
 
 from appliance.core.outbox import prepare_batch
 from appliance.core.storage import Store
-from edge_api.errors import PROBLEM_BASE
+from appliance.web.problems import PROBLEM_BASE
 from tests.conftest import make_box
 from uplink.protocol import (
     BATCH_KEY_PATTERN,
@@ -21,7 +21,7 @@ from uplink.protocol import (
     RecordsAck,
     Rejected,
 )
-from uplink.receiver import _PROBLEMS
+from uplink.receiver import RECEIVER_TYPES
 from uplink.receiver_store import MAX_IDEMPOTENCY_KEY_CHARS
 from uplink.worker import BAD_ANSWER_TRIES
 
@@ -72,7 +72,7 @@ def test_the_ack_and_rejected_schema_tables_match_the_types_the_box_decodes() ->
 def test_problem_types_tolerance_and_tries_are_stated_as_the_code_has_them() -> None:
     section = uplink_section()
     assert PROBLEM_BASE == "/problems/" and "`type` is the relative URI `/problems/<slug>`" in section
-    for status, slug, _ in _PROBLEMS.values():
+    for status, slug, *_ in RECEIVER_TYPES.values():
         assert f"| {status} | `{slug}` |" in section, slug
     assert f"**{SIGNATURE_TOLERANCE_S} s**" in section
     assert f"after {BAD_ANSWER_TRIES} such answers in a row (`BAD_ANSWER_TRIES`" in section

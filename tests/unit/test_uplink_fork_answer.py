@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from uplink.worker import classify
+from uplink.answers import classify
 
 
 def fork_answer(**fields: Any) -> httpx.Response:

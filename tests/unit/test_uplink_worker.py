@@ -26,19 +26,15 @@ from appliance.core.uplink_state import get_state, request_sync, uplink_view
 from appliance.shared.secrets_files import write_secret
 from appliance.shared.times import utcnow
 from appliance.storage import db
+from appliance.web.retry import full_jitter, retry_after_s
 from tests.conftest import make_box
 from uplink import receiver_store
+from uplink.answers import describe_network_error
+from uplink.breaker import CircuitBreaker
 from uplink.protocol import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from uplink.receiver import create_receiver_app
-from uplink.worker import (
-    BAD_ANSWER_TRIES,
-    CircuitBreaker,
-    UplinkSettings,
-    UplinkWorker,
-    describe_network_error,
-    full_jitter,
-    retry_after_s,
-)
+from uplink.settings import UplinkSettings
+from uplink.worker import BAD_ANSWER_TRIES, UplinkWorker
 
 # anyio's pytest plugin (installed with httpx) runs the async tests, on asyncio.
 pytestmark = pytest.mark.anyio

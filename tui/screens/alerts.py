@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from appliance.shared.status import Alert
 from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
@@ -34,7 +35,7 @@ class AlertsScreen(BoxScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.alerts: dict[str, dict[str, Any]] = {}
+        self.alerts: dict[str, Alert] = {}
         self.include_cleared = False
 
     def compose_body(self) -> ComposeResult:
@@ -49,24 +50,24 @@ class AlertsScreen(BoxScreen):
             return
         self.show(alerts)
 
-    def show(self, alerts: list[dict[str, Any]]) -> None:
-        tz = fmt.zone(((self.status or {}).get("event") or {}).get("timezone"))
-        self.alerts = {a["fingerprint"]: a for a in alerts}
+    def show(self, alerts: list[Alert]) -> None:
+        tz = fmt.zone(self.timezone)
+        self.alerts = {a.fingerprint: a for a in alerts}
         self.query_one("#alerts", LinedTable).show(
             {
-                a["fingerprint"]: (
-                    fmt.severity(a["severity"]),
-                    Text(a["title"]),
-                    Text(str(a["count"])),
-                    Text(fmt.clock(a["first_seen"], tz, with_date=True)),
-                    Text(fmt.clock(a["last_seen"], tz, with_date=True)),
+                a.fingerprint: (
+                    fmt.severity(a.severity),
+                    Text(a.title),
+                    Text(str(a.count)),
+                    Text(fmt.clock(a.first_seen, tz, with_date=True)),
+                    Text(fmt.clock(a.last_seen, tz, with_date=True)),
                     alert_state(a),
                 )
                 for a in alerts
             }
         )
-        active = sum(a["active"] for a in alerts)
-        unacked = sum(a["active"] and not a["acknowledged_at"] for a in alerts)
+        active = sum(a.active for a in alerts)
+        unacked = sum(a.active and not a.acknowledged_at for a in alerts)
         summary = f" {active} active, {unacked} not acknowledged"
         summary += "  (cleared shown)" if self.include_cleared else "  (c shows cleared)"
         self.query_one("#alerts-summary", Static).update(summary, layout=False)  # one line, always
@@ -75,7 +76,7 @@ class AlertsScreen(BoxScreen):
     def on_lined_table_highlighted(self, _: LinedTable.Highlighted) -> None:
         self._show_detail()
 
-    def _selected(self) -> dict[str, Any] | None:
+    def _selected(self) -> Alert | None:
         key = self.query_one("#alerts", LinedTable).selected_key()
         return None if key is None else self.alerts.get(key)
 
@@ -86,9 +87,7 @@ class AlertsScreen(BoxScreen):
             detail.update(Text("No alerts.", style="green"))
             return
         # A title may name a tablet as it named itself.
-        detail.update(
-            Text.assemble((printable(alert["title"]), "bold"), "\n", printable(alert["detail"] or ""))
-        )
+        detail.update(Text.assemble((printable(alert.title), "bold"), "\n", printable(alert.detail)))
 
     async def action_acknowledge(self) -> None:
         alert = self._selected()
@@ -96,7 +95,7 @@ class AlertsScreen(BoxScreen):
             self.notify("No alert selected.", severity="warning")
             return
         try:
-            await self.client.acknowledge(alert["fingerprint"])
+            await self.client.acknowledge(alert.fingerprint)
         except (Unreachable, AdminError) as exc:
             self.notify(str(exc), title="Not acknowledged", severity="error")
             return
@@ -108,9 +107,9 @@ class AlertsScreen(BoxScreen):
         await self.refresh_now()
 
 
-def alert_state(alert: dict[str, Any]) -> Text:
-    if not alert["active"]:
+def alert_state(alert: Alert) -> Text:
+    if not alert.active:
         return Text("cleared", style="dim")
-    if alert["acknowledged_at"]:
+    if alert.acknowledged_at:
         return Text("active, acknowledged")
     return Text("active", style="bold")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Input, LoadingIndicator, Static
 
+from appliance.shared.admin_wire import AuditRow, VerifyReport
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen
@@ -37,7 +37,7 @@ class AuditScreen(BoxScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[AuditRow] = []
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="/ filter by action, actor or detail", id="audit-filter")
@@ -59,20 +59,17 @@ class AuditScreen(BoxScreen):
 
     def show(self) -> None:
         needle = self.query_one("#audit-filter", Input).value.strip().lower()
-        tz = fmt.zone(((self.status or {}).get("event") or {}).get("timezone"))
+        tz = fmt.zone(self.timezone)
         shown = {}
-        for row in sorted(self.rows, key=lambda r: -r["seq"]):
-            detail = (
-                row["detail"] if isinstance(row["detail"], str) else json.dumps(row["detail"], sort_keys=True)
-            )
-            if needle and needle not in f"{row['action']} {row['actor']} {detail}".lower():
+        for row in sorted(self.rows, key=lambda r: -r.seq):
+            if needle and needle not in f"{row.action} {row.actor} {row.detail}".lower():
                 continue
-            shown[str(row["seq"])] = (
-                Text(str(row["seq"])),
-                Text(fmt.clock(row["at"], tz, with_date=True)),
-                Text(row["actor"]),
-                Text(row["action"]),
-                Text(detail),
+            shown[str(row.seq)] = (
+                Text(str(row.seq)),
+                Text(fmt.clock(row.at, tz, with_date=True)),
+                Text(row.actor),
+                Text(row.action),
+                Text(row.detail),
             )
         self.query_one("#audit", LinedTable).show(shown)
 
@@ -100,18 +97,16 @@ class AuditScreen(BoxScreen):
         result.update(verify_text(report))
 
 
-def verify_text(report: dict[str, Any]) -> Text:
+def verify_text(report: VerifyReport) -> Text:
     text = Text()
-    if report["ok"]:
+    if report.ok:
         text.append("✓ chains intact", style="bold green")
     else:
         text.append("✗ CHAIN BROKEN: the database was changed outside venuebox", style="bold white on red")
-    for chain in report["chains"]:
-        line = f"\n{chain['table']}: {chain['rows']} rows, "
-        if chain["ok"]:
-            text.append(line + f"ok, head {chain['head_hash'][:16] if chain['head_hash'] else '-'}")
+    for chain in report.chains:
+        line = f"\n{chain.table}: {chain.rows} rows, "
+        if chain.ok:
+            text.append(line + f"ok, head {chain.head_hash[:16] if chain.head_hash else '-'}")
         else:
-            text.append(
-                line + f"first bad row {chain['first_bad_seq']}: {chain['problem']}", style="bold red"
-            )
+            text.append(line + f"first bad row {chain.first_bad_seq}: {chain.problem}", style="bold red")
     return text

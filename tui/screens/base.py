@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from appliance.shared.status import ConsoleStatus
 from tui.client import AdminClient
 from tui.state import ConsoleHost, Link
 from tui.widgets.banner import BoxBanner
@@ -62,8 +63,14 @@ class BoxScreen(Screen[None]):
             await self.refresh_now()
 
     @property
-    def status(self) -> dict[str, Any] | None:
+    def status(self) -> ConsoleStatus | None:
         return getattr(self.app, "status", None)
+
+    @property
+    def timezone(self) -> str | None:
+        """The current event's time zone (None before the first status, or without an event)."""
+        status = self.status
+        return status.event.timezone if status is not None and status.event is not None else None
 
     @property
     def host(self) -> ConsoleHost:

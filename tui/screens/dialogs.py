@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+from zoneinfo import ZoneInfo
 
 from rich.table import Table
 from rich.text import Text
@@ -12,10 +13,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
-from appliance.core.box import FREEZE_CATEGORIES, FREEZE_REASON_MAX_CHARS
+from appliance.shared.admin_wire import EntryChains, PersonalOut
+from appliance.shared.status import FREEZE_CATEGORIES, FREEZE_REASON_MAX_CHARS, FreezeCategory
 from tui import format as fmt
 
-CATEGORY_LABELS = {
+CATEGORY_LABELS: dict[FreezeCategory, str] = {
     "dispute": "Dispute (a result or entry is contested)",
     "anomaly": "Anomaly (scores look wrong)",
     "tabulation": "Tabulation (results are being compiled)",
@@ -28,7 +30,7 @@ CHOOSE_KIND = "Choose what kind of freeze this is (arrow keys, then Enter)."
 WRITE_REASON = "Write the reason: judges see it on their tablets."
 
 
-class FreezeDialog(ModalScreen[tuple[str, str] | None]):
+class FreezeDialog(ModalScreen[tuple[FreezeCategory, str] | None]):
     """Why freeze? A category and a reason in words (judges see the words) are both required."""
 
     AUTO_FOCUS = "#freeze-category"
@@ -86,7 +88,8 @@ class FreezeDialog(ModalScreen[tuple[str, str] | None]):
             problem.update(WRITE_REASON)
             self.query_one("#freeze-reason", Input).focus()
             return
-        self.dismiss((str(pressed.name), reason))
+        category = next(c for c in FREEZE_CATEGORIES if c == pressed.name)
+        self.dismiss((category, reason))
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -129,22 +132,18 @@ class EntryScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "close", "Close")]
 
-    def __init__(
-        self, detail: dict[str, Any], tz_name: str | None, personal: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, detail: EntryChains, tz_name: str | None, personal: PersonalOut | None = None) -> None:
         super().__init__()
         self.detail = detail
         self.tz = fmt.zone(tz_name)
         self.personal = personal
 
     def compose(self) -> ComposeResult:
-        entry = self.detail["entry"]
+        entry = self.detail.entry
         with Vertical(classes="dialog -wide", id="entry-dialog"):
-            yield Label(
-                f"#{entry['order']} {entry['title']} (entry {entry['entry_id']})", classes="dialog-title"
-            )
+            yield Label(f"#{entry.order} {entry.title} (entry {entry.entry_id})", classes="dialog-title")
             yield Static(
-                " · ".join(str(entry[k]) for k in ("category", "division", "level", "studio") if entry.get(k))
+                " · ".join(k for k in (entry.category, entry.division, entry.level, entry.studio) if k)
             )
             if self.personal:
                 yield Static(personal_line(self.personal), id="entry-personal")
@@ -156,37 +155,37 @@ class EntryScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-def personal_line(personal: dict[str, Any]) -> str:
+def personal_line(personal: PersonalOut) -> str:
     """'Participants: N. R., M. F. · guardian_phone: 4•••': the masked fields as the admin API
     sends them (GET /admin/v1/entries/ID/personal); '—' for a field the entry has no value for."""
     parts = []
-    for field, value in (personal.get("fields") or {}).items():
+    for field, value in personal.fields.items():
         label = "Participants" if field == "participants" else field
         shown = ", ".join(value) if isinstance(value, list) else value
         parts.append(f"{label}: {shown or '—'}")
     return " · ".join(parts)
 
 
-def entry_table(detail: dict[str, Any], tz: Any) -> Table:
+def entry_table(detail: EntryChains, tz: ZoneInfo | None) -> Table:
     table = Table(expand=True, show_edge=False, pad_edge=False)
     for column in ("Judge", "Sheet", "Values", "Total", "Received", "Note"):
         table.add_column(column, overflow="fold")
-    for judge in detail["judges"]:
-        if not judge["chain"]:
-            table.add_row(judge["name"], Text("missing", style="red"), "", "", "", "")
+    for judge in detail.judges:
+        if not judge.chain:
+            table.add_row(judge.name, Text("missing", style="red"), "", "", "", "")
             continue
-        for i, sheet in enumerate(judge["chain"]):
-            values = ", ".join(f"{k} {fmt.number(v)}" for k, v in sheet["values"].items())
-            if sheet["current"]:
-                note = Text("current" + (" (correction)" if sheet["supersedes"] else ""), style="bold")
+        for i, sheet in enumerate(judge.chain):
+            values = ", ".join(f"{k} {fmt.number(v)}" for k, v in sheet.values.items())
+            if sheet.current:
+                note = Text("current" + (" (correction)" if sheet.supersedes else ""), style="bold")
             else:
                 note = Text("superseded", style="dim")
             table.add_row(
-                judge["name"] if i == 0 else "",
-                sheet["sheet_id"][:8],
+                judge.name if i == 0 else "",
+                sheet.sheet_id[:8],
                 values,
-                fmt.number(sheet["total"]),
-                fmt.clock(sheet["received_at"], tz),
+                fmt.number(sheet.total),
+                fmt.clock(sheet.received_at, tz),
                 note,
             )
     return table

@@ -7,7 +7,7 @@ only asks and polls, through the App's one AdminClient.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import ClassVar, Literal, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,19 +17,22 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
+from appliance.shared.admin_wire import ExportJobView, UsbKey
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.state import ConsoleHost
 
 POLL_S = 0.3  # the bar moves smoothly; a GET that reads /proc/mounts costs the box nothing
+# Where the window is: loading (the first answer), pick (choose a target), running, done.
+Phase = Literal["loading", "pick", "running", "done"]
 
 
-def target_prompt(target: dict[str, Any]) -> Text:
+def target_prompt(target: UsbKey) -> Text:
     """One USB key as the list shows it: where it is mounted, its free space, the device."""
     return Text.assemble(
-        (target["path"], "bold"),
-        f"  {fmt.megabytes(target['free_mb'])} free",
-        (f"  {target['device']} {target['filesystem']}", "dim"),
+        (target.path, "bold"),
+        f"  {fmt.megabytes(target.free_mb)} free",
+        (f"  {target.device} {target.filesystem}", "dim"),
     )
 
 
@@ -43,7 +46,7 @@ def done_text(path: str) -> Text:
     )
 
 
-class ExportDialog(ModalScreen[str]):
+class ExportDialog(ModalScreen[Phase]):
     """Pick a target, start, follow. Dismissed with the phase it was in: "running" means the export
     was still going when the tech closed the window (the App then tells them when it ends)."""
 
@@ -51,8 +54,8 @@ class ExportDialog(ModalScreen[str]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.phase = "loading"  # loading, pick (choose a target), running, done
-        self.targets: list[dict[str, Any]] = []
+        self.phase: Phase = "loading"
+        self.targets: list[UsbKey] = []
         self._polling = False
         self._starting = False
         self._link_problem = False  # the problem line says the daemon cannot be reached
@@ -102,15 +105,15 @@ class ExportDialog(ModalScreen[str]):
             self._polling = False
         if self._link_problem:
             self._say(Text(""))
-        job, targets = answer["job"], answer["targets"]
-        if self.phase == "running" and job["state"] == "failed":
+        job, targets = answer.job, answer.targets
+        if self.phase == "running" and job.state == "failed":
             # Back to the choice: another key (or folder) is the usual way out.
-            self._say(Text.assemble(("Export failed: ", "bold"), str(job["error"] or "no reason given")))
+            self._say(Text.assemble(("Export failed: ", "bold"), job.error or "no reason given"))
             self._offer(targets, None, focus=True)
-        elif self.phase == "running" and job["state"] == "idle":
+        elif self.phase == "running" and job.state == "idle":
             self._say(Text("The box restarted during the export, so it did not finish: export again."))
             self._offer(targets, None, focus=True)
-        elif job["state"] == "running" or self.phase == "running":
+        elif job.state == "running" or self.phase == "running":
             self._follow(job)
         else:
             self._offer(targets, job, focus=self.phase == "loading")
@@ -133,10 +136,10 @@ class ExportDialog(ModalScreen[str]):
         finally:
             self._starting = False
         self._say(Text(""))
-        self._follow(answer["job"])
+        self._follow(answer.job)
 
     # Showing ------------------------------------------------------------------------------------
-    def _show(self, phase: str) -> None:
+    def _show(self, phase: Phase) -> None:
         self.phase = phase
         self.query_one("#export-pick").display = phase in ("loading", "pick")
         self.query_one("#export-follow").display = phase in ("running", "done")
@@ -152,17 +155,17 @@ class ExportDialog(ModalScreen[str]):
         line.update(content)
         line.display = bool(str(content))
 
-    def _offer(self, targets: list[dict[str, Any]], job: dict[str, Any] | None, focus: bool = False) -> None:
+    def _offer(self, targets: list[UsbKey], job: ExportJobView | None, focus: bool = False) -> None:
         """The choice of target: the keys the box sees (kept in step as keys come and go), a folder.
         ``job`` is the last export, when the window opens on it."""
         self._show("pick")
-        if focus and job is not None and job["state"] == "failed":
-            self._say(Text(f"The last export failed: {job['error']}"))
+        if focus and job is not None and job.state == "failed":
+            self._say(Text(f"The last export failed: {job.error}"))
         keys = self.query_one("#export-targets", OptionList)
-        if [(t["path"], t["free_mb"]) for t in targets] != [(t["path"], t["free_mb"]) for t in self.targets]:
+        if [(t.path, t.free_mb) for t in targets] != [(t.path, t.free_mb) for t in self.targets]:
             chosen = keys.highlighted_option.id if keys.highlighted_option else None
-            keys.set_options(Option(target_prompt(t), id=t["path"]) for t in targets)
-            paths = [t["path"] for t in targets]
+            keys.set_options(Option(target_prompt(t), id=t.path) for t in targets)
+            paths = [t.path for t in targets]
             keys.highlighted = paths.index(chosen) if chosen in paths else 0 if paths else None
         self.targets = targets
         keys.display = bool(targets)
@@ -173,25 +176,25 @@ class ExportDialog(ModalScreen[str]):
             label = "No USB key found: plug one in (it shows here when mounted), or type a folder below."
         self._put("#export-keys", label)
         last = ""
-        if job is not None and job["state"] == "done":
-            last = f"Last export: {job['path']}"
+        if job is not None and job.state == "done":
+            last = f"Last export: {job.path}"
         self._put("#export-last", last)
         if focus:
             self.set_focus(keys if targets else self.query_one("#export-to", Input))
 
-    def _follow(self, job: dict[str, Any]) -> None:
+    def _follow(self, job: ExportJobView) -> None:
         """The export under way: the target, the bar, the step; at the end where it is, or why not."""
-        state = job["state"]
+        state = job.state
         self._show("done" if state == "done" else "running")
         doing = "Exported to " if state == "done" else "Exporting to "
-        self._put("#export-target", Text.assemble(doing, (str(job["target"]), "bold")))
-        self.query_one("#export-bar", ProgressBar).update(progress=round(100 * float(job["fraction"]), 1))
+        self._put("#export-target", Text.assemble(doing, (str(job.target), "bold")))
+        self.query_one("#export-bar", ProgressBar).update(progress=round(100 * job.fraction, 1))
         self.query_one("#export-carries-on").display = state != "done"
         if state == "done":
             self._put("#export-step", "")
-            self._put("#export-done", done_text(str(job["path"])))
+            self._put("#export-done", done_text(str(job.path)))
         else:
-            self._put("#export-step", f"{job['step'] or 'starting'}…")
+            self._put("#export-step", f"{job.step or 'starting'}…")
             self._put("#export-done", "")
         self.query_one("#export-close", Button).focus()  # Enter or Escape: the window goes
 

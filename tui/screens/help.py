@@ -10,9 +10,13 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from appliance.core.config import DEFAULTS
 
-HELP = f"""\
+def help_text(presence_online_s: int | None) -> str:
+    """The help, with the box's ``presence_online_s`` setting (None: the box has not said it yet)."""
+    online = (
+        "a recent heartbeat" if presence_online_s is None else f"heartbeat in the last {presence_online_s} s"
+    )
+    return f"""\
 # venuebox console
 
 The console shows the box's state; it never changes scores. It talks to the running daemon only.
@@ -47,7 +51,7 @@ verified, not verified yet, or **DOES NOT VERIFY** (make a USB export now), and 
 database, signed. The export runs in the box: Escape closes the window and the export carries on
 (`e` shows it again). Keep the key safe; `venuebox export verify PATH` checks it anywhere.
 
-Presence: ● online (heartbeat in the last {DEFAULTS.presence_online_s} s), ◐ stale, ○ offline, × revoked.
+Presence: ● online ({online}), ◐ stale, ○ offline, × revoked.
 When the banner says **DAEMON UNREACHABLE**, the figures are from before; the console reconnects by
 itself. `venuebox freeze --reason "..."` on the box's shell works even without the daemon.
 """
@@ -56,9 +60,13 @@ itself. `venuebox freeze --reason "..."` on the box's shell works even without t
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "close", "Close")]
 
+    def __init__(self, presence_online_s: int | None) -> None:
+        super().__init__()
+        self.presence_online_s = presence_online_s
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog -wide", id="help-dialog"):
-            yield Markdown(HELP)
+            yield Markdown(help_text(self.presence_online_s))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import structs
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -11,11 +12,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from appliance.shared.status import ConsoleStatus, RecoveryView
 from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.screens.base import BoxScreen
 
 MISSING_SHOWN = 6  # fits beside the box panel at 80x24; the Scores screen has them all
+CHOSEN_BY = {"latest-sheet": "latest sheet", "schedule": "schedule", "first": "first"}
 
 
 class OverviewScreen(BoxScreen):
@@ -41,7 +44,11 @@ class OverviewScreen(BoxScreen):
             return
         # Only the box's clock changed (the usual case twice a second): nothing to repaint. The uplink's
         # and the backups' ages move with that clock, so they count by the words they show.
-        figures = {k: v for k, v in status.items() if k not in ("server_time", "outbox", "uplink", "backup")}
+        figures = {
+            k: v
+            for k, v in structs.asdict(status).items()
+            if k not in ("server_time", "outbox", "uplink", "backup")
+        }
         for name, lines in (("uplink", uplink_lines(status)), ("backup", backup_lines(status))):
             figures[name] = [(line.plain, tuple(line.spans)) for line in lines]
         if figures == self._drawn:
@@ -59,29 +66,35 @@ def _kv() -> Table:
     return table
 
 
-def box_panel(status: dict[str, Any]) -> Table:
+def box_panel(status: ConsoleStatus) -> Table:
     table = _kv()
-    if (status.get("database") or {}).get("state") == "damaged":
+    if status.database.state == "damaged":
         # First, in red: even when the alert itself could not be written to the damaged file.
         table.add_row(
             "Database",
             Text("DAMAGED: scoring refused. Stop the service, copy the data dir (runbook)", style="bold red"),
         )
-    event = status.get("event")
-    table.add_row("Event", f"{event['name']} ({event['entries']} entries)" if event else "none imported")
-    session = status.get("session")
+    event = status.event
+    table.add_row("Event", f"{event.name} ({event.entries} entries)" if event else "none imported")
+    session = status.session
     if session:
-        how = {"latest-sheet": "latest sheet", "schedule": "schedule", "first": "first"}[session["chosen_by"]]
-        table.add_row("Session", Text.assemble(session["name"], (f" (by {how})", "dim")))
+        how = CHOSEN_BY[session.chosen_by]
+        table.add_row("Session", Text.assemble(session.name, (f" (by {how})", "dim")))
     else:
         table.add_row("Session", "-")
-    t = status["tablets"]
+    t = status.tablets
     table.add_row(
         "Tablets",
-        Text("  ").join([fmt.presence(w, t[w]) for w in ("online", "stale", "offline")]),
+        Text("  ").join(
+            [
+                fmt.presence("online", t.online),
+                fmt.presence("stale", t.stale),
+                fmt.presence("offline", t.offline),
+            ]
+        ),
     )
-    s = status["sheets"]
-    table.add_row("Sheets", f"{s['total']} total · {s['last_5_min']} in last 5 min")
+    s = status.sheets
+    table.add_row("Sheets", f"{s.total} total · {s.last_5_min} in last 5 min")
     first, *more = uplink_lines(status)
     table.add_row("Uplink", first)
     for line in more:
@@ -90,64 +103,62 @@ def box_panel(status: dict[str, Any]) -> Table:
     table.add_row("Backup", first)
     for line in more:
         table.add_row("", line)
-    recovery = status.get("recovery")
-    if recovery:
-        table.add_row("Recovery", recovery_line(recovery))
-    disk = status.get("disk")
-    if disk:
-        style = "bold red" if disk["used_pct"] >= 95 else "yellow" if disk["used_pct"] >= 85 else ""
-        table.add_row(
-            "Disk", Text(f"{fmt.megabytes(disk['free_mb'])} free ({disk['used_pct']:.0f}% used)", style=style)
-        )
+    if status.recovery:
+        table.add_row("Recovery", recovery_line(status.recovery))
+    disk = status.disk
+    style = "bold red" if disk.used_pct >= 95 else "yellow" if disk.used_pct >= 85 else ""
+    table.add_row(
+        "Disk", Text(f"{fmt.megabytes(disk.free_mb)} free ({disk.used_pct:.0f}% used)", style=style)
+    )
     return table
 
 
-def recovery_line(recovery: dict[str, Any]) -> Text:
+def recovery_line(recovery: RecoveryView) -> Text:
     """The recovery that built this box (`venuebox recover`): yellow while sheets it knows of are
     still missing (they come back as the tablets that kept them return), else dim."""
-    missing = len(recovery.get("missing_sheet_ids") or []) + (recovery.get("missing_unnamed") or 0)
+    missing = len(recovery.missing_sheet_ids) + recovery.missing_unnamed
     if missing:
         return Text(f"recovered · {missing} sheet(s) still missing: `venuebox status`", style="yellow")
-    return Text(f"recovered · {recovery.get('since', 0)} sheets back since · none missing", style="dim")
+    return Text(f"recovered · {recovery.since} sheets back since · none missing", style="dim")
 
 
-def uplink_lines(status: dict[str, Any]) -> list[Text]:
+def uplink_lines(status: ConsoleStatus) -> list[Text]:
     """The uplink at a glance, a line per thought, short enough for the box panel at 80 columns:
 
     the state (red when it stopped trying by itself, yellow while it backs off) and the last success;
     what waits and for how long; when it is in trouble, the next try (and any quarantined records);
     then why, in the worker's own words, cut with an ellipsis. "not configured" is one dim line."""
-    uplink = status.get("uplink") or {}
-    state = uplink.get("state") or "not configured"
+    uplink = status.uplink
+    state = uplink.state
     if state == "not configured":
         return [Text("not configured", style="dim")]
-    now = status.get("server_time")
-    sent_at = uplink.get("last_success_at")
+    now = status.server_time
+    sent_at = uplink.last_success_at
     sent = f"sent {fmt.ago(fmt.seconds_between(sent_at, now))}" if sent_at else "nothing sent yet"
     lines = [Text.assemble(fmt.uplink_state(state), f" · {sent}")]
 
-    waiting = uplink.get("backlog") or 0
+    waiting = uplink.backlog
     backlog = Text(f"backlog {waiting:,}")
-    age = uplink.get("oldest_age_s")
+    age = uplink.oldest_age_s
     if age is None:
-        age = fmt.seconds_between(uplink.get("oldest_created_at"), now)
+        age = fmt.seconds_between(uplink.oldest_created_at, now)
     if waiting and age is not None:
         backlog.append(f" · oldest {fmt.duration(age)}")
     lines.append(backlog)
 
-    error = uplink.get("last_error")
+    error = uplink.last_error
     if state == "paused":
-        error = uplink.get("paused_reason") or error
+        error = uplink.paused_reason or error
     trouble = bool(error) and state not in ("idle", "sending")
     after: list[Text] = []
     if trouble:
-        wait = uplink.get("next_attempt_in_s")
+        wait = uplink.next_attempt_in_s
         if wait is None:
-            wait = fmt.seconds_between(now, uplink.get("next_attempt_at"))
+            wait = fmt.seconds_between(now, uplink.next_attempt_at)
         if wait is not None:
             after.append(Text("next try now" if wait < 1 else f"next try in {fmt.duration(wait)}"))
-    if uplink.get("quarantined"):
-        after.append(Text(f"{uplink['quarantined']:,} quarantined", style="yellow"))
+    if uplink.quarantined:
+        after.append(Text(f"{uplink.quarantined:,} quarantined", style="yellow"))
     if after:
         lines.append(Text(" · ").join(after))
     if trouble:
@@ -155,76 +166,71 @@ def uplink_lines(status: dict[str, Any]) -> list[Text]:
     return lines
 
 
-def backup_lines(status: dict[str, Any]) -> list[Text]:
+def backup_lines(status: ConsoleStatus) -> list[Text]:
     """The box's encrypted local snapshots at a glance, short enough for the box panel at 80 columns:
 
     the last snapshot's age (yellow once it is older than two intervals: snapshots have stopped) and
     its check (✓ verified, not verified yet, ✗ DOES NOT VERIFY in red, then why, cut with an ellipsis);
     how many are kept and their size; "none yet" before the first. Without an organiser's key or a
     passphrase, a yellow line says that only this box can open them."""
-    backup = status.get("backup") or {}
-    last = backup.get("last")
+    backup = status.backup
+    last = backup.last
     lines: list[Text] = []
-    if not isinstance(last, dict):
+    if last is None:
         lines.append(Text("none yet"))
     else:
-        age = last.get("age_s")
-        if age is None:
-            age = fmt.seconds_between(last.get("created_at"), status.get("server_time"))
-        interval = backup.get("interval_s") or 0
-        stopped = bool(interval) and age is not None and age > 2 * interval
+        age = last.age_s
+        interval = backup.interval_s
+        stopped = bool(interval) and age > 2 * interval
         lines.append(
-            Text.assemble(
-                (fmt.ago(age), "yellow" if stopped else ""), " · ", fmt.verified(last.get("verified"))
-            )
+            Text.assemble((fmt.ago(age), "yellow" if stopped else ""), " · ", fmt.verified(last.verified))
         )
-        lines.append(Text(f"{backup.get('kept') or 0} kept · {fmt.size(backup.get('kept_bytes') or 0)}"))
-        if last.get("verified") is False and last.get("verify_problem"):
-            lines.append(Text(str(last["verify_problem"]), style="red", no_wrap=True, overflow="ellipsis"))
-    if not backup.get("configured"):
+        lines.append(Text(f"{backup.kept} kept · {fmt.size(backup.kept_bytes)}"))
+        if last.verified is False and last.verify_problem:
+            lines.append(Text(last.verify_problem, style="red", no_wrap=True, overflow="ellipsis"))
+    if not backup.configured:
         lines.append(Text("only this box can open them", style="yellow"))
     return lines
 
 
-def missing_panel(status: dict[str, Any]) -> Group | Text:
-    session = status.get("session")
+def missing_panel(status: ConsoleStatus) -> Group | Text:
+    session = status.session
     if not session:
         return Text("Missing scores: no session yet", style="bold")
     head = Text.assemble(
         ("Missing scores", "bold"),
-        f"  {session['complete']}/{session['entries']} done",
+        f"  {session.complete}/{session.entries} done",
     )
-    if session["missing_total"] == 0:
+    if session.missing_total == 0:
         return Group(head, Text("none: every started entry has all its scores", style="green"))
-    count = session["missing_total"]
+    count = session.missing_total
     need = "1 entry needs" if count == 1 else f"{count} entries need"
     lines = [head, Text(f"{need} attention", style="bold red")]
-    shown = session["missing"][:MISSING_SHOWN]
+    shown = session.missing[:MISSING_SHOWN]
     for item in shown:
-        judges = ", ".join(j["name"].split()[0] if j["name"] else j["id"] for j in item["missing_judges"])
-        kind = "skipped" if item["kind"] == "skipped" else "waiting"
-        line = Text.assemble(
-            (f"#{item['order']} ", "bold"), (f"{kind} ", "red"), judges, " · ", item["title"]
-        )
+        judges = ", ".join(j.name.split()[0] if j.name else j.id for j in item.missing_judges)
+        kind = "skipped" if item.kind == "skipped" else "waiting"
+        line = Text.assemble((f"#{item.order} ", "bold"), (f"{kind} ", "red"), judges, " · ", item.title)
         line.no_wrap, line.overflow = True, "ellipsis"
         lines.append(line)
-    if session["missing_total"] > len(shown):
-        lines.append(Text(f"… {session['missing_total'] - len(shown)} more: see 3 Scores", style="dim"))
+    if session.missing_total > len(shown):
+        lines.append(Text(f"… {session.missing_total - len(shown)} more: see 3 Scores", style="dim"))
     return Group(*lines)
 
 
-def alerts_panel(status: dict[str, Any]) -> Group:
-    counts = status.get("alerts_active") or {}
-    top = status.get("alerts_top") or []
+def alerts_panel(status: ConsoleStatus) -> Group:
+    counts = status.alerts_active
+    top = status.alerts_top
     head = Text.assemble(("Alerts", "bold"), "  ")
-    parts = [f"{counts.get(s, 0)} {s}" for s in ("critical", "warning", "info") if counts.get(s)]
+    by_severity = (("critical", counts.critical), ("warning", counts.warning), ("info", counts.info))
+    parts = [f"{n} {s}" for s, n in by_severity if n]
     head.append(", ".join(parts) if parts else "none active", style="" if parts else "green")
     lines: list[Any] = [head]
     for alert in top:
-        line = fmt.severity(alert["severity"]) + Text(f" {printable(alert['title'])}")  # may name a tablet
-        if alert["count"] > 1:
-            line.append(f" ({alert['count']} times)", style="dim")
-        if alert.get("acknowledged_at"):
+        line = fmt.severity(alert.severity) + Text(f" {printable(alert.title)}")  # may name a tablet
+        if alert.count > 1:
+            line.append(f" ({alert.count} times)", style="dim")
+        if alert.acknowledged_at:
             line.append(" acknowledged", style="dim")
         lines.append(line)
     return Group(*lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,7 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from appliance.core.tls import short_fingerprint
+from appliance.shared.admin_wire import Device, JudgeRow, NewPairingCode
+from appliance.shared.fingerprint import short_fingerprint
 from appliance.shared.tablet_text import printable
 from appliance.shared.times import parse_rfc3339
 from tui import format as fmt
@@ -25,9 +25,9 @@ class PairingScreen(BoxScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.judges: list[dict[str, Any]] = []
-        self.code: dict[str, Any] | None = None
-        self.code_judge: dict[str, Any] | None = None
+        self.judges: list[JudgeRow] = []
+        self.code: NewPairingCode | None = None
+        self.code_judge: JudgeRow | None = None
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="pairing"):
@@ -59,8 +59,8 @@ class PairingScreen(BoxScreen):
         self.show_judges(judges)
         self.show_paired(devices)
         now = self.host.now()
-        active = {c["code_id"] for c in codes}
-        if self.code and remaining(self.code["expires_at"], now) > 0 and self.code["code_id"] not in active:
+        active = {c.code_id for c in codes}
+        if self.code and remaining(self.code.expires_at, now) > 0 and self.code.code_id not in active:
             self.code_used()
 
     def code_used(self) -> None:
@@ -78,14 +78,14 @@ class PairingScreen(BoxScreen):
         for part in ("#code-cert", "#code-qr", "#code-url"):
             self.query_one(part, Static).update("")
 
-    def show_judges(self, judges: list[dict[str, Any]]) -> None:
-        if [j["judge_id"] for j in judges] == [j["judge_id"] for j in self.judges]:
+    def show_judges(self, judges: list[JudgeRow]) -> None:
+        if [j.judge_id for j in judges] == [j.judge_id for j in self.judges]:
             return
         self.judges = judges
         options = self.query_one("#judges", OptionList)
         highlighted = options.highlighted
         options.clear_options()
-        options.add_options([Option(f"{j['judge_id']}  {j['name']}", id=j["judge_id"]) for j in judges])
+        options.add_options([Option(f"{j.judge_id}  {j.name}", id=j.judge_id) for j in judges])
         if judges:
             options.highlighted = min(highlighted or 0, len(judges) - 1)
         if not judges:
@@ -93,12 +93,12 @@ class PairingScreen(BoxScreen):
                 "No judges: import the event first (`venuebox event import PACKAGE`)."
             )
 
-    def show_paired(self, devices: list[dict[str, Any]]) -> None:
-        active = [d for d in devices if d["presence"] != "revoked"]
+    def show_paired(self, devices: list[Device]) -> None:
+        active = [d for d in devices if d.presence != "revoked"]
         text = Text()
-        for d in sorted(active, key=lambda d: d["paired_at"], reverse=True)[:12]:
-            text.append_text(fmt.presence(d["presence"]))
-            text.append(f" {d.get('judge_name') or d['judge_id']}: {printable(d['name'])}\n")
+        for d in sorted(active, key=lambda d: d.paired_at, reverse=True)[:12]:
+            text.append_text(fmt.presence(d.presence))
+            text.append(f" {d.judge_name or d.judge_id}: {printable(d.name)}\n")
         if not active:
             text.append("none yet", style="dim")
         text.rstrip()
@@ -107,7 +107,8 @@ class PairingScreen(BoxScreen):
     async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         judge_id = str(event.option.id)
         judge = next(
-            (j for j in self.judges if j["judge_id"] == judge_id), {"judge_id": judge_id, "name": ""}
+            (j for j in self.judges if j.judge_id == judge_id),
+            JudgeRow(judge_id=judge_id, name="", sessions=None),
         )
         try:
             code = await self.client.new_pairing_code(judge_id)
@@ -116,28 +117,28 @@ class PairingScreen(BoxScreen):
             return
         self.show_code(code, judge)
 
-    def show_code(self, code: dict[str, Any], judge: dict[str, Any]) -> None:
+    def show_code(self, code: NewPairingCode, judge: JudgeRow) -> None:
         self.code, self.code_judge = code, judge
         big = Text(justify="center")
-        big.append(f"{judge['name'] or judge['judge_id']}\n", style="bold")
-        big.append(" " + " ".join(code["code"]) + " ", style="bold reverse")
+        big.append(f"{judge.name or judge.judge_id}\n", style="bold")
+        big.append(" " + " ".join(code.code) + " ", style="bold reverse")
         self.query_one("#code-big", Static).update(big)
         cert = Text(justify="center")
-        if code.get("tls_fingerprint"):
+        if code.tls_fingerprint:
             # What the judge compares with the start of the certificate's SHA-256 fingerprint the
             # browser shows (`venuebox pair new` prints the same words); the QR code carries it all.
             cert.append("certificate ", style="dim")
-            cert.append(short_fingerprint(code["tls_fingerprint"]), style="bold")
+            cert.append(short_fingerprint(code.tls_fingerprint), style="bold")
         self.query_one("#code-cert", Static).update(cert)
-        self.query_one("#code-url", Static).update(Text(code["url"], style="dim", justify="center"))
-        self.query_one("#code-qr", Static).update(qr_text(code["url"]))
+        self.query_one("#code-url", Static).update(Text(code.url, style="dim", justify="center"))
+        self.query_one("#code-qr", Static).update(qr_text(code.url))
         self._tick()
 
     def _tick(self) -> None:
         if self.code is None:
             return
         expiry = self.query_one("#code-expiry", Static)
-        left = remaining(self.code["expires_at"], self.host.now())
+        left = remaining(self.code.expires_at, self.host.now())
         if left <= 0:
             expiry.update(
                 Text("expired: choose the judge again for a new code", style="bold red", justify="center")

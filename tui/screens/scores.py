@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Select, Static
 
+from appliance.shared.admin_wire import FeedSheet, PersonalOut, SessionGrid, SessionOverview, SheetFeed
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen
@@ -53,12 +54,12 @@ class ScoresScreen(BoxScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sessions: list[dict[str, Any]] = []
+        self.sessions: list[SessionOverview] = []
         self.session_id: str | None = None
         self.chosen_by_tech = False
-        self.grid: dict[str, Any] | None = None
+        self.grid: SessionGrid | None = None
         self._grid_judges: list[str] = []
-        self.feed: dict[int, dict[str, Any]] = {}
+        self.feed: dict[int, FeedSheet] = {}
         self.last_seq: int | None = None
         self._refreshes = 0
 
@@ -78,15 +79,15 @@ class ScoresScreen(BoxScreen):
                 self.show_sessions(await self.client.sessions())
             self._refreshes += 1
             if not self.chosen_by_tech or self.session_id is None:
-                current = (self.status or {}).get("session")
-                fallback = self.sessions[0]["id"] if self.sessions else None
-                self.session_id = current["id"] if current else fallback
+                current = self.status.session if self.status else None
+                fallback = self.sessions[0].id if self.sessions else None
+                self.session_id = current.id if current else fallback
                 self._select_current()
             grid_call = self.client.grid(self.session_id) if self.session_id else _nothing()
             grid, feed = await asyncio.gather(
                 grid_call, self.client.sheets(after=self.last_seq, limit=self.feed_size)
             )
-            if feed["sheets"] and feed["sheets"][-1]["seq"] < feed["last_seq"]:
+            if feed.sheets and feed.sheets[-1].seq < feed.last_seq:
                 # More than a page arrived since the last look (a queue flushed after an
                 # unfreeze): the feed shows the newest, so take the newest page.
                 feed = await self.client.sheets(limit=self.feed_size)
@@ -96,9 +97,9 @@ class ScoresScreen(BoxScreen):
             self.show_grid(grid)
         self.show_feed(feed)
 
-    def show_sessions(self, sessions: list[dict[str, Any]]) -> None:
+    def show_sessions(self, sessions: list[SessionOverview]) -> None:
         if sessions != self.sessions:
-            options = [(f"{s['name']} ({s['complete']}/{s['entries']} complete)", s["id"]) for s in sessions]
+            options = [(f"{s.name} ({s.complete}/{s.entries} complete)", s.id) for s in sessions]
             with self.prevent(Select.Changed):
                 self.query_one("#session", Select).set_options(options)
             self.sessions = sessions
@@ -106,35 +107,31 @@ class ScoresScreen(BoxScreen):
 
     def _select_current(self) -> None:
         select = self.query_one("#session", Select)
-        ids = {s["id"] for s in self.sessions}
+        ids = {s.id for s in self.sessions}
         if self.session_id in ids and select.value != self.session_id:
             with self.prevent(Select.Changed):
                 select.value = self.session_id
 
-    def show_grid(self, grid: dict[str, Any]) -> None:
+    def show_grid(self, grid: SessionGrid) -> None:
         if grid == self.grid:
             return  # nothing scored since the last look: the usual case between two sheets
         table = self.query_one("#grid", LinedTable)
-        judges = [j["id"] for j in grid["judges"]]
-        if (
-            self.grid is None
-            or grid["session"]["id"] != self.grid["session"]["id"]
-            or judges != self._grid_judges
-        ):
+        judges = [j.id for j in grid.judges]
+        if self.grid is None or grid.session.id != self.grid.session.id or judges != self._grid_judges:
             table.set_columns(grid_columns(judges))
             self._grid_judges = judges
         self.grid = grid
         table.show(
             {
-                e["entry_id"]: (
-                    Text(str(e["order"])),
-                    Text(e["title"]),
-                    *(fmt.cell(state) for state in e["cells"]),
+                e.entry_id: (
+                    Text(str(e.order)),
+                    Text(e.title),
+                    *(fmt.cell(state) for state in e.cells),
                 )
-                for e in grid["entries"]
+                for e in grid.entries
             }
         )
-        missing = sum(state == "missing" for e in grid["entries"] for state in e["cells"])
+        missing = sum(state == "missing" for e in grid.entries for state in e.cells)
         legend = Text.assemble(
             fmt.cell("scored"),
             " scored  ",
@@ -144,30 +141,30 @@ class ScoresScreen(BoxScreen):
             " missing  ",
             (f"{missing} missing", "bold" if missing else "green"),
         )
-        names = "  ".join(f"{j['id']} {j['name']}" for j in grid["judges"])
+        names = "  ".join(f"{j.id} {j.name}" for j in grid.judges)
         legend.append("\n" + names, style="dim")
         self.query_one("#grid-legend", Static).update(legend, layout=False)  # two lines, always
 
-    def show_feed(self, feed: dict[str, Any]) -> None:
-        if not feed["sheets"] and self.last_seq is not None:
+    def show_feed(self, feed: SheetFeed) -> None:
+        if not feed.sheets and self.last_seq is not None:
             return  # no new sheet
-        tz = fmt.zone(((self.status or {}).get("event") or {}).get("timezone"))
-        for sheet in feed["sheets"]:
-            self.feed[sheet["seq"]] = sheet
+        tz = fmt.zone(self.timezone)
+        for sheet in feed.sheets:
+            self.feed[sheet.seq] = sheet
         for seq in sorted(self.feed)[: -self.feed_size]:
             del self.feed[seq]
-        if feed["sheets"]:
-            self.last_seq = feed["sheets"][-1]["seq"]
+        if feed.sheets:
+            self.last_seq = feed.sheets[-1].seq
         elif self.last_seq is None:
-            self.last_seq = feed["last_seq"]
+            self.last_seq = feed.last_seq
         self.query_one("#feed", LinedTable).show(
             {
                 str(seq): (
-                    Text(fmt.clock(s["received_at"], tz)),
-                    Text(s["judge_name"] or s["judge_id"]),
-                    Text(f"{s['entry_id']} {s['entry_title']}"),
-                    Text(fmt.number(s["total"])),
-                    Text("correction", style="bold cyan") if s["supersedes"] else Text(""),
+                    Text(fmt.clock(s.received_at, tz)),
+                    Text(s.judge_name or s.judge_id),
+                    Text(f"{s.entry_id} {s.entry_title}"),
+                    Text(fmt.number(s.total)),
+                    Text("correction", style="bold cyan") if s.supersedes else Text(""),
                 )
                 for seq, s in sorted(self.feed.items(), reverse=True)
             }
@@ -183,7 +180,7 @@ class ScoresScreen(BoxScreen):
     async def action_session(self, step: int) -> None:
         if not self.sessions:
             return
-        ids = [s["id"] for s in self.sessions]
+        ids = [s.id for s in self.sessions]
         index = ids.index(self.session_id) if self.session_id in ids else 0
         self.session_id = ids[(index + step) % len(ids)]
         self.chosen_by_tech = True
@@ -197,7 +194,7 @@ class ScoresScreen(BoxScreen):
         elif event.table.id == "feed":
             sheet = self.feed.get(int(event.key))
             if sheet:
-                await self.open_entry(sheet["entry_id"])
+                await self.open_entry(sheet.entry_id)
 
     async def action_entry(self) -> None:
         entry_id = self.query_one("#grid", LinedTable).selected_key()
@@ -216,6 +213,5 @@ class ScoresScreen(BoxScreen):
             self.notify(str(detail), severity="error")
             return
         # Masked by the box; without them (an older daemon) the sheets still show.
-        masked = personal if isinstance(personal, dict) else None
-        tz = ((self.status or {}).get("event") or {}).get("timezone")
-        self.app.push_screen(EntryScreen(detail, tz, masked))
+        masked = personal if isinstance(personal, PersonalOut) else None
+        self.app.push_screen(EntryScreen(detail, self.timezone, masked))

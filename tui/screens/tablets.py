@@ -9,6 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from appliance.shared.admin_wire import Device
+from appliance.shared.status import DevicePresence
 from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
@@ -28,7 +30,7 @@ COLUMNS = (
     Column("device", "Device", max_width=30),
     Column("address", "Address", max_width=39),
 )
-PRESENCE_ORDER = {"offline": 0, "stale": 1, "online": 2, "revoked": 3}
+PRESENCE_ORDER: dict[DevicePresence, int] = {"offline": 0, "stale": 1, "online": 2, "revoked": 3}
 
 
 class TabletsScreen(BoxScreen):
@@ -41,29 +43,35 @@ class TabletsScreen(BoxScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.devices: dict[str, dict[str, Any]] = {}
+        self.devices: dict[str, Device] = {}
         self._sort_index = 0  # presence: offline tablets on top
         self._reverse = False
+        self._skew_alert_s = 0.0  # the box's clock_skew_max_s, from the status
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="tablets-summary", classes="summary")
         yield LinedTable(COLUMNS, id="tablets", zebra_stripes=True)
 
     async def refresh_data(self) -> None:
+        status = self.status
+        if status is None:
+            return  # the banner says the console waits for the daemon
         try:
             devices = await self.client.devices()
         except (Unreachable, AdminError):
             return  # the banner says why
+        self._skew_alert_s = status.settings.clock_skew_max_s
         self.show(devices)
 
-    def show(self, devices: list[dict[str, Any]]) -> None:
-        self.devices = {d["device_id"]: d for d in devices}
+    def show(self, devices: list[Device]) -> None:
+        self.devices = {d.device_id: d for d in devices}
         key = COLUMNS[self._sort_index].key
         ordered = sorted(devices, key=lambda d: sort_value(d, key), reverse=self._reverse)
-        self.query_one("#tablets", LinedTable).show({d["device_id"]: device_row(d) for d in ordered})
-        counts = {w: 0 for w in PRESENCE_ORDER}
+        rows = {d.device_id: device_row(d, self._skew_alert_s) for d in ordered}
+        self.query_one("#tablets", LinedTable).show(rows)
+        counts = dict.fromkeys(PRESENCE_ORDER, 0)
         for d in devices:
-            counts[d["presence"]] += 1
+            counts[d.presence] += 1
         summary = Text(f" {len(devices)} tablets: ")
         summary.append(Text(", ").join(fmt.presence(w, counts[w]) for w in ("online", "stale", "offline")))
         if counts["revoked"]:
@@ -87,17 +95,17 @@ class TabletsScreen(BoxScreen):
             self.notify("No tablet selected.", severity="warning")
             return
         device = self.devices.get(selected)
-        if device is None or device["presence"] == "revoked":
+        if device is None or device.presence == "revoked":
             self.notify("That tablet is already revoked.", severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.run_worker(self._revoke(device["device_id"]))
+                self.run_worker(self._revoke(device.device_id))
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Revoke {printable(device['name'])} ({device['judge_name'] or device['judge_id']})?",
+                f"Revoke {printable(device.name)} ({device.judge_name or device.judge_id})?",
                 "The tablet's token stops working at once; it must be paired again to score. "
                 "Sheets it already sent stay in the ledger.",
                 confirm_label="Revoke",
@@ -116,21 +124,22 @@ class TabletsScreen(BoxScreen):
         await self.refresh_now()
 
 
-def device_row(d: dict[str, Any]) -> tuple[Text | str, ...]:
+def device_row(d: Device, skew_alert_s: float) -> tuple[Text | str, ...]:
+    """A tablet's row; its clock skew yellow from ``skew_alert_s`` (the box's clock-skew alert)."""
     return (
-        fmt.presence(d["presence"]),
-        d.get("judge_name") or d["judge_id"],
-        fmt.ago(d.get("last_seen_age_s")) if d.get("last_seen_at") else "never",
-        fmt.battery(d.get("battery")),
-        str(d["queue_depth"]) if d.get("queue_depth") is not None else "-",
-        fmt.skew(d.get("clock_skew_s")),
-        d.get("app_version") or "-",
-        d["name"],
-        d.get("address") or "-",
+        fmt.presence(d.presence),
+        d.judge_name or d.judge_id,
+        fmt.ago(d.last_seen_age_s) if d.last_seen_at else "never",
+        fmt.battery(d.battery),
+        str(d.queue_depth) if d.queue_depth is not None else "-",
+        fmt.skew(d.clock_skew_s, skew_alert_s),
+        d.app_version or "-",
+        d.name,
+        d.address or "-",
     )
 
 
-def sort_value(d: dict[str, Any], key: str) -> Any:
+def sort_value(d: Device, key: str) -> Any:
     """A sortable value per column, then judge and device: a stable order, so a heartbeat that
     changes an age does not reshuffle (and redraw) the whole table. Unknowns sort last."""
     big = float("inf")
@@ -138,20 +147,19 @@ def sort_value(d: dict[str, Any], key: str) -> Any:
         case "judge":
             first: Any = ""
         case "device":
-            first = (d.get("name") or "").lower()
+            first = d.name.lower()
         case "presence":
-            first = PRESENCE_ORDER.get(d.get("presence", ""), 9)
+            first = PRESENCE_ORDER[d.presence]
         case "seen":
-            age = d.get("last_seen_age_s")
-            first = big if age is None else age
+            first = big if d.last_seen_age_s is None else d.last_seen_age_s
         case "battery":
-            first = big if d.get("battery") is None else d["battery"]
+            first = big if d.battery is None else d.battery
         case "app":
-            first = d.get("app_version") or "~"
+            first = d.app_version or "~"
         case "queue":
-            first = -(d.get("queue_depth") or 0)
+            first = -(d.queue_depth or 0)
         case "skew":
-            first = -abs(d.get("clock_skew_s") or 0.0)
+            first = -abs(d.clock_skew_s or 0.0)
         case _:
-            first = d.get("address") or "~"
-    return (first, (d.get("judge_name") or d.get("judge_id") or "").lower(), (d.get("name") or "").lower())
+            first = d.address or "~"
+    return (first, (d.judge_name or d.judge_id).lower(), d.name.lower())

@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from appliance.shared.status import ConsoleStatus
 from tui import format as fmt
 from tui.state import Link
 
@@ -27,9 +28,9 @@ class BoxBanner(Static):
         self._redraw()
 
     def _redraw(self, *_: Any) -> None:
-        status: dict[str, Any] | None = getattr(self.app, "status", None)
+        status: ConsoleStatus | None = getattr(self.app, "status", None)
         link: Link | None = getattr(self.app, "link", None)
-        frozen = bool(status and status["freeze"]["frozen"])
+        frozen = status is not None and status.freeze.frozen
         self.set_class(frozen, "-frozen")
         self.set_class(link is not None and not link.ok, "-unreachable")
         text = banner_text(status, link)
@@ -40,24 +41,23 @@ class BoxBanner(Static):
             self.update(text)
 
 
-def banner_text(status: dict[str, Any] | None, link: Link | None) -> Text:
+def banner_text(status: ConsoleStatus | None, link: Link | None) -> Text:
     text = Text()
-    tz = fmt.zone(status["event"]["timezone"]) if status and status.get("event") else None
+    tz = fmt.zone(status.event.timezone) if status is not None and status.event is not None else None
     if status is None:
         text.append(" venuebox console ", style="bold")
-    elif status["freeze"]["frozen"]:
-        freeze = status["freeze"]
-        category = f" [{freeze['category']}]" if freeze.get("category") else ""
+    elif status.freeze.frozen:
+        freeze = status.freeze
+        category = f" [{freeze.category}]" if freeze.category else ""
         text.append(" ■ FROZEN: scoring halted ", style="bold")
-        text.append(f"{category} {freeze['reason']}")
-        text.append(f"  since {fmt.clock(freeze['since'], tz)} by {freeze['by']}  (f: unfreeze)")
+        text.append(f"{category} {freeze.reason}")
+        text.append(f"  since {fmt.clock(freeze.since, tz)} by {freeze.by}  (f: unfreeze)")
     else:
-        box = status["box"]
-        event = status.get("event")
+        event = status.event
         text.append(" ● scoring open ", style="bold")
-        text.append(f" {box['name']}")
+        text.append(f" {status.box.name}")
         if event:
-            text.append(f" · {event['name']}")
+            text.append(f" · {event.name}")
     if link is not None and link.not_running:
         # Stopped or killed: nothing to retry against, the tech starts it; the console finds it.
         text.append("\n")

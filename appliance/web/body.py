@@ -1,4 +1,6 @@
-"""Decoding request bodies: 400 for what is not JSON, 422 with per-field messages for the rest."""
+"""Decoding request bodies into msgspec Structs, for the box's APIs and the receiver: ``MalformedRequest``
+(400) for what is not JSON or nests too deep, ``InvalidInput`` (422) with per-field messages a tablet's
+developer reads at once for the rest."""
 
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ _KINDS = {
 _COMPARED = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
 _PATTERN_REFUSALS = {f"Expected `str` matching regex {pattern!r}": said for pattern, said in REFUSALS.items()}
 
-# How deep objects and arrays may nest in a body. The deepest this API reads is a batch, 4 levels
-# ({"sheets": [{"values": {...}}]}); msgspec recurses once per level, and past Python's recursion
+# How deep objects and arrays may nest in a body. The deepest the tablet API reads is a batch, 4 levels
+# ({"sheets": [{"values": {...}}]}), and an uplink batch carries such a sheet as a record's payload;
+# msgspec recurses once per level, and past Python's recursion
 # limit it raises RecursionError, a 500. Checked before decoding, so every body gets one answer.
 MAX_DEPTH = 32
 # A JSON string, unterminated ones included (to the end of the body: never rescanned, so linear).

@@ -1,4 +1,7 @@
-"""ASGI middleware: request ids. Plain ASGI (not a framework class) because it sits on every request."""
+"""ASGI middleware for request ids, around the box's apps and the receiver: ``RequestIdMiddleware`` gives
+each request its id (in the scope, on the response), ``LogContextMiddleware`` stamps the log lines
+written while serving it with that id. Plain ASGI (not a framework class) because it sits on every
+request."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import re
 import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
+
+from appliance.shared.logs import bind_request_id, reset_request_id
 
 REQUEST_ID_KEY = "venuebox.request_id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -49,3 +54,21 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class LogContextMiddleware:
+    """Bind the request id for the duration of a request, so every line logged while serving it
+    carries it. Plain ASGI; it must sit inside ``RequestIdMiddleware``, which puts the id in the scope."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        token = bind_request_id(scope.get(REQUEST_ID_KEY))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_request_id(token)

@@ -1,8 +1,9 @@
 """Logging: one JSON object per line on stdout, for journald, with secrets and names redacted.
 
 Every line has ``ts`` (RFC 3339 UTC), ``level``, ``logger`` and ``msg``; ``request_id`` while a
-request is being served; any ``extra={...}`` fields; ``exc`` (the formatted traceback) when an
-exception is logged. JSON escapes newlines, so a traceback stays one line.
+request is being served (bound by ``LogContextMiddleware``, appliance/web/middleware.py); any
+``extra={...}`` fields; ``exc`` (the formatted traceback) when an exception is logged. JSON escapes
+newlines, so a traceback stays one line.
 
 Redaction (``RedactingFilter``) runs on every record before it is written:
 
@@ -26,14 +27,13 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from appliance.shared.times import to_rfc3339
 
 REDACTED = "[redacted]"
-REQUEST_ID_KEY = "venuebox.request_id"  # the scope key edge_api's RequestIdMiddleware fills
 SENSITIVE_KEYS = frozenset(
     {"token", "admin_token", "authorization", "code", "password", "secret", "participants"}
 )
@@ -71,24 +71,6 @@ def reset_request_id(token: contextvars.Token[str | None]) -> None:
 
 def current_request_id() -> str | None:
     return _request_id.get()
-
-
-class LogContextMiddleware:
-    """Bind the request id for the duration of a request, so every line logged while serving it
-    carries it. Plain ASGI; it must sit inside ``RequestIdMiddleware``, which puts the id in the scope."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        token = bind_request_id(scope.get(REQUEST_ID_KEY))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            reset_request_id(token)
 
 
 # -- redaction -----------------------------------------------------------------------------------
