@@ -1,3 +1,3 @@
-"""venuebox appliance: config, storage, domain rules and the composition roots (cli, daemon)."""
+"""venuebox appliance, in the layers of docs/architecture.md (shell, web, core, storage, shared)."""
 
 __version__ = "0.1.0"

@@ -188,7 +188,7 @@ class MdnsWatch:
         from zeroconf import DNSQuestionType
         from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-        from appliance.shell.mdns import SERVICE_TYPE
+        from appliance.shared.protocol_names import SERVICE_TYPE
 
         deadline = time.perf_counter() + START_TIMEOUT_S
         timeout_ms = int(MDNS_POLL_S * 1000)

@@ -222,7 +222,7 @@ async def drain_in_process(data_dir: Path, box_id: str, receiver_pid: int, timeo
 
     worker._send = timed_send  # type: ignore[method-assign]
     try:
-        drain.records = store.query(lambda conn: outbox.backlog(conn)["records"])
+        drain.records = store.query(lambda conn: outbox.backlog(conn).records)
         cpu0, own0 = loadgen.cpu_seconds(receiver_pid), time.process_time()
         started = time.perf_counter()
         deadline = started + timeout

@@ -89,7 +89,7 @@ def load_package(path: Path) -> Package:
     files = read_files(path, problems)
     event = check_event(files.get(EVENT_FILE), problems)
     entries, personal = check_entries(
-        files.get(ENTRIES_FILE), event.session_ids, problems, event.personal_columns
+        files.get(ENTRIES_FILE), event.session_ids, problems, event.personal_columns, event.scoring_fields
     )
     judges = check_judges(files.get(JUDGES_FILE), event.session_ids, problems)
     if problems:

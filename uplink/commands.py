@@ -20,6 +20,7 @@ from appliance.core.storage import Store
 from appliance.core.uplink_state import Target, request_sync, uplink_view
 from appliance.shared.errors import BadUplinkTarget
 from appliance.shared.secrets_files import read_secret
+from appliance.shared.status import UplinkView
 from appliance.shared.times import utcnow
 from appliance.shared.uplink_url import shown_url
 from uplink.client import new_client, post_batch
@@ -85,35 +86,51 @@ def load_ca_file(path: Path) -> ssl.SSLContext:
         ) from None
 
 
-def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What `venuebox uplink sync` got: the uplink view after it, ``waiting`` (records queued at the
+    request still waiting), ``refused`` (of those, the ones the receiver refused since: quarantined),
+    ``attempted`` (an attempt was made after the request) and ``failed`` (the newest outcome since
+    the request is an error)."""
+
+    view: UplinkView
+    waiting: int
+    refused: int
+    attempted: bool
+    failed: bool
+
+    @property
+    def synced(self) -> bool:
+        """Attempted, and every record queued at the request was acked."""
+        return self.attempted and not self.waiting and not self.refused
+
+
+def sync_now(store: Store, config: Config, *, daemon_running: bool, wait_s: float = 30.0) -> SyncOutcome:
     """`venuebox uplink sync`: with a daemon running, ask its worker (through the database) and wait
     up to ``wait_s`` until the records queued at the request got through or an attempt failed;
-    without one, drain here until the queue is empty or an attempt fails. Returns the uplink view
-    plus ``attempted`` (an attempt was made after the request), ``waiting`` (records queued at the
-    request still waiting), ``refused`` (of those, the ones the receiver refused since: quarantined),
-    ``failed`` (the newest outcome since the request is an error) and ``synced`` (attempted, and
-    every record queued at the request was acked)."""
+    without one, drain here until the queue is empty or an attempt fails."""
     requested, last_seq = store.write_sync(
         lambda conn: (request_sync(conn, "cli", utcnow()), outbox.last_pending_seq(conn))
     )
     deadline = time.monotonic() + wait_s
 
-    def view() -> dict[str, Any]:
-        def read(conn: Any) -> dict[str, Any]:
-            current = uplink_view(conn, config, utcnow())
-            current["waiting"], current["refused"] = outbox.delivery_up_to(conn, last_seq, requested)
-            return current
+    def view() -> SyncOutcome:
+        def read(conn: Any) -> tuple[UplinkView, tuple[int, int]]:
+            return uplink_view(conn, config, utcnow()), outbox.delivery_up_to(conn, last_seq, requested)
 
-        current = store.query(read)
-        error_at = current["last_error_at"] or ""
-        current["attempted"] = (current["last_attempt_at"] or "") >= requested
-        current["failed"] = error_at >= requested and error_at >= (current["last_success_at"] or "")
-        current["synced"] = current["attempted"] and not current["waiting"] and not current["refused"]
-        return current
+        current, (waiting, refused) = store.query(read)
+        error_at = current.last_error_at or ""
+        return SyncOutcome(
+            view=current,
+            waiting=waiting,
+            refused=refused,
+            attempted=(current.last_attempt_at or "") >= requested,
+            failed=error_at >= requested and error_at >= (current.last_success_at or ""),
+        )
 
     if daemon_running:
         current = view()
-        while not (current["attempted"] and not current["waiting"]) and not current["failed"]:
+        while not (current.attempted and not current.waiting) and not current.failed:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.2)

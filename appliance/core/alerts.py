@@ -18,7 +18,7 @@ from typing import Any
 
 from appliance.core import audit
 from appliance.shared.errors import NotFound
-from appliance.shared.status import SEVERITIES
+from appliance.shared.status import SEVERITIES, Alert, AlertCounts
 from appliance.shared.times import to_rfc3339, utcnow
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -29,17 +29,15 @@ def _at(at: datetime | None) -> str:
     return to_rfc3339(at if at is not None else utcnow())
 
 
-def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    alert = dict(row)
-    alert["active"] = bool(alert["active"])
-    return alert
+def _alert(row: sqlite3.Row) -> Alert:
+    """An alerts row as the ``Alert`` every surface shows (its columns are the struct's fields)."""
+    return Alert(**{**dict(row), "active": bool(row["active"])})
 
 
-def get_alert(conn: sqlite3.Connection, fingerprint: str) -> dict[str, Any] | None:
-    """The alert row for ``fingerprint`` (active or cleared), or None if it never happened."""
-    return _row(conn.execute("SELECT * FROM alerts WHERE fingerprint = ?", (fingerprint,)).fetchone())
+def get_alert(conn: sqlite3.Connection, fingerprint: str) -> Alert | None:
+    """The alert for ``fingerprint`` (active or cleared), or None if it never happened."""
+    row = conn.execute("SELECT * FROM alerts WHERE fingerprint = ?", (fingerprint,)).fetchone()
+    return None if row is None else _alert(row)
 
 
 def raise_alert(
@@ -49,7 +47,7 @@ def raise_alert(
     title: str,
     detail: str,
     at: datetime | None = None,
-) -> dict[str, Any]:
+) -> Alert:
     """Record that the condition ``fingerprint`` holds (at ``at``, default now); returns the row.
 
     New condition: a row with count 1. Still active: last_seen, title, detail and severity are
@@ -68,8 +66,8 @@ def raise_alert(
             " VALUES (?, ?, ?, ?, ?, ?, 1, 1)",
             (fingerprint, severity, title, detail, when, when),
         )
-    elif before["active"]:
-        escalated = _RANK[severity] > _RANK[before["severity"]]
+    elif before.active:
+        escalated = _RANK[severity] > _RANK[before.severity]
         conn.execute(
             "UPDATE alerts SET severity = ?, title = ?, detail = ?, last_seen = ?"
             + (", acknowledged_at = NULL, acknowledged_by = NULL" if escalated else "")
@@ -86,7 +84,7 @@ def raise_alert(
     alert = get_alert(conn, fingerprint)
     assert alert is not None
     became_critical = severity == "critical" and (
-        before is None or not before["active"] or before["severity"] != "critical"
+        before is None or not before.active or before.severity != "critical"
     )
     if became_critical:
         audit.record(conn, AUDIT_ACTOR, "alert.raise", _audit_detail(alert))
@@ -107,16 +105,14 @@ def clear_alert(conn: sqlite3.Connection, fingerprint: str, at: datetime | None 
     return True
 
 
-def acknowledge(
-    conn: sqlite3.Connection, fingerprint: str, actor: str, at: datetime | None = None
-) -> dict[str, Any]:
+def acknowledge(conn: sqlite3.Connection, fingerprint: str, actor: str, at: datetime | None = None) -> Alert:
     """A tech has seen the alert; it stays listed (and active) until its condition ends.
 
     Acknowledging again keeps the first acknowledgement; NotFound for an unknown fingerprint."""
     alert = get_alert(conn, fingerprint)
     if alert is None:
         raise NotFound(f"no alert {fingerprint!r}: the alert list shows the current ones")
-    if alert["acknowledged_at"] is not None:
+    if alert.acknowledged_at is not None:
         return alert
     conn.execute(
         "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE fingerprint = ?",
@@ -128,27 +124,27 @@ def acknowledge(
     return acknowledged
 
 
-def list_alerts(conn: sqlite3.Connection, include_cleared: bool = False) -> list[dict[str, Any]]:
+def list_alerts(conn: sqlite3.Connection, include_cleared: bool = False) -> list[Alert]:
     """Alerts, most severe first, then the most recently seen first; active ones only by default."""
     rank = "CASE severity " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in _RANK.items()) + " END"
     where = "" if include_cleared else " WHERE active = 1"
     rows = conn.execute(f"SELECT * FROM alerts{where} ORDER BY {rank} DESC, last_seen DESC, fingerprint")
-    return [_row(row) for row in rows]  # type: ignore[misc]
+    return [_alert(row) for row in rows]
 
 
-def active_counts(conn: sqlite3.Connection) -> dict[str, int]:
+def active_counts(conn: sqlite3.Connection) -> AlertCounts:
     """Active alerts by severity, every severity present (for a status line or a metric)."""
     counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     for severity, count in conn.execute("SELECT severity, count(*) FROM alerts WHERE active = 1 GROUP BY 1"):
         counts[severity] = count
-    return counts
+    return AlertCounts(**counts)
 
 
-def _audit_detail(alert: dict[str, Any]) -> dict[str, Any]:
+def _audit_detail(alert: Alert) -> dict[str, Any]:
     # No title or detail: they may name a judge, and the audit log holds no personal data.
     return {
-        "fingerprint": alert["fingerprint"],
-        "severity": alert["severity"],
-        "count": alert["count"],
-        "first_seen": alert["first_seen"],
+        "fingerprint": alert.fingerprint,
+        "severity": alert.severity,
+        "count": alert.count,
+        "first_seen": alert.first_seen,
     }

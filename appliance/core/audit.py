@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from appliance.core import chain, outbox
+from appliance.shared.admin_wire import AuditRow
 from appliance.shared.canonical import canonical_json
 from appliance.shared.times import now_rfc3339
 
@@ -36,7 +37,8 @@ def record(
     return row
 
 
-def tail(conn: sqlite3.Connection, limit: int = 50, action: str | None = None) -> list[dict[str, Any]]:
+def tail(conn: sqlite3.Connection, limit: int = 50, action: str | None = None) -> list[AuditRow]:
+    """The newest ``limit`` rows of the audit log, newest first (only ``action``'s, given one)."""
     sql = "SELECT seq, at, actor, action, detail, request_id, hash FROM audit_log"
     params: list[Any] = []
     if action:
@@ -44,4 +46,4 @@ def tail(conn: sqlite3.Connection, limit: int = 50, action: str | None = None) -
         params.append(action)
     sql += " ORDER BY seq DESC LIMIT ?"
     params.append(limit)
-    return [dict(row) for row in conn.execute(sql, params)]
+    return [AuditRow(**dict(row)) for row in conn.execute(sql, params)]

@@ -49,12 +49,13 @@ from pyrage import passphrase as age_passphrase
 from pyrage import x25519
 
 from appliance.core import alerts, audit, data_key, keys, keys_bundle
-from appliance.core.chain import head, verify_chains
+from appliance.core.chain import chain_problems, head, verify_chains
 from appliance.core.config import Config
 from appliance.core.devices import devices_signature
 from appliance.core.storage import Store
 from appliance.shared.errors import DatabaseDamaged, DataKeyMismatch, DomainError
 from appliance.shared.secrets_files import atomic_write_from, write_secret
+from appliance.shared.status import BackupView, LastSnapshot, SnapshotLocation, VerifiedSnapshot
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 from appliance.storage.db import connect
 
@@ -348,7 +349,7 @@ def check_database(path: Path) -> list[str]:
     try:
         problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         problems = [] if problems == ["ok"] else problems
-        return problems + verify_chains(conn).problems()
+        return problems + chain_problems(verify_chains(conn))
     except sqlite3.DatabaseError as exc:
         return [f"not a readable database: {exc}"]
     finally:
@@ -448,7 +449,7 @@ def verified_state(row: Mapping[str, Any]) -> Verified:
     return None if row["verified_at"] is None else bool(row["verify_ok"])
 
 
-def location(config: Config, row: Mapping[str, Any]) -> str:
+def location(config: Config, row: Mapping[str, Any]) -> SnapshotLocation:
     """Where a recorded snapshot is, as the box sees it: ``here`` (its file is in the backup dir,
     found by name), ``missing`` (written to this backup dir, the file is not there), or
     ``elsewhere`` (written to another backup dir, before ``backup_dir`` changed, and not here).
@@ -662,7 +663,7 @@ def add_backup_jobs(scheduler: Any, config: Config, store: Store) -> None:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict[str, Any]:
+def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> BackupView:
     """What the console and `venuebox backup status` show: the last snapshot and its verification,
     the newest verified one (the one to restore from), how many are kept, who can decrypt them,
     and whether the backup dir is there and on another disk than the database."""
@@ -676,47 +677,48 @@ def backup_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict
         "SELECT count(*), coalesce(sum(bytes), 0) FROM snapshots WHERE deleted_at IS NULL"
     ).fetchone()
     organisers = keys.organiser_recipients(config)
-    view: dict[str, Any] = {
-        "configured": bool(organisers) or (config.data_dir / keys.PASSPHRASE).exists(),
-        "directory": str(config.backup_path),
-        "interval_s": config.backup_interval_s,
-        "recipients": len(organisers),
-        "passphrase": (config.data_dir / keys.PASSPHRASE).exists(),
-        "kept": kept[0],
-        "kept_bytes": kept[1],
-        "last": None,
-        "last_verified_ok_at": last_good["created_at"] if last_good else None,
-        # The snapshot to restore from: the newest that verified (retention never deletes it).
-        "newest_verified": None,
-        "directory_exists": config.backup_path.is_dir(),
-        # False: on the database's disk, lost with it; None: the directory is missing.
-        "other_disk": on_other_disk(config),
-    }
+    # The snapshot to restore from: the newest that verified (retention never deletes it).
+    newest_verified = None
     if last_good is not None:
         where = location(config, last_good)
-        view["newest_verified"] = {
-            "name": last_good["name"],
-            "path": str((config.backup_path / last_good["name"]).absolute())
+        newest_verified = VerifiedSnapshot(
+            name=last_good["name"],
+            path=str((config.backup_path / last_good["name"]).absolute())
             if where == "here"
             else last_good["path"],
-            "created_at": last_good["created_at"],
-            "age_s": round((now - parse_rfc3339(last_good["created_at"])).total_seconds(), 1),
-            "bytes": last_good["bytes"],
-            "ledger_rows": last_good["ledger_rows"],
-            "location": where,
-        }
+            created_at=last_good["created_at"],
+            age_s=round((now - parse_rfc3339(last_good["created_at"])).total_seconds(), 1),
+            bytes=last_good["bytes"],
+            ledger_rows=last_good["ledger_rows"],
+            location=where,
+        )
+    last_view = None
     if last is not None:
-        view["last"] = {
-            "name": last["name"],
-            "created_at": last["created_at"],
-            "age_s": round((now - parse_rfc3339(last["created_at"])).total_seconds(), 1),
-            "bytes": last["bytes"],
-            "sha256": last["sha256"],
-            "ledger_rows": last["ledger_rows"],
-            "verified": None if last["verified_at"] is None else bool(last["verify_ok"]),
-            "verify_problem": last["verify_problem"],
-        }
-    return view
+        last_view = LastSnapshot(
+            name=last["name"],
+            created_at=last["created_at"],
+            age_s=round((now - parse_rfc3339(last["created_at"])).total_seconds(), 1),
+            bytes=last["bytes"],
+            sha256=last["sha256"],
+            ledger_rows=last["ledger_rows"],
+            verified=None if last["verified_at"] is None else bool(last["verify_ok"]),
+            verify_problem=last["verify_problem"],
+        )
+    return BackupView(
+        configured=bool(organisers) or (config.data_dir / keys.PASSPHRASE).exists(),
+        directory=str(config.backup_path),
+        interval_s=config.backup_interval_s,
+        recipients=len(organisers),
+        passphrase=(config.data_dir / keys.PASSPHRASE).exists(),
+        kept=kept[0],
+        kept_bytes=kept[1],
+        last=last_view,
+        last_verified_ok_at=last_good["created_at"] if last_good else None,
+        newest_verified=newest_verified,
+        directory_exists=config.backup_path.is_dir(),
+        # False: on the database's disk, lost with it; None: the directory is missing.
+        other_disk=on_other_disk(config),
+    )
 
 
 def list_snapshots(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ row breaks the chain at that row, and ``verify_chain`` names the first row that 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
+from appliance.shared.admin_wire import ChainCheck, VerifyReport
 from appliance.shared.canonical import GENESIS, chain_hash
 
 # The fields each chained table hashes, in addition to the chain links themselves.
@@ -64,54 +64,35 @@ def append(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> dict[st
     return linked
 
 
-@dataclass(frozen=True)
-class ChainReport:
-    table: str
-    rows: int
-    head_hash: str
-    first_bad_seq: int | None = None
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-    def view(self) -> dict[str, Any]:
-        """The report as the admin API answers it."""
-        return {
-            "table": self.table,
-            "rows": self.rows,
-            "ok": self.ok,
-            "first_bad_seq": self.first_bad_seq,
-            "problem": self.problem,
-            "head_hash": self.head_hash,
-        }
+def chain_problems(report: VerifyReport) -> list[str]:
+    """One line per broken chain of ``report``, naming its first bad row."""
+    return [
+        f"{r.table} chain broken at row {r.first_bad_seq}: {r.problem}" for r in report.chains if not r.ok
+    ]
 
 
-@dataclass(frozen=True)
-class ChainsReport:
-    """Both chains of a database, ledger first: what `venuebox verify` and ``GET /admin/v1/verify``
-    show."""
-
-    chains: tuple[ChainReport, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(report.ok for report in self.chains)
-
-    def problems(self) -> list[str]:
-        """One line per broken chain, naming its first bad row."""
-        return [
-            f"{r.table} chain broken at row {r.first_bad_seq}: {r.problem}" for r in self.chains if not r.ok
-        ]
+def verify_chains(conn: sqlite3.Connection) -> VerifyReport:
+    """Walk both chains (the ledger, then the audit log) and report each one's first bad row: what
+    `venuebox verify` and ``GET /admin/v1/verify`` show."""
+    chains = [verify_chain(conn, table) for table in CHAINED_FIELDS]
+    return VerifyReport(ok=all(check.ok for check in chains), chains=chains)
 
 
-def verify_chains(conn: sqlite3.Connection) -> ChainsReport:
-    """Walk both chains (the ledger, then the audit log) and report each one's first bad row."""
-    return ChainsReport(tuple(verify_chain(conn, table) for table in CHAINED_FIELDS))
+def _check(
+    table: str, rows: int, head_hash: str, first_bad_seq: int | None = None, problem: str | None = None
+) -> ChainCheck:
+    """A chain's report: intact (no ``problem``), or its first bad row and what is wrong with it."""
+    return ChainCheck(
+        table=table,
+        rows=rows,
+        ok=problem is None,
+        first_bad_seq=first_bad_seq,
+        problem=problem,
+        head_hash=head_hash,
+    )
 
 
-def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
+def verify_chain(conn: sqlite3.Connection, table: str) -> ChainCheck:
     """Walk the whole chain in order and report the first row that does not hold."""
     fields = CHAINED_FIELDS[table]
     cursor = conn.execute(f"SELECT {', '.join(fields)}, prev_hash, hash FROM {table} ORDER BY seq")
@@ -122,7 +103,7 @@ def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
         row = dict(zip((*fields, "prev_hash", "hash"), values, strict=True))
         seq = row["seq"]
         if seq != expected_seq:
-            return ChainReport(
+            return _check(
                 table,
                 count,
                 expected_prev,
@@ -130,7 +111,7 @@ def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
                 f"row {expected_seq} is missing (next row is {seq})",
             )
         if row["prev_hash"] != expected_prev:
-            return ChainReport(
+            return _check(
                 table,
                 count,
                 expected_prev,
@@ -139,10 +120,8 @@ def verify_chain(conn: sqlite3.Connection, table: str) -> ChainReport:
             )
         recomputed = chain_hash(row["prev_hash"], {field: row[field] for field in fields})
         if recomputed != row["hash"]:
-            return ChainReport(
-                table, count, expected_prev, seq, f"row {seq} was altered after it was written"
-            )
+            return _check(table, count, expected_prev, seq, f"row {seq} was altered after it was written")
         expected_prev = row["hash"]
         expected_seq += 1
         count += 1
-    return ChainReport(table, count, expected_prev)
+    return _check(table, count, expected_prev)

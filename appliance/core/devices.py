@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appliance.core import audit
+from appliance.shared.admin_wire import RevokedDevice
 from appliance.shared.errors import NotAuthenticated, NotFound
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339, utcnow
 
@@ -134,7 +135,9 @@ def list_devices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def revoke(
     conn: sqlite3.Connection, device_id: str, actor: str, request_id: str | None = None
-) -> dict[str, Any]:
+) -> RevokedDevice:
+    """Revoke ``device_id``'s token (audited; revoking again changes nothing); NotFound for no such
+    device."""
     row = conn.execute(
         "SELECT device_id, judge_id, revoked_at FROM devices WHERE device_id = ?", (device_id,)
     ).fetchone()
@@ -145,8 +148,7 @@ def revoke(
         audit.record(
             conn, actor, "device.revoke", {"device_id": device_id, "judge_id": row["judge_id"]}, request_id
         )
-    return dict(
-        conn.execute(
-            "SELECT device_id, judge_id, name, revoked_at FROM devices WHERE device_id = ?", (device_id,)
-        ).fetchone()
-    )
+    revoked = conn.execute(
+        "SELECT device_id, judge_id, name, revoked_at FROM devices WHERE device_id = ?", (device_id,)
+    ).fetchone()
+    return RevokedDevice(**dict(revoked))

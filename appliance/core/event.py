@@ -11,6 +11,7 @@ from appliance.core import data_key, personal_fields
 from appliance.core.devices import Device, ensure_active
 from appliance.core.ledger import sheets_for_judge
 from appliance.shared.errors import NoEvent
+from appliance.shared.status import EventSummary
 
 
 def current_event_id(conn: sqlite3.Connection) -> str | None:
@@ -100,7 +101,9 @@ def _participants(key: bytes, event_id: str, entry: sqlite3.Row) -> dict[str, li
     return {"participants": names}
 
 
-def event_summary(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def event_summary(conn: sqlite3.Connection) -> EventSummary | None:
+    """The current event and how many sessions, entries, judges and criteria it holds (None before
+    the first import)."""
     event_id = current_event_id(conn)
     if event_id is None:
         return None
@@ -112,12 +115,12 @@ def event_summary(conn: sqlite3.Connection) -> dict[str, Any] | None:
         table: conn.execute(f"SELECT count(*) FROM {table} WHERE event_id = ?", (event_id,)).fetchone()[0]
         for table in ("sessions", "entries", "judges", "criteria")
     }
-    return {
-        "id": row["event_id"],
-        "name": row["name"],
-        "timezone": row["timezone"],
-        "snapshot_id": row["snapshot_id"],
-        "imported_at": row["imported_at"],
-        "extra": json.loads(row["extra"]),
+    return EventSummary(
+        id=row["event_id"],
+        name=row["name"],
+        timezone=row["timezone"],
+        snapshot_id=row["snapshot_id"],
+        imported_at=row["imported_at"],
+        extra=json.loads(row["extra"]),
         **counts,
-    }
+    )

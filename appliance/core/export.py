@@ -52,7 +52,7 @@ from appliance.core import audit, keys, keys_bundle, personal_fields, tabulation
 from appliance.core.backup import copy_database, database_facts, sealing_key
 from appliance.core.config import Config
 from appliance.shared import csv_dialects
-from appliance.shared.admin_wire import ExportState
+from appliance.shared.admin_wire import ExportJobView, ExportState, UsbKey
 from appliance.shared.canonical import canonical_json
 from appliance.shared.errors import DatabaseDamaged, DomainError
 from appliance.shared.secrets_files import fsync_dir
@@ -87,14 +87,15 @@ class UsbTarget:
     removable: bool
     free_bytes: int
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "path": str(self.mountpoint),
-            "device": self.device,
-            "filesystem": self.filesystem,
-            "removable": self.removable,
-            "free_mb": round(self.free_bytes / MB, 1),
-        }
+    def view(self) -> UsbKey:
+        """The key as the admin API and the console show it (free space in MB)."""
+        return UsbKey(
+            path=str(self.mountpoint),
+            device=self.device,
+            filesystem=self.filesystem,
+            removable=self.removable,
+            free_mb=round(self.free_bytes / MB, 1),
+        )
 
 
 _MEDIA_ROOTS = ("/media/", "/run/media/")
@@ -887,8 +888,17 @@ class ExportJob:
         self.started_at: str | None = None
         self.finished_at: str | None = None
 
-    def view(self) -> dict[str, Any]:
-        return dict(vars(self))
+    def view(self) -> ExportJobView:
+        return ExportJobView(
+            state=self.state,
+            fraction=self.fraction,
+            step=self.step,
+            target=self.target,
+            path=self.path,
+            error=self.error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
 
     def start(self, target: Path) -> None:
         if self.state == "running":

@@ -2,8 +2,9 @@
 
 The ledger is append-only (triggers) and hash-chained (``appliance/core/chain.py``). A correction is a
 new sheet whose ``supersedes`` names the judge's current sheet for that entry; the current sheet is
-the head of that chain. ``submit_sheet`` runs inside the writer's transaction, and every rule is
-checked there, so the answer is decided against exactly the state it is stored into.
+the head of that chain. ``submit_sheets`` (under ``submit_sheet`` and ``submit_batch``) runs inside
+the writer's transaction, and every rule is checked there, so the answer is decided against exactly
+the state it is stored into.
 """
 
 from __future__ import annotations
@@ -87,15 +88,7 @@ class SheetReceipt:
 
 def stored_sheet(row: sqlite3.Row | dict[str, Any]) -> StoredSheet:
     """The receipt of a stored sheet, built only from its ledger row, so a replay is identical."""
-    return StoredSheet(
-        sheet_id=row["sheet_id"],
-        entry_id=row["entry_id"],
-        judge_id=row["judge_id"],
-        supersedes=row["supersedes"],
-        seq=row["seq"],
-        received_at=row["received_at"],
-        hash=row["hash"],
-    )
+    return StoredSheet(**{name: row[name] for name in StoredSheet.__struct_fields__})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +101,7 @@ class LedgerScope:
     panels: dict[str, frozenset[str]]  # judge_id -> the sessions they score
 
 
-def submit_sheet(
-    conn: sqlite3.Connection, device: Device, sheet: SheetSubmission, request_id: str | None = None
-) -> SheetReceipt:
+def submit_sheet(conn: sqlite3.Connection, device: Device, sheet: SheetSubmission) -> SheetReceipt:
     """Store one sheet (inside the writer's transaction) or raise the domain error that refuses it."""
     outcome = submit_sheets(conn, [(device, sheet)])[0]
     if isinstance(outcome, DomainError):

@@ -29,8 +29,10 @@ from typing import Any
 
 import msgspec
 
+from appliance.shared.admin_wire import QuarantinedRecord
 from appliance.shared.canonical import canonical_json
-from appliance.shared.sheets import SheetRecord
+from appliance.shared.sheets import SheetRecord, StoredSheet
+from appliance.shared.status import OutboxBacklog
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339
 from appliance.storage.db import notify
 
@@ -109,13 +111,7 @@ def _encoded(row: sqlite3.Row) -> bytes:
     stored canonical JSON of the values as it is; another kind's is its stored payload as it is."""
     if row["kind"] == "sheet":
         payload: SheetRecord | msgspec.Raw = SheetRecord(
-            sheet_id=row["sheet_id"],
-            entry_id=row["entry_id"],
-            judge_id=row["judge_id"],
-            supersedes=row["supersedes"],
-            seq=row["seq"],
-            received_at=row["received_at"],
-            hash=row["hash"],
+            **{name: row[name] for name in StoredSheet.__struct_fields__},
             event_id=row["event_id"],
             device_id=row["device_id"],
             values=msgspec.Raw(row["score_values"].encode()),
@@ -233,7 +229,7 @@ def quarantine(conn: sqlite3.Connection, reasons: dict[str, str], now: datetime)
     return cursor.rowcount
 
 
-def quarantined(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+def quarantined(conn: sqlite3.Connection, limit: int = 100) -> list[QuarantinedRecord]:
     """Quarantined records, oldest first: what they carry (kind, sheet) and why the receiver refused."""
     rows = conn.execute(
         "SELECT o.record_id, o.kind, o.created_at, o.quarantined_at, o.quarantine_reason,"
@@ -241,7 +237,7 @@ def quarantined(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, An
         " WHERE o.quarantined_at IS NOT NULL ORDER BY o.seq LIMIT ?",
         (limit,),
     )
-    return [dict(row) for row in rows]
+    return [QuarantinedRecord(**dict(row)) for row in rows]
 
 
 def retry_quarantined(conn: sqlite3.Connection, record_ids: list[str] | None = None) -> int:
@@ -291,24 +287,22 @@ def delivery_up_to(conn: sqlite3.Connection, last_seq: int, since: str) -> tuple
     return waiting.fetchone()[0], refused.fetchone()[0]
 
 
-def backlog(conn: sqlite3.Connection, now: datetime | None = None) -> dict[str, Any]:
-    """What waits: pending records and the oldest one's time (and age, given ``now``), quarantined
-    records, and acked ones still kept for the retention period."""
+def backlog(conn: sqlite3.Connection, now: datetime | None = None) -> OutboxBacklog:
+    """What waits: pending records and the oldest one's time (and age, given ``now``; else None),
+    quarantined records, and acked ones still kept for the retention period."""
     count = conn.execute(f"SELECT count(*) FROM outbox WHERE {PENDING}").fetchone()[0]
     first = conn.execute(f"SELECT created_at FROM outbox WHERE {PENDING} ORDER BY seq LIMIT 1").fetchone()
     oldest = first[0] if first else None
-    view: dict[str, Any] = {
-        "records": count,
-        "oldest_created_at": oldest,
-        "quarantined": conn.execute(
-            "SELECT count(*) FROM outbox WHERE quarantined_at IS NOT NULL"
-        ).fetchone()[0],
-        "acked_retained": conn.execute("SELECT count(*) FROM outbox WHERE acked_at IS NOT NULL").fetchone()[
-            0
-        ],
-    }
-    if now is not None:
-        view["oldest_age_s"] = (
-            None if oldest is None else round(max(0.0, (now - parse_rfc3339(oldest)).total_seconds()), 1)
-        )
-    return view
+    quarantined = conn.execute("SELECT count(*) FROM outbox WHERE quarantined_at IS NOT NULL").fetchone()[0]
+    acked = conn.execute("SELECT count(*) FROM outbox WHERE acked_at IS NOT NULL").fetchone()[0]
+    return OutboxBacklog(
+        records=count,
+        oldest_created_at=oldest,
+        quarantined=quarantined,
+        acked_retained=acked,
+        oldest_age_s=(
+            None
+            if now is None or oldest is None
+            else round(max(0.0, (now - parse_rfc3339(oldest)).total_seconds()), 1)
+        ),
+    )

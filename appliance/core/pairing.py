@@ -20,6 +20,7 @@ from typing import Any
 
 from appliance.core import audit, devices
 from appliance.core.config import MAX_PAIRING_CODE_TTL_S
+from appliance.shared.admin_wire import ActiveCode
 from appliance.shared.errors import InvalidInput, NoEvent, NotFound, PairingRefused
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339, utcnow
 
@@ -162,11 +163,12 @@ def _hours(seconds: int) -> str:
     return f"{seconds / 3600:g} h"
 
 
-def active_codes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def active_codes(conn: sqlite3.Connection) -> list[ActiveCode]:
+    """Unused, unexpired pairing codes, oldest first: their ids and judges, never the codes."""
     now = now_rfc3339()
     rows = conn.execute(
         "SELECT code_id, judge_id, created_at, expires_at FROM pairing_codes"
         " WHERE used_at IS NULL AND expires_at > ? ORDER BY created_at",
         (now,),
     )
-    return [dict(r) for r in rows]
+    return [ActiveCode(**dict(r)) for r in rows]

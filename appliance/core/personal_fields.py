@@ -18,9 +18,9 @@ from typing import Any
 
 from appliance.core import audit, personal
 from appliance.core.box import get_box
+from appliance.core.event_package.format import PARTICIPANTS, PERSONAL_COLUMNS, TABLETS_SEE_PARTICIPANTS
 from appliance.shared.errors import InvalidInput, NotFound
 
-PARTICIPANTS = "participants"
 # A revealed or masked field: participants as a list of names, any other column as text, None when
 # the entry has no value for it.
 Value = list[str] | str | None
@@ -34,12 +34,12 @@ def event_options(conn: sqlite3.Connection, event_id: str | None) -> dict[str, A
 
 def personal_columns(conn: sqlite3.Connection, event_id: str | None) -> list[str]:
     """Every personal field of the event's entries: participants first, then the package's columns."""
-    listed = event_options(conn, event_id).get("personal_columns") or []
+    listed = event_options(conn, event_id).get(PERSONAL_COLUMNS) or []
     return [PARTICIPANTS, *(column for column in listed if column != PARTICIPANTS)]
 
 
 def tablets_see_participants(conn: sqlite3.Connection, event_id: str | None) -> bool:
-    return event_options(conn, event_id).get("tablets_see_participants") is True
+    return event_options(conn, event_id).get(TABLETS_SEE_PARTICIPANTS) is True
 
 
 def seal_fields(key: bytes, event_id: str, entry_id: str, values: dict[str, str]) -> str | None:

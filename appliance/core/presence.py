@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from appliance.core.devices import Device, ensure_active
+from appliance.shared.status import Presence
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 
 
@@ -62,7 +63,7 @@ def _trim_history(conn: sqlite3.Connection, device_id: str, keep: int) -> None:
     )
 
 
-def presence_state(last_seen_at: str | None, now: datetime, online_s: float, stale_s: float) -> str:
+def presence_state(last_seen_at: str | None, now: datetime, online_s: float, stale_s: float) -> Presence:
     """'online' under ``online_s`` since the last heartbeat, 'stale' under ``stale_s``, else 'offline'."""
     if last_seen_at is None:
         return "offline"

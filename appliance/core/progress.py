@@ -19,42 +19,52 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Literal
 
 import msgspec
 
 from appliance.core.event import current_event_id
+from appliance.shared.admin_wire import (
+    ChainSheet,
+    EntryChains,
+    EntryDetail,
+    FeedSheet,
+    GridCell,
+    GridEntry,
+    JudgeChain,
+    SessionGrid,
+    SessionHead,
+    SessionOverview,
+    SheetFeed,
+)
 from appliance.shared.errors import NotFound
+from appliance.shared.status import ChosenBy, Judge, MissingEntry, SessionProgress
 from appliance.shared.times import parse_rfc3339
 
 MISSING_LIST_MAX = 50
 FEED_LIMIT_DEFAULT = 50
 FEED_LIMIT_MAX = 500
 
+EntryState = Literal["complete", "partial", "not_started"]
+
 
 @dataclass(slots=True)
 class EntryScores:
     """One entry as the progress views need it, with its sheet count per judge."""
 
-    entry_id: str
-    session_id: str
-    order: int
-    title: str
-    category: str | None
-    division: str | None
-    level: str | None
-    studio: str | None
+    entry: EntryDetail
     sheets: dict[str, int] = field(default_factory=dict)  # judge_id -> sheets (1 + corrections)
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "entry_id": self.entry_id,
-            "order": self.order,
-            "title": self.title,
-            "category": self.category,
-            "division": self.division,
-            "studio": self.studio,
-        }
+
+@dataclass(slots=True)
+class Classified:
+    """Counts of a session's entries by state, and its missing entries (all of them, in running order)."""
+
+    entries: int
+    complete: int
+    partial: int
+    not_started: int
+    missing: list[MissingEntry]
 
 
 def sheet_total(values: dict[str, float]) -> float:
@@ -62,7 +72,7 @@ def sheet_total(values: dict[str, float]) -> float:
     return float(sum((Decimal(repr(float(v))) for v in values.values()), Decimal(0)))
 
 
-def entry_state(scores: EntryScores, panel_ids: list[str]) -> str:
+def entry_state(scores: EntryScores, panel_ids: list[str]) -> EntryState:
     """'complete', 'partial' or 'not_started' (a session without panel judges completes nothing)."""
     if not scores.sheets:
         return "not_started"
@@ -71,18 +81,17 @@ def entry_state(scores: EntryScores, panel_ids: list[str]) -> str:
     return "partial"
 
 
-def classify(entries: list[EntryScores], panel: list[dict[str, str]]) -> dict[str, Any]:
-    """Counts of a session's entries (in running order) and its missing ones, all of them.
-
-    Returns {"entries", "complete", "partial", "not_started", "missing": [...]}; each missing item is
-    {"entry_id", "order", "title", "kind": "partial"|"skipped", "missing_judges": [{"id", "name"}]}."""
-    panel_ids = [judge["id"] for judge in panel]
-    states = [entry_state(entry, panel_ids) for entry in entries]
-    last_started = max((entry.order for entry in entries if entry.sheets), default=None)
-    counts = {"entries": len(entries), "complete": 0, "partial": 0, "not_started": 0}
-    missing: list[dict[str, Any]] = []
-    for entry, state in zip(entries, states, strict=True):
+def classify(entries: list[EntryScores], panel: list[Judge]) -> Classified:
+    """Counts of a session's entries (in running order) and its missing ones, all of them."""
+    panel_ids = [judge.id for judge in panel]
+    states = [entry_state(scores, panel_ids) for scores in entries]
+    last_started = max((scores.entry.order for scores in entries if scores.sheets), default=None)
+    counts = {"complete": 0, "partial": 0, "not_started": 0}
+    missing: list[MissingEntry] = []
+    for scores, state in zip(entries, states, strict=True):
         counts[state] += 1
+        entry = scores.entry
+        kind: Literal["partial", "skipped"]
         if state == "partial":
             kind = "partial"
         elif state == "not_started" and last_started is not None and entry.order < last_started:
@@ -90,15 +99,15 @@ def classify(entries: list[EntryScores], panel: list[dict[str, str]]) -> dict[st
         else:
             continue
         missing.append(
-            {
-                "entry_id": entry.entry_id,
-                "order": entry.order,
-                "title": entry.title,
-                "kind": kind,
-                "missing_judges": [judge for judge in panel if judge["id"] not in entry.sheets],
-            }
+            MissingEntry(
+                entry_id=entry.entry_id,
+                order=entry.order,
+                title=entry.title,
+                kind=kind,
+                missing_judges=[judge for judge in panel if judge.id not in scores.sheets],
+            )
         )
-    return {**counts, "missing": missing}
+    return Classified(entries=len(entries), **counts, missing=missing)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -118,19 +127,12 @@ def _session_row(conn: sqlite3.Connection, event_id: str | None, session_id: str
     return row
 
 
-def _session_head(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["session_id"],
-        "name": row["name"],
-        "stage": row["stage"],
-        "starts_at": row["starts_at"],
-    }
+def _session_head(row: sqlite3.Row) -> SessionHead:
+    return SessionHead(id=row["session_id"], name=row["name"], stage=row["stage"], starts_at=row["starts_at"])
 
 
-def panels(
-    conn: sqlite3.Connection, event_id: str, session_id: str | None = None
-) -> dict[str, list[dict[str, str]]]:
-    """session_id -> its panel judges [{"id", "name"}] by judge id (one session, or all)."""
+def panels(conn: sqlite3.Connection, event_id: str, session_id: str | None = None) -> dict[str, list[Judge]]:
+    """session_id -> its panel judges by judge id (one session, or all)."""
     sql = (
         "SELECT p.session_id, j.judge_id, j.name FROM panels p"
         " JOIN judges j ON j.event_id = p.event_id AND j.judge_id = p.judge_id WHERE p.event_id = ?"
@@ -139,9 +141,9 @@ def panels(
     if session_id is not None:
         sql += " AND p.session_id = ?"
         params += (session_id,)
-    found: dict[str, list[dict[str, str]]] = {}
+    found: dict[str, list[Judge]] = {}
     for row in conn.execute(sql + " ORDER BY p.session_id, j.judge_id", params):
-        found.setdefault(row["session_id"], []).append({"id": row["judge_id"], "name": row["name"]})
+        found.setdefault(row["session_id"], []).append(Judge(id=row["judge_id"], name=row["name"]))
     return found
 
 
@@ -164,14 +166,16 @@ def entry_scores(conn: sqlite3.Connection, event_id: str, session_id: str | None
         params += (session_id,)
     return [
         EntryScores(
-            row["entry_id"],
-            row["session_id"],
-            row["running_order"],
-            row["title"],
-            row["category"],
-            row["division"],
-            row["level"],
-            row["studio"],
+            EntryDetail(
+                entry_id=row["entry_id"],
+                session_id=row["session_id"],
+                order=row["running_order"],
+                title=row["title"],
+                category=row["category"],
+                division=row["division"],
+                level=row["level"],
+                studio=row["studio"],
+            ),
             msgspec.json.decode(row["sheets"]),
         )
         for row in conn.execute(sql + " ORDER BY e.session_id, e.running_order, e.entry_id", params)
@@ -179,26 +183,33 @@ def entry_scores(conn: sqlite3.Connection, event_id: str, session_id: str | None
 
 
 def session_progress(
-    conn: sqlite3.Connection, session_id: str, missing_limit: int = MISSING_LIST_MAX
-) -> dict[str, Any]:
-    """One session's progress: {"id", "name", "stage", "starts_at", "entries", "complete", "partial",
-    "not_started", "missing_total", "missing": [at most ``missing_limit``, in running order]}."""
+    conn: sqlite3.Connection, session_id: str, chosen_by: ChosenBy, missing_limit: int = MISSING_LIST_MAX
+) -> SessionProgress:
+    """One session's progress, said to be ``chosen_by`` that rule: its counts, all its missing
+    entries in ``missing_total`` and at most ``missing_limit`` of them, in running order, in
+    ``missing``. NotFound for a session not in the current event."""
     event_id = current_event_id(conn)
     row = _session_row(conn, event_id, session_id)
     assert event_id is not None  # a session was found, so there is an event
     progress = classify(
         entry_scores(conn, event_id, session_id), panels(conn, event_id, session_id).get(session_id, [])
     )
-    missing = progress.pop("missing")
-    return {
-        **_session_head(row),
-        **progress,
-        "missing_total": len(missing),
-        "missing": missing[:missing_limit],
-    }
+    return SessionProgress(
+        id=row["session_id"],
+        name=row["name"],
+        stage=row["stage"],
+        starts_at=row["starts_at"],
+        chosen_by=chosen_by,
+        entries=progress.entries,
+        complete=progress.complete,
+        partial=progress.partial,
+        not_started=progress.not_started,
+        missing_total=len(progress.missing),
+        missing=progress.missing[:missing_limit],
+    )
 
 
-def current_session(conn: sqlite3.Connection, now: datetime) -> tuple[str, str] | None:
+def current_session(conn: sqlite3.Connection, now: datetime) -> tuple[str, ChosenBy] | None:
     """(session_id, chosen_by) of the session being scored now, or None without event or sessions.
 
     The session of the entry of the newest sheet of the current event ("latest-sheet"); with no
@@ -240,45 +251,46 @@ def _starts_at(text: str | None) -> datetime | None:
 
 def current_session_progress(
     conn: sqlite3.Connection, now: datetime, missing_limit: int = MISSING_LIST_MAX
-) -> dict[str, Any] | None:
-    """The current session's progress (see ``current_session``) with "chosen_by", or None."""
+) -> SessionProgress | None:
+    """The current session's progress (see ``current_session``), or None."""
     chosen = current_session(conn, now)
     if chosen is None:
         return None
     session_id, chosen_by = chosen
-    progress = session_progress(conn, session_id, missing_limit)
-    head = {key: progress.pop(key) for key in ("id", "name", "stage", "starts_at")}
-    return {**head, "chosen_by": chosen_by, **progress}
+    return session_progress(conn, session_id, chosen_by, missing_limit)
 
 
-def sessions_overview(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def sessions_overview(conn: sqlite3.Connection) -> list[SessionOverview]:
     """Every session of the current event in position order, with its panel and progress counts."""
     event_id = current_event_id(conn)
     if event_id is None:
         return []
     panel_of = panels(conn, event_id)
     by_session: dict[str, list[EntryScores]] = {}
-    for entry in entry_scores(conn, event_id):
-        by_session.setdefault(entry.session_id, []).append(entry)
+    for scores in entry_scores(conn, event_id):
+        by_session.setdefault(scores.entry.session_id, []).append(scores)
     overview = []
     for row in _session_rows(conn, event_id):
         panel = panel_of.get(row["session_id"], [])
         progress = classify(by_session.get(row["session_id"], []), panel)
         overview.append(
-            {
-                **_session_head(row),
-                "position": row["position"],
-                "entries": progress["entries"],
-                "judges": panel,
-                "complete": progress["complete"],
-                "partial": progress["partial"],
-                "not_started": progress["not_started"],
-            }
+            SessionOverview(
+                id=row["session_id"],
+                name=row["name"],
+                stage=row["stage"],
+                starts_at=row["starts_at"],
+                position=row["position"],
+                entries=progress.entries,
+                judges=panel,
+                complete=progress.complete,
+                partial=progress.partial,
+                not_started=progress.not_started,
+            )
         )
     return overview
 
 
-def session_grid(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
+def session_grid(conn: sqlite3.Connection, session_id: str) -> SessionGrid:
     """The entries x panel judges grid of one session; each cell 'scored' (one sheet), 'corrected'
     (a correction chain) or 'missing'. NotFound for a session not in the current event."""
     event_id = current_event_id(conn)
@@ -286,13 +298,24 @@ def session_grid(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
     assert event_id is not None
     panel = panels(conn, event_id, session_id).get(session_id, [])
     entries = []
-    for entry in entry_scores(conn, event_id, session_id):
-        cells = []
+    for scores in entry_scores(conn, event_id, session_id):
+        cells: list[GridCell] = []
         for judge in panel:
-            count = entry.sheets.get(judge["id"], 0)
+            count = scores.sheets.get(judge.id, 0)
             cells.append("missing" if count == 0 else "scored" if count == 1 else "corrected")
-        entries.append({**entry.view(), "cells": cells})
-    return {"session": _session_head(row), "judges": panel, "entries": entries}
+        entry = scores.entry
+        entries.append(
+            GridEntry(
+                entry_id=entry.entry_id,
+                order=entry.order,
+                title=entry.title,
+                category=entry.category,
+                division=entry.division,
+                studio=entry.studio,
+                cells=cells,
+            )
+        )
+    return SessionGrid(session=_session_head(row), judges=panel, entries=entries)
 
 
 _FEED_SQL = """
@@ -307,7 +330,7 @@ _FEED_SQL = """
 
 def sheet_feed(
     conn: sqlite3.Connection, after: int | None = None, limit: int = FEED_LIMIT_DEFAULT
-) -> dict[str, Any]:
+) -> SheetFeed:
     """The ledger as a live feed, oldest first: with ``after``, the sheets with a higher seq (at most
     ``limit``, clamped to 1..500); without, the last ``limit`` sheets. Also "last_seq", the ledger's
     newest seq (0 when empty), so a poller knows whether it has caught up."""
@@ -322,12 +345,17 @@ def sheet_feed(
     sheets = []
     for row in rows:
         sheet = dict(row)
-        values = msgspec.json.decode(sheet.pop("score_values"))
-        sheets.append({**sheet, "values": values, "total": sheet_total(values)})
-    return {"sheets": sheets, "last_seq": last_seq}
+        values = _values(sheet.pop("score_values"))
+        sheets.append(FeedSheet(**sheet, values=values, total=sheet_total(values)))
+    return SheetFeed(sheets=sheets, last_seq=last_seq)
 
 
-def entry_chains(conn: sqlite3.Connection, entry_id: str) -> dict[str, Any]:
+def _values(score_values: str) -> dict[str, float]:
+    """A stored sheet's values (criterion -> score), every score a float."""
+    return msgspec.json.decode(score_values, type=dict[str, float])
+
+
+def entry_chains(conn: sqlite3.Connection, entry_id: str) -> EntryChains:
     """An entry of the current event (no participants) and, per judge of its session's panel, the
     chain of their sheets from the original to the head ("current"). A judge who has sheets for the
     entry is listed even if a later import took them off the panel. NotFound for an unknown entry."""
@@ -340,8 +368,8 @@ def entry_chains(conn: sqlite3.Connection, entry_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no entry {entry_id!r} in the current event")
     assert event_id is not None
-    chains: dict[str, list[dict[str, Any]]] = {
-        judge["id"]: [] for judge in panels(conn, event_id, row["session_id"]).get(row["session_id"], [])
+    chains: dict[str, list[ChainSheet]] = {
+        judge.id: [] for judge in panels(conn, event_id, row["session_id"]).get(row["session_id"], [])
     }
     names = {
         judge_id: name
@@ -355,37 +383,35 @@ def entry_chains(conn: sqlite3.Connection, entry_id: str) -> dict[str, Any]:
         " FROM sheets WHERE event_id = ? AND entry_id = ? ORDER BY judge_id, seq",
         (event_id, entry_id),
     ):
-        values = msgspec.json.decode(sheet["score_values"])
+        values = _values(sheet["score_values"])
         chains.setdefault(sheet["judge_id"], []).append(
-            {
-                "seq": sheet["seq"],
-                "sheet_id": sheet["sheet_id"],
-                "values": values,
-                "total": sheet_total(values),
-                "comment": sheet["comment"],
-                "submitted_at": sheet["submitted_at"],
-                "received_at": sheet["received_at"],
-                "supersedes": sheet["supersedes"],
-                "hash": sheet["hash"],
-                "current": False,
-            }
+            ChainSheet(
+                seq=sheet["seq"],
+                sheet_id=sheet["sheet_id"],
+                values=values,
+                total=sheet_total(values),
+                comment=sheet["comment"],
+                submitted_at=sheet["submitted_at"],
+                received_at=sheet["received_at"],
+                supersedes=sheet["supersedes"],
+                hash=sheet["hash"],
+                current=False,
+            )
         )
     judges = []
     for judge_id in sorted(chains):
         chain = chains[judge_id]
         if chain:
-            chain[-1]["current"] = True
-        judges.append({"id": judge_id, "name": names.get(judge_id, judge_id), "chain": chain})
-    return {
-        "entry": {
-            "entry_id": row["entry_id"],
-            "session_id": row["session_id"],
-            "order": row["running_order"],
-            "title": row["title"],
-            "category": row["category"],
-            "division": row["division"],
-            "level": row["level"],
-            "studio": row["studio"],
-        },
-        "judges": judges,
-    }
+            chain[-1].current = True
+        judges.append(JudgeChain(id=judge_id, name=names.get(judge_id, judge_id), chain=chain))
+    entry = EntryDetail(
+        entry_id=row["entry_id"],
+        session_id=row["session_id"],
+        order=row["running_order"],
+        title=row["title"],
+        category=row["category"],
+        division=row["division"],
+        level=row["level"],
+        studio=row["studio"],
+    )
+    return EntryChains(entry=entry, judges=judges)

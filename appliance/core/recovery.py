@@ -47,6 +47,7 @@ from appliance.core.watermark import new_epoch
 from appliance.shared.canonical import canonical_json, chain_hash
 from appliance.shared.errors import DomainError
 from appliance.shared.secrets_files import fsync_dir
+from appliance.shared.status import RecoverySheets, RecoverySource, RecoveryView
 from appliance.shared.times import now_rfc3339
 from appliance.storage.db import connect
 
@@ -776,7 +777,7 @@ def recovery_detail(done: Recovered) -> dict[str, Any]:
     }
 
 
-def recovery_view(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def recovery_view(conn: sqlite3.Connection) -> RecoveryView | None:
     """The newest recovery that built this data dir, for `venuebox status`: sheets per source,
     sheets stored since (tablets sending back what they kept, and new scores), and what is still
     known to be missing: sheets a source named that are not in the ledger (no tablet sent them back
@@ -802,15 +803,15 @@ def recovery_view(conn: sqlite3.Connection) -> dict[str, Any] | None:
     missing = sorted(named - back)
     beyond = max(0, detail["known_head"] - detail["recovered_head"])
     unnamed = max(0, beyond - len({item["seq"] for item in beyond_listed}))
-    return {
-        "at": row[0],
-        "snapshot": detail["snapshot"],
-        "sheets": detail["sheets"],
-        "since": max(0, ledger_head - detail["recovered_head"]),
-        "salvage": detail["salvage"],
-        "cloud": detail["cloud"],
-        "known_head": detail["known_head"],
-        "recovered_head": detail["recovered_head"],
-        "missing_sheet_ids": missing,
-        "missing_unnamed": unnamed,
-    }
+    return RecoveryView(
+        at=row[0],
+        snapshot=detail["snapshot"],
+        sheets=RecoverySheets(**detail["sheets"]),
+        since=max(0, ledger_head - detail["recovered_head"]),
+        salvage=RecoverySource(**detail["salvage"]),
+        cloud=RecoverySource(**detail["cloud"]),
+        known_head=detail["known_head"],
+        recovered_head=detail["recovered_head"],
+        missing_sheet_ids=missing,
+        missing_unnamed=unnamed,
+    )

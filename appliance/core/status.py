@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import msgspec
-
 from appliance import __version__
 from appliance.core import alerts, outbox, progress
 from appliance.core.backup import backup_view
@@ -28,26 +26,19 @@ from appliance.core.storage import Store
 from appliance.core.uplink_state import uplink_view
 from appliance.shared.admin_wire import Device
 from appliance.shared.status import (
-    Alert,
-    AlertCounts,
     AuditCounts,
-    BackupView,
     BoxInfo,
     BoxStatus,
     ConsoleBoxInfo,
     ConsoleSettings,
     ConsoleStatus,
     DatabaseView,
+    DevicePresence,
     DiskView,
-    EventSummary,
     FreezeView,
-    OutboxBacklog,
-    RecoveryView,
-    SessionProgress,
     SheetCounts,
     StatusGauges,
     TabletCounts,
-    UplinkView,
 )
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 
@@ -103,7 +94,7 @@ def _status(
     audit_rows, audit_head = head(conn, "audit_log")
     return kind(
         box=info,
-        event=msgspec.convert(event_summary(conn), EventSummary | None),
+        event=event_summary(conn),
         freeze=freeze_view(box),
         tablets=tablet_counts(conn, config, now),
         sheets=SheetCounts(
@@ -114,9 +105,9 @@ def _status(
             head_hash=ledger_head,
         ),
         audit=AuditCounts(rows=audit_rows, head_hash=audit_head),
-        outbox=msgspec.convert(outbox.backlog(conn, now), OutboxBacklog),
-        uplink=msgspec.convert(uplink_view(conn, config, now), UplinkView),
-        recovery=msgspec.convert(recovery_view(conn), RecoveryView | None),
+        outbox=outbox.backlog(conn, now),
+        uplink=uplink_view(conn, config, now),
+        recovery=recovery_view(conn),
         **more,
     )
 
@@ -125,20 +116,15 @@ def gauges(conn: sqlite3.Connection, config: Config, now: datetime | None = None
     """What the /metrics state gauges read (tablets, freeze, sheets, outbox, uplink, alerts), cheap
     enough for every scrape: a few indexed reads (no event summary, hashes or recovery)."""
     now = now or utcnow()
-    uplink = msgspec.convert(uplink_view(conn, config, now), UplinkView)
+    uplink = uplink_view(conn, config, now)
     return StatusGauges(
         frozen=bool(get_box(conn)["frozen"]),
         tablets=tablet_counts(conn, config, now),
         sheets_total=head(conn, "sheets")[0],
         outbox_records=uplink.backlog,
         uplink=uplink,
-        alerts_active=active_alerts(conn),
+        alerts_active=alerts.active_counts(conn),
     )
-
-
-def active_alerts(conn: sqlite3.Connection) -> AlertCounts:
-    """Active alerts by severity, every severity present."""
-    return AlertCounts(**alerts.active_counts(conn))
 
 
 def console_snapshot(
@@ -165,11 +151,11 @@ def console_snapshot(
         box,
         info,
         server_time=to_rfc3339(now),
-        alerts_active=active_alerts(conn),
-        alerts_top=msgspec.convert(alerts.list_alerts(conn)[:TOP_ALERTS], list[Alert]),
-        session=msgspec.convert(progress.current_session_progress(conn, now), SessionProgress | None),
+        alerts_active=alerts.active_counts(conn),
+        alerts_top=alerts.list_alerts(conn)[:TOP_ALERTS],
+        session=progress.current_session_progress(conn, now),
         disk=disk(config),
-        backup=msgspec.convert(backup_view(conn, config, now), BackupView),
+        backup=backup_view(conn, config, now),
         database=database_view(store),
         settings=ConsoleSettings(
             presence_online_s=config.presence_online_s, clock_skew_max_s=config.clock_skew_max_s
@@ -212,13 +198,11 @@ def devices_with_presence(
         if revoked and not include_revoked:
             continue
         seen = device["last_seen_at"]
-        device["presence"] = (
+        presence: DevicePresence = (
             "revoked"
             if revoked
             else presence_state(seen, now, config.presence_online_s, config.presence_stale_s)
         )
-        device["last_seen_age_s"] = (
-            None if seen is None else round((now - parse_rfc3339(seen)).total_seconds(), 3)
-        )
-        found.append(device)
-    return msgspec.convert(found, list[Device])
+        age = None if seen is None else round((now - parse_rfc3339(seen)).total_seconds(), 3)
+        found.append(Device(**device, presence=presence, last_seen_age_s=age))
+    return found

@@ -61,9 +61,11 @@ from appliance.core.event_package.format import (
     JUDGES_FILE,
     LIST_SEPARATOR,
     PERSONAL_COLUMNS,
+    plain_number,
 )
 from appliance.core.ledger import current_sheet_seqs
 from appliance.core.progress import EntryScores, entry_state, panels, sheet_total
+from appliance.shared.admin_wire import EntryDetail
 from appliance.shared.csv_dialects import EXCEL, CsvDialect
 from appliance.shared.errors import NoEvent
 from appliance.shared.times import parse_rfc3339
@@ -170,7 +172,7 @@ def _other_cell(value: Cell, formula_guard: bool, decimal: str = ".") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Decimal):
-        return _decimal_text(value).replace(".", decimal)
+        return plain_number(value, signed_zero=False).replace(".", decimal)
     if isinstance(value, float):
         return number_text(float(value)).replace(".", decimal)
     if isinstance(value, int):
@@ -185,18 +187,13 @@ def number_text(value: float) -> str:
     tables never make one, they add scores in decimal."""
     if not math.isfinite(value):
         return ""
-    return _decimal_text(Decimal(repr(value)))
+    return plain_number(Decimal(repr(value)), signed_zero=False)
 
 
 @lru_cache(maxsize=65536)
 def _comma_number(value: float) -> str:
     """``number_text`` with a decimal comma: 9.4 -> '9,4'."""
     return number_text(value).replace(".", ",")
-
-
-def _decimal_text(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return "0" if text == "-0" else text
 
 
 @lru_cache(maxsize=65536)
@@ -410,16 +407,16 @@ def results_table(conn: sqlite3.Connection) -> Table:
     for row in judges:
         judge_ids.append(row["judge_id"])
         judge_heads.append(f"{row['judge_id']} {row['name']}")
-    panel_of = {session_id: [j["id"] for j in panel] for session_id, panel in panels(conn, event_id).items()}
+    panel_of = {session_id: [j.id for j in panel] for session_id, panel in panels(conn, event_id).items()}
     header = [*RESULTS_HEAD, *judge_heads, *RESULTS_TAIL]
 
     results: dict[str, _Result] = {}
     total_of = _sheet_cells([])  # -> (total,)
-    # Columns 0-7 are an EntryScores' fields; 8 session position, 9 judge_id, 10 score_values.
+    # Columns 0-7 are an EntryDetail's fields, in order; 8 session position, 9 judge_id, 10 score_values.
     for r in _tuples(conn, _RESULTS_SQL, {"event": event_id}):
         result = results.get(r[0])
         if result is None:
-            result = results[r[0]] = _Result(EntryScores(*r[:8]), r[8])
+            result = results[r[0]] = _Result(EntryScores(EntryDetail(*r[:8])), r[8])
         if r[9] is not None:
             (total,) = cast("tuple[float]", total_of(r[10]))  # no criteria: the total alone
             result.totals[r[9]] = total
@@ -429,7 +426,7 @@ def results_table(conn: sqlite3.Connection) -> Table:
     _rank(results.values())
 
     def order(result: _Result) -> tuple[Any, ...]:
-        s = result.scores
+        s = result.scores.entry
         return (
             s.category is None,
             s.category or "",
@@ -445,7 +442,7 @@ def results_table(conn: sqlite3.Connection) -> Table:
 
     def rows() -> Iterator[tuple[Cell, ...]]:
         for result in sorted(results.values(), key=order):
-            s = result.scores
+            s = result.scores.entry
             panel = panel_of.get(s.session_id, [])
             scored = len(result.totals)
             average = None
@@ -466,7 +463,7 @@ def results_table(conn: sqlite3.Connection) -> Table:
                 result.sum if scored else None,
                 average,
                 result.rank,
-                _yes_no(entry_state(s, panel) == "complete"),
+                _yes_no(entry_state(result.scores, panel) == "complete"),
             )
 
     return header, rows()
@@ -478,7 +475,8 @@ def _rank(results: Iterable[_Result]) -> None:
     for result in results:
         if result.totals:
             result.average = result.sum / len(result.totals)
-            groups.setdefault((result.scores.category, result.scores.division), []).append(result)
+            entry = result.scores.entry
+            groups.setdefault((entry.category, entry.division), []).append(result)
     for group in groups.values():
         group.sort(key=lambda result: cast(Decimal, result.average), reverse=True)  # grouped once averaged
         rank, average = 0, None

@@ -14,7 +14,6 @@ every file in the data dir: the landing page serves it to whoever needs it).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import os
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.core.storage import Store
-from appliance.shared.fingerprint import grouped
+from appliance.shared.fingerprint import fingerprint_of_der, grouped
 from appliance.shared.hostnet import current_addresses, host_label
 from appliance.shared.secrets_files import atomic_write, fsync_dir
 
@@ -71,11 +70,6 @@ def tls_dir(data_dir: Path) -> Path:
 
 def pem_path(data_dir: Path) -> Path:
     return tls_dir(data_dir) / PEM_FILE
-
-
-def fingerprint_of_der(der: bytes) -> str:
-    """What PROTOCOL.md calls the fingerprint: lowercase hex SHA-256 of the certificate's DER."""
-    return hashlib.sha256(der).hexdigest()
 
 
 def pairing_url(tablet_url: str, code: str, fingerprint: str | None) -> str:

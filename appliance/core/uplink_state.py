@@ -13,13 +13,17 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from appliance.core import alerts, audit, outbox
 from appliance.core.config import Config
+from appliance.shared.admin_wire import UplinkAnswer
+from appliance.shared.status import UplinkBatch, UplinkTarget, UplinkView
 from appliance.shared.tablet_text import printable
 from appliance.shared.times import parse_rfc3339, to_rfc3339
 from appliance.shared.uplink_url import check_url, shown_url
+
+V = TypeVar("V", bound=UplinkView)
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,11 @@ class Target:
         text = "|".join([self.url, str(self.token_file), str(self.ca_file), *stamps, str(self.configured_at)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def view(self) -> dict[str, Any]:
-        return {"url": shown_url(self.url), "source": self.source, "ca_file": str(self.ca_file or "") or None}
+    def view(self) -> UplinkTarget:
+        """The target as views show it: the URL without credentials, no token file."""
+        return UplinkTarget(
+            url=shown_url(self.url), source=self.source, ca_file=str(self.ca_file or "") or None
+        )
 
 
 def resolve_target(conn: sqlite3.Connection, config: Config) -> Target | None:
@@ -133,37 +140,51 @@ def retry_quarantined(
     return requeued
 
 
-def uplink_view(conn: sqlite3.Connection, config: Config, now: datetime) -> dict[str, Any]:
+def uplink_view(conn: sqlite3.Connection, config: Config, now: datetime) -> UplinkView:
     """The uplink as the tech sees it: state, target (no secrets), backlog and oldest age,
     quarantine, last success, last error in plain words, next attempt."""
+    return _view(UplinkView, conn, config, now)
+
+
+def uplink_answer(conn: sqlite3.Connection, config: Config, now: datetime, quarantined: int) -> UplinkAnswer:
+    """``uplink_view`` plus the first ``quarantined`` quarantined records (none for 0): what
+    ``GET /admin/v1/uplink`` answers and `venuebox uplink status` prints."""
+    records = outbox.quarantined(conn, quarantined) if quarantined else []
+    return _view(UplinkAnswer, conn, config, now, quarantine=records)
+
+
+def _view(kind: type[V], conn: sqlite3.Connection, config: Config, now: datetime, **more: Any) -> V:
+    """A ``kind`` of uplink view at ``now``: ``UplinkView``'s fields, and ``more``."""
     target = resolve_target(conn, config)
     state = get_state(conn)
     backlog = outbox.backlog(conn, now)
     next_at = state["next_attempt_at"]
-    return {
-        "state": state["state"] if target is not None else "not configured",
-        "configured": target is not None,
-        "target": target.view() if target is not None else None,
-        "breaker": state["breaker"],
-        "backlog": backlog["records"],
-        "oldest_created_at": backlog["oldest_created_at"],
-        "oldest_age_s": backlog["oldest_age_s"],
-        "quarantined": backlog["quarantined"],
-        "acked_retained": backlog["acked_retained"],
-        "records_acked": state["records_acked"],
-        "batch": {"id": state["batch_id"], "records": state["batch_records"]} if state["batch_id"] else None,
-        "consecutive_failures": state["consecutive_failures"],
-        "last_attempt_at": state["last_attempt_at"],
-        "last_success_at": state["last_success_at"],
-        "last_error": state["last_error"],
-        "last_error_at": state["last_error_at"],
-        "paused_reason": state["paused_reason"],
-        "next_attempt_at": next_at,
-        "next_attempt_in_s": (
+    batch = UplinkBatch(id=state["batch_id"], records=state["batch_records"]) if state["batch_id"] else None
+    return kind(
+        state=state["state"] if target is not None else "not configured",
+        configured=target is not None,
+        target=target.view() if target is not None else None,
+        breaker=state["breaker"],
+        backlog=backlog.records,
+        oldest_created_at=backlog.oldest_created_at,
+        oldest_age_s=backlog.oldest_age_s,
+        quarantined=backlog.quarantined,
+        acked_retained=backlog.acked_retained,
+        records_acked=state["records_acked"],
+        batch=batch,
+        consecutive_failures=state["consecutive_failures"],
+        last_attempt_at=state["last_attempt_at"],
+        last_success_at=state["last_success_at"],
+        last_error=state["last_error"],
+        last_error_at=state["last_error_at"],
+        paused_reason=state["paused_reason"],
+        next_attempt_at=next_at,
+        next_attempt_in_s=(
             None if next_at is None else round(max(0.0, (parse_rfc3339(next_at) - now).total_seconds()), 1)
         ),
-        "sync_requested_at": state["sync_requested_at"],
-    }
+        sync_requested_at=state["sync_requested_at"],
+        **more,
+    )
 
 
 # -- alerts ---------------------------------------------------------------------------------------
@@ -252,47 +273,47 @@ def check_alerts(conn: sqlite3.Connection, config: Config, now: datetime) -> Non
     (warning), records the receiver rejected (warning)."""
     view = uplink_view(conn, config, now)
     fork = alerts.get_alert(conn, FORK_FINGERPRINT)
-    forked = fork is not None and fork["active"]
-    if view["state"] != "paused":
+    forked = fork is not None and fork.active
+    if view.state != "paused":
         alerts.clear_alert(conn, FORK_FINGERPRINT, now)
-    if view["state"] == "paused" and forked:
+    if view.state == "paused" and forked:
         alerts.clear_alert(conn, REFUSED_FINGERPRINT, now)  # the fork alert says it all
-    elif view["state"] == "paused":
+    elif view.state == "paused":
         alerts.raise_alert(
             conn,
             REFUSED_FINGERPRINT,
             "critical",
             "Uplink paused: it needs a person",
-            f"{view['paused_reason']} Nothing is lost: scores stay queued on the box. After fixing it, "
+            f"{view.paused_reason} Nothing is lost: scores stay queued on the box. After fixing it, "
             "`venuebox uplink configure` (or `venuebox uplink sync` if the receiver side was fixed) "
             "resumes sending.",
             now,
         )
     else:
         alerts.clear_alert(conn, REFUSED_FINGERPRINT, now)
-    age = view["oldest_age_s"]
-    if view["configured"] and age is not None and age > config.uplink_backlog_alert_s:
+    age = view.oldest_age_s
+    if view.configured and age is not None and age > config.uplink_backlog_alert_s:
         minutes = round(age / 60)
-        why = f" Last error: {view['last_error']}" if view["last_error"] else ""
+        why = f" Last error: {view.last_error}" if view.last_error else ""
         alerts.raise_alert(
             conn,
             BACKLOG_FINGERPRINT,
             "warning",
             "Uplink backlog is growing old",
-            f"{view['backlog']} records wait to reach the cloud, the oldest for {minutes} min; the uplink "
-            f"is {view['state']}.{why} Scores are safe on the box; they go out when the network allows "
+            f"{view.backlog} records wait to reach the cloud, the oldest for {minutes} min; the uplink "
+            f"is {view.state}.{why} Scores are safe on the box; they go out when the network allows "
             "(`venuebox uplink sync` tries now).",
             now,
         )
     else:
         alerts.clear_alert(conn, BACKLOG_FINGERPRINT, now)
-    if view["quarantined"]:
+    if view.quarantined:
         alerts.raise_alert(
             conn,
             QUARANTINE_FINGERPRINT,
             "warning",
             "The cloud rejected some records",
-            f"{view['quarantined']} records were refused by the receiver and set aside (the rest keep "
+            f"{view.quarantined} records were refused by the receiver and set aside (the rest keep "
             "flowing). `venuebox uplink status` shows why; `venuebox uplink retry` sends them again.",
             now,
         )

@@ -43,6 +43,7 @@ from appliance.core.config import DEFAULTS
 from appliance.core.presence import presence_state
 from appliance.core.storage import Store
 from appliance.shared.errors import DAMAGED_DATABASE_SECTION, DatabaseDamaged
+from appliance.shared.status import Alert
 from appliance.shared.times import parse_rfc3339, utcnow
 from appliance.storage.db import quick_check
 
@@ -144,7 +145,7 @@ def check_presence(
     just "offline" (not yet switched on). With ``watching_since`` (when the box started listening),
     no new offline alert is raised before ``presence_stale_s`` has passed since then: a tablet that
     was silent while the box was down has not had a chance to reach it yet."""
-    active = {alert["fingerprint"] for alert in alerts.list_alerts(conn)}
+    active = {alert.fingerprint for alert in alerts.list_alerts(conn)}
     in_grace = (
         watching_since is not None and (now - watching_since).total_seconds() < settings.presence_stale_s
     )
@@ -409,7 +410,7 @@ PAIRING_FLOOD_FINGERPRINT = "pairing-flood"
 
 def raise_pairing_flood(
     conn: sqlite3.Connection, per_minute: int, addresses: list[str], now: datetime
-) -> dict[str, Any]:
+) -> Alert:
     """The box-wide budget of failed pairing attempts is spent (the tablet API calls this, at most
     every few seconds while it refuses attempts); ``addresses``: those refused since, most first."""
     shown = ", ".join(addresses[:3]) + (f" and {len(addresses) - 3} more" if len(addresses) > 3 else "")
@@ -432,9 +433,9 @@ def check_pairing_calm(conn: sqlite3.Connection, settings: WatchdogSettings, now
     """Clear the pairing-flood alert once no pairing attempt has been refused box-wide for
     ``pair_flood_calm_s`` (its ``last_seen``); returns whether pairing is calm."""
     alert = alerts.get_alert(conn, PAIRING_FLOOD_FINGERPRINT)
-    if alert is None or not alert["active"]:
+    if alert is None or not alert.active:
         return True
-    if (now - parse_rfc3339(alert["last_seen"])).total_seconds() < settings.pair_flood_calm_s:
+    if (now - parse_rfc3339(alert.last_seen)).total_seconds() < settings.pair_flood_calm_s:
         return False
     alerts.clear_alert(conn, PAIRING_FLOOD_FINGERPRINT, now)
     return True

@@ -1,4 +1,5 @@
-"""The admin API's answers (``/admin/v1``, docs/protocol.md "Admin API"), as msgspec Structs: what
+"""The admin API's answers (``/admin/v1``, docs/protocol.md "Admin API"), as msgspec Structs: what the
+core's reads return (progress, alerts, devices, audit, chain, export, uplink_state), what
 edge_api/admin/controllers.py encodes and what the console's client (tui/client.py) decodes. The
 status answer is ``ConsoleStatus`` (appliance/shared/status.py); the request bodies stay with the
 API (edge_api/schemas.py), which validates them.
@@ -146,7 +147,10 @@ class SheetFeed(Struct, kw_only=True):
     last_seq: int
 
 
-class EntryDetail(Struct, kw_only=True):
+class EntryDetail(Struct):
+    """An entry of the event (no participants). Positional too, in the entries table's column order
+    (appliance/core/tabulation.py builds it from a row's first eight columns)."""
+
     entry_id: str
     session_id: str
     order: int

@@ -2,11 +2,13 @@
 systemd status line reads), ``ConsoleStatus`` (that plus what the console shows: the admin API's
 ``GET /admin/v1/status``) and ``StatusGauges`` (what the /metrics state gauges read at each scrape).
 
-Built by appliance/core/status.py; read by the CLI, the admin API, the metrics collector, the daemon
-and the console. Field names and their order are the wire contract of docs/protocol.md ("Status"):
-encoded with msgspec, a status is the JSON object that section shows. The freeze words (categories,
-the longest reason) live here too: the admin API, the CLI and the console's freeze dialog all
-offer them."""
+Built by appliance/core/status.py from the parts each core module returns as these types
+(``outbox.backlog``, ``uplink_state.uplink_view``, ``backup.backup_view``, ``recovery.recovery_view``,
+``event.event_summary``, ``alerts``, ``progress.current_session_progress``); read by the CLI, the admin
+API, the metrics collector, the daemon and the console. Field names and their order are the wire
+contract of docs/protocol.md ("Status"): encoded with msgspec, a status is the JSON object that
+section shows. The freeze words (categories, the longest reason) live here too: the admin API, the
+CLI and the console's freeze dialog all offer them."""
 
 from __future__ import annotations
 

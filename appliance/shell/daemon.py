@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import data_key, keys, outbox, tls
-from appliance.core.alerts import clear_alert, raise_alert
+from appliance.core.alerts import active_counts, clear_alert, raise_alert
 from appliance.core.box import get_box
 from appliance.core.config import RUNTIME_FILE, Config
 from appliance.core.storage import Store
@@ -154,7 +154,7 @@ def full_status(conn: sqlite3.Connection, config: Config) -> FullStatus:
     """The status snapshot and the active alert counts by severity."""
     from appliance.core import status  # imported when first used: its imports would delay the start
 
-    return status.snapshot(conn, config), status.active_alerts(conn)
+    return status.snapshot(conn, config), active_counts(conn)
 
 
 class Daemon:

@@ -42,20 +42,18 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import re
 import time
 
 import ifaddr
 from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
+from appliance.shared.fingerprint import normalise_fingerprint
 from appliance.shared.hostnet import MAX_LABEL_BYTES, current_addresses, host_label
+from appliance.shared.protocol_names import API_PATH, SERVICE_TYPE, TXT_VERSION
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_venuebox._tcp.local."
-PROTOCOL_VERSION = "1"
-API_PATH = "/api/v1"
 # Advertised when the chosen interfaces have no LAN address, so the box still resolves locally.
 LOOPBACK_ADDRESS = "127.0.0.1"
 # How long to collect other boxes' answers before picking a name: the query leaves 20-120 ms after
@@ -78,16 +76,14 @@ def _instance_label(name: str, number: int) -> str:
 
 
 def txt_record(box_id: str, event_id: str | None, tls_fingerprint: str | None) -> dict[str, str]:
-    """The TXT keys of PROTOCOL.md; ``fp`` (hex sha256 of the TLS certificate) only with TLS."""
-    txt = {"v": PROTOCOL_VERSION, "box": box_id, "event": event_id or "", "api": API_PATH}
+    """The TXT keys of PROTOCOL.md; ``fp`` (hex sha256 of the TLS certificate) only with TLS.
+    ValueError when ``tls_fingerprint`` is not one (see `normalise_fingerprint`)."""
+    txt = {"v": TXT_VERSION, "box": box_id, "event": event_id or "", "api": API_PATH}
     if tls_fingerprint is None:
         txt["tls"] = "0"
         return txt
-    fingerprint = tls_fingerprint.replace(":", "").lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
-        raise ValueError(f"TLS fingerprint must be a hex sha256 (64 hex digits), got {tls_fingerprint!r}")
     txt["tls"] = "1"
-    txt["fp"] = fingerprint
+    txt["fp"] = normalise_fingerprint(tls_fingerprint)
     return txt
 
 

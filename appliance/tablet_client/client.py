@@ -49,6 +49,8 @@ from typing import Any, Literal
 
 import httpx
 
+from appliance.shared.fingerprint import fingerprint_of_der, normalise_fingerprint
+from appliance.shared.protocol_names import API_PATH
 from appliance.shared.times import now_rfc3339
 from appliance.tablet_client import state
 from appliance.tablet_client.answers import (
@@ -61,7 +63,7 @@ from appliance.tablet_client.answers import (
     ledger_mark,
     must_wait,
 )
-from appliance.tablet_client.discovery import DEFAULT_API, BoxAddress
+from appliance.tablet_client.discovery import BoxAddress
 from appliance.tablet_client.errors import (
     BoxUnreachable,
     CertificateMismatch,
@@ -73,8 +75,6 @@ from appliance.tablet_client.errors import (
 )
 from appliance.tablet_client.pinning import (
     certificate_refused,
-    fingerprint_of,
-    normalise_fingerprint,
     parse_pairing_url,
     pinned_context,
     presented_certificate,
@@ -143,7 +143,7 @@ class TabletClient:
         base_url: str,
         state_dir: Path,
         *,
-        api: str = DEFAULT_API,
+        api: str = API_PATH,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | str | bool = True,
@@ -528,7 +528,7 @@ class TabletClient:
             pinning = self._pin is not None or self._trust_on_first_use
             if self._base_url.scheme == "https" and self._transport is None and pinning:
                 der = await presented_certificate(self._base_url, self._connect_s())
-                presented = fingerprint_of(der)
+                presented = fingerprint_of_der(der)
                 if self._pin is None:
                     self._pin = presented
                     state.save_pin(self.state_dir, presented)

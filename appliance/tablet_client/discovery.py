@@ -16,9 +16,7 @@ from zeroconf import InterfaceChoice, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from appliance.shared.netloc import http_url
-
-SERVICE_TYPE = "_venuebox._tcp.local."
-DEFAULT_API = "/api/v1"  # the tablet API's path on a box whose TXT record names none
+from appliance.shared.protocol_names import API_PATH, SERVICE_TYPE
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,7 @@ def _box_address(name: str, info: AsyncServiceInfo) -> BoxAddress:
         protocol=txt.get("v", ""),
         box_id=txt.get("box", ""),
         event_id=txt.get("event") or None,
-        api=txt.get("api") or DEFAULT_API,
+        api=txt.get("api") or API_PATH,  # a box whose TXT record names none
         tls=txt.get("tls") == "1",
         fingerprint=txt.get("fp") or None,
     )

@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ssl
 from dataclasses import dataclass
 
 import httpx
 
+from appliance.shared.fingerprint import fingerprint_of_der, normalise_fingerprint
 from appliance.tablet_client.errors import BoxUnreachable
-
-
-def normalise_fingerprint(value: str) -> str:
-    """'AB:12:…' or 'ab12 …' -> 'ab12…' (64 lowercase hex digits); ValueError otherwise."""
-    text = "".join(ch for ch in value if ch not in ": ").lower()
-    if len(text) != 64 or any(ch not in "0123456789abcdef" for ch in text):
-        raise ValueError(f"a certificate fingerprint is 64 hex digits (sha256), got {value!r}")
-    return text
-
-
-def fingerprint_of(der: bytes) -> str:
-    """The fingerprint of a DER certificate: its SHA-256, 64 lowercase hex digits."""
-    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,7 +73,7 @@ async def presented_certificate(url: httpx.URL, connect_s: float) -> bytes:
 async def presented_fingerprint(url: httpx.URL, connect_s: float) -> str | None:
     """The fingerprint of the certificate the box at ``url`` shows, None when it cannot be read."""
     try:
-        return fingerprint_of(await presented_certificate(url, connect_s))
+        return fingerprint_of_der(await presented_certificate(url, connect_s))
     except BoxUnreachable:
         return None
 

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 
 from appliance.shared.errors import DomainError
+from appliance.shared.protocol_names import API_PATH
 from appliance.tablet_client.client import DEFAULT_TIMEOUT, FlushResult, TabletClient
-from appliance.tablet_client.discovery import DEFAULT_API, BoxAddress, async_discover
+from appliance.tablet_client.discovery import BoxAddress, async_discover
 from appliance.tablet_client.errors import BoxUnreachable, NeedsPairing, RateLimited, TabletError
 from appliance.tablet_client.sheet_queue import make_sheet
 from appliance.web.retry import Backoff
@@ -151,7 +152,7 @@ async def run_simulation(
         tasks: list[asyncio.Task[None]] = []
         try:
             judges = await _judges(admin)
-            api = DEFAULT_API
+            api = API_PATH
             if tablet_url is None:
                 box = await _discover_box(admin)
                 tablet_url, api = box.base_url, box.api

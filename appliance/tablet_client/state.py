@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.shared.fingerprint import normalise_fingerprint
 from appliance.shared.secrets_files import atomic_write
-from appliance.tablet_client.pinning import normalise_fingerprint
 
 PAIRING_FILE = "pairing.json"
 PIN_FILE = "tls-pin.txt"

@@ -19,7 +19,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
-from msgspec import convert, structs
+from msgspec import convert
 
 from appliance.core import (
     alerts,
@@ -29,23 +29,20 @@ from appliance.core import (
     data_key,
     devices,
     export,
-    outbox,
     pairing,
     personal_fields,
     progress,
     status,
     uplink_state,
 )
+from appliance.core.event_package.format import PARTICIPANTS
 from appliance.core.keys import pairing_key
-from appliance.core.personal_fields import PARTICIPANTS
 from appliance.core.tls import pairing_url
 from appliance.shared.admin_wire import (
     ActiveCode,
     AuditRow,
-    ChainCheck,
     Device,
     EntryChains,
-    ExportJobView,
     ExportStarted,
     ExportStatus,
     JudgeRow,
@@ -53,7 +50,6 @@ from appliance.shared.admin_wire import (
     Participants,
     PersonalOut,
     PersonalRevealOut,
-    QuarantinedRecord,
     Requeued,
     RevokedDevice,
     SessionGrid,
@@ -61,11 +57,10 @@ from appliance.shared.admin_wire import (
     SheetFeed,
     SyncRequested,
     UplinkAnswer,
-    UsbKey,
     VerifyReport,
 )
 from appliance.shared.errors import DomainError, UplinkNotConfigured
-from appliance.shared.status import Alert, ConsoleStatus, FreezeView, UplinkView
+from appliance.shared.status import Alert, ConsoleStatus, FreezeView
 from appliance.shared.times import utcnow
 from appliance.web.body import decode
 from appliance.web.middleware import request_id_of
@@ -157,7 +152,7 @@ class AdminController(Controller):
 
     @get("/pairing-codes", responses=problems(401))
     async def codes(self, request: Request[Any, Any, Any]) -> Response[list[ActiveCode]]:
-        return _json(convert(await context_of(request).store.read(pairing.active_codes), list[ActiveCode]))
+        return _json(await context_of(request).store.read(pairing.active_codes))
 
     @get("/devices", responses=problems(401, 422))
     async def devices(
@@ -175,7 +170,7 @@ class AdminController(Controller):
         ctx = context_of(request)
         rid = request_id_of(request.scope)
         revoked = await ctx.write(lambda conn: devices.revoke(conn, device_id, "admin-api", rid))
-        return _json(convert(revoked, RevokedDevice))
+        return _json(revoked)
 
     @get("/judges", responses=problems(401))
     async def judges(self, request: Request[Any, Any, Any]) -> Response[list[JudgeRow]]:
@@ -186,21 +181,21 @@ class AdminController(Controller):
                 " LEFT JOIN panels p ON p.event_id = j.event_id AND p.judge_id = j.judge_id"
                 " GROUP BY j.judge_id, j.name ORDER BY j.judge_id"
             )
-            return convert([dict(r) for r in rows], list[JudgeRow])
+            return [JudgeRow(**dict(r)) for r in rows]
 
         return _json(await context_of(request).store.read(read))
 
     @get("/sessions", responses=problems(401))
     async def sessions(self, request: Request[Any, Any, Any]) -> Response[list[SessionOverview]]:
-        overview = await context_of(request).store.read(progress.sessions_overview)
-        return _json(convert(overview, list[SessionOverview]))
+        return _json(await context_of(request).store.read(progress.sessions_overview))
 
     @get("/sessions/{session_id:str}/grid", responses=problems(401, 404))
     async def session_grid(
         self, request: Request[Any, Any, Any], session_id: FromPath[str]
     ) -> Response[SessionGrid]:
-        grid = await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
-        return _json(convert(grid, SessionGrid))
+        return _json(
+            await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
+        )
 
     @get("/sheets", responses=problems(401, 422))
     async def sheet_feed(
@@ -209,13 +204,13 @@ class AdminController(Controller):
         after: FromQuery[int | None] = None,
         limit: FromQuery[int] = progress.FEED_LIMIT_DEFAULT,
     ) -> Response[SheetFeed]:
-        feed = await context_of(request).store.read(lambda conn: progress.sheet_feed(conn, after, limit))
-        return _json(convert(feed, SheetFeed))
+        return _json(
+            await context_of(request).store.read(lambda conn: progress.sheet_feed(conn, after, limit))
+        )
 
     @get("/entries/{entry_id:str}", responses=problems(401, 404))
     async def entry(self, request: Request[Any, Any, Any], entry_id: FromPath[str]) -> Response[EntryChains]:
-        chains = await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id))
-        return _json(convert(chains, EntryChains))
+        return _json(await context_of(request).store.read(lambda conn: progress.entry_chains(conn, entry_id)))
 
     @get("/entries/{entry_id:str}/participants", responses=problems(401, 404, 503))
     async def participants_masked(
@@ -297,16 +292,16 @@ class AdminController(Controller):
     async def alerts(
         self, request: Request[Any, Any, Any], include_cleared: FromQuery[bool] = False
     ) -> Response[list[Alert]]:
-        found = await context_of(request).store.read(lambda conn: alerts.list_alerts(conn, include_cleared))
-        return _json(convert(found, list[Alert]))
+        return _json(
+            await context_of(request).store.read(lambda conn: alerts.list_alerts(conn, include_cleared))
+        )
 
     @post("/alerts/{fingerprint:str}/ack", status_code=200, responses=problems(401, 404, 503))
     async def acknowledge_alert(
         self, request: Request[Any, Any, Any], fingerprint: FromPath[str]
     ) -> Response[Alert]:
         ctx = context_of(request)
-        acknowledged = await ctx.write(lambda conn: alerts.acknowledge(conn, fingerprint, "admin-api"))
-        return _json(convert(acknowledged, Alert))
+        return _json(await ctx.write(lambda conn: alerts.acknowledge(conn, fingerprint, "admin-api")))
 
     @get("/audit", responses=problems(401, 422))
     async def audit_tail(
@@ -317,7 +312,7 @@ class AdminController(Controller):
     ) -> Response[list[AuditRow]]:
         limit = max(1, min(limit, 1000))
         rows = await context_of(request).store.read(lambda conn: audit.tail(conn, limit, action))
-        return _json(convert(rows, list[AuditRow]))
+        return _json(rows)
 
     @get("/uplink", responses=problems(401, 422))
     async def uplink(
@@ -326,13 +321,9 @@ class AdminController(Controller):
         """The uplink's state, backlog and last error, and the first ``quarantined`` quarantined records."""
         ctx = context_of(request)
         limit = max(0, min(quarantined, 1000))
-
-        def read(conn: sqlite3.Connection) -> UplinkAnswer:
-            view = convert(uplink_state.uplink_view(conn, ctx.config, utcnow()), UplinkView)
-            records = outbox.quarantined(conn, limit) if limit else []
-            return UplinkAnswer(**structs.asdict(view), quarantine=convert(records, list[QuarantinedRecord]))
-
-        return _json(await ctx.store.read(read))
+        return _json(
+            await ctx.store.read(lambda conn: uplink_state.uplink_answer(conn, ctx.config, utcnow(), limit))
+        )
 
     @post("/uplink/sync", status_code=202, responses=problems(401, 409, 503))
     async def uplink_sync(self, request: Request[Any, Any, Any]) -> Response[SyncRequested]:
@@ -375,8 +366,8 @@ class AdminController(Controller):
         targets = await asyncio.to_thread(export.find_usb_targets)
         return _json(
             ExportStatus(
-                job=convert(ctx.export_job.view(), ExportJobView),
-                targets=convert([t.view() for t in targets], list[UsbKey]),
+                job=ctx.export_job.view(),
+                targets=[t.view() for t in targets],
             )
         )
 
@@ -419,14 +410,11 @@ class AdminController(Controller):
 
         ctx.background[:] = [task for task in ctx.background if not task.done()]
         ctx.background.append(asyncio.ensure_future(run()))
-        return _json(ExportStarted(job=convert(job.view(), ExportJobView)), 202)
+        return _json(ExportStarted(job=job.view()), 202)
 
     @get("/verify", responses=problems(401))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[VerifyReport]:
-        report = await context_of(request).store.read(chain.verify_chains)
-        return _json(
-            VerifyReport(ok=report.ok, chains=convert([r.view() for r in report.chains], list[ChainCheck]))
-        )
+        return _json(await context_of(request).store.read(chain.verify_chains))
 
 
 def _names(value: personal_fields.Value) -> list[str]:

@@ -23,6 +23,7 @@ from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.core.pairing import redeem
 from appliance.core.presence import record_heartbeat
 from appliance.shared import errors as domain
+from appliance.shared.protocol_names import API_PATH
 from appliance.web.body import check_time, decode
 from appliance.web.middleware import request_id_of
 from appliance.web.responses import json_response as _json
@@ -101,7 +102,7 @@ def _not_a_score(value: Any) -> str | None:
 
 
 class TabletController(Controller):
-    path = "/api/v1"
+    path = API_PATH  # what the mDNS TXT record advertises as ``api``
     tags = ["tablet"]
 
     @get("/health", summary="Is the box up, which event, is it frozen", responses=problems(429, 431))

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from appliance.core import alerts, backup, export
 from appliance.core.storage import Store
 from appliance.shared.secrets_files import write_secret
@@ -91,7 +93,7 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
     assert live["status"]["backup"]["last"] is not None
     problems = [p for name, value in live.items() for p in same_shape(fixture(name), value, name)]
     # No USB key is plugged into a test machine: the keys' shape is what the API serialises one as.
-    key = export.UsbTarget(Path("/media/usb"), "/dev/sda1", "vfat", True, 0).view()
+    key = msgspec.to_builtins(export.UsbTarget(Path("/media/usb"), "/dev/sda1", "vfat", True, 0).view())
     problems += same_shape(fixture("export")["targets"][0], key, "export.targets[0]")
     assert problems == [], "\n".join(problems)
 

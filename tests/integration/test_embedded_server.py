@@ -33,6 +33,30 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    """A key and self-signed certificate in one PEM file, as the box serves its own."""
+    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
+    path = tmp_path / "box.pem"
+    path.write_bytes(key_pem + cert_pem)
+    return path
+
+
+async def _serving(pem: Path) -> tuple[EmbeddedServer, socket.socket, asyncio.Task[None]]:
+    """`_hello` served over TLS behind the connection gate, as the daemon's tablet listener is, on a
+    free loopback port: (server, its socket, the task serving), once the server has started."""
+    sock = bind("127.0.0.1", 0)
+    gate = ConnectionGate(per_address=8)
+    server = EmbeddedServer(
+        server_config(_hello, ssl_certfile=str(pem)),
+        front=functools.partial(gated_factory, gate, handshake_timeout_s=10.0),
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, sock, serving
+
+
 def _handshake(sock: socket.socket) -> ssl.SSLSocket:
     client = ssl.create_default_context()
     client.check_hostname = False
@@ -51,26 +75,15 @@ def _slow_request(sock: socket.socket) -> bytes:
 
 
 def test_a_tls_connection_that_arrives_as_the_server_stops_does_not_hold_the_stop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pem: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A tablet whose TLS handshake is under way when the stop begins reaches HTTP after uvicorn told
     the open connections to close, while another request is finishing; left alone it idles until
     uvicorn's 5 s deadline, which uvicorn logs as an ERROR ("Cancel 0 running task(s), timeout
     graceful shutdown exceeded"). The request in flight is still answered."""
-    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
-    pem = tmp_path / "box.pem"
-    pem.write_bytes(key_pem + cert_pem)
 
     async def scenario() -> float:
-        sock = bind("127.0.0.1", 0)
-        gate = ConnectionGate(per_address=8)
-        server = EmbeddedServer(
-            server_config(_hello, ssl_certfile=str(pem)),
-            front=functools.partial(gated_factory, gate, handshake_timeout_s=10.0),
-        )
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        server, sock, serving = await _serving(pem)
         address = sock.getsockname()[:2]
         busy = asyncio.create_task(asyncio.to_thread(_slow_request, socket.create_connection(address)))
         tablet = socket.create_connection(address)  # accepted, no ClientHello yet
@@ -108,27 +121,16 @@ def _answered_then_silent(sock: socket.socket) -> ssl.SSLSocket:
 
 
 def test_a_tls_connection_closed_after_its_answer_does_not_hold_the_stop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pem: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A client answered with ``Connection: close`` that never sends its close_notify: HTTP has
     closed the connection, and the stop closes it again, after which Python 3.11's TLS transport no
     longer reaches the socket and the stop's sweep cannot drop it. The gate's TLS shutdown deadline
     closes it before uvicorn's 5 s deadline, which uvicorn would log as an ERROR ("Cancel 0 running
     task(s), timeout graceful shutdown exceeded")."""
-    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
-    pem = tmp_path / "box.pem"
-    pem.write_bytes(key_pem + cert_pem)
 
     async def scenario() -> float:
-        sock = bind("127.0.0.1", 0)
-        gate = ConnectionGate(per_address=8)
-        server = EmbeddedServer(
-            server_config(_hello, ssl_certfile=str(pem)),
-            front=functools.partial(gated_factory, gate, handshake_timeout_s=10.0),
-        )
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        server, sock, serving = await _serving(pem)
         address = sock.getsockname()[:2]
         silent = await asyncio.to_thread(_answered_then_silent, socket.create_connection(address))
         stopping = time.monotonic()
@@ -168,12 +170,9 @@ class _IdleConnection:
         self.transport = transport
 
 
-def test_the_stop_sweep_goes_on_past_a_connection_whose_transport_raises(tmp_path: Path) -> None:
+def test_the_stop_sweep_goes_on_past_a_connection_whose_transport_raises(pem: Path) -> None:
     """One connection's transport raising (a TLS transport closed twice) must not end the sweep:
     the connections after it are still dropped."""
-    key_pem, cert_pem = make_certificate("stage", ["127.0.0.1"])
-    pem = tmp_path / "box.pem"
-    pem.write_bytes(key_pem + cert_pem)
     config = server_config(_hello, ssl_certfile=str(pem))
     config.load()
     server = EmbeddedServer(config)

@@ -22,7 +22,8 @@ from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from appliance.shared.hostnet import current_addresses, host_label
-from appliance.shell.mdns import SERVICE_TYPE, Advertisement, advertised_addresses
+from appliance.shared.protocol_names import SERVICE_TYPE
+from appliance.shell.mdns import Advertisement, advertised_addresses
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -183,7 +183,7 @@ def test_a_box_from_an_older_venuebox_gets_its_key_on_first_use_and_its_old_code
     new = made.stdout.strip().splitlines()[-1]
     assert (config.data_dir / keys.PAIRING_KEY).stat().st_mode & 0o777 == 0o600
     with Store(config.db_path) as store:  # the upgrade expired the old code: no longer listed
-        assert len(listed := store.query(active_codes)) == 1 and listed[0]["code_id"] != "old-code"
+        assert len(listed := store.query(active_codes)) == 1 and listed[0].code_id != "old-code"
     box = RunningBox(config).start()
     try:
         with box.client() as client:

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from appliance.shared.protocol_names import SERVICE_TYPE
 from appliance.tablet_client.client import TabletClient
-from appliance.tablet_client.discovery import SERVICE_TYPE, async_discover, discover
+from appliance.tablet_client.discovery import async_discover, discover
 from appliance.tablet_client.sheet_queue import make_sheet
 from appliance.tablet_client.simulator import run_simulation
 from appliance.web.retry import Backoff

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from appliance.core import alerts, audit
@@ -32,7 +33,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def audit_actions(store: Store) -> list[str]:
     rows = store.query(lambda c: audit.tail(c, 100))
-    return [row["action"] for row in reversed(rows) if row["action"].startswith("alert.")]
+    return [row.action for row in reversed(rows) if row.action.startswith("alert.")]
 
 
 def test_a_condition_that_stays_true_is_one_row_counted_once(store: Store) -> None:
@@ -51,11 +52,11 @@ def test_a_condition_that_stays_true_is_one_row_counted_once(store: Store) -> No
     rows = store.query(lambda c: alerts.list_alerts(c, include_cleared=True))
     assert len(rows) == 1
     alert = rows[0]
-    assert alert["count"] == 1
-    assert alert["active"] is True
-    assert alert["first_seen"] == to_rfc3339(at(0))
-    assert alert["last_seen"] == to_rfc3339(at(60))
-    assert alert["detail"] == "898 MB"
+    assert alert.count == 1
+    assert alert.active is True
+    assert alert.first_seen == to_rfc3339(at(0))
+    assert alert.last_seen == to_rfc3339(at(60))
+    assert alert.detail == "898 MB"
 
 
 def test_a_condition_that_comes_back_reactivates_its_row_and_counts_again(store: Store) -> None:
@@ -64,18 +65,18 @@ def test_a_condition_that_comes_back_reactivates_its_row_and_counts_again(store:
     assert store.write_sync(lambda c: alerts.clear_alert(c, fp, at(10))) is True
     cleared = store.query(lambda c: alerts.get_alert(c, fp))
     assert cleared is not None
-    assert cleared["active"] is False
-    assert cleared["cleared_at"] == to_rfc3339(at(10))
+    assert cleared.active is False
+    assert cleared.cleared_at == to_rfc3339(at(10))
     assert store.query(alerts.list_alerts) == []
 
     again = store.write_sync(lambda c: alerts.raise_alert(c, fp, "warning", "Tablet offline", "", at(20)))
 
-    assert again["count"] == 2
-    assert again["active"] is True
-    assert again["first_seen"] == to_rfc3339(at(0))
-    assert again["last_seen"] == to_rfc3339(at(20))
-    assert again["cleared_at"] is None
-    assert [a["fingerprint"] for a in store.query(alerts.list_alerts)] == [fp]
+    assert again.count == 2
+    assert again.active is True
+    assert again.first_seen == to_rfc3339(at(0))
+    assert again.last_seen == to_rfc3339(at(20))
+    assert again.cleared_at is None
+    assert [a.fingerprint for a in store.query(alerts.list_alerts)] == [fp]
 
 
 def test_clearing_an_inactive_or_unknown_alert_returns_false(store: Store) -> None:
@@ -90,19 +91,19 @@ def test_acknowledgement_records_who_and_a_new_occurrence_needs_a_new_one(store:
     store.write_sync(lambda c: alerts.raise_alert(c, fp, "warning", "Clock", "", at(0)))
 
     acked = store.write_sync(lambda c: alerts.acknowledge(c, fp, "tech:sam", at(5)))
-    assert (acked["acknowledged_by"], acked["acknowledged_at"]) == ("tech:sam", to_rfc3339(at(5)))
+    assert (acked.acknowledged_by, acked.acknowledged_at) == ("tech:sam", to_rfc3339(at(5)))
     # A second acknowledgement keeps the first; the alert stays active until its condition ends.
     again = store.write_sync(lambda c: alerts.acknowledge(c, fp, "tech:alex", at(9)))
-    assert again["acknowledged_by"] == "tech:sam"
-    assert again["active"] is True
+    assert again.acknowledged_by == "tech:sam"
+    assert again.active is True
     # Still the same occurrence: the acknowledgement stays.
     still = store.write_sync(lambda c: alerts.raise_alert(c, fp, "warning", "Clock", "", at(30)))
-    assert still["acknowledged_by"] == "tech:sam"
+    assert still.acknowledged_by == "tech:sam"
 
     store.write_sync(lambda c: alerts.clear_alert(c, fp, at(40)))
     back = store.write_sync(lambda c: alerts.raise_alert(c, fp, "warning", "Clock", "", at(50)))
-    assert back["acknowledged_at"] is None
-    assert back["acknowledged_by"] is None
+    assert back.acknowledged_at is None
+    assert back.acknowledged_by is None
 
     with pytest.raises(NotFound):
         store.write_sync(lambda c: alerts.acknowledge(c, "no-such-alert", "tech:sam"))
@@ -112,9 +113,9 @@ def test_escalation_drops_the_acknowledgement(store: Store) -> None:
     store.write_sync(lambda c: alerts.raise_alert(c, "disk-free", "warning", "Disk", "", at(0)))
     store.write_sync(lambda c: alerts.acknowledge(c, "disk-free", "tech:sam"))
     critical = store.write_sync(lambda c: alerts.raise_alert(c, "disk-free", "critical", "Disk", "", at(30)))
-    assert critical["severity"] == "critical"
-    assert critical["acknowledged_by"] is None
-    assert critical["count"] == 1
+    assert critical.severity == "critical"
+    assert critical.acknowledged_by is None
+    assert critical.count == 1
 
 
 def test_alerts_are_listed_most_severe_first_then_most_recent(store: Store) -> None:
@@ -128,10 +129,10 @@ def test_alerts_are_listed_most_severe_first_then_most_recent(store: Store) -> N
 
     store.write_sync(raise_all)
 
-    assert [a["fingerprint"] for a in store.query(alerts.list_alerts)] == ["crit", "w-new", "w-old", "info"]
+    assert [a.fingerprint for a in store.query(alerts.list_alerts)] == ["crit", "w-new", "w-old", "info"]
     everything = store.query(lambda c: alerts.list_alerts(c, include_cleared=True))
-    assert [a["fingerprint"] for a in everything] == ["gone", "crit", "w-new", "w-old", "info"]
-    assert store.query(alerts.active_counts) == {"info": 1, "warning": 2, "critical": 1}
+    assert [a.fingerprint for a in everything] == ["gone", "crit", "w-new", "w-old", "info"]
+    assert msgspec.to_builtins(store.query(alerts.active_counts)) == {"info": 1, "warning": 2, "critical": 1}
 
 
 def test_audit_rows_are_written_only_on_transitions(store: Store) -> None:
@@ -172,8 +173,8 @@ def test_audit_rows_are_written_only_on_transitions(store: Store) -> None:
     assert audit_actions(store) == ["alert.raise", "alert.raise", "alert.clear", "alert.raise"]
 
     row = store.query(lambda c: audit.tail(c, 1, action="alert.raise"))[0]
-    assert '"fingerprint":"db-integrity"' in row["detail"]
-    assert '"count":2' in row["detail"]
+    assert '"fingerprint":"db-integrity"' in row.detail
+    assert '"count":2' in row.detail
 
 
 def test_an_unknown_severity_is_refused(store: Store) -> None:

@@ -87,10 +87,8 @@ def test_a_changed_snapshot_does_not_verify_and_raises_a_critical_alert(config: 
         taken.path.write_bytes(bytes(data))
         [(name, problems)] = backup.verify_job(config, store)
         assert name == taken.name and "changed since it was written" in problems[0]
-        [alert] = [
-            a for a in store.query(alerts.list_alerts) if a["fingerprint"] == backup.VERIFY_FINGERPRINT
-        ]
-    assert alert["severity"] == "critical"
+        [alert] = [a for a in store.query(alerts.list_alerts) if a.fingerprint == backup.VERIFY_FINGERPRINT]
+    assert alert.severity == "critical"
 
 
 def test_retention_keeps_the_newest_and_one_per_clock_hour() -> None:
@@ -365,14 +363,12 @@ def test_a_configured_backup_dir_that_is_missing_is_never_made_and_the_alert_say
     with Store(config.db_path) as store:
         with pytest.raises(backup.BackupDirMissing, match="is missing: plug its disk back in"):
             backup.snapshot_job(config, store)
-        [alert] = [
-            a for a in store.query(alerts.list_alerts) if a["fingerprint"] == backup.SNAPSHOT_FINGERPRINT
-        ]
+        [alert] = [a for a in store.query(alerts.list_alerts) if a.fingerprint == backup.SNAPSHOT_FINGERPRINT]
     assert not stick.exists() and not stick.parent.exists()
-    assert alert["severity"] == "critical"
-    assert "the directory is missing" in alert["detail"]
-    assert "Plug the backup disk back in" in alert["detail"]
-    assert "`venuebox backup configure --dir PATH`" in alert["detail"]
+    assert alert.severity == "critical"
+    assert "the directory is missing" in alert.detail
+    assert "Plug the backup disk back in" in alert.detail
+    assert "`venuebox backup configure --dir PATH`" in alert.detail
 
 
 def test_a_snapshot_taken_before_the_disk_was_unplugged_is_not_judged_while_it_is_gone(
@@ -420,9 +416,11 @@ def test_moving_the_backup_dir_leaves_the_old_snapshots_alone(tmp_path: Path) ->
     assert {backup.location(moved, rows[s.name]) for s in [*old, pending]} == {"elsewhere"}
     # In the new dir retention counted only the new dir's: the two newest verified.
     assert sorted(p.name for p in new_dir.glob("snapshot-*.sqlite.age")) == sorted(s.name for s in new[-2:])
-    assert view["newest_verified"]["name"] == new[-1].name
-    assert view["newest_verified"]["location"] == "here"
-    assert view["newest_verified"]["path"] == str(new_dir / new[-1].name)
+    newest = view.newest_verified
+    assert newest is not None
+    assert newest.name == new[-1].name
+    assert newest.location == "here"
+    assert newest.path == str(new_dir / new[-1].name)
 
 
 def test_backup_view_names_the_newest_verified_snapshot_and_the_disk(config: Config) -> None:
@@ -432,11 +430,13 @@ def test_backup_view_names_the_newest_verified_snapshot_and_the_disk(config: Con
         bad = backup.snapshot_job(config, store, at(1))
         store.write_sync(lambda conn: backup.record_verification(conn, bad.name, ["broken"], at(2)))
         view = store.query(lambda conn: backup.backup_view(conn, config, at(3)))
-    assert view["last"]["name"] == bad.name and view["last"]["verified"] is False
-    assert view["newest_verified"]["name"] == good.name
-    assert view["newest_verified"]["path"] == str(config.backup_path / good.name)
-    assert view["last_verified_ok_at"] == view["newest_verified"]["created_at"]
-    assert view["directory_exists"] is True and view["other_disk"] is False  # tmp_path: one disk
+    last, newest = view.last, view.newest_verified
+    assert last is not None and newest is not None
+    assert last.name == bad.name and last.verified is False
+    assert newest.name == good.name
+    assert newest.path == str(config.backup_path / good.name)
+    assert view.last_verified_ok_at == newest.created_at
+    assert view.directory_exists is True and view.other_disk is False  # tmp_path: one disk
 
 
 def test_check_backup_dir_refuses_what_the_box_cannot_use(config: Config, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from appliance.core import alerts
 from appliance.core.storage import Store
 from appliance.core.watchdog import WatchdogSettings, check_connection_floods
+from appliance.shared.status import Alert
 from edge_api.connections import ConnectionGate
 from tests.conftest import make_box
 
@@ -58,7 +59,7 @@ def test_the_alert_is_raised_after_a_while_and_cleared_when_the_flood_ends(tmp_p
         def check(floods: dict) -> set[str]:
             return store.write_sync(lambda conn: check_connection_floods(conn, settings, floods, now))
 
-        def alert(conn: sqlite3.Connection) -> dict | None:
+        def alert(conn: sqlite3.Connection) -> Alert | None:
             return alerts.get_alert(conn, "connection-flood:10.0.0.5")
 
         assert check({"10.0.0.5": flood}) == set()  # not for long enough yet
@@ -66,7 +67,7 @@ def test_the_alert_is_raised_after_a_while_and_cleared_when_the_flood_ends(tmp_p
         assert check({"10.0.0.5": {**flood, "for_s": 31.0}}) == {"10.0.0.5"}
         raised = store.write_sync(alert)
         assert raised is not None
-        assert raised["active"] and raised["severity"] == "warning" and "10.0.0.5" in raised["title"]
+        assert raised.active and raised.severity == "warning" and "10.0.0.5" in raised.title
         assert check({}) == set()
         cleared = store.write_sync(alert)
-        assert cleared is not None and not cleared["active"]
+        assert cleared is not None and not cleared.active

@@ -154,7 +154,7 @@ def test_a_write_that_meets_a_damaged_page_is_refused_and_the_writer_lives_on(
     )
     assert store.query(get_box)["freeze_reason"] == INTEGRITY_FREEZE_REASON
     alert = store.query(lambda conn: alerts.get_alert(conn, "db-integrity"))
-    assert alert is not None and alert["active"]
+    assert alert is not None and alert.active
     assert (
         store.query(
             lambda conn: conn.execute(

@@ -169,12 +169,12 @@ def test_import_is_recorded_in_the_audit_log_with_its_snapshot_id_and_no_names(
     report = run_import(store, SAMPLE_EVENT, data_key, actor="cli")
 
     row = store.query(lambda conn: audit.tail(conn, 1, action="event.import"))[0]
-    detail = json.loads(row["detail"])
-    assert row["actor"] == "cli"
+    detail = json.loads(row.detail)
+    assert row.actor == "cli"
     assert detail["event_id"] == SAMPLE_ID and detail["snapshot_id"] == report.snapshot_id
     assert (detail["entries"], detail["judges"], detail["refused"]) == (60, 5, [])
     some_dancer = read_csv(SAMPLE_EVENT / "entries.csv")[0]["participants"].split(";")[0].strip()
-    assert some_dancer not in row["detail"]
+    assert some_dancer not in row.detail
 
 
 # -- checking ------------------------------------------------------------------------------------
@@ -634,7 +634,7 @@ def test_reimport_after_scoring_keeps_what_is_scored_and_adds_what_is_new(
     assert any(line.startswith("judge J6") for line in report.added)
     assert any(line.startswith("entry 103") for line in report.removed)
     assert report.counts == {"sessions": 3, "entries": 60, "judges": 6, "criteria": 3}
-    detail = json.loads(store.query(lambda c: audit.tail(c, 1, action="event.import"))[0]["detail"])
+    detail = json.loads(store.query(lambda c: audit.tail(c, 1, action="event.import"))[0].detail)
     assert detail["refused"] == report.refused and detail["replaced"] is False
 
 

@@ -115,10 +115,10 @@ def test_closing_a_batch_acks_quarantines_and_leaves_the_unanswered_pending(stor
     assert a not in still and b not in still and c_ not in still
     assert still[:3] == rest
     [held] = store.query(outbox.quarantined)
-    assert held["record_id"] == c_ and held["quarantine_reason"] == "422: kind: bad"
+    assert held.record_id == c_ and held.quarantine_reason == "422: kind: bad"
     view = store.query(lambda c: outbox.backlog(c, utcnow()))
-    assert view["quarantined"] == 1 and view["acked_retained"] == 2
-    assert view["records"] == len(still)
+    assert view.quarantined == 1 and view.acked_retained == 2
+    assert view.records == len(still)
     # The next batch is new and starts where the queue now starts.
     nxt = store.write_sync(lambda c: open_batch(c, 3, 1_000_000))
     assert nxt is not None and nxt.batch_id != batch.batch_id and nxt.record_ids == rest
@@ -130,7 +130,7 @@ def test_quarantined_records_go_back_in_line_when_retried(store: Store) -> None:
     store.write_sync(
         lambda c: outbox.close_batch(c, batch, [], [(i, "bad") for i in batch.record_ids], utcnow())
     )
-    assert store.query(lambda c: outbox.backlog(c))["quarantined"] == 3
+    assert store.query(lambda c: outbox.backlog(c)).quarantined == 3
     assert store.write_sync(lambda c: outbox.retry_quarantined(c, [batch.record_ids[0]])) == 1
     assert pending_ids(store)[0] == batch.record_ids[0]
     assert store.write_sync(lambda c: outbox.retry_quarantined(c)) == 2
@@ -147,7 +147,7 @@ def test_acked_records_are_pruned_only_after_the_retention(store: Store) -> None
     assert store.write_sync(lambda c: outbox.prune_acked(c, acked_at + timedelta(seconds=1))) == 4
     after = store.query(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0])
     assert after == before - 4
-    assert store.query(lambda c: outbox.backlog(c))["acked_retained"] == 0
+    assert store.query(lambda c: outbox.backlog(c)).acked_retained == 0
 
 
 def test_nothing_pending_means_no_batch(sample_store: Store) -> None:
@@ -157,7 +157,7 @@ def test_nothing_pending_means_no_batch(sample_store: Store) -> None:
         )
     assert sample_store.query(outbox.has_pending) is False
     view = sample_store.query(lambda c: outbox.backlog(c, utcnow()))
-    assert view["records"] == 0 and view["oldest_created_at"] is None and view["oldest_age_s"] is None
+    assert view.records == 0 and view.oldest_created_at is None and view.oldest_age_s is None
 
 
 def test_a_prune_is_bounded_so_it_never_holds_the_writer_for_long(store: Store) -> None:

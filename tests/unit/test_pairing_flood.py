@@ -21,6 +21,7 @@ from appliance.core.watchdog import (
     raise_pairing_flood,
 )
 from appliance.shared.errors import TooManyRequests
+from appliance.shared.status import Alert
 from appliance.shared.times import utcnow
 from edge_api.limits import PairingFloodGuard, TokenBuckets
 from tests.conftest import make_box
@@ -32,7 +33,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield store
 
 
-def flood_alert(store: Store) -> dict | None:
+def flood_alert(store: Store) -> Alert | None:
     return store.query(lambda conn: alerts.get_alert(conn, PAIRING_FLOOD_FINGERPRINT))
 
 
@@ -55,8 +56,8 @@ def test_failures_from_many_addresses_spend_one_box_wide_budget(store: Store) ->
     assert 60 <= failures <= 62
     assert refused.retry_after >= 1 and "on this box" in refused.detail
     alert = flood_alert(store)
-    assert alert is not None and alert["active"] and alert["severity"] == "warning"
-    assert "10.0.0." in alert["detail"]
+    assert alert is not None and alert.active and alert.severity == "warning"
+    assert "10.0.0." in alert.detail
 
 
 def test_a_flood_refreshes_its_alert_at_most_every_few_seconds(store: Store) -> None:
@@ -77,7 +78,7 @@ def test_a_flood_refreshes_its_alert_at_most_every_few_seconds(store: Store) -> 
     asyncio.run(run())
     assert len(writes) == 1  # 505 refusals, one alert write
     alert = flood_alert(store)
-    assert alert is not None and alert["active"] and alert["count"] == 1
+    assert alert is not None and alert.active and alert.count == 1
 
 
 def test_the_pairing_flood_alert_clears_after_a_calm_spell_and_comes_back_counted(store: Store) -> None:
@@ -87,12 +88,12 @@ def test_the_pairing_flood_alert_clears_after_a_calm_spell_and_comes_back_counte
     later = start + timedelta(seconds=30)
     assert store.write_sync(lambda conn: check_pairing_calm(conn, settings, later)) is False
     raised = flood_alert(store)
-    assert raised is not None and raised["active"]
+    assert raised is not None and raised.active
     calm = start + timedelta(seconds=61)
     assert store.write_sync(lambda conn: check_pairing_calm(conn, settings, calm)) is True
     cleared = flood_alert(store)
-    assert cleared is not None and not cleared["active"] and cleared["cleared_at"] is not None
+    assert cleared is not None and not cleared.active and cleared.cleared_at is not None
     again = calm + timedelta(seconds=5)
     store.write_sync(lambda conn: raise_pairing_flood(conn, 60, ["10.0.0.7"], again))
     back = flood_alert(store)
-    assert back is not None and back["active"] and back["count"] == 2
+    assert back is not None and back.active and back.count == 2

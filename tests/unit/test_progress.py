@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from appliance.core import progress
@@ -44,14 +45,14 @@ def at(text: str) -> datetime:
 def test_a_judge_listed_for_all_sessions_sits_on_every_panel(store: Store) -> None:
     overview = store.query(progress.sessions_overview)
 
-    assert [s["id"] for s in overview] == ["SAT-AM", "SAT-PM", "SUN-AM"]
-    assert [[j["id"] for j in s["judges"]] for s in overview] == [
+    assert [s.id for s in overview] == ["SAT-AM", "SAT-PM", "SUN-AM"]
+    assert [[j.id for j in s.judges] for s in overview] == [
         ["J1", "J2", "J3"],
         ["J1", "J3", "J4"],
         ["J2", "J3", "J4", "J5"],
     ]
-    assert [s["entries"] for s in overview] == [20, 20, 20]
-    assert all(s["not_started"] == 20 and s["complete"] == s["partial"] == 0 for s in overview)
+    assert [s.entries for s in overview] == [20, 20, 20]
+    assert all(s.not_started == 20 and s.complete == s.partial == 0 for s in overview)
 
 
 def test_without_sheets_the_schedule_picks_the_last_session_that_has_started(store: Store) -> None:
@@ -74,7 +75,7 @@ def test_the_session_of_the_newest_sheet_is_current_whatever_the_clock(store: St
     assert store.query(lambda c: progress.current_session(c, early)) == ("SAT-AM", "latest-sheet")
     current = store.query(lambda c: progress.current_session_progress(c, early))
     assert current is not None
-    assert (current["id"], current["chosen_by"], current["name"]) == (
+    assert (current.id, current.chosen_by, current.name) == (
         "SAT-AM",
         "latest-sheet",
         "Saturday morning",
@@ -88,19 +89,17 @@ def test_partial_and_skipped_entries_are_missing_in_running_order(store: Store) 
     score(store, j1, "102")  # partial: J2 and J3 missing
     score(store, j2, "105")  # partial; 103 and 104 were skipped
 
-    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM"))
+    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM", "latest-sheet"))
 
-    assert (sat_am["entries"], sat_am["complete"], sat_am["partial"], sat_am["not_started"]) == (20, 1, 2, 17)
-    assert sat_am["missing_total"] == 4
-    assert [
-        (m["entry_id"], m["kind"], [j["id"] for j in m["missing_judges"]]) for m in sat_am["missing"]
-    ] == [
+    assert (sat_am.entries, sat_am.complete, sat_am.partial, sat_am.not_started) == (20, 1, 2, 17)
+    assert sat_am.missing_total == 4
+    assert [(m.entry_id, m.kind, [j.id for j in m.missing_judges]) for m in sat_am.missing] == [
         ("102", "partial", ["J2", "J3"]),
         ("103", "skipped", ["J1", "J2", "J3"]),
         ("104", "skipped", ["J1", "J2", "J3"]),
         ("105", "partial", ["J1", "J3"]),
     ]
-    assert sat_am["missing"][1] == {
+    assert msgspec.to_builtins(sat_am.missing[1]) == {
         "entry_id": "103",
         "order": 3,
         "title": "Niña Bonita",
@@ -112,16 +111,16 @@ def test_partial_and_skipped_entries_are_missing_in_running_order(store: Store) 
         ],
     }
     # Entries after the last one scored are simply not started yet, never missing.
-    assert "106" not in {m["entry_id"] for m in sat_am["missing"]}
+    assert "106" not in {m.entry_id for m in sat_am.missing}
 
 
 def test_the_missing_list_is_capped_but_missing_total_counts_them_all(store: Store) -> None:
     score(store, tablet(store, "J3"), "120")  # the last entry of SAT-AM: 101-119 were skipped
 
-    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM", missing_limit=5))
+    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM", "latest-sheet", missing_limit=5))
 
-    assert sat_am["missing_total"] == 20  # 19 skipped and 120 itself, partial
-    assert [m["entry_id"] for m in sat_am["missing"]] == ["101", "102", "103", "104", "105"]
+    assert sat_am.missing_total == 20  # 19 skipped and 120 itself, partial
+    assert [m.entry_id for m in sat_am.missing] == ["101", "102", "103", "104", "105"]
 
 
 def test_a_corrected_sheet_is_one_judge_scored_and_a_corrected_cell(store: Store) -> None:
@@ -130,13 +129,13 @@ def test_a_corrected_sheet_is_one_judge_scored_and_a_corrected_cell(store: Store
     score(store, j1, "101", supersedes=first)
     score(store, j2, "101")
 
-    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM"))
+    sat_am = store.query(lambda c: progress.session_progress(c, "SAT-AM", "latest-sheet"))
     grid = store.query(lambda c: progress.session_grid(c, "SAT-AM"))
 
-    assert sat_am["partial"] == 1 and [j["id"] for j in sat_am["missing"][0]["missing_judges"]] == ["J3"]
-    assert grid["entries"][0]["cells"] == ["corrected", "scored", "missing"]
+    assert sat_am.partial == 1 and [j.id for j in sat_am.missing[0].missing_judges] == ["J3"]
+    assert grid.entries[0].cells == ["corrected", "scored", "missing"]
     score(store, j3, "101")
-    assert store.query(lambda c: progress.session_progress(c, "SAT-AM"))["complete"] == 1
+    assert store.query(lambda c: progress.session_progress(c, "SAT-AM", "latest-sheet")).complete == 1
 
 
 def test_without_an_event_there_is_no_current_session(tmp_path: Path) -> None:
@@ -147,7 +146,7 @@ def test_without_an_event_there_is_no_current_session(tmp_path: Path) -> None:
             is None
         )
         assert store.query(progress.sessions_overview) == []
-        assert store.query(progress.sheet_feed) == {"sheets": [], "last_seq": 0}
+        assert msgspec.to_builtins(store.query(progress.sheet_feed)) == {"sheets": [], "last_seq": 0}
 
 
 def test_the_feed_limit_is_clamped_to_one_to_five_hundred(store: Store) -> None:
@@ -155,10 +154,8 @@ def test_the_feed_limit_is_clamped_to_one_to_five_hundred(store: Store) -> None:
     for entry_id in ("101", "102", "103"):
         score(store, j1, entry_id)
 
-    assert [s["entry_id"] for s in store.query(lambda c: progress.sheet_feed(c, limit=0))["sheets"]] == [
-        "103"
-    ]
-    assert len(store.query(lambda c: progress.sheet_feed(c, after=0, limit=10_000))["sheets"]) == 3
+    assert [s.entry_id for s in store.query(lambda c: progress.sheet_feed(c, limit=0)).sheets] == ["103"]
+    assert len(store.query(lambda c: progress.sheet_feed(c, after=0, limit=10_000)).sheets) == 3
 
 
 def test_sheet_totals_add_in_decimal() -> None:

@@ -24,6 +24,7 @@ from appliance.core.config import Config
 from appliance.core.storage import Store
 from appliance.core.uplink_state import get_state, request_sync, uplink_view
 from appliance.shared.secrets_files import write_secret
+from appliance.shared.status import UplinkView
 from appliance.shared.times import utcnow
 from appliance.storage import db
 from appliance.web.retry import full_jitter, retry_after_s
@@ -80,7 +81,7 @@ class Box:
             self.store.write_sync(partial(outbox.enqueue, kind=kind, payload={"n": i})) for i in range(count)
         ]
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> UplinkView:
         return self.store.query(lambda c: uplink_view(c, self.config, utcnow()))
 
     def all_ids(self) -> list[str]:
@@ -89,7 +90,7 @@ class Box:
         )
 
     def active_alerts(self) -> set[str]:
-        return {a["fingerprint"] for a in self.store.query(alerts.list_alerts)}
+        return {a.fingerprint for a in self.store.query(alerts.list_alerts)}
 
 
 class Receiver:
@@ -187,8 +188,8 @@ async def test_every_record_reaches_the_receiver_once_in_order(box: Box, receive
     await drain(box.worker(receiver.transport()))
     assert receiver.stored_ids() == box.all_ids()
     view = box.view()
-    assert view["backlog"] == 0 and view["state"] == "idle" and view["last_success_at"]
-    assert view["records_acked"] == len(box.all_ids())
+    assert view.backlog == 0 and view.state == "idle" and view.last_success_at
+    assert view.records_acked == len(box.all_ids())
     # Batches of at most 7 records, in order, each signed and keyed.
     sizes = [len(json.loads(r.content)["records"]) for r in receiver.requests]
     assert max(sizes) == 7 and sum(sizes) == len(box.all_ids())
@@ -202,7 +203,7 @@ async def test_an_answer_lost_after_the_receiver_committed_is_resent_and_stored_
     receiver.cut_after_commit = 1
     worker = box.worker(receiver.transport())
     assert await worker.step() > 0  # the first answer is lost: backing off
-    assert box.view()["state"] == "backing off"
+    assert box.view().state == "backing off"
     lost = receiver.requests[0]
     await worker.aclose()
     # A restart: a new worker resends the open batch under the same id with the same body.
@@ -212,14 +213,14 @@ async def test_an_answer_lost_after_the_receiver_committed_is_resent_and_stored_
     assert resent.content == lost.content
     stored = receiver.stored_ids()
     assert stored == box.all_ids() and len(set(stored)) == len(stored)
-    assert box.view()["backlog"] == 0
+    assert box.view().backlog == 0
 
 
 async def test_delivery_goes_on_while_the_box_is_frozen(box: Box, receiver: Receiver) -> None:
     box.store.write_sync(lambda c: freeze(c, "dispute on entry 142", "test"))
     box.add(5)
     await drain(box.worker(receiver.transport()))
-    assert box.view()["backlog"] == 0
+    assert box.view().backlog == 0
     assert receiver.stored_ids() == box.all_ids()
 
 
@@ -229,11 +230,11 @@ async def test_a_poison_record_is_quarantined_and_the_rest_keep_flowing(box: Box
     after = box.add(5)
     await drain(box.worker(receiver.transport()))
     view = box.view()
-    assert view["backlog"] == 0 and view["quarantined"] == 1
+    assert view.backlog == 0 and view.quarantined == 1
     stored = set(receiver.stored_ids())
     assert set(before + after) <= stored and poison not in stored
     [held] = box.store.query(outbox.quarantined)
-    assert held["record_id"] == poison and "kind" in held["quarantine_reason"]
+    assert held.record_id == poison and "kind" in (held.quarantine_reason or "")
     assert "uplink-quarantine" in box.active_alerts()
 
 
@@ -243,16 +244,16 @@ async def test_refused_credentials_pause_until_the_token_is_replaced(box: Box, r
     worker = box.worker(receiver.transport())
     await worker.step()
     view = box.view()
-    assert view["state"] == "paused" and "refused the uplink credentials (401)" in view["paused_reason"]
+    assert view.state == "paused" and "refused the uplink credentials (401)" in (view.paused_reason or "")
     assert "uplink-refused" in box.active_alerts()
-    [alert] = [a for a in box.store.query(alerts.list_alerts) if a["fingerprint"] == "uplink-refused"]
-    assert alert["severity"] == "critical"
+    [alert] = [a for a in box.store.query(alerts.list_alerts) if a.fingerprint == "uplink-refused"]
+    assert alert.severity == "critical"
     for _ in range(5):  # paused: nothing is sent, however often it looks
         await worker.step()
     assert len(receiver.requests) == 1
     write_secret(box.token_file, receiver.token)  # reconfigured: the token file changed
     await drain(worker)
-    assert box.view()["state"] == "idle" and box.view()["backlog"] == 0
+    assert box.view().state == "idle" and box.view().backlog == 0
     assert "uplink-refused" not in box.active_alerts()
 
 
@@ -261,11 +262,11 @@ async def test_a_sync_request_tries_a_paused_uplink_once(box: Box, receiver: Rec
     receiver_store.add_box(receiver.data_dir, box.box_id, rotate=True)  # the receiver's side changed
     worker = box.worker(receiver.transport())
     await worker.step()
-    assert box.view()["state"] == "paused"
+    assert box.view().state == "paused"
     box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
     await worker.step()
     assert len(receiver.requests) == 2  # tried again because a tech asked
-    assert box.view()["state"] == "paused"
+    assert box.view().state == "paused"
     await worker.aclose()
 
 
@@ -278,8 +279,8 @@ async def test_retry_after_is_honoured(box: Box) -> None:
     delay = await worker.step()
     assert delay >= 7
     view = box.view()
-    assert view["state"] == "backing off" and "429" in view["last_error"]
-    assert 6 <= view["next_attempt_in_s"] <= 7
+    assert view.state == "backing off" and "429" in (view.last_error or "")
+    assert view.next_attempt_in_s is not None and 6 <= view.next_attempt_in_s <= 7
     assert await worker.step() > 0 and len(seen) == 1  # nothing sent before Retry-After
     await worker.aclose()
 
@@ -291,7 +292,7 @@ async def test_failures_back_off_then_open_the_circuit_and_a_success_closes_it(b
     states = []
     for _ in range(5):
         delay = await worker.step()
-        states.append((box.view()["state"], box.view()["breaker"]))
+        states.append((box.view().state, box.view().breaker))
         await asyncio.sleep(delay + 0.001)
     assert states[:4] == [
         ("backing off", "closed"),
@@ -299,10 +300,10 @@ async def test_failures_back_off_then_open_the_circuit_and_a_success_closes_it(b
         ("circuit open", "open"),  # the third failure in a row opens it
         ("circuit open", "open"),  # the half-open trial failed: open again
     ]
-    assert box.view()["consecutive_failures"] == 0 and box.view()["breaker"] == "closed"
-    assert box.view()["state"] in ("sending", "idle")
+    assert box.view().consecutive_failures == 0 and box.view().breaker == "closed"
+    assert box.view().state in ("sending", "idle")
     await drain(worker)
-    assert box.view()["backlog"] == 0
+    assert box.view().backlog == 0
 
 
 async def test_a_batch_refused_whole_is_split_until_the_bad_record_is_alone(box: Box) -> None:
@@ -317,9 +318,9 @@ async def test_a_batch_refused_whole_is_split_until_the_bad_record_is_alone(box:
     seen: list[httpx.Request] = []
     await drain(box.worker(scripted([refuse_poison], seen)))
     view = box.view()
-    assert view["backlog"] == 0 and view["quarantined"] == 1
+    assert view.backlog == 0 and view.quarantined == 1
     [held] = box.store.query(outbox.quarantined)
-    assert held["record_id"] == poison and "400" in held["quarantine_reason"]
+    assert held.record_id == poison and "400" in (held.quarantine_reason or "")
     alone = [r for r in seen if poison.encode() in r.content]
     assert len(json.loads(alone[-1].content)["records"]) == 1
 
@@ -343,16 +344,16 @@ async def test_a_fork_pauses_with_its_own_alert_which_gives_way_when_the_pause_c
     worker = box.worker(scripted([fork, fork, problem(401, "uplink-unauthenticated"), ack_all], seen))
     await worker.step()
     view = box.view()
-    assert view["state"] == "paused" and "ledger position 42" in view["paused_reason"]
-    [alert] = [a for a in box.store.query(alerts.list_alerts) if a["fingerprint"] == "uplink-fork"]
-    assert alert["severity"] == "critical" and "ledger position 42" in alert["detail"]
+    assert view.state == "paused" and "ledger position 42" in (view.paused_reason or "")
+    [alert] = [a for a in box.store.query(alerts.list_alerts) if a.fingerprint == "uplink-fork"]
+    assert alert.severity == "critical" and "ledger position 42" in alert.detail
     assert "uplink-refused" not in box.active_alerts()
     for _ in range(5):  # paused: nothing is sent, however often it looks
         await worker.step()
-    assert len(seen) == 1 and box.view()["batch"] is not None  # the batch stays open, as it was
+    assert len(seen) == 1 and box.view().batch is not None  # the batch stays open, as it was
     box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
     await worker.step()  # one try, refused again: paused again
-    assert len(seen) == 2 and box.view()["state"] == "paused"
+    assert len(seen) == 2 and box.view().state == "paused"
     assert seen[0].content == seen[1].content
     assert seen[0].headers[IDEMPOTENCY_HEADER] == seen[1].headers[IDEMPOTENCY_HEADER]
     box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
@@ -360,7 +361,7 @@ async def test_a_fork_pauses_with_its_own_alert_which_gives_way_when_the_pause_c
     assert box.active_alerts() >= {"uplink-refused"} and "uplink-fork" not in box.active_alerts()
     box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
     await drain(worker)
-    assert box.view()["state"] == "idle"
+    assert box.view().state == "idle"
     assert not box.active_alerts() & {"uplink-refused", "uplink-fork"}
 
 
@@ -373,14 +374,14 @@ async def test_a_refused_signature_time_is_signed_again_with_the_receivers_clock
     first, second = (int(r.headers[SIGNATURE_HEADER].split(",")[0][2:]) for r in seen[:2])
     assert abs(first - time.time()) < 60
     assert abs(second - ahead) < 60
-    assert box.view()["backlog"] == 0 and box.view()["state"] == "idle"
+    assert box.view().backlog == 0 and box.view().state == "idle"
 
 
 async def test_a_batch_id_used_for_other_content_is_resent_under_a_new_id(box: Box) -> None:
     seen: list[httpx.Request] = []
     await drain(box.worker(scripted([problem(422, "idempotency-mismatch"), ack_all], seen)))
     assert seen[0].headers[IDEMPOTENCY_HEADER] != seen[1].headers[IDEMPOTENCY_HEADER]
-    assert box.view()["backlog"] == 0
+    assert box.view().backlog == 0
 
 
 async def test_a_wrong_url_pauses_instead_of_retrying_for_ever(box: Box) -> None:
@@ -389,7 +390,7 @@ async def test_a_wrong_url_pauses_instead_of_retrying_for_ever(box: Box) -> None
     await worker.step()
     await worker.step()
     assert len(seen) == 1
-    assert "check the uplink URL" in box.view()["paused_reason"]
+    assert "check the uplink URL" in (box.view().paused_reason or "")
     await worker.aclose()
 
 
@@ -399,7 +400,7 @@ async def test_not_configured_is_a_state_and_sends_nothing(tmp_path: Path) -> No
         worker = UplinkWorker(store, config, store.query(get_box)["box_id"])
         assert await worker.step() == config.uplink_poll_s
         assert store.query(get_state)["state"] == "not configured"
-        assert store.query(lambda c: uplink_view(c, config, utcnow()))["backlog"] > 0
+        assert store.query(lambda c: uplink_view(c, config, utcnow())).backlog > 0
         await worker.aclose()
 
 
@@ -464,8 +465,8 @@ async def test_a_200_that_settles_nothing_backs_off_instead_of_looping(box: Box)
     worker = box.worker(scripted([empty], seen))
     assert await worker.step() > 0
     view = box.view()
-    assert view["state"] == "backing off" and "settled none" in view["last_error"]
-    assert view["backlog"] > 0 and len(seen) == 1
+    assert view.state == "backing off" and "settled none" in (view.last_error or "")
+    assert view.backlog > 0 and len(seen) == 1
     await worker.aclose()
 
 
@@ -476,8 +477,8 @@ async def test_a_redirect_pauses_instead_of_quarantining_the_queue(box: Box) -> 
     await worker.step()
     await worker.step()
     view = box.view()
-    assert len(seen) == 1 and view["state"] == "paused" and view["quarantined"] == 0
-    assert "redirects (301) to https://receiver.test/" in view["paused_reason"]
+    assert len(seen) == 1 and view.state == "paused" and view.quarantined == 0
+    assert "redirects (301) to https://receiver.test/" in (view.paused_reason or "")
     await worker.aclose()
 
 
@@ -488,7 +489,7 @@ async def test_every_mismatch_after_a_success_is_rekeyed_once(box: Box) -> None:
     await drain(box.worker(scripted([mismatch, ack_all, mismatch, ack_all], seen)))
     keys = [r.headers[IDEMPOTENCY_HEADER] for r in seen]
     assert keys[0] != keys[1] and keys[2] != keys[3]
-    assert box.view()["backlog"] == 0 and box.view()["consecutive_failures"] == 0
+    assert box.view().backlog == 0 and box.view().consecutive_failures == 0
 
 
 async def test_an_unusable_ca_bundle_or_an_open_token_file_pauses_in_plain_words(tmp_path: Path) -> None:
@@ -497,14 +498,15 @@ async def test_an_unusable_ca_bundle_or_an_open_token_file_pauses_in_plain_words
     ca_box = Box(tmp_path / "a", uplink_ca_file=str(not_pem))
     worker = ca_box.worker(scripted([ack_all], []))
     await worker.step()
-    assert ca_box.view()["state"] == "paused" and "cannot use the CA bundle" in ca_box.view()["paused_reason"]
+    ca_view = ca_box.view()
+    assert ca_view.state == "paused" and "cannot use the CA bundle" in (ca_view.paused_reason or "")
     await worker.aclose()
     open_box = Box(tmp_path / "b")
     open_box.token_file.chmod(0o644)
     worker = open_box.worker(scripted([ack_all], []))
     await worker.step()
-    reason = open_box.view()["paused_reason"]
-    assert open_box.view()["state"] == "paused" and "readable by other users" in reason
+    reason = open_box.view().paused_reason or ""
+    assert open_box.view().state == "paused" and "readable by other users" in reason
     await worker.aclose()
     ca_box.store.close()
     open_box.store.close()
@@ -525,13 +527,13 @@ async def test_acks_that_leave_records_unsettled_raise_the_bad_answer_alert_unti
         await worker.step()
     assert "uplink-bad-answer" not in box.active_alerts()
     await worker.step()
-    [alert] = [a for a in box.store.query(alerts.list_alerts) if a["fingerprint"] == "uplink-bad-answer"]
-    assert alert["severity"] == "warning"
-    assert "answered 201 but left 1 of the 7 records sent unsettled" in alert["detail"]
-    assert box.view()["quarantined"] == 0 and box.view()["consecutive_failures"] == 0
+    [alert] = [a for a in box.store.query(alerts.list_alerts) if a.fingerprint == "uplink-bad-answer"]
+    assert alert.severity == "warning"
+    assert "answered 201 but left 1 of the 7 records sent unsettled" in alert.detail
+    assert box.view().quarantined == 0 and box.view().consecutive_failures == 0
     await drain(worker)
     assert "uplink-bad-answer" not in box.active_alerts()
-    assert box.view()["backlog"] == 0
+    assert box.view().backlog == 0
     # Each record left out went again, in the next batch (under its new key).
     keys = [r.headers[IDEMPOTENCY_HEADER] for r in seen]
     assert len(set(keys)) == len(keys)
@@ -544,12 +546,12 @@ async def test_a_sync_of_a_paused_uplink_that_meets_a_clock_skew_resends_at_once
     seen: list[httpx.Request] = []
     worker = box.worker(scripted([problem(401, "uplink-unauthenticated"), skew, ack_all], seen))
     await worker.step()
-    assert box.view()["state"] == "paused"
+    assert box.view().state == "paused"
     box.store.write_sync(lambda c: request_sync(c, "test", utcnow()))
     assert await worker.step() == 0  # the sync's try: refused for its time, signed again at once
     await worker.step()
     assert len(seen) == 3 and seen[2].content == seen[1].content
     assert abs(int(seen[2].headers[SIGNATURE_HEADER].split(",")[0][2:]) - ahead) < 60
     view = box.view()
-    assert view["state"] != "paused" and view["paused_reason"] is None and view["last_success_at"]
+    assert view.state != "paused" and view.paused_reason is None and view.last_success_at
     await worker.aclose()

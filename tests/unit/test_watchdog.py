@@ -85,7 +85,7 @@ def sweep(store: Store, settings: WatchdogSettings, now: datetime, **kw: Any) ->
 
 def active(store: Store) -> dict[str, str]:
     """Active alerts: fingerprint -> severity."""
-    return {a["fingerprint"]: a["severity"] for a in store.query(alerts.list_alerts)}
+    return {a.fingerprint: a.severity for a in store.query(alerts.list_alerts)}
 
 
 def usage(free_mb: float) -> Any:
@@ -124,15 +124,15 @@ def test_a_tablet_goes_online_stale_offline_and_its_alert_clears_on_the_next_hea
     assert active(box.store) == {fp: "warning"}
     alert = box.store.query(lambda c: alerts.get_alert(c, fp))
     assert alert is not None
-    assert "Marisol Vega" in alert["title"]
-    assert "3 min 20 s" in alert["detail"]
+    assert "Marisol Vega" in alert.title
+    assert "3 min 20 s" in alert.detail
 
     back = heartbeat(box.store, tablet)
     assert sweep(box.store, settings, back + timedelta(seconds=1))[tablet.device_id] == "online"
     assert active(box.store) == {}
     cleared = box.store.query(lambda c: alerts.get_alert(c, fp))
     assert cleared is not None
-    assert (cleared["active"], cleared["count"]) == (False, 1)
+    assert (cleared.active, cleared.count) == (False, 1)
 
 
 def test_the_offline_alert_follows_the_configured_presence_stale_s(box: Box) -> None:
@@ -184,7 +184,7 @@ def test_a_tablet_clock_off_by_30_s_is_flagged_and_cleared_once_fixed(box: Box) 
     assert active(box.store) == {fp: "warning"}
     alert = box.store.query(lambda c: alerts.get_alert(c, fp))
     assert alert is not None
-    assert "ahead of" in alert["detail"]
+    assert "ahead of" in alert.detail
 
     seen = heartbeat(box.store, tablet)
     sweep(box.store, settings, seen)
@@ -310,7 +310,7 @@ def test_a_damaged_database_file_fails_quick_check_and_freezes_the_box(box: Box,
     assert box.store.query(get_box)["freeze_reason"] == "auto: database integrity"
     alert = box.store.query(lambda c: alerts.get_alert(c, "db-integrity"))
     assert alert is not None
-    assert "freeze stays" in alert["detail"]
+    assert "freeze stays" in alert.detail
 
     # A later check passes: the alert clears, the freeze waits for a tech.
     assert check_integrity(box.store, settings) is True

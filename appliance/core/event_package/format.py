@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 EVENT_FILE = "event.json"
 ENTRIES_FILE = "entries.csv"
@@ -123,6 +125,99 @@ class Package:
     source: str = field(default="", compare=False)
 
 
+# -- scoring: how results are computed (the optional ``scoring`` block, criterion weight and kind) --
+# Both are kept as they were written among the extra attributes (event.json's ``scoring`` in the
+# event's, ``weight`` and ``kind`` in each criterion's), so they are stored and exported back with
+# them; ``validate`` checks them at import and these Structs read them back (``scoring_of``,
+# ``criterion_rule_of``), numbers as exact decimals from their JSON text.
+
+SCORING = "scoring"
+CRITERION_WEIGHT = "weight"
+CRITERION_KIND = "kind"
+JudgesRule = Literal["mean", "sum", "median", "trimmed_mean"]
+JUDGES_RULES: tuple[JudgesRule, ...] = ("mean", "sum", "median", "trimmed_mean")
+RankStyle = Literal["skip", "dense"]
+RANK_STYLES: tuple[RankStyle, ...] = ("skip", "dense")
+CriterionKind = Literal["score", "deduction"]
+CRITERION_KINDS: tuple[CriterionKind, ...] = ("score", "deduction")
+TIE_CRITERION = "criterion:"  # a tie rule "criterion:KEY"
+TIE_HIGHEST_SINGLE = "highest_single"
+DEFAULT_RANK_WITHIN = ("category", "division")
+DEFAULT_PRECISION = 2
+MAX_PRECISION = 10
+# The entries.csv fields results can group and match on (besides the extra columns that are not
+# personal): text as the file has it. order and scheduled_at are not (a number, a time normalised to
+# UTC), nor participants (personal data, kept encrypted).
+RESULT_FIELDS = ("entry_id", "session_id", "title", "category", "division", "level", "studio")
+# The keys of the scoring block, and those an override may set besides its ``match``.
+ENTRY_RULE_KEYS = ("judges", "drop_highest", "drop_lowest", "precision", "awards")  # apply per entry
+GROUP_RULE_KEYS = ("ties", "ranks")  # apply to a whole rank_within group
+SCORING_KEYS = (*ENTRY_RULE_KEYS, "rank_within", *GROUP_RULE_KEYS, "overrides")
+OVERRIDE_KEYS = ("match", *ENTRY_RULE_KEYS, *GROUP_RULE_KEYS)
+
+
+class CriterionRule(msgspec.Struct, frozen=True):
+    """How a criterion counts in a sheet's total: ``weight`` x value, added (``score``) or
+    subtracted (``deduction``)."""
+
+    weight: Decimal = Decimal(1)
+    kind: CriterionKind = "score"
+
+
+class AwardBand(msgspec.Struct, frozen=True):
+    """An award band: a score reaching ``min`` earns ``label`` (bands are checked from the top)."""
+
+    label: str
+    min: Decimal
+
+
+class Override(msgspec.Struct, frozen=True):
+    """Rules for the entries whose fields equal every ``match`` field (names as entries.csv's columns,
+    in any case); a key left None is not listed and keeps the event-wide value."""
+
+    match: dict[str, str]
+    judges: JudgesRule | None = None
+    drop_highest: int | None = None
+    drop_lowest: int | None = None
+    precision: int | None = None
+    awards: tuple[AwardBand, ...] | None = None
+    ties: tuple[str, ...] | None = None
+    ranks: RankStyle | None = None
+
+
+class Scoring(msgspec.Struct, frozen=True):
+    """The event's scoring block; the defaults are an event without one (EVENT_PACKAGE.md)."""
+
+    judges: JudgesRule = "mean"
+    drop_highest: int = 0
+    drop_lowest: int = 0
+    precision: int = DEFAULT_PRECISION
+    rank_within: tuple[str, ...] = DEFAULT_RANK_WITHIN
+    ties: tuple[str, ...] = ()
+    ranks: RankStyle = "skip"
+    awards: tuple[AwardBand, ...] = ()
+    overrides: tuple[Override, ...] = ()
+
+
+class _EventExtra(msgspec.Struct):
+    scoring: Scoring = msgspec.field(default_factory=Scoring)
+
+
+_event_extra = msgspec.json.Decoder(_EventExtra).decode
+_criterion_rule = msgspec.json.Decoder(CriterionRule).decode
+
+
+def scoring_of(event_extra: str) -> Scoring:
+    """The scoring rules in an event's stored extra attributes (JSON text), checked at import; the
+    defaults when the event has no scoring block."""
+    return _event_extra(event_extra).scoring
+
+
+def criterion_rule_of(criterion_extra: str) -> CriterionRule:
+    """A criterion's weight and kind from its stored extra attributes (JSON text)."""
+    return _criterion_rule(criterion_extra)
+
+
 class Problems:
     """Problems in file order, then line order, each rendered as ``file:line: message``."""
 
@@ -140,6 +235,9 @@ class Problems:
         return [text for *_, text in sorted(self._items)]
 
 
-def plain_number(value: Decimal) -> str:
-    """10.0 -> '10', 0.50 -> '0.5': numbers as a person wrote them, never '1E+1'."""
-    return format(value.normalize(), "f")
+def plain_number(value: Decimal, *, signed_zero: bool = True) -> str:
+    """10.0 -> '10', 0.50 -> '0.5': numbers as a person wrote them, never '1E+1'. A negative zero is
+    '-0' as the package wrote it (the import's messages quote it), or '0' without ``signed_zero`` (the
+    export's cells, where it is the number 0)."""
+    text = format(value.normalize(), "f")
+    return "0" if text == "-0" and not signed_zero else text

@@ -21,19 +21,33 @@ from appliance.core import personal
 from appliance.core.event_package.format import (
     ALL_SESSIONS,
     CRITERION_KEYS,
+    CRITERION_KIND,
+    CRITERION_KINDS,
+    CRITERION_WEIGHT,
+    DEFAULT_RANK_WITHIN,
     ENTRIES_FILE,
     ENTRY_COLUMNS,
     ENTRY_PUBLIC_COLUMNS,
     ENTRY_REQUIRED,
     EVENT_FILE,
     EVENT_KEYS,
+    GROUP_RULE_KEYS,
     JUDGE_COLUMNS,
     JUDGES_FILE,
+    JUDGES_RULES,
     LIST_SEPARATOR,
+    MAX_PRECISION,
+    OVERRIDE_KEYS,
     PARTICIPANTS,
     PERSONAL_COLUMNS,
+    RANK_STYLES,
+    RESULT_FIELDS,
+    SCORING,
+    SCORING_KEYS,
     SESSION_KEYS,
     TABLETS_SEE_PARTICIPANTS,
+    TIE_CRITERION,
+    TIE_HIGHEST_SINGLE,
     Criterion,
     Entry,
     Judge,
@@ -44,6 +58,16 @@ from appliance.core.event_package.format import (
 from appliance.core.event_package.json_lines import JsonLines, dotted
 from appliance.core.event_package.reading import read_csv, read_event_json
 from appliance.shared.times import parse_rfc3339, to_rfc3339
+
+
+@dataclass(frozen=True)
+class FieldUse:
+    """An entries.csv field name the scoring block uses, where (its line in event.json) and how
+    (``scoring: rank_within``, ``scoring override 2: match``), for the problem if the file lacks it."""
+
+    name: str
+    line: int
+    use: str
 
 
 @dataclass
@@ -58,6 +82,8 @@ class EventJson:
     extra: dict[str, Any] = field(default_factory=dict)
     session_ids: set[str] | None = None  # None: no usable sessions list, so don't check the CSVs' sessions
     personal_columns: list[tuple[str, int]] = field(default_factory=list)  # (column, line in event.json)
+    # The entries.csv fields the scoring block groups or matches on, checked against entries.csv's header.
+    scoring_fields: list[FieldUse] = field(default_factory=list)
 
 
 class _JsonProblems:
@@ -100,6 +126,7 @@ def check_event(data: bytes | None, problems: Problems) -> EventJson:
     event.extra = {k: v for k, v in document.items() if k not in EVENT_KEYS}
     event.personal_columns = _parse_personal_settings(document, problem)
     event.criteria = _parse_criteria(document, problem)
+    event.scoring_fields = _parse_scoring(document, problem)
     event.sessions, event.session_ids = _parse_sessions(document, problem)
     return event
 
@@ -209,6 +236,7 @@ def _parse_criteria(document: dict[str, Any], problem: _JsonProblems) -> list[Cr
         label = _json_text(item, path, "label", problem, required="label" in item, what=what)
         if "label" in item and label is None:
             valid = False
+        valid = _check_criterion_rule(item, path, what, problem) and valid
         low = _json_number(item, path, "min", problem, what)
         high = _json_number(item, path, "max", problem, what)
         step = _json_number(item, path, "step", problem, what)
@@ -276,6 +304,244 @@ def _parse_sessions(
     return sessions, set(first_line) or None
 
 
+def _check_criterion_rule(
+    item: dict[str, Any], path: tuple[Any, ...], what: str, problem: _JsonProblems
+) -> bool:
+    """A criterion's ``weight`` (a number above 0, default 1) and ``kind`` (``score``, the default, or
+    ``deduction``); True when both are right or absent."""
+    ok = True
+    if CRITERION_WEIGHT in item:
+        weight = item[CRITERION_WEIGHT]
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            problem((*path, CRITERION_WEIGHT), f"{what}: 'weight' must be a number, not {json.dumps(weight)}")
+            ok = False
+        elif Decimal(str(weight)) <= 0:
+            problem(
+                (*path, CRITERION_WEIGHT),
+                f"{what}: weight ({plain_number(Decimal(str(weight)))}) must be greater than 0",
+            )
+            ok = False
+    if CRITERION_KIND in item and item[CRITERION_KIND] not in CRITERION_KINDS:
+        problem(
+            (*path, CRITERION_KIND),
+            f'{what}: unknown kind {json.dumps(item[CRITERION_KIND])} (use "score" or "deduction")',
+        )
+        ok = False
+    return ok
+
+
+# -- the scoring block ----------------------------------------------------------------------------
+
+
+def _parse_scoring(document: dict[str, Any], problem: _JsonProblems) -> list[FieldUse]:
+    """The optional ``scoring`` block checked (EVENT_PACKAGE.md); returns the entries.csv fields it
+    groups and matches on, which ``check_entries`` looks for in the file's header."""
+    if SCORING not in document:
+        return []
+    block = document[SCORING]
+    path: tuple[Any, ...] = (SCORING,)
+    if not isinstance(block, dict):
+        problem(path, f"'scoring' must be an object ({', '.join(SCORING_KEYS)}), not {json.dumps(block)}")
+        return []
+    _unknown_keys(block, path, SCORING_KEYS, "scoring", problem)
+    _check_entry_rules(block, path, "scoring", problem)
+    _check_group_rules(block, path, "scoring", _criterion_keys(document), problem)
+    fields: list[FieldUse] = []
+    rank_within = _rank_within(block, problem, fields)
+    overrides = block.get("overrides", [])
+    if not isinstance(overrides, list):
+        problem(
+            (*path, "overrides"),
+            f"scoring: 'overrides' must be a list of objects, not {json.dumps(overrides)}",
+        )
+        return fields
+    for index, override in enumerate(overrides):
+        _check_override(override, (*path, "overrides", index), index, rank_within, document, problem, fields)
+    return fields
+
+
+def _criterion_keys(document: dict[str, Any]) -> list[str]:
+    """The keys event.json's criteria name (those with other problems too: they are reported there)."""
+    criteria = document.get("criteria")
+    items = criteria if isinstance(criteria, list) else []
+    return [
+        item["key"].strip()
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"].strip()
+    ]
+
+
+def _unknown_keys(
+    obj: dict[str, Any], path: tuple[Any, ...], known: tuple[str, ...], what: str, problem: _JsonProblems
+) -> None:
+    # A misspelt rule would silently fall back to its default at awards time: refused instead.
+    for key in obj:
+        if key not in known:
+            problem((*path, key), f"{what}: unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _check_entry_rules(obj: dict[str, Any], path: tuple[Any, ...], what: str, problem: _JsonProblems) -> None:
+    """``judges``, ``drop_highest``, ``drop_lowest``, ``precision`` and ``awards``, where present."""
+    if "judges" in obj and obj["judges"] not in JUDGES_RULES:
+        problem(
+            (*path, "judges"),
+            f"{what}: unknown judges rule {json.dumps(obj['judges'])} (use {', '.join(JUDGES_RULES)})",
+        )
+    for key in ("drop_highest", "drop_lowest"):
+        if key not in obj:
+            continue
+        drops = obj[key]
+        if isinstance(drops, bool) or not isinstance(drops, int):
+            problem((*path, key), f"{what}: {key} must be a whole number of judges, not {json.dumps(drops)}")
+        elif drops < 0:
+            problem((*path, key), f"{what}: {key} ({drops}) must not be negative")
+    if "precision" in obj:
+        places = obj["precision"]
+        if isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= MAX_PRECISION:
+            problem(
+                (*path, "precision"),
+                f"{what}: precision must be a whole number of decimals from 0 to {MAX_PRECISION}, "
+                f"not {json.dumps(places)}",
+            )
+    if "awards" in obj:
+        _check_awards(obj["awards"], (*path, "awards"), what, problem)
+
+
+def _check_awards(bands: Any, path: tuple[Any, ...], what: str, problem: _JsonProblems) -> None:
+    """A list of {"label", "min"} bands, in descending ``min`` (each below the one above it)."""
+    if not isinstance(bands, list):
+        problem(
+            path, f'{what}: \'awards\' must be a list of {{"label", "min"}} bands, not {json.dumps(bands)}'
+        )
+        return
+    above: tuple[str, Decimal] | None = None
+    for index, band in enumerate(bands):
+        band_path = (*path, index)
+        band_what = f"{what}: award band {index + 1}"
+        if not isinstance(band, dict):
+            problem(band_path, f"{band_what} must be an object with label and min")
+            continue
+        _unknown_keys(band, band_path, ("label", "min"), band_what, problem)
+        label = _json_text(band, band_path, "label", problem, required=True, what=band_what)
+        low = _json_number(band, band_path, "min", problem, band_what)
+        if label is None or low is None:
+            continue
+        if above is not None and low >= above[1]:
+            problem(
+                (*band_path, "min"),
+                f"{what}: award bands must be in descending min: {label!r} (min {plain_number(low)}) "
+                f"is not below {above[0]!r} (min {plain_number(above[1])})",
+            )
+        above = (label, low)
+
+
+def _check_group_rules(
+    obj: dict[str, Any], path: tuple[Any, ...], what: str, criteria: list[str], problem: _JsonProblems
+) -> None:
+    """``ties`` (``criterion:KEY`` of a criterion of event.json, or ``highest_single``) and ``ranks``."""
+    if "ties" in obj:
+        ties = obj["ties"]
+        if not isinstance(ties, list):
+            problem((*path, "ties"), f"{what}: 'ties' must be a list of tie rules, not {json.dumps(ties)}")
+        else:
+            for index, rule in enumerate(ties):
+                key = rule[len(TIE_CRITERION) :] if isinstance(rule, str) else ""
+                if rule == TIE_HIGHEST_SINGLE or (
+                    isinstance(rule, str) and rule.startswith(TIE_CRITERION) and key in criteria
+                ):
+                    continue
+                if isinstance(rule, str) and rule.startswith(TIE_CRITERION):
+                    problem(
+                        (*path, "ties", index),
+                        f"{what}: tie rule {rule!r} names no criterion of event.json "
+                        f"(its criteria: {', '.join(criteria) or 'none'})",
+                    )
+                else:
+                    problem(
+                        (*path, "ties", index),
+                        f"{what}: unknown tie rule {json.dumps(rule)} "
+                        f'(use "{TIE_CRITERION}KEY" or "{TIE_HIGHEST_SINGLE}")',
+                    )
+    if "ranks" in obj and obj["ranks"] not in RANK_STYLES:
+        problem(
+            (*path, "ranks"),
+            f"{what}: unknown ranks style {json.dumps(obj['ranks'])} "
+            '(use "skip", 1-2-2-4, or "dense", 1-2-2-3)',
+        )
+
+
+def _rank_within(block: dict[str, Any], problem: _JsonProblems, fields: list[FieldUse]) -> list[str]:
+    """The rank_within field names (the default when absent), each noted in ``fields`` to be found
+    in entries.csv."""
+    if "rank_within" not in block:
+        return list(DEFAULT_RANK_WITHIN)
+    names = block["rank_within"]
+    path = (SCORING, "rank_within")
+    if not isinstance(names, list):
+        problem(
+            path,
+            f"scoring: 'rank_within' must be a list of entries.csv column names, not {json.dumps(names)}",
+        )
+        return []
+    found: list[str] = []
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            problem((*path, index), f"scoring: rank_within: {json.dumps(name)} is not a column name")
+            continue
+        found.append(name.strip())
+        fields.append(FieldUse(name.strip(), problem.line((*path, index)), "scoring: rank_within"))
+    return found
+
+
+def _check_override(
+    override: Any,
+    path: tuple[Any, ...],
+    index: int,
+    rank_within: list[str],
+    document: dict[str, Any],
+    problem: _JsonProblems,
+    fields: list[FieldUse],
+) -> None:
+    """One override: a ``match`` of entries.csv fields to text, and the rules it replaces. ``ties`` and
+    ``ranks`` apply to a whole group, so an override setting either matches on rank_within fields
+    only; ``rank_within`` itself is event-wide."""
+    what = f"scoring override {index + 1}"
+    if not isinstance(override, dict):
+        problem(path, f"{what} must be an object with match and the rules it replaces")
+        return
+    if "rank_within" in override:
+        problem(
+            (*path, "rank_within"),
+            f"{what}: rank_within is event-wide only: set it in scoring, not in an override",
+        )
+    _unknown_keys(
+        {k: v for k, v in override.items() if k != "rank_within"}, path, OVERRIDE_KEYS, what, problem
+    )
+    _check_entry_rules(override, path, what, problem)
+    _check_group_rules(override, path, what, _criterion_keys(document), problem)
+    match = override.get("match")
+    if not isinstance(match, dict) or not match:
+        problem(
+            (*path, "match") if "match" in override else path,
+            f"{what}: 'match' must be an object of entries.csv fields and the text they equal, "
+            'such as {"category": "Solo"}',
+        )
+        return
+    sets_group = [key for key in GROUP_RULE_KEYS if key in override]
+    grouped = {name.casefold() for name in rank_within}
+    for name, value in match.items():
+        line = problem.line((*path, "match", name))
+        fields.append(FieldUse(name, line, f"{what}: match"))
+        if not isinstance(value, str):
+            problem((*path, "match", name), f"{what}: match {name!r} must be text, not {json.dumps(value)}")
+        if sets_group and name.casefold() not in grouped:
+            problem(
+                (*path, "match", name),
+                f"{what}: sets {' and '.join(sets_group)}, which apply to a whole group, so it may match "
+                f"only on rank_within fields ({', '.join(rank_within) or 'none'}), not {name!r}",
+            )
+
+
 # -- entries.csv and judges.csv -------------------------------------------------------------------
 
 
@@ -293,10 +559,12 @@ def check_entries(
     session_ids: set[str] | None,
     problems: Problems,
     personal_columns: list[tuple[str, int]] | None = None,
+    scoring_fields: list[FieldUse] | None = None,
 ) -> tuple[list[Entry], list[str]]:
     """The valid entries of entries.csv, and the extra columns event.json marks personal (as the header
     names them). Each entry's session must be one of ``session_ids``, the ids event.json names (None:
-    event.json has no usable sessions list, so sessions are not checked)."""
+    event.json has no usable sessions list, so sessions are not checked). The fields event.json's
+    scoring block uses (``scoring_fields``) must be columns of the file results can read."""
 
     def problem(line: int, message: str) -> None:
         problems.add(ENTRIES_FILE, line, message)
@@ -305,6 +573,7 @@ def check_entries(
         return [], []
     rows, present, header = read_csv(ENTRIES_FILE, data, ENTRY_COLUMNS, ENTRY_REQUIRED, problems)
     sealed_columns = _personal_columns(personal_columns or [], header, problems)
+    _check_scoring_fields(scoring_fields or [], header, sealed_columns, problems)
     entries: list[Entry] = []
     first_line: dict[str, int] = {}
     slots: dict[tuple[str, int], tuple[str, int]] = {}
@@ -421,6 +690,38 @@ def _personal_columns(listed: list[tuple[str, int]], header: list[str], problems
         elif column not in found:
             found.append(column)
     return found
+
+
+def _check_scoring_fields(
+    uses: list[FieldUse], header: list[str], sealed_columns: list[str], problems: Problems
+) -> None:
+    """Each field the scoring block groups or matches on is a column of entries.csv (case does not
+    matter) that results can read: one of ``RESULT_FIELDS`` or an extra column that is not personal.
+    A problem is reported at its line in event.json."""
+    if not header:
+        return  # an unreadable header is reported already
+    columns = {key.casefold(): key for key in header if key}
+    sealed = {column.casefold() for column in sealed_columns}
+    readable = [
+        column
+        for key, column in columns.items()
+        if key in RESULT_FIELDS or (key not in ENTRY_COLUMNS and key not in sealed)
+    ]
+    for use in uses:
+        key = use.name.casefold()
+        if key not in columns:
+            problems.add(
+                EVENT_FILE,
+                use.line,
+                f"{use.use}: entries.csv has no column {use.name!r} (its columns: {', '.join(readable)})",
+            )
+        elif columns[key] not in readable:
+            problems.add(
+                EVENT_FILE,
+                use.line,
+                f"{use.use}: results cannot use column {use.name!r} (participants and personal columns are "
+                f"kept encrypted, order and scheduled_at are not text fields; usable: {', '.join(readable)})",
+            )
 
 
 def _missing_any(present: set[str], required: tuple[str, ...]) -> bool:

@@ -10,11 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from appliance.core.config import Config, load_config
 from appliance.shared.errors import DomainError
 from appliance.shared.fingerprint import grouped
-from appliance.shell.cli.common import box_at, config_for, named_data_dir, print_json, with_store
+from appliance.shell.cli.common import (
+    EXISTING_FILE,
+    box_at,
+    config_for,
+    named_data_dir,
+    print_json,
+    with_store,
+)
 
 
 @click.group()
@@ -31,7 +39,7 @@ def backup() -> None:
 )
 @click.option(
     "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="A file holding a passphrase (12+ characters) that also opens every backup and export.",
 )
@@ -138,29 +146,26 @@ def backup_status(ctx: click.Context, as_json: bool) -> None:
         lambda store: store.query(lambda conn: (backup_view(conn, config, utcnow()), list_snapshots(conn))),
     )
     if as_json:
-        print_json(view | {"snapshots": [snap | {"location": location(config, snap)} for snap in snaps]})
+        listed = [snap | {"location": location(config, snap)} for snap in snaps]
+        print_json(msgspec.to_builtins(view) | {"snapshots": listed})
         return
-    who = f"this box, {view['recipients']} organiser key(s)" + (
-        ", the passphrase" if view["passphrase"] else ""
-    )
-    when = (
-        f"every {view['interval_s']:g} s" if runtime_info(config) else "none taken: the daemon is not running"
-    )
-    click.echo(f"backups   {view['directory']}, {when}; open with {who}")
-    if not view["configured"]:
+    who = f"this box, {view.recipients} organiser key(s)" + (", the passphrase" if view.passphrase else "")
+    when = f"every {view.interval_s:g} s" if runtime_info(config) else "none taken: the daemon is not running"
+    click.echo(f"backups   {view.directory}, {when}; open with {who}")
+    if not view.configured:
         click.echo("          only this box can open them: `venuebox backup configure --recipient age1...`")
     disk = {
         True: "on another disk than the database",
         False: "on the database's disk: lost with it; `venuebox backup configure --dir PATH` on another disk",
         None: "MISSING: plug its disk back in, or `venuebox backup configure --dir PATH`",
     }
-    click.echo(f"          {disk[view['other_disk']]}")
-    good = view["newest_verified"]
+    click.echo(f"          {disk[view.other_disk]}")
+    good = view.newest_verified
     if good is not None:
         click.echo(
-            f"newest verified: {good['path']} ({good['created_at']}, {good['ledger_rows']} sheets)"
+            f"newest verified: {good.path} ({good.created_at}, {good.ledger_rows} sheets)"
             + {"here": "", "missing": " [file missing]", "elsewhere": " [in the backup dir used before]"}[
-                good["location"]
+                good.location
             ]
         )
     elif snaps:
@@ -202,13 +207,13 @@ def snapshot_key_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--identity` and `--passphrase-file`: the key that opens snapshots (`restore`, `recover`)."""
     command = click.option(
         "--passphrase-file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=EXISTING_FILE,
         default=None,
         help="The backup passphrase (opens backup-identity.age beside the snapshot).",
     )(command)
     return click.option(
         "--identity",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=EXISTING_FILE,
         default=None,
         help="An age identity file that opens the snapshot: an organiser's key, or a box's "
         "backup-identity.key.",

@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from appliance.core.config import Config
+from appliance.shared.admin_wire import VerifyReport
 from appliance.shared.fingerprint import grouped, short_fingerprint
 from appliance.shared.status import FREEZE_CATEGORIES, BoxStatus, RecoveryView
 from appliance.shared.tablet_text import printable
@@ -162,7 +163,7 @@ def devices_revoke(ctx: click.Context, device_id: str) -> None:
     row = with_store(
         config_for(ctx), lambda store: store.write_sync(lambda conn: revoke(conn, device_id, "cli"))
     )
-    click.echo(f"revoked {row['device_id']} ({row['judge_id']}, {printable(row['name'])})")
+    click.echo(f"revoked {row.device_id} ({row.judge_id}, {printable(row.name)})")
 
 
 @click.command()
@@ -265,15 +266,28 @@ def _recovery_lines(rec: RecoveryView) -> list[str]:
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Check the ledger and audit hash chains; exits 1 naming the first altered row."""
-    from appliance.core.chain import ChainsReport, verify_chains
+    from appliance.core.chain import verify_chains
 
-    def read(store: Any) -> ChainsReport:
+    def read(store: Any) -> VerifyReport:
         store.ensure_sound()  # the file first: chains read from a damaged file prove nothing
         return store.query(verify_chains)
 
     report = with_store(config_for(ctx), read)
     if as_json:
-        print_json([r.__dict__ | {"ok": r.ok} for r in report.chains])
+        # `venuebox verify --json` keeps its own key order (the verdict last), not ChainCheck's.
+        print_json(
+            [
+                {
+                    "table": r.table,
+                    "rows": r.rows,
+                    "head_hash": r.head_hash,
+                    "first_bad_seq": r.first_bad_seq,
+                    "problem": r.problem,
+                    "ok": r.ok,
+                }
+                for r in report.chains
+            ]
+        )
     else:
         for r in report.chains:
             if r.ok:

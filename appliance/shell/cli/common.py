@@ -18,6 +18,10 @@ from appliance.shared.tablet_text import printable
 
 T = TypeVar("T")
 
+# A file an option names for the command to read (a key, a token, a certificate): click refuses a
+# path that does not exist or is a folder before the command runs.
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
 
 def config_for(ctx: click.Context, **overrides: Any) -> Config:
     """The config of the data dir the command runs on (`--data-dir`, else the environment's, else

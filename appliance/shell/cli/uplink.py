@@ -4,18 +4,21 @@ send to (`ingest-server`)."""
 from __future__ import annotations
 
 import os
-import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from appliance.core.config import Config
+from appliance.shared.admin_wire import QuarantinedRecord
 from appliance.shared.errors import DomainError
 from appliance.shared.logs import setup_logging
 from appliance.shared.secrets_files import write_secret
+from appliance.shared.status import UplinkView
 from appliance.shared.tablet_text import printable
-from appliance.shell.cli.common import config_for, print_json, with_store
+from appliance.shell.cli.common import EXISTING_FILE, config_for, print_json, with_store
 
 
 @click.group()
@@ -27,13 +30,13 @@ def uplink() -> None:
 @click.option("--url", required=True, help="The receiver, e.g. https://cloud.example.org (no token in it).")
 @click.option(
     "--token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
     help="A file holding the uplink token the receiver issued for this box (copied to the data dir, 0600).",
 )
 @click.option(
     "--ca-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="A CA bundle (PEM) to trust for the receiver's TLS certificate, for a private CA.",
 )
@@ -81,7 +84,7 @@ def uplink_configure(
     for old in config.data_dir.glob("uplink-*.token"):
         if old.name != stored_token.name:
             old.unlink()  # only once the database names the new one
-    click.echo(f"uplink configured: {target.view()['url']} (token in {stored_token})")
+    click.echo(f"uplink configured: {target.view().url} (token in {stored_token})")
     click.echo("`venuebox uplink check` tests it now; a running box starts sending within a second.")
 
 
@@ -116,25 +119,27 @@ def uplink_check(ctx: click.Context) -> None:
     click.echo(f"ok: {result.message} in {result.seconds * 1000:.0f} ms")
 
 
-def _print_uplink(view: dict[str, Any], daemon_running: bool) -> None:
-    target = view["target"]
+def _print_uplink(
+    view: UplinkView, daemon_running: bool, quarantine: Sequence[QuarantinedRecord] = ()
+) -> None:
+    target = view.target
     click.echo(
-        f"state     {view['state']}" + ("" if daemon_running else " (daemon not running: nothing is sent)")
+        f"state     {view.state}" + ("" if daemon_running else " (daemon not running: nothing is sent)")
     )
-    click.echo(f"target    {target['url'] + ' (' + target['source'] + ')' if target else 'not configured'}")
-    oldest = f", oldest {view['oldest_age_s']:.0f} s old" if view["oldest_age_s"] is not None else ""
-    click.echo(f"backlog   {view['backlog']} records{oldest}; {view['quarantined']} quarantined")
+    click.echo(f"target    {target.url + ' (' + target.source + ')' if target else 'not configured'}")
+    oldest = f", oldest {view.oldest_age_s:.0f} s old" if view.oldest_age_s is not None else ""
+    click.echo(f"backlog   {view.backlog} records{oldest}; {view.quarantined} quarantined")
     click.echo(
-        f"sent      {view['records_acked']} records acked; last success {view['last_success_at'] or 'never'}"
+        f"sent      {view.records_acked} records acked; last success {view.last_success_at or 'never'}"
     )
-    if view["last_error"]:  # may quote the receiver: printed escaped
-        click.echo(f"error     {printable(view['last_error'])} (at {view['last_error_at']})")
-    if view["next_attempt_at"]:
-        click.echo(f"next try  {view['next_attempt_at']} (in {view['next_attempt_in_s']:.0f} s)")
-    for record in view.get("quarantine", []):
-        what = f"sheet {record['sheet_id']}" if record["sheet_id"] else record["kind"]
-        reason = printable(record["quarantine_reason"] or "")
-        click.echo(f"  quarantined {printable(record['record_id'])} ({what}): {reason}")
+    if view.last_error:  # may quote the receiver: printed escaped
+        click.echo(f"error     {printable(view.last_error)} (at {view.last_error_at})")
+    if view.next_attempt_at:
+        click.echo(f"next try  {view.next_attempt_at} (in {view.next_attempt_in_s:.0f} s)")
+    for record in quarantine:
+        what = f"sheet {record.sheet_id}" if record.sheet_id else record.kind
+        reason = printable(record.quarantine_reason or "")
+        click.echo(f"  quarantined {printable(record.record_id)} ({what}): {reason}")
 
 
 @uplink.command("status")
@@ -142,25 +147,19 @@ def _print_uplink(view: dict[str, Any], daemon_running: bool) -> None:
 @click.pass_context
 def uplink_status(ctx: click.Context, as_json: bool) -> None:
     """State, backlog and oldest record, last success, last error, next attempt, quarantine."""
-    from appliance.core import outbox
-    from appliance.core.uplink_state import uplink_view
+    from appliance.core.uplink_state import uplink_answer
     from appliance.shared.times import utcnow
     from appliance.shell.daemon import runtime_info
 
     config = config_for(ctx)
-
-    def read(conn: sqlite3.Connection) -> dict[str, Any]:
-        view = uplink_view(conn, config, utcnow())
-        view["quarantine"] = outbox.quarantined(conn, 100)
-        return view
-
-    view = with_store(config, lambda store: store.query(read))
+    view = with_store(
+        config, lambda store: store.query(lambda conn: uplink_answer(conn, config, utcnow(), 100))
+    )
     running = runtime_info(config) is not None
-    view["daemon_running"] = running
     if as_json:
-        print_json(view)
+        print_json(msgspec.to_builtins(view) | {"daemon_running": running})
     else:
-        _print_uplink(view, running)
+        _print_uplink(view, running, view.quarantine)
 
 
 @uplink.command("sync")
@@ -176,30 +175,31 @@ def uplink_sync(ctx: click.Context, wait_s: float) -> None:
     config = config_for(ctx)
     _uplink_target(config)
     daemon = runtime_info(config) is not None
-    view = with_store(config, lambda store: sync_now(store, config, daemon_running=daemon, wait_s=wait_s))
+    outcome = with_store(config, lambda store: sync_now(store, config, daemon_running=daemon, wait_s=wait_s))
+    view = outcome.view
     _print_uplink(view, daemon_running=True)
-    if view["synced"]:  # every record queued when the sync was asked for was acked
+    if outcome.synced:  # every record queued when the sync was asked for was acked
         return
-    if not view["attempted"]:
+    if not outcome.attempted:
         raise DomainError(
             f"the daemon did not try within {wait_s:g} s: is it running (`systemctl status venuebox`)?"
         )
-    if view["failed"]:
+    if outcome.failed:
         then = (
             "the uplink stays paused until that is fixed; the records stay queued on the box"
-            if view["state"] == "paused"
+            if view.state == "paused"
             else "the records stay queued on the box, and a running box keeps trying "
             "(`venuebox uplink status`)"
         )
-        error = printable(view["last_error"] or "failed")
+        error = printable(view.last_error or "failed")
         raise DomainError(f"uplink sync did not get through: {error}; {then}")
-    if view["refused"] and not view["waiting"]:
+    if outcome.refused and not outcome.waiting:
         raise DomainError(
-            f"uplink sync: the receiver refused {view['refused']} record(s), now set aside (quarantined; the "
+            f"uplink sync: the receiver refused {outcome.refused} record(s), now set aside (quarantined; the "
             "rest got through): `venuebox uplink status` says why, `venuebox uplink retry` sends them again"
         )
     raise DomainError(
-        f"uplink sync: {view['waiting']} record(s) still wait after {wait_s:g} s, with no error so far: "
+        f"uplink sync: {outcome.waiting} record(s) still wait after {wait_s:g} s, with no error so far: "
         "`venuebox uplink status` shows progress; `venuebox uplink sync --wait SECONDS` waits longer"
     )
 
@@ -263,13 +263,13 @@ def ingest_server_add_box(box_id: str, data_dir: Path, token_file: Path | None, 
 @click.option("--port", type=int, default=9090, show_default=True, help="Port (0 = any free port).")
 @click.option(
     "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.",
 )
 @click.option(
     "--tls-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     default=None,
     help="The private key (PEM) of --tls-cert.",
 )
