@@ -24,6 +24,13 @@ TYPES: dict[type[domain.DomainError], ProblemType] = GENERIC_TYPES | {
     domain.NotAuthenticated: ProblemType(401, "unauthenticated", "Device token missing, unknown or revoked"),
     domain.SheetConflict: ProblemType(409, "sheet-conflict", "This sheet conflicts with the current sheet"),
     domain.Frozen: ProblemType(423, "frozen", "Scoring is paused by the venue tech", retry_later=True),
+    domain.SessionLocked: ProblemType(
+        423, "session-locked", "This session is locked by the venue tech", retry_later=True
+    ),
+    domain.SignedOff: ProblemType(
+        423, "signed-off", "You signed off this session; the venue tech can reopen it", retry_later=True
+    ),
+    domain.SessionNotOnPanel: ProblemType(403, "session-not-on-panel", "This session is not on your panel"),
     domain.TooManyRequests: ProblemType(429, "rate-limited", "Too many requests"),
     domain.NoEvent: ProblemType(503, "no-event", "No event is loaded on this box yet", retry_later=True),
     domain.DataKeyMismatch: ProblemType(

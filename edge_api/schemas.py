@@ -164,6 +164,10 @@ class SessionView(msgspec.Struct, kw_only=True):
     starts_at: str | None
     on_panel: bool
     entries: list[EntryView]
+    # When this judge signed the session off (null: not signed off), and whether the tech locked it:
+    # either makes the session's sheets read-only for the judge (423 signed-off / session-locked).
+    signed_off_at: str | None = None
+    locked: bool = False
 
 
 class EventMeta(msgspec.Struct, kw_only=True):
@@ -179,6 +183,19 @@ class EventOut(msgspec.Struct, kw_only=True):
     criteria: list[Criterion]
     sessions: list[SessionView]
     sheets: list[CurrentSheet]
+
+
+class SignOffIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A sign-off's body: empty, or ``{}``."""
+
+
+class SignOffOut(msgspec.Struct, kw_only=True):
+    """A judge's sign-off of a session (``POST /api/v1/sessions/{id}/final``): the same body again
+    for a second sign-off."""
+
+    session_id: str
+    judge_id: str
+    signed_off_at: str
 
 
 # -- admin --------------------------------------------------------------------------------------
@@ -210,6 +227,23 @@ class RevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Why the tech needs to see personal data in full: kept in the audit log's access record."""
 
     reason: Annotated[str, Meta(min_length=3, max_length=500)]
+
+
+# Why the tech locks, unlocks or reopens: one line, kept in the audit log and shown in the console.
+SessionReason = Annotated[str, Meta(min_length=1, max_length=500, pattern=ONE_LINE_PATTERN)]
+
+
+class SessionReasonIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Why a session is locked or unlocked (required)."""
+
+    reason: SessionReason
+
+
+class ReopenIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Whose sign-off of the session to take back, and why (required)."""
+
+    judge_id: ShortText
+    reason: SessionReason
 
 
 class PersonalRevealIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

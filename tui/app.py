@@ -31,6 +31,7 @@ from tui.screens.dialogs import ConfirmScreen, FreezeDialog
 from tui.screens.export import ExportDialog, Phase
 from tui.screens.overview import OverviewScreen
 from tui.screens.pairing import PairingScreen
+from tui.screens.results import ResultsScreen
 from tui.screens.scores import ScoresScreen
 from tui.screens.tablets import TabletsScreen
 from tui.state import Link
@@ -46,6 +47,7 @@ SCREENS_BY_KEY = {
     "4": ("pairing", "Pairing"),
     "5": ("alerts", "Alerts"),
     "6": ("audit", "Audit"),
+    "7": ("results", "Results"),
 }
 
 
@@ -61,6 +63,7 @@ class ConsoleApp(App[None]):
         "pairing": PairingScreen,
         "alerts": AlertsScreen,
         "audit": AuditScreen,
+        "results": ResultsScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         *(

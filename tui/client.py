@@ -38,6 +38,7 @@ from appliance.shared.admin_wire import (
     VerifyReport,
 )
 from appliance.shared.netloc import host_port
+from appliance.shared.results_wire import ResultsOut, SessionState
 from appliance.shared.status import Alert, ConsoleStatus, FreezeCategory, FreezeView
 
 T = TypeVar("T")
@@ -216,6 +217,32 @@ class AdminClient:
 
     async def acknowledge(self, fingerprint: str) -> Alert:
         return await self._call("POST", f"/admin/v1/alerts/{_seg(fingerprint)}/ack", Alert, json={})
+
+    # Sessions at results time ---------------------------------------------------------------------
+    async def results(self, session_id: str | None = None) -> ResultsOut:
+        """The current event's results (ranks those of the whole event), optionally one session's
+        entries; AdminError 503 before an event is imported."""
+        params = {} if session_id is None else {"session": session_id}
+        return await self._call("GET", "/admin/v1/results", ResultsOut, params=params)
+
+    async def session_states(self) -> list[SessionState]:
+        """Each session's lock, panel and the judges who signed it off."""
+        return await self._call("GET", "/admin/v1/sessions/states", list[SessionState])
+
+    async def lock_session(self, session_id: str, reason: str) -> SessionState:
+        """Lock a session (every sheet for it refused); AdminError 404 for an unknown session, 422
+        for an empty reason."""
+        path = f"/admin/v1/sessions/{_seg(session_id)}/lock"
+        return await self._call("POST", path, SessionState, json={"reason": reason})
+
+    async def unlock_session(self, session_id: str, reason: str) -> SessionState:
+        path = f"/admin/v1/sessions/{_seg(session_id)}/unlock"
+        return await self._call("POST", path, SessionState, json={"reason": reason})
+
+    async def reopen_sign_off(self, session_id: str, judge_id: str, reason: str) -> SessionState:
+        """Take back ``judge_id``'s sign-off of a session; AdminError 404 when there is none."""
+        path = f"/admin/v1/sessions/{_seg(session_id)}/reopen"
+        return await self._call("POST", path, SessionState, json={"judge_id": judge_id, "reason": reason})
 
 
 def _seg(value: str) -> str:

@@ -157,6 +157,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # (commas, decimal points) or "excel-semicolon" (semicolons, decimal commas, for spreadsheets set
     # to a European language); `venuebox export --csv-dialect` overrides it for one export.
     export_csv_dialect: str = "excel"
+    # Printed results (`venuebox results --format pdf`, the export's results.pdf): the paper size
+    # ("A4" or "Letter"), and font files to print with (.ttf, .otf or .ttc): the first for the text
+    # (its "-Bold" sibling, if any, for headings), the others as fallbacks for characters it lacks.
+    # Empty: the system's DejaVu Sans, a CJK font and Symbola for symbols and emoji (Debian's
+    # fonts-dejavu-core, fonts-droid-fallback, fonts-symbola).
+    results_paper: str = "A4"
+    results_fonts: list[str] = msgspec.field(default_factory=list)
 
     @property
     def db_path(self) -> Path:
@@ -349,6 +356,8 @@ def _check(config: Config) -> None:
         csv_dialect(config.export_csv_dialect)
     except UnknownCsvDialect as exc:
         raise ConfigError(f"export_csv_dialect: {exc.detail}") from None
+    if config.results_paper not in ("A4", "Letter"):
+        raise ConfigError(f'results_paper must be "A4" or "Letter", got {config.results_paper!r}')
     if config.pair_failures_per_minute_box < 1:
         raise ConfigError("pair_failures_per_minute_box must be >= 1")
     if config.pair_flood_calm_s <= 0:

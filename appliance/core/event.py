@@ -10,6 +10,7 @@ from typing import Any
 from appliance.core import data_key, personal_fields
 from appliance.core.devices import Device, ensure_active
 from appliance.core.ledger import sheets_for_judge
+from appliance.core.sessions import write_barriers
 from appliance.shared.errors import NoEvent
 from appliance.shared.status import EventSummary
 
@@ -22,8 +23,9 @@ def current_event_id(conn: sqlite3.Connection) -> str | None:
 def judge_event(
     conn: sqlite3.Connection, device: Device, data_key_path: Path | None = None
 ) -> dict[str, Any]:
-    """Event meta, criteria, all sessions (flagged on/off the judge's panel), the entries of the
-    judge's sessions in running order, and the judge's current sheets. No personal data, except
+    """Event meta, criteria, all sessions (flagged on/off the judge's panel, with this judge's
+    sign-off time and the tech's lock), the entries of the judge's sessions in running order, and
+    the judge's current sheets. No personal data, except
     each entry's ``participants`` (decrypted with the key at ``data_key_path``) when the event sets
     ``tablets_see_participants``; the other personal columns never. Re-checks the device in the
     same read, so a revoke answers 401 here at once too."""
@@ -47,6 +49,14 @@ def judge_event(
         {"key": r["key"], "label": r["label"], "min": r["min"], "max": r["max"], "step": r["step"]}
         for r in conn.execute("SELECT * FROM criteria WHERE event_id = ? ORDER BY position", (event_id,))
     ]
+    # This judge's sign-offs and the tech's locks: the app shows those sessions read-only.
+    signed_off = dict(
+        conn.execute(
+            "SELECT session_id, signed_off_at FROM sign_offs WHERE event_id = ? AND judge_id = ?",
+            (event_id, judge_id),
+        ).fetchall()
+    )
+    locked, _ = write_barriers(conn, event_id)
     key = None
     if data_key_path is not None and personal_fields.tablets_see_participants(conn, event_id):
         key = data_key.key_for(conn, data_key_path)
@@ -80,6 +90,8 @@ def judge_event(
                 "starts_at": s["starts_at"],
                 "on_panel": on_panel,
                 "entries": entries,
+                "signed_off_at": signed_off.get(s["session_id"]),
+                "locked": s["session_id"] in locked,
             }
         )
     return {

@@ -6,7 +6,10 @@ complete.
 
 * ``scores.csv``, ``ledger.csv``, ``results.csv`` (plain, UTF-8 with BOM, for a spreadsheet, in the
   chosen CSV dialect: commas and decimal points, or semicolons and decimal commas; no personal data
-  beyond judge names and routine titles), ``audit.jsonl``, ``event/`` (the event package,
+  beyond judge names and routine titles; results.csv as the results engine computes it under the
+  event's scoring rules), ``results.pdf`` (the printed results, appliance/core/print_results.py; left
+  out, saying why in README.txt and the manifest's ``absent``, when the box lacks the fonts it
+  needs), ``audit.jsonl``, ``event/`` (the event package,
   participants left out, always in the package's own format so it re-imports);
 * ``personal.csv.age``: each entry with its participants' names (for awards), a CSV in the same
   dialect, age-encrypted to the box and the organisers, written only when someone besides the box
@@ -48,18 +51,19 @@ import pyrage
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from appliance.core import audit, keys, keys_bundle, personal_fields, tabulation
+from appliance.core import audit, keys, keys_bundle, personal_fields, results_out, tabulation
 from appliance.core.backup import copy_database, database_facts, sealing_key
 from appliance.core.config import Config
 from appliance.shared import csv_dialects
 from appliance.shared.admin_wire import ExportJobView, ExportState, UsbKey
 from appliance.shared.canonical import canonical_json
-from appliance.shared.errors import DatabaseDamaged, DomainError
+from appliance.shared.errors import DatabaseDamaged, DomainError, FontsMissing
 from appliance.shared.secrets_files import fsync_dir
 from appliance.shared.times import to_rfc3339, utcnow
 from appliance.storage.db import database_problems
 
 MANIFEST = "MANIFEST.json"
+RESULTS_PDF = "results.pdf"
 FORMAT = "venuebox-export/1"
 MB = 1024 * 1024
 CHUNK = 1024 * 1024
@@ -312,6 +316,8 @@ class ExportResult:
     # in words who can open it, or why there is none.
     personal_file: str | None = None
     names: str = ""
+    # In words: results.pdf is in the export, or why it is not (fonts missing).
+    results_print: str = ""
 
 
 def export_to(
@@ -406,6 +412,7 @@ def _export(
                 raise ExportRefused(f"{final} already exists: wait a second and export again")
             recipients = keys.recipients(config)
             names = _Names(config)
+            printed = _ResultsPrint(config, scratch, to_rfc3339(now))
             try:
                 partial.mkdir()
                 writer = _Writer(partial, opener)
@@ -418,6 +425,7 @@ def _export(
                         "results.csv",
                         lambda: writer.write("results.csv", _csv(tabulation.results_table(conn), dialect)),
                     ),
+                    ("results.pdf", lambda: printed.write(writer, conn)),
                     (
                         "ledger.csv",
                         lambda: writer.write("ledger.csv", _csv(tabulation.ledger_table(conn), dialect)),
@@ -438,13 +446,15 @@ def _export(
                     ),
                     (
                         "README.txt",
-                        lambda: writer.write("README.txt", _readme(config, name, heading, dialect, names)),
+                        lambda: writer.write(
+                            "README.txt", _readme(config, name, heading, dialect, names, printed)
+                        ),
                     ),
                 ]
                 for index, (label, step) in enumerate(steps):
                     say(0.2 + 0.6 * index / len(steps), f"writing {label}")
                     step()
-                manifest = _manifest(config, box, event, facts, writer.files, now)
+                manifest = _manifest(config, box, event, facts, writer.files, now, printed.absent)
                 writer.write(MANIFEST, lambda out: out.write(manifest))
                 say(0.85, "syncing the USB key")
                 for directory in sorted({partial, *(p.parent for p in partial.rglob("*"))}, reverse=True):
@@ -488,6 +498,7 @@ def _export(
         dialect.name,
         PERSONAL_FILE if names.written else None,
         names.says,
+        printed.says,
     )
 
 
@@ -609,6 +620,42 @@ class _Names:
         self.written = True
 
 
+class _ResultsPrint:
+    """``results.pdf``: the results as printed (``print_results.results_pdf``), made in the scratch
+    folder, then copied onto the key. Without the fonts it needs (``FontsMissing``) the export goes
+    on without it; ``absent`` (for the manifest) and ``says`` (README.txt, the CLI) say why."""
+
+    def __init__(self, config: Config, scratch: Path, generated_at: str) -> None:
+        self.config = config
+        self.scratch = scratch
+        self.generated_at = generated_at
+        self.reason: str | None = None
+
+    @property
+    def absent(self) -> dict[str, str]:
+        return {} if self.reason is None else {RESULTS_PDF: self.reason}
+
+    @property
+    def says(self) -> str:
+        if self.reason is None:
+            return f"printed results: {RESULTS_PDF}"
+        return f"no {RESULTS_PDF} in this export: {self.reason}"
+
+    def write(self, writer: _Writer, conn: sqlite3.Connection) -> None:
+        from appliance.core.print_results import find_fonts, results_pdf
+
+        out = results_out.results_out(conn, generated_at=self.generated_at)
+        made = self.scratch / RESULTS_PDF
+        try:
+            fonts = find_fonts(self.config.results_fonts)
+            letter = self.config.results_paper == "Letter"
+            results_pdf(out, made, paper="Letter" if letter else "A4", fonts=fonts)
+        except FontsMissing as exc:
+            self.reason = exc.detail
+            return
+        writer.copy(RESULTS_PDF, made)
+
+
 def _write_event(writer: _Writer, conn: sqlite3.Connection) -> None:
     for file_name, content in sorted(tabulation.event_package_files(conn).items()):
         writer.write(f"event/{file_name}", _lines(iter([content])))
@@ -633,8 +680,9 @@ def _manifest(
     facts: dict[str, Any],
     files: list[dict[str, Any]],
     now: datetime,
+    absent: dict[str, str],
 ) -> bytes:
-    body = {
+    body: dict[str, Any] = {
         "format": FORMAT,
         "created_at": to_rfc3339(now),
         "box": {"id": box["box_id"], "name": box["name"]},
@@ -643,6 +691,8 @@ def _manifest(
         "audit": {"rows": facts["audit_rows"], "head_hash": facts["audit_head"]},
         "files": sorted(files, key=lambda f: f["path"]),
     }
+    if absent:
+        body["absent"] = absent  # a file an export has when it can, and why this one has not
     key = keys.signing_key(config)
     public = keys.public_key_text(key.public_key())
     signature = key.sign(canonical_json(body).encode("utf-8"))
@@ -745,7 +795,12 @@ def _paragraph(text: str) -> str:
 
 
 def _readme(
-    config: Config, name: str, heading: str, dialect: csv_dialects.CsvDialect, names: _Names
+    config: Config,
+    name: str,
+    heading: str,
+    dialect: csv_dialects.CsvDialect,
+    names: _Names,
+    printed: _ResultsPrint,
 ) -> Callable[[Any], Any]:
     has_passphrase = keys.passphrase(config) is not None
     organisers = keys.organiser_recipients(config)
@@ -819,6 +874,13 @@ def _readme(
         f"and routine titles: dancers' names are only in {names_in}, judges' comments only in the "
         "encrypted database."
     )
+    if printed.reason is None:
+        results_pdf_text = (
+            "  results.pdf   the same results, printable: a page per group with the rule used,\n"
+            "                each row PROVISIONAL or FINAL.\n"
+        )
+    else:
+        results_pdf_text = _paragraph(f"No results.pdf: {printed.reason}. Print results.csv instead.")
     text = f"""{heading}
 {"=" * len(heading)}
 Folder: {name}
@@ -827,11 +889,15 @@ This folder is a complete copy of the scoring box at the moment of the export. N
 box, the network or the cloud. Keep the key safe: it holds the scores and the encrypted database.
 
 TO FINISH THE COMPETITION BY HAND
-  results.csv   one line per routine: each judge's total, the sum, the average (4 decimals), and the
-                rank within its category and division by average, highest first. Ties share a rank
-                (1, 2, 2, 4); ranks use the unrounded average, so two rows that look tied can differ.
-                "complete" = yes when every judge on the panel has scored the routine; a "no" row is
-                ranked on the judges so far: check it before announcing. Unscored routines have no rank.
+  results.csv   one line per routine, as the box computes results under the event's scoring rules
+                (without rules: the mean of the judges' totals, 2 decimals, ranked highest first within
+                category and division): each judge's total, the judges dropped, the score (what is
+                ranked), the rank within its group (ties share a rank), the award, and complete /
+                provisional / final. "complete" = yes when every judge on the panel has scored the
+                routine; an incomplete routine has its partial score but no rank and no award.
+                "final" = yes only when its session is locked and every panel judge signed off;
+                every other row is provisional: check it before announcing.
+{results_pdf_text}\
   scores.csv    one line per routine and judge: the judge's current scores per criterion and the
                 total ("corrected" = yes when the judge corrected an earlier sheet).
   ledger.csv    every sheet ever received, in order, corrections included ("current" = yes for the

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from appliance.core import chain, outbox
+from appliance.core import chain, outbox, sessions
 from appliance.core.box import ensure_not_frozen
 from appliance.core.devices import EXPIRED, Device
 from appliance.shared.canonical import canonical_json, content_hash
@@ -29,7 +29,9 @@ from appliance.shared.errors import (
     InvalidInput,
     NoEvent,
     NotAuthenticated,
+    SessionLocked,
     SheetConflict,
+    SignedOff,
     UnknownEntry,
 )
 from appliance.shared.sheets import CurrentSheet, StoredSheet
@@ -99,6 +101,8 @@ class LedgerScope:
     event_id: str
     criteria: dict[str, tuple[str, float, float, float]]  # key -> (label, min, max, step)
     panels: dict[str, frozenset[str]]  # judge_id -> the sessions they score
+    locked: frozenset[str] = frozenset()  # sessions the tech locked
+    signed_off: frozenset[tuple[str, str]] = frozenset()  # (session_id, judge_id) signed off
 
 
 def submit_sheet(conn: sqlite3.Connection, device: Device, sheet: SheetSubmission) -> SheetReceipt:
@@ -136,10 +140,13 @@ def submit_sheets(
     except DomainError as refused:  # frozen, or no event: every sheet gets that answer
         return [item if isinstance(item, DomainError) else refused for _, item in items]
     refused_devices = _refused_devices(conn, event_id, {device.device_id: device for device, _ in items})
+    locked, signed_off = sessions.write_barriers(conn, event_id)
     scope = LedgerScope(
         event_id,
         _criteria(conn, event_id),
         _panels(conn, event_id, {d.judge_id for d, _ in items if d.device_id not in refused_devices}),
+        locked,
+        signed_off,
     )
     sheets = [
         (device, item)
@@ -282,6 +289,18 @@ def decide(
         raise EntryNotOnPanel(
             f"entry {sheet.entry_id!r} is in session {session_id!r}, "
             f"which is not on judge {device.judge_id!r}'s panel"
+        )
+    # A lock wins over a sign-off; both only after the replay above, so a sheet stored before them
+    # still gets its receipt (the tablet may then forget it).
+    if session_id in scope.locked:
+        raise SessionLocked(
+            f"session {session_id!r} is locked by the venue tech: no sheet for entry {sheet.entry_id!r} "
+            "is taken until it is unlocked"
+        )
+    if (session_id, device.judge_id) in scope.signed_off:
+        raise SignedOff(
+            f"judge {device.judge_id!r} signed off session {session_id!r}: sheets for entry "
+            f"{sheet.entry_id!r} are read-only until the venue tech reopens the sign-off"
         )
 
     current = view.heads.get((sheet.entry_id, device.judge_id))

@@ -3,10 +3,10 @@ was imported (less personal data) and the audit log as JSON lines.
 
 Every table function is a read of the current event over one connection (rows as
 ``sqlite3.Row``) and returns ``(header, rows)``: the header is a list, the rows a generator. One
-SQL query reads the sheets, streamed row by row (results.csv reads them all before its first row,
-to rank); a few small queries read the event's criteria, judges and panels first; nothing is
-queried per row. Consume the rows inside the same read as the call, so the header and the rows
-come from one snapshot: ``store.query(lambda c: write_csv(f, *scores_table(c)))``.
+SQL query reads the sheets, streamed row by row (results.csv is the results engine's, which reads
+them all before its first row, to rank); a few small queries read the event's criteria, judges and
+panels first; nothing is queried per row. Consume the rows inside the same read as the call, so
+the header and the rows come from one snapshot: ``store.query(lambda c: write_csv(f, *scores_table(c)))``.
 
 Personal data never reaches these files: participants and the columns an event package marks
 personal stay encrypted in ``entries``, and sheet comments (free text a judge may fill with a
@@ -26,8 +26,9 @@ CSV files are made for a spreadsheet program at 2 a.m.:
 * numbers written plainly: a score is the shortest text that reads back as the stored number
   (``9.4``, ``10``, never ``9.400000000000001`` nor ``1E+1``); a total or sum of totals is the exact
   decimal sum of the scores (``9.4 + 9.1 + 8.5`` is ``27``, ``0.1 + 0.2`` is ``0.3``), so it has no
-  more decimals than the finest criterion step; an average is rounded half-up to 4 decimals
-  (``27.0667``). Trailing zeros are dropped;
+  more decimals than the finest criterion step (weights and deductions applied in results.csv);
+  results.csv's score is the engine's, rounded half-up to the event's precision (``27.07``).
+  Trailing zeros are dropped;
 * yes/no for flags, empty cells for "nothing";
 * formula injection guard: a text cell (never a number) that begins with ``=``, ``+``, ``-``, ``@``,
   a tab or a carriage return gets a leading ``'``, so a title like ``=HYPERLINK(...)`` shows as text
@@ -44,13 +45,14 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from appliance.core import results_out
 from appliance.core.event import current_event_id
 from appliance.core.event_package.format import (
     ALL_SESSIONS,
@@ -64,10 +66,10 @@ from appliance.core.event_package.format import (
     plain_number,
 )
 from appliance.core.ledger import current_sheet_seqs
-from appliance.core.progress import EntryScores, entry_state, panels, sheet_total
-from appliance.shared.admin_wire import EntryDetail
+from appliance.core.progress import sheet_total
 from appliance.shared.csv_dialects import EXCEL, CsvDialect
 from appliance.shared.errors import NoEvent
+from appliance.shared.results_wire import ResultsOut
 from appliance.shared.times import parse_rfc3339
 
 Cell = str | int | float | Decimal | bool | None
@@ -77,7 +79,6 @@ BOM = "\ufeff".encode()
 # Cells a spreadsheet program may take for a formula (OWASP's "CSV injection" list).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _GUARDED = frozenset(FORMULA_START)
-AVERAGE_PLACES = Decimal("0.0001")
 # Encode and write the CSV text in chunks of about this many characters.
 _FLUSH_CHARS = 1 << 16
 
@@ -194,12 +195,6 @@ def number_text(value: float) -> str:
 def _comma_number(value: float) -> str:
     """``number_text`` with a decimal comma: 9.4 -> '9,4'."""
     return number_text(value).replace(".", ",")
-
-
-@lru_cache(maxsize=65536)
-def _exact(value: float) -> Decimal:
-    # The decimal a stored score or total stands for (the same rule as progress.sheet_total).
-    return Decimal(repr(float(value)))
 
 
 def _yes_no(flag: bool) -> str:
@@ -344,6 +339,7 @@ def ledger_table(conn: sqlite3.Connection) -> Table:
 
 RESULTS_HEAD = (
     "session_id",
+    "session_name",
     "running_order",
     "entry_id",
     "title",
@@ -354,136 +350,75 @@ RESULTS_HEAD = (
     "judges_scored",
     "judges_on_panel",
 )
-RESULTS_TAIL = ("sum_of_totals", "average_total", "rank_in_category_division", "complete")
-
-# One row per (entry, current sheet), or one row with no sheet for an entry nobody has scored.
-_RESULTS_SQL = f"""
-    SELECT e.entry_id, e.session_id, e.running_order, e.title, e.category, e.division, e.level,
-           e.studio, se.position AS session_position, s.judge_id, s.score_values
-    FROM entries e
-    LEFT JOIN sessions se ON se.event_id = e.event_id AND se.session_id = e.session_id
-    LEFT JOIN sheets s ON s.event_id = e.event_id AND s.entry_id = e.entry_id AND s.seq IN ({_HEADS_SQL})
-    WHERE e.event_id = :event
-"""
-
-
-class _Result:
-    __slots__ = ("average", "position", "rank", "scores", "sum", "totals")
-
-    def __init__(self, scores: EntryScores, position: int | None) -> None:
-        self.scores = scores
-        self.position = position
-        self.totals: dict[str, float] = {}  # judge_id -> total of their current sheet
-        self.sum = Decimal(0)
-        self.average: Decimal | None = None
-        self.rank: int | None = None
+RESULTS_TAIL = ("dropped", "score", "rank", "award", "complete", "provisional", "final")
 
 
 def results_table(conn: sqlite3.Connection) -> Table:
-    """Every entry of the current event, scored or not, with its judges' current totals, their sum
-    and average, and its rank. Columns: session_id, running_order, entry_id, title, category,
-    division, level, studio, judges_scored (current sheets), judges_on_panel (judges whose panel
-    includes the entry's session), one column per judge of the event ("J1 Marisol Vega", by judge
-    id; the total of their current sheet, empty if none), sum_of_totals, average_total
-    (sum / judges_scored, empty when nobody scored), rank_in_category_division, complete.
+    """Every entry of the current event, scored or not, as the results engine computes it under the
+    event's scoring rules (appliance/core/results.py; EVENT_PACKAGE.md "scoring": without a block,
+    the mean of the judges' totals at 2 decimals, ranked within category and division).
 
-    Ranking: competition ranking ("1224") of the average total, highest first, among the entries
-    of the same (category, division) text that have at least one current sheet. Equal averages
-    share a rank and the next rank skips as many places. Averages are compared as computed (the
-    exact decimal sum of totals over judges_scored, to 28 significant digits, which tells any two
-    different averages of on-step scores apart), not as the 4-decimal text shown. Entries nobody
-    has scored get no rank. A partial entry (complete = no) is ranked on the judges so far.
+    Columns: session_id, session_name, running_order, entry_id, title, category, division, level,
+    studio, judges_scored (current sheets), judges_on_panel, one column per judge of the event
+    ("J1 Marisol Vega", by judge id; the total of their current sheet, weights and deductions
+    applied, empty if none), dropped (the judges a trimmed mean left out, ';'-separated), score (the
+    rounded score that is ranked and banded; empty when nobody scored), rank (within the entry's
+    rank_within group; shared ranks repeat), award, complete (every panel judge scored), provisional
+    and final (final: the session is locked and every panel judge signed off; otherwise
+    provisional). An incomplete entry keeps its partial score but has no rank and no award.
 
-    complete: yes when every judge on the session's panel has a current sheet (judges_scored ==
-    judges_on_panel), the same rule as the console's progress view.
+    Rows come by group (rank_within values, entries without one last), then rank (unranked last),
+    session position and running order: ``results_rows``."""
+    out = results_out.results_out(conn)
+    return results_rows(out, judge_heads(conn, out.event_id))
 
-    Rows are ordered by category, division (entries without one last), rank (unranked last),
-    then session position and running order."""
-    event_id = _event_id(conn)
-    judges = conn.execute(
-        "SELECT judge_id, name FROM judges WHERE event_id = ? ORDER BY judge_id", (event_id,)
-    )
-    judge_ids, judge_heads = [], []
-    for row in judges:
-        judge_ids.append(row["judge_id"])
-        judge_heads.append(f"{row['judge_id']} {row['name']}")
-    panel_of = {session_id: [j.id for j in panel] for session_id, panel in panels(conn, event_id).items()}
-    header = [*RESULTS_HEAD, *judge_heads, *RESULTS_TAIL]
 
-    results: dict[str, _Result] = {}
-    total_of = _sheet_cells([])  # -> (total,)
-    # Columns 0-7 are an EntryDetail's fields, in order; 8 session position, 9 judge_id, 10 score_values.
-    for r in _tuples(conn, _RESULTS_SQL, {"event": event_id}):
-        result = results.get(r[0])
-        if result is None:
-            result = results[r[0]] = _Result(EntryScores(EntryDetail(*r[:8])), r[8])
-        if r[9] is not None:
-            (total,) = cast("tuple[float]", total_of(r[10]))  # no criteria: the total alone
-            result.totals[r[9]] = total
-            result.scores.sheets[r[9]] = 1
-            result.sum += _exact(total)
-
-    _rank(results.values())
-
-    def order(result: _Result) -> tuple[Any, ...]:
-        s = result.scores.entry
-        return (
-            s.category is None,
-            s.category or "",
-            s.division is None,
-            s.division or "",
-            result.rank is None,
-            result.rank or 0,
-            result.position is None,
-            result.position or 0,
-            s.order,
-            s.entry_id,
+def judge_heads(conn: sqlite3.Connection, event_id: str) -> list[tuple[str, str]]:
+    """(judge id, results.csv's column head "J1 Marisol Vega") of the event's judges, by judge id."""
+    return [
+        (row["judge_id"], f"{row['judge_id']} {row['name']}")
+        for row in conn.execute(
+            "SELECT judge_id, name FROM judges WHERE event_id = ? ORDER BY judge_id", (event_id,)
         )
+    ]
+
+
+def results_rows(out: ResultsOut, judges: Sequence[tuple[str, str]]) -> Table:
+    """``out`` as results.csv's table (``results_table``): ``judges`` are (judge id, column head) in
+    column order. ``venuebox results --format csv`` writes a filtered listing with it."""
+    panels = {state.session_id: len(state.panel) for state in out.sessions}
+    header = [*RESULTS_HEAD, *(head for _, head in judges), *RESULTS_TAIL]
 
     def rows() -> Iterator[tuple[Cell, ...]]:
-        for result in sorted(results.values(), key=order):
-            s = result.scores.entry
-            panel = panel_of.get(s.session_id, [])
-            scored = len(result.totals)
-            average = None
-            if result.average is not None:
-                average = result.average.quantize(AVERAGE_PLACES, ROUND_HALF_UP)
-            yield (
-                s.session_id,
-                s.order,
-                s.entry_id,
-                s.title,
-                s.category,
-                s.division,
-                s.level,
-                s.studio,
-                scored,
-                len(panel),
-                *[result.totals.get(judge_id) for judge_id in judge_ids],
-                result.sum if scored else None,
-                average,
-                result.rank,
-                _yes_no(entry_state(result.scores, panel) == "complete"),
-            )
+        for group in out.groups:
+            for r in group.rows:
+                yield (
+                    r.session_id,
+                    r.session_name,
+                    r.order,
+                    r.entry_id,
+                    r.title,
+                    r.category,
+                    r.division,
+                    r.level,
+                    r.studio,
+                    len(r.totals),
+                    panels.get(r.session_id, 0),
+                    *[_decimal(r.totals.get(judge_id)) for judge_id, _ in judges],
+                    LIST_SEPARATOR.join(r.dropped) or None,
+                    _decimal(r.score),
+                    r.rank,
+                    r.award,
+                    _yes_no(r.complete),
+                    _yes_no(r.provisional),
+                    _yes_no(r.final),
+                )
 
     return header, rows()
 
 
-def _rank(results: Iterable[_Result]) -> None:
-    """Competition ranking ("1224") of the exact average within each (category, division)."""
-    groups: dict[tuple[str | None, str | None], list[_Result]] = {}
-    for result in results:
-        if result.totals:
-            result.average = result.sum / len(result.totals)
-            entry = result.scores.entry
-            groups.setdefault((entry.category, entry.division), []).append(result)
-    for group in groups.values():
-        group.sort(key=lambda result: cast(Decimal, result.average), reverse=True)  # grouped once averaged
-        rank, average = 0, None
-        for place, result in enumerate(group, 1):
-            if result.average != average:
-                rank, average = place, result.average
-            result.rank = rank
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
 
 
 # -- the event package ----------------------------------------------------------------------------

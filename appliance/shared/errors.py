@@ -50,6 +50,19 @@ class Frozen(DomainError):
     """The box is frozen; competition writes are refused until a tech unfreezes it."""
 
 
+class SessionLocked(DomainError):
+    """The entry's session is locked by the venue tech: no sheet for it until it is unlocked."""
+
+
+class SignedOff(DomainError):
+    """The judge signed off the entry's session: their sheets for it are read-only until the tech
+    reopens the sign-off."""
+
+
+class SessionNotOnPanel(DomainError):
+    """A judge signs off a session that is not on their panel."""
+
+
 class NotAuthenticated(DomainError):
     """Unknown, revoked or malformed device token."""
 
@@ -95,6 +108,11 @@ class DataKeyMismatch(DomainError):
 
 class RotationRunning(DomainError):
     """Another rotation of the personal-data key holds its lock."""
+
+
+class FontsMissing(DomainError):
+    """Printing (the results PDF) cannot find a font it needs, or a text has a character no font on
+    the box carries; the message names the Debian packages to install or the setting to change."""
 
 
 # The runbook section a person with a damaged database follows (docs/operations.md); tests hold the

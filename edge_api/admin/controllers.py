@@ -1,6 +1,6 @@
 """The admin API (console and CLI): status, freeze, pairing codes, devices, judges, scoring progress
-(sessions, grid, sheet feed, entry chains), alerts, audit, verify, uplink (state, sync, retry),
-USB export (start, progress).
+(sessions, grid, sheet feed, entry chains), results, alerts, audit, verify, uplink (state, sync,
+retry), USB export (start, progress).
 
 Served by its own listener (loopback by default), guarded by the admin token and, unless
 ``admin_allow_remote`` is set, by the client address too: a tablet's token is never accepted here."""
@@ -32,6 +32,8 @@ from appliance.core import (
     pairing,
     personal_fields,
     progress,
+    results_out,
+    sessions,
     status,
     uplink_state,
 )
@@ -60,6 +62,7 @@ from appliance.shared.admin_wire import (
     VerifyReport,
 )
 from appliance.shared.errors import DomainError, UplinkNotConfigured
+from appliance.shared.results_wire import ResultsOut, SessionState
 from appliance.shared.status import Alert, ConsoleStatus, FreezeView
 from appliance.shared.times import utcnow
 from appliance.web.body import decode
@@ -72,7 +75,9 @@ from edge_api.schemas import (
     FreezeIn,
     PairingCodeIn,
     PersonalRevealIn,
+    ReopenIn,
     RevealIn,
+    SessionReasonIn,
     UplinkRetryIn,
 )
 
@@ -195,6 +200,51 @@ class AdminController(Controller):
     ) -> Response[SessionGrid]:
         return _json(
             await context_of(request).store.read(lambda conn: progress.session_grid(conn, session_id))
+        )
+
+    @get("/sessions/states", responses=problems(401))
+    async def session_states(self, request: Request[Any, Any, Any]) -> Response[list[SessionState]]:
+        """Each session's lock, panel and sign-offs (empty before an event is imported)."""
+        states = await context_of(request).store.read(sessions.session_states)
+        return _json(list(states.values()))
+
+    @post("/sessions/{session_id:str}/lock", status_code=200, responses=problems(400, 401, 404, 422, 503))
+    async def lock_session(
+        self, request: Request[Any, Any, Any], session_id: FromPath[str]
+    ) -> Response[SessionState]:
+        """Lock a session: every sheet for it answers 423 session-locked. Needs ``{"reason"}``."""
+        ctx = context_of(request)
+        body = decode(await request.body(), SessionReasonIn)
+        rid = request_id_of(request.scope)
+        return _json(
+            await ctx.write(lambda conn: sessions.lock(conn, session_id, body.reason, "admin-api", rid))
+        )
+
+    @post("/sessions/{session_id:str}/unlock", status_code=200, responses=problems(400, 401, 404, 422, 503))
+    async def unlock_session(
+        self, request: Request[Any, Any, Any], session_id: FromPath[str]
+    ) -> Response[SessionState]:
+        """Unlock a session. Needs ``{"reason"}``."""
+        ctx = context_of(request)
+        body = decode(await request.body(), SessionReasonIn)
+        rid = request_id_of(request.scope)
+        return _json(
+            await ctx.write(lambda conn: sessions.unlock(conn, session_id, body.reason, "admin-api", rid))
+        )
+
+    @post("/sessions/{session_id:str}/reopen", status_code=200, responses=problems(400, 401, 404, 422, 503))
+    async def reopen_sign_off(
+        self, request: Request[Any, Any, Any], session_id: FromPath[str]
+    ) -> Response[SessionState]:
+        """Take back a judge's sign-off of a session: ``{"judge_id", "reason"}``; 404 when that judge
+        has not signed it off."""
+        ctx = context_of(request)
+        body = decode(await request.body(), ReopenIn)
+        rid = request_id_of(request.scope)
+        return _json(
+            await ctx.write(
+                lambda conn: sessions.reopen(conn, session_id, body.judge_id, body.reason, "admin-api", rid)
+            )
         )
 
     @get("/sheets", responses=problems(401, 422))
@@ -411,6 +461,22 @@ class AdminController(Controller):
         ctx.background[:] = [task for task in ctx.background if not task.done()]
         ctx.background.append(asyncio.ensure_future(run()))
         return _json(ExportStarted(job=job.view()), 202)
+
+    @get("/results", responses=problems(401, 404, 422, 503))
+    async def results(
+        self,
+        request: Request[Any, Any, Any],
+        session: FromQuery[str | None] = None,
+        group: FromQuery[list[str] | None] = None,
+    ) -> Response[ResultsOut]:
+        """The current event's results (ranks those of the whole event), filtered to ``session`` and
+        to the groups equal to every ``group`` (``FIELD=VALUE``, repeatable)."""
+        wanted = results_out.parse_group(group or [])
+        return _json(
+            await context_of(request).store.read(
+                lambda conn: results_out.results_out(conn, session=session, group=wanted)
+            )
+        )
 
     @get("/verify", responses=problems(401))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[VerifyReport]:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
 from appliance.core import data_key
 from appliance.core.box import get_box
@@ -22,6 +23,7 @@ from appliance.core.keys import pairing_key
 from appliance.core.ledger import SheetReceipt, SheetSubmission, submit_batch
 from appliance.core.pairing import redeem
 from appliance.core.presence import record_heartbeat
+from appliance.core.sessions import sign_off
 from appliance.shared import errors as domain
 from appliance.shared.protocol_names import API_PATH
 from appliance.web.body import check_time, decode
@@ -44,6 +46,8 @@ from edge_api.schemas import (
     SheetAnswer,
     SheetBatchIn,
     SheetIn,
+    SignOffIn,
+    SignOffOut,
     TokenOut,
 )
 
@@ -265,6 +269,22 @@ class TabletController(Controller):
                 problem, _ = problem_for(outcome, rid, ctx.config.freeze_retry_after_s)
                 results.append(BatchItem(sheet_id=sheet_id, status=problem.status, problem=problem))
         return _json(BatchOut(results=results, ledger=LedgerMark(**ctx.ledger_mark())))
+
+    @post(
+        "/sessions/{session_id:str}/final",
+        summary="The judge signs a session off: their sheets for it become read-only (idempotent)",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 408, 413, 423, 429, 431, 503),
+    )
+    async def final(self, request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[SignOffOut]:
+        ctx = context_of(request)
+        device = ctx.device(request)
+        body = await request.body()
+        if body.strip():  # empty, or {}: the sign-off has nothing to say
+            decode(body, SignOffIn)
+        rid = request_id_of(request.scope)
+        signed = await ctx.write(lambda conn: sign_off(conn, device, session_id, rid))
+        return _json(SignOffOut(**signed))
 
     @post(
         "/heartbeat",

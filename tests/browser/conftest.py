@@ -177,6 +177,10 @@ class JudgeApp:
             key,
         )
 
+    def token(self) -> str:
+        """The device token the app was paired with (kept in IndexedDB), to call the API as it does."""
+        return str(self.stored("pairing")["token"])
+
     def foreign_requests(self) -> list[str]:
         return [url for url in self.requests if not url.startswith(self.origin + "/")]
 

@@ -180,8 +180,13 @@ def test_snapshot_restore_verify_round_trip_is_equal(box: Config, tmp_path: Path
 def test_export_verify_names_a_changed_file(box: Config, tmp_path: Path) -> None:
     usb = tmp_path / "usb"
     usb.mkdir()
-    assert venuebox(box, "export", "--to", str(usb)).returncode == 0
+    exported = venuebox(box, "export", "--to", str(usb))
+    assert exported.returncode == 0, exported.stderr
     [folder] = usb.iterdir()
+    # The sample event prints, its emoji titles too (Symbola): results.pdf is in, nothing absent.
+    assert "printed results: results.pdf" in exported.stdout.splitlines()
+    assert (folder / "results.pdf").is_file()
+    assert "absent" not in json.loads((folder / "MANIFEST.json").read_text())["manifest"]
     ok = venuebox(None, "export", "verify", str(folder))
     assert ok.returncode == 0 and ok.stdout.startswith("ok: ")
     results = folder / "results.csv"
@@ -534,7 +539,7 @@ def test_export_csv_dialect_semicolons_and_decimal_commas_and_both_dialects_veri
     assert [row["entry_id"] for row in semicolon] == [row["entry_id"] for row in comma]
     for a, b in zip(comma, semicolon, strict=True):  # only numbers change: 25.5 -> 25,5
         assert b == {k: v.replace(".", ",") if re.fullmatch(r"\d+\.\d+", v) else v for k, v in a.items()}
-    assert {row["average_total"] for row in semicolon if row["average_total"]} == {"25,5"}
+    assert {row["score"] for row in semicolon if row["score"]} == {"25,5"}
     # event/ stays in the package's own format, byte for byte, and re-imports on a fresh box.
     for name in ("entries.csv", "judges.csv", "event.json"):
         assert (made["excel"] / "event" / name).read_bytes() == (

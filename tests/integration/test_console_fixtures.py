@@ -5,8 +5,11 @@ test fails, so the snapshots never show a console that works only against an old
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import msgspec
 from appliance.core import alerts, backup, export
 from appliance.core.storage import Store
 from appliance.shared.secrets_files import write_secret
-from tests.conftest import RunningBox, make_box, panel_entries
+from tests.conftest import SAMPLE_EVENT, RunningBox, make_box, panel_entries
 from tests.tui.recorded_box import fixture
 
 
@@ -96,6 +99,85 @@ def test_recordings_match_the_live_admin_api(tmp_path: Path) -> None:
     key = msgspec.to_builtins(export.UsbTarget(Path("/media/usb"), "/dev/sda1", "vfat", True, 0).view())
     problems += same_shape(fixture("export")["targets"][0], key, "export.targets[0]")
     assert problems == [], "\n".join(problems)
+
+
+# The scoring block results.json was recorded with (on the sample event): a trimmed mean, award bands.
+SCORING = {
+    "judges": "trimmed_mean",
+    "drop_highest": 1,
+    "drop_lowest": 1,
+    "precision": 2,
+    "ties": ["criterion:technique"],
+    "awards": [{"label": "Platinum", "min": 27}, {"label": "Gold", "min": 25}],
+}
+
+
+def results_box(tmp_path: Path) -> RunningBox:
+    """The box tests/tui/fixtures/results.json was recorded from (its GET /admin/v1/results): the
+    sample event with ``SCORING``; Saturday morning (SAT-AM) scored by its whole panel (J1 J2 J3),
+    signed off by all three and locked (FINAL); Saturday afternoon (SAT-PM, J1 J3 J4) partly scored,
+    four entries by two judges only, signed off by J1 alone and open (PROVISIONAL); Sunday not
+    started. A running daemon: stop it."""
+    package = tmp_path / "package"
+    shutil.copytree(SAMPLE_EVENT, package)
+    event = json.loads((package / "event.json").read_text(encoding="utf-8"))
+    (package / "event.json").write_text(json.dumps(event | {"scoring": SCORING}), encoding="utf-8")
+    box = RunningBox(make_box(tmp_path / "box", package=package)).start()
+    panels = {"SAT-AM": ("J1", "J2", "J3"), "SAT-PM": ("J1", "J3", "J4")}
+    scored = {"SAT-AM": range(101, 121), "SAT-PM": range(121, 135)}
+    tablets = {judge: box.pair(judge) for judge in ("J1", "J2", "J3", "J4")}
+    for session_id, entries in scored.items():
+        for judge in panels[session_id]:
+            with tablets[judge].client() as c:
+                for entry in entries:
+                    if entry >= 131 and judge == "J4":
+                        continue  # 131-134: J4 has not scored them yet
+                    c.post("/api/v1/sheets", json=varied_sheet(judge, entry)).raise_for_status()
+    for judge in ("J1", "J2", "J3"):
+        with tablets[judge].client() as c:
+            c.post("/api/v1/sessions/SAT-AM/final", json={}).raise_for_status()
+    with tablets["J1"].client() as c:
+        c.post("/api/v1/sessions/SAT-PM/final", json={}).raise_for_status()
+    with box.admin() as admin:
+        admin.post("/admin/v1/sessions/SAT-AM/lock", json={"reason": "awards at 1 pm"}).raise_for_status()
+    return box
+
+
+def varied_sheet(judge: str, entry: int) -> dict[str, Any]:
+    """A sheet whose values vary by judge and entry (so ranks, awards and dropped judges vary)."""
+    spread = (entry * 7 + int(judge[1:]) * 3) % 10
+    values = {
+        "technique": round(8.0 + spread * 0.19, 1),
+        "performance": round(7.6 + ((entry + int(judge[1:])) % 9) * 0.25, 1),
+        "choreography": 8.0 + (entry % 4) * 0.5,
+    }
+    return {
+        "sheet_id": str(uuid.uuid4()),
+        "entry_id": str(entry),
+        "values": values,
+        "submitted_at": "2026-03-14T12:40:00-04:00",
+    }
+
+
+def test_the_results_recording_matches_the_live_admin_api(tmp_path: Path) -> None:
+    box = results_box(tmp_path)
+    try:
+        with box.admin() as admin:
+            live = admin.get("/admin/v1/results").raise_for_status().json()
+    finally:
+        box.stop()
+    recorded = fixture("results")
+    assert same_shape(recorded, live, "results") == []
+    # The recording is of this box: the same groups, entries, ranks, scores, awards and states.
+    assert [(g["fields"], [strip(r) for r in g["rows"]]) for g in recorded["groups"]] == [
+        (g["fields"], [strip(r) for r in g["rows"]]) for g in live["groups"]
+    ]
+    assert [strip(s) for s in recorded["sessions"]] == [strip(s) for s in live["sessions"]]
+
+
+def strip(item: dict[str, Any]) -> dict[str, Any]:
+    """A row or session state without the moments of the recording (lock time)."""
+    return {k: v for k, v in item.items() if k != "locked_at"}
 
 
 def finished_export(admin: Any, folder: Path) -> dict[str, Any]:

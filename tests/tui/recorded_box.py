@@ -3,10 +3,13 @@
 The JSON files in fixtures/ were recorded from a real daemon running `venuebox demo` (then given a
 stale and an offline tablet, two alerts, an uplink backing off after a DNS failure, six verified
 snapshots, two USB keys (export.json: during an export to the first), and addresses from the
-documentation ranges). They are served through httpx's MockTransport to the console's real
-AdminClient: only the network is replaced. tests/integration/test_console_fixtures.py checks that the
-recordings still have the shape the live admin API answers with, so the snapshots cannot drift from
-the real contract (personal.json, entry 104's masked participants, is written by hand to that shape).
+documentation ranges); results.json, `GET /admin/v1/results`, from the box of
+tests/integration/test_console_fixtures.py's ``results_box`` (the sample event with a scoring block,
+Saturday morning scored, signed off and locked, Saturday afternoon partly scored and open). They are
+served through httpx's MockTransport to the console's real AdminClient: only the network is
+replaced. tests/integration/test_console_fixtures.py checks that the recordings still have the shape
+the live admin API answers with, so the snapshots cannot drift from the real contract
+(personal.json, entry 104's masked participants, is written by hand to that shape).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ ROUTES = {
     ("GET", "/admin/v1/sheets"): "sheets",
     ("GET", "/admin/v1/alerts"): "alerts",
     ("GET", "/admin/v1/audit"): "audit",
+    ("GET", "/admin/v1/results"): "results",
     ("POST", "/admin/v1/pairing-codes"): "pairing_code",
 }
 # What GET /admin/v1/export says of a daemon that has made no export yet (appliance/core/export.py ExportJob).

@@ -56,6 +56,13 @@ def test_pairing_with_a_code(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(RecordedBox().app("pairing"), terminal_size=size, run_before=code_for_j4)
 
 
+@pytest.mark.parametrize("size", SIZES)
+def test_results(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Every group's ranks, scores and awards, FINAL (Saturday morning: locked, all signed off) and
+    PROVISIONAL rows, and each session's lock and sign-offs (tests/tui/fixtures/results.json)."""
+    assert snap_compare(RecordedBox().app("results"), terminal_size=size, run_before=settle)
+
+
 def test_freeze_dialog(snap_compare: Any) -> None:
     assert snap_compare(RecordedBox().app("overview"), terminal_size=(80, 24), press=["f"])
 

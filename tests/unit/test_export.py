@@ -282,8 +282,8 @@ def test_each_dialect_round_trips_a_tricky_title_and_writes_its_decimal_mark(
         titles = {row["entry_id"]: row["title"] for row in read_csv(done.path / name, delimiter)}
         assert (titles["101"], titles["102"]) == (TRICKY, JUST_A_TAB), name
     results = {row["entry_id"]: row for row in read_csv(done.path / "results.csv", delimiter)}
-    scored = [row for row in results.values() if row["average_total"]]
-    assert scored and all(row["average_total"] == f"25{decimal}5" for row in scored)  # 9 + 8.5 + 8
+    scored = [row for row in results.values() if row["score"]]
+    assert scored and all(row["score"] == f"25{decimal}5" for row in scored)  # 9 + 8.5 + 8
     ledger = read_csv(done.path / "ledger.csv", delimiter)
     assert len(ledger) == 4 and {row["total"] for row in ledger} == {f"25{decimal}5"}
     # The event package keeps its own format whatever the dialect: it must re-import.
@@ -302,11 +302,11 @@ def test_the_setting_chooses_the_dialect_and_an_unknown_one_is_refused_before_an
     box = tricky_box(tmp_path, export_csv_dialect="excel-semicolon")
     done = export.export_to(box, usb, now=datetime(2026, 3, 14, 18, 0, 0, tzinfo=UTC))
     assert done.csv_dialect == "excel-semicolon"
-    assert (done.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id;running_order;")
+    assert (done.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id;session_name;")
     later = datetime(2026, 3, 14, 18, 0, 1, tzinfo=UTC)
     again = export.export_to(box, usb, csv_dialect="excel", now=later)  # the flag wins over the setting
     assert again.csv_dialect == "excel"
-    assert (again.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id,running_order,")
+    assert (again.path / "results.csv").read_bytes().startswith(b"\xef\xbb\xbfsession_id,session_name,")
     before = sorted(p.name for p in usb.iterdir())
     with pytest.raises(
         UnknownCsvDialect, match=r"unknown CSV dialect 'tsv': choose excel \(.*\) or excel-semicolon"

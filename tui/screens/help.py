@@ -23,7 +23,7 @@ The console shows the box's state; it never changes scores. It talks to the runn
 
 | Key | Does |
 | --- | --- |
-| `1` … `6` | Overview, Tablets, Scores, Pairing, Alerts, Audit |
+| `1` … `7` | Overview, Tablets, Scores, Pairing, Alerts, Audit, Results |
 | `f` (or `F2`) | **Freeze** scoring (asks why, then to confirm); when frozen, **unfreeze** (confirms) |
 | `u` | **Sync uplink**: the box tries to send its backlog to the cloud now (ends a backoff or a pause) |
 | `e` | **Export to USB**: choose a key the box sees (or type a folder); the box writes and checks it |
@@ -38,6 +38,9 @@ The console shows the box's state; it never changes scores. It talks to the runn
 **Pairing**: choose a judge and press Enter for a one-time code; the judge types it or scans the QR code.
 **Alerts**: `a` acknowledges the selected alert, `c` shows or hides cleared ones.
 **Audit**: `/` filters, `v` verifies the hash chains of the ledger and the audit log.
+**Results**: ranks, scores and awards per group; `[` and `]` show one session, Enter explains an entry,
+`l` locks the session (asks why; on a locked one, unlocks). A result is FINAL only when its session is
+locked and every panel judge signed off; every other one is PROVISIONAL.
 
 **Uplink** (Overview): the state (paused or circuit open in red, backing off in yellow), the last
 success, what waits and for how long; when it is in trouble, the next try and the last error.

@@ -372,6 +372,37 @@ def m010_pairing_codes_keyed(db: Database) -> None:
     db.execute("UPDATE pairing_codes SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?", (now, now))
 
 
+@migrations()
+def m011_sign_offs_and_locks(db: Database) -> None:
+    # Results at the venue (appliance/core/sessions.py). A judge's sign-off of a session: a row while
+    # it holds (a tech's reopen deletes it); and each session's lock, one row per session that was
+    # ever locked, ``locked`` 0 after an unlock (``reason``/``changed_at``/``changed_by`` say the last
+    # change). Their history is the audit log (session.sign_off, session.reopen, session.lock,
+    # session.unlock), which travels to the cloud. No foreign keys to sessions: an event import that
+    # replaces its sessions must not be refused by them (states of a session that is gone are ignored).
+    db.executescript(
+        """
+        CREATE TABLE sign_offs (
+            event_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            judge_id TEXT NOT NULL,
+            signed_off_at TEXT NOT NULL,
+            device_id TEXT,
+            PRIMARY KEY (event_id, session_id, judge_id)
+        );
+        CREATE TABLE session_locks (
+            event_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            locked INTEGER NOT NULL CHECK (locked IN (0, 1)),
+            reason TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            changed_by TEXT NOT NULL,
+            PRIMARY KEY (event_id, session_id)
+        );
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

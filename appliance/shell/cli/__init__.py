@@ -6,7 +6,7 @@ database exits EXIT_DATABASE_DAMAGED.
 Heavy imports live inside the commands: start-up time matters on a Pi.
 
 This module holds the root group and `main`; the commands live in one module per group (box, serve,
-demo, keys, uplink, backup, export), each listing its own in COMMANDS, and share only
+demo, keys, uplink, backup, export, results, session), each listing its own in COMMANDS, and share only
 appliance/shell/cli/common.py: none of them imports this module back.
 """
 
@@ -22,7 +22,7 @@ import click
 from appliance.core.config import ConfigError
 from appliance.shared.errors import DatabaseDamaged, DomainError
 from appliance.shared.secrets_files import InsecureSecretFile
-from appliance.shell.cli import backup, box, demo, export, keys, serve, uplink
+from appliance.shell.cli import backup, box, demo, export, keys, results, serve, session, uplink
 
 # Every command exits with this when the database file is damaged, `venuebox run` included:
 # systemd/venuebox.service lists it in RestartPreventExitStatus=, so systemd does not restart a box
@@ -72,6 +72,8 @@ for command in (
     *uplink.COMMANDS,
     *backup.COMMANDS,
     *export.COMMANDS,
+    *results.COMMANDS,
+    *session.COMMANDS,
 ):
     cli.add_command(command)
 

@@ -52,6 +52,7 @@ def export_group(ctx: click.Context, to: Path | None, csv_dialect: str | None) -
     )
     click.echo(f"spreadsheet files: {dialect.name} ({dialect.says})")
     click.echo(done.names)
+    click.echo(done.results_print)
     click.echo(
         f"done: {done.path} ({done.files} files, {done.bytes / 1024 / 1024:.1f} MB, "
         f"{done.ledger_rows} sheets, ledger head {done.ledger_head[:16]}, signing key {done.fingerprint}); "

@@ -109,6 +109,11 @@ export class Api extends EventTarget {
     return this.call("POST", "/sheets/batch", { token, body: { sheets }, timeoutMs: 20000 });
   }
 
+  /** This judge signs off a session: "I have finished scoring it" (POST /sessions/{id}/final). */
+  signOff(token, sessionId) {
+    return this.call("POST", `/sessions/${encodeURIComponent(sessionId)}/final`, { token, body: {} });
+  }
+
   heartbeat(token, body) {
     return this.call("POST", "/heartbeat", { token, body, timeoutMs: 8000 });
   }

@@ -6,9 +6,11 @@ import { Api } from "./api.js";
 import { kv, openDb } from "./db.js";
 import { announce, focusHeading, h, sheets } from "./dom.js";
 import { Heartbeat } from "./heartbeat.js";
+import { closedBy } from "./judging.js";
 import { Outbox } from "./outbox.js";
 import { APP_VERSION } from "./version.js";
 import { entryView } from "./view-entry.js";
+import { finishView } from "./view-finish.js";
 import { pairingView } from "./view-pairing.js";
 import { sessionsView } from "./view-sessions.js";
 
@@ -46,6 +48,12 @@ export const app = {
     else location.hash = hash;
   },
 
+  /** Build the view again where it is (what it shows changed shape), keeping the line shown above it. */
+  rebuild() {
+    if (shownNotice) app.notice = shownNotice.notice;
+    render();
+  },
+
   /** A new sheet: kept on the tablet (IndexedDB) before anything else, then sent. */
   async submitSheet(body) {
     const record = await outbox.add({ judgeId: app.judgeId(), eventId: app.pairing.event.id, body });
@@ -66,6 +74,25 @@ export const app = {
     if (draft) app.drafts.add(entryId);
     else app.drafts.delete(entryId);
     return queueDraft(draftKey(app.judgeId(), entryId), draft);
+  },
+
+  /**
+   * Sign off a session ("I have finished scoring it"). It needs the box: the answer as the API
+   * gives it (status 0 when the box cannot be reached: nothing is signed off then). On success the
+   * session shows as signed off at once, and the event download confirms it.
+   */
+  async signOff(sessionId) {
+    const answer = await api.signOff(app.pairing.token, sessionId);
+    if (answer.ok) {
+      const at = answer.body?.signed_off_at ?? new Date().toISOString();
+      const session = app.event?.sessions?.find((s) => s.id === sessionId);
+      if (session) session.signed_off_at = at;
+      update();
+      refreshEvent();
+    } else if (answer.status === 401) {
+      needsPairing(answer.problem);
+    }
+    return answer;
   },
 
   async pair(code, deviceName) {
@@ -205,6 +232,19 @@ function noticeText(notice) {
   const record = outbox.get(notice.sheetId);
   if (record?.state === "stored") return { text: `${what} saved on the box.`, settled: true };
   if (record?.state === "aside") {
+    const closed = closedBy(record.problem);
+    if (closed === "signed-off") {
+      return {
+        text: `${what} was refused: you signed off this session. Your scores are kept here.`,
+        settled: true,
+      };
+    }
+    if (closed === "session-locked") {
+      return {
+        text: `${what} was refused: the venue tech locked this session. Your scores are kept here.`,
+        settled: true,
+      };
+    }
     return { text: `${what} was not stored by the box: it needs your attention.`, settled: true };
   }
   const waiting = `${what} saved on this tablet, waiting to send`;
@@ -230,7 +270,9 @@ function render() {
   const main = document.getElementById("main");
   const hash = location.hash || "";
   const entry = hash.match(/^#\/entry\/([^/]+)(?:\/(correct|edit)(?:\/([^/]+))?)?$/);
+  const finish = hash.match(/^#\/finish\/([^/]+)$/);
   if (!app.pairing || app.repair || hash === "#/pair") app.view = pairingView(app);
+  else if (finish) app.view = finishView(app, decodeURIComponent(finish[1]));
   else if (entry) {
     const entryId = decodeURIComponent(entry[1]);
     app.view = entryView(app, { entryId, mode: entry[2] ?? "view", sourceId: entry[3] ?? null });

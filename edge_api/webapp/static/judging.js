@@ -76,11 +76,41 @@ export function entryStatus(chain) {
   return chain.aside.length ? "attention" : "open";
 }
 
-/** The first entry after `entryId` in running order that the judge has not scored (or null). */
+/**
+ * Whether the judge may still send sheets for a session, as the event download last said:
+ * `signedOffAt` (RFC 3339) once this judge signed it off (null after the tech reopens it), `locked`
+ * (with the tech's `reason`) while the tech has it locked. `closed`: either, so its entries are
+ * read-only on this tablet.
+ */
+export function sessionState(session) {
+  const signedOffAt = session?.signed_off_at ?? null;
+  const locked = Boolean(session?.locked);
+  return {
+    signedOffAt,
+    locked,
+    reason: session?.locked_reason ?? null,
+    closed: Boolean(signedOffAt) || locked,
+  };
+}
+
+/** A refusal because the session is closed to this judge: 423 `signed-off` or `session-locked` (or null). */
+export function closedBy(problem, status = problem?.status) {
+  const type = String(problem?.type ?? "");
+  if (status !== 423) return null;
+  if (type.endsWith("/signed-off")) return "signed-off";
+  if (type.endsWith("/session-locked")) return "session-locked";
+  return null;
+}
+
+/**
+ * The first entry after `entryId` in running order that the judge has not scored (or null), in the
+ * sessions still open to them (not signed off, not locked).
+ */
 export function nextOpenEntry(event, outbox, judgeId, entryId = null) {
   const order = runningOrder(event);
   const start = entryId === null ? 0 : order.findIndex((place) => place.entry.entry_id === entryId) + 1;
   for (const place of [...order.slice(start), ...order.slice(0, start)]) {
+    if (sessionState(place.session).closed) continue;
     const chain = chainFor(event, outbox, judgeId, place.entry.entry_id);
     if (entryStatus(chain) === "open") return place.entry;
   }

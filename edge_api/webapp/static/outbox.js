@@ -3,8 +3,10 @@
 //   200, 201                           stored: leaves the queue (kept until safe, below)
 //   no answer, timeout, 408, 429, 5xx  stays; retried with exponential backoff and full jitter,
 //                                      never sooner than Retry-After
-//   423                                stays; the reason is shown; retried after Retry-After or
+//   423 frozen                         stays; the reason is shown; retried after Retry-After or
 //                                      as soon as a heartbeat says the box is unfrozen
+//   423 signed-off, session-locked     set aside and shown: the judge signed off the session, or
+//                                      the tech locked it; sent again only by the judge's choice
 //   401                                stays; the judge is asked to pair again; sent after that
 //   409                                set aside and shown to the judge (correct or discard)
 //   400, 403, 413, 422 (and 431)       set aside with the problem shown; never resent unchanged
@@ -20,6 +22,7 @@
 // Stored sheets stay on the tablet either way, as the judge's history of their sheets.
 
 import { kv, sheetStore } from "./db.js";
+import { closedBy } from "./judging.js";
 
 const BATCH_MAX = 50;
 const BACKOFF_BASE_MS = 1000;
@@ -32,6 +35,11 @@ function ledgerMark(value) {
   return value && typeof value.epoch === "string" && Number.isInteger(value.safe_seq)
     ? { epoch: value.epoch, safe_seq: value.safe_seq }
     : null;
+}
+
+/** This sheet will never be stored as it is: set it aside for the judge (a session closed to them too). */
+function refusedForGood(status, problem) {
+  return NEVER_RESEND.has(status) || closedBy(problem, status) !== null;
 }
 
 export class Outbox extends EventTarget {
@@ -222,9 +230,9 @@ export class Outbox extends EventTarget {
         if (!(await this.#settle(batch, answer.body.results, ledgerMark(answer.body.ledger)))) return;
       } else if (answer.status === 413 && batch.length > 1) {
         size = Math.max(1, Math.floor(batch.length / 2)); // too big together: split, never resend unchanged
-      } else if (NEVER_RESEND.has(answer.status) && batch.length > 1) {
+      } else if (refusedForGood(answer.status, answer.problem) && batch.length > 1) {
         size = 1; // the call as a whole was refused: send one by one to find which sheet it is
-      } else if (NEVER_RESEND.has(answer.status)) {
+      } else if (refusedForGood(answer.status, answer.problem)) {
         await this.#save({ ...batch[0], state: "aside", problem: answer.problem });
         this.#emit("aside", { sheetId: batch[0].sheet_id });
       } else {
@@ -254,7 +262,7 @@ export class Outbox extends EventTarget {
       } else if (status === 409 && this.#goesFirst(record.body.supersedes, queued, mark)) {
         queued.add(record.sheet_id); // it corrects a sheet that is sent again first: it goes after it
         originals.push(record.body.supersedes);
-      } else if (status === 409 || NEVER_RESEND.has(status)) {
+      } else if (status === 409 || refusedForGood(status, result.problem)) {
         await this.#save({ ...record, state: "aside", problem: result.problem ?? { status } });
         this.#emit("aside", { sheetId: record.sheet_id });
       } else if (status === 401) {

@@ -19,6 +19,7 @@ const SHELL = [
   "/scores.js",
   "/version.js",
   "/view-entry.js",
+  "/view-finish.js",
   "/view-pairing.js",
   "/view-sessions.js",
   "/icon.svg",

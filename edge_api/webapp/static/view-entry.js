@@ -6,7 +6,7 @@
 
 import { announce, h } from "./dom.js";
 import { rfc3339, uuid4 } from "./ids.js";
-import { chainFor, eventTime, findEntry, nextOpenEntry } from "./judging.js";
+import { chainFor, closedBy, eventTime, findEntry, nextOpenEntry, sessionState } from "./judging.js";
 import { formatValue, readValue, runningTotal, stepValue } from "./scores.js";
 
 const COMMENT_MAX = 2000;
@@ -39,6 +39,20 @@ function problemText(problem) {
 /** Why a sheet was set aside, in words for the judge, and what they can do. */
 function asideExplanation(version) {
   const problem = version.problem ?? {};
+  const closed = closedBy(problem);
+  if (closed === "signed-off") {
+    return (
+      "The box refused this sheet: you signed off this session, so your sheets for it are " +
+      "read-only. Your scores are kept here on this tablet: ask the tech to reopen the session, " +
+      "then send them again."
+    );
+  }
+  if (closed === "session-locked") {
+    return (
+      "The box refused this sheet: the venue tech locked this session. Your scores are kept here " +
+      "on this tablet: ask the tech to unlock it, then send them again."
+    );
+  }
   if (problem.status === 409) {
     return version.supersedes
       ? "Your correction was not stored: it corrects a sheet that is no longer your current sheet " +
@@ -74,6 +88,8 @@ export function entryView(app, { entryId, mode, sourceId }) {
     return { root };
   }
   const { entry, session, index, count, previous, next } = place;
+  // Signed off by this judge, or locked by the tech: the entry opens read-only, whatever the address.
+  const closed = sessionState(session);
   const judgeId = app.judgeId();
   const criteria = event.criteria;
   const chain = () => chainFor(app.event, app.outbox, judgeId, entryId);
@@ -130,17 +146,28 @@ export function entryView(app, { entryId, mode, sourceId }) {
 
   const start = chain();
   const source = sourceId ? app.outbox.get(sourceId) : null;
-  const editing = mode === "correct" || (mode === "edit" && source) || !start.current;
+  const editing = !closed.closed && (mode === "correct" || (mode === "edit" && source) || !start.current);
   // A draft names the form it was typed in: a new sheet, a correction, or an edit of a sheet set aside.
   const draftMode = mode === "view" ? "new" : mode;
   let draft = null; // the draft kept on the tablet for this entry, once read
   const form = editing ? scoreForm() : null;
 
-  root.append(nav, header, status, ...(form ? [form.element] : []));
+  const readOnly = closed.closed
+    ? h(
+        "p",
+        { class: "card read-only", role: "note" },
+        closed.signedOffAt
+          ? "You signed off this session; ask the tech to reopen it to change a score."
+          : `The venue tech locked this session${closed.reason ? ` (${closed.reason})` : ""}; ask the tech ` +
+              "to unlock it to change a score.",
+      )
+    : null;
+
+  root.append(nav, header, ...(readOnly ? [readOnly] : []), status, ...(form ? [form.element] : []));
 
   /** Where the draft kept for this entry can be taken up when this view shows no form for it. */
   function draftLink() {
-    if (!draft || form) return null;
+    if (!draft || form || closed.closed) return null;
     if (draft.mode === "edit") {
       const kept = app.outbox.get(draft.source_id);
       return kept?.state === "aside" ? `${entryHash}/edit/${draft.source_id}` : null;
@@ -149,6 +176,13 @@ export function entryView(app, { entryId, mode, sourceId }) {
   }
 
   function update() {
+    // Signed off or locked since this view was built (or opened again): it is built again, read-only
+    // or with its form.
+    const state = sessionState(findEntry(app.event, entryId)?.session);
+    if (state.closed !== closed.closed || state.signedOffAt !== closed.signedOffAt) {
+      app.rebuild();
+      return;
+    }
     const now = chain();
     const parts = [];
     const resume = draftLink();
@@ -175,7 +209,9 @@ export function entryView(app, { entryId, mode, sourceId }) {
             `Submitted ${eventTime(event, now.current.submitted_at)} · ${STATE_WORDS[now.current.state]}`,
           ),
           valuesList(criteria, now.current),
-          !form && h("a", { class: "button primary", href: `${entryHash}/correct` }, "Correct this sheet"),
+          !form &&
+            !closed.closed &&
+            h("a", { class: "button primary", href: `${entryHash}/correct` }, "Correct this sheet"),
         ),
       );
     }
@@ -193,17 +229,19 @@ export function entryView(app, { entryId, mode, sourceId }) {
           h(
             "div",
             { class: "actions" },
-            problem.status === 409
-              ? h(
-                  "button",
-                  { type: "button", class: "primary", onclick: () => resendAsCorrection(version, headId) },
-                  headId ? "Send my scores as a correction of the box's sheet" : "Send my scores again",
-                )
-              : h(
-                  "a",
-                  { class: "button primary", href: `${entryHash}/edit/${version.sheet_id}` },
-                  "Edit and send again",
-                ),
+            closed.closed
+              ? null
+              : problem.status === 409
+                ? h(
+                    "button",
+                    { type: "button", class: "primary", onclick: () => resendAsCorrection(version, headId) },
+                    headId ? "Send my scores as a correction of the box's sheet" : "Send my scores again",
+                  )
+                : h(
+                    "a",
+                    { class: "button primary", href: `${entryHash}/edit/${version.sheet_id}` },
+                    "Edit and send again",
+                  ),
             h("button", { type: "button", onclick: () => discard(version) }, "Discard my sheet"),
           ),
         ),

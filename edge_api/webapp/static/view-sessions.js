@@ -1,9 +1,11 @@
 // The judge's sessions in running order, each entry with where its sheet is: on the box, waiting
 // on the tablet, set aside for the judge, or not scored yet (with a draft typed, or not); how many
-// are scored ("37 of 80 scored"), and a filter to show only the entries still to score.
+// are scored ("37 of 80 scored"), and a filter to show only the entries still to score. Each
+// session has "Finish scoring <session>" under its heading (the sign-off, view-finish.js), or says it is
+// finished ("Finished — signed off at 11:52") or locked by the tech.
 
 import { h } from "./dom.js";
-import { chainFor, entryStatus, eventTime, nextOpenEntry, panelSessions } from "./judging.js";
+import { chainFor, entryStatus, eventTime, nextOpenEntry, panelSessions, sessionState } from "./judging.js";
 
 const BADGES = {
   scored: "Scored",
@@ -20,7 +22,49 @@ function scoredText(done, count) {
   return `${done} of ${count} scored`;
 }
 
+/**
+ * A session's sign-off: "Finished — signed off at 11:52", locked by the tech, or the action to
+ * finish it.
+ */
+function closingOf(app, session) {
+  const state = sessionState(session);
+  const lines = [];
+  if (state.signedOffAt) {
+    lines.push(
+      h(
+        "p",
+        { class: "session-final" },
+        `Finished — signed off at ${eventTime(app.event, state.signedOffAt, false)}`,
+      ),
+    );
+  }
+  if (state.locked) {
+    lines.push(
+      h(
+        "p",
+        { class: "session-locked" },
+        `Locked by the venue tech${state.reason ? `: ${state.reason}` : ""}`,
+      ),
+    );
+  }
+  if (!state.signedOffAt) {
+    lines.push(
+      h(
+        "a",
+        {
+          class: "button finish",
+          href: `#/finish/${encodeURIComponent(session.id)}`,
+          "data-key": `finish-${session.id}`,
+        },
+        `Finish scoring ${session.name}`,
+      ),
+    );
+  }
+  return h("div", { class: "session-closing" }, lines);
+}
+
 export function sessionsView(app) {
+  const closing = (session) => closingOf(app, session);
   const list = h("div", { class: "sessions" });
   const next = h("p", { class: "next" });
   const progress = h("p", { class: "progress", id: "progress" });
@@ -63,20 +107,6 @@ export function sessionsView(app) {
     }
     const judgeId = app.judgeId();
     const focusedKey = document.activeElement?.dataset?.key;
-    const upcoming = nextOpenEntry(event, app.outbox, judgeId);
-    next.replaceChildren(
-      upcoming
-        ? h(
-            "a",
-            {
-              class: "button primary",
-              href: `#/entry/${encodeURIComponent(upcoming.entry_id)}`,
-              "data-key": "next",
-            },
-            `Score next: entry ${upcoming.entry_id} · ${upcoming.title}`,
-          )
-        : h("span", { class: "done" }, "Every entry on your panel is scored."),
-    );
     const sessions = panelSessions(event).map((session) => {
       const statuses = new Map(
         session.entries.map((entry) => [
@@ -89,6 +119,26 @@ export function sessionsView(app) {
     });
     const count = sessions.reduce((sum, session) => sum + session.entries.length, 0);
     const done = sessions.reduce((sum, session) => sum + session.done, 0);
+    const upcoming = nextOpenEntry(event, app.outbox, judgeId);
+    next.replaceChildren(
+      upcoming
+        ? h(
+            "a",
+            {
+              class: "button primary",
+              href: `#/entry/${encodeURIComponent(upcoming.entry_id)}`,
+              "data-key": "next",
+            },
+            `Score next: entry ${upcoming.entry_id} · ${upcoming.title}`,
+          )
+        : h(
+            "span",
+            { class: "done" },
+            done === count
+              ? "Every entry on your panel is scored."
+              : "Nothing left to score in the sessions still open to you.",
+          ),
+    );
     progress.textContent = scoredText(done, count);
     filter.hidden = false;
     filter.textContent = `Only the ${count - done} still to score`;
@@ -110,6 +160,7 @@ export function sessionsView(app) {
               .filter(Boolean)
               .join(" · "),
           ),
+          closing(session),
           app.onlyToScore &&
             session.done === session.entries.length &&
             h("p", { class: "hint" }, "Every entry of this session is scored."),
