@@ -30,6 +30,7 @@ TYPES: dict[type[domain.DomainError], ProblemType] = GENERIC_TYPES | {
     domain.SignedOff: ProblemType(
         423, "signed-off", "You signed off this session; the venue tech can reopen it", retry_later=True
     ),
+    domain.ScheduleConflict: ProblemType(409, "schedule-conflict", "The schedule change is refused"),
     domain.SessionNotOnPanel: ProblemType(403, "session-not-on-panel", "This session is not on your panel"),
     domain.TooManyRequests: ProblemType(429, "rate-limited", "Too many requests"),
     domain.NoEvent: ProblemType(503, "no-event", "No event is loaded on this box yet", retry_later=True),

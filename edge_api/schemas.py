@@ -134,6 +134,9 @@ class HeartbeatOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     next_heartbeat_s: int
     ledger: LedgerMark
     freeze_reason: str | None = None
+    # The event's schedule version (GET /api/v1/event's event_version): a tablet that holds an older
+    # one downloads the event again. Absent before an event is imported.
+    event_version: int | None = None
 
 
 class Criterion(msgspec.Struct, kw_only=True):
@@ -153,6 +156,8 @@ class EntryView(msgspec.Struct, kw_only=True):
     division: str | None
     level: str | None
     studio: str | None
+    # Scratched on the day: still listed (its sheets keep their entry), not to be scored.
+    scratched: bool = False
     # Only when the event package sets tablets_see_participants: the names, in full.
     participants: list[str] | msgspec.UnsetType = msgspec.UNSET
 
@@ -179,6 +184,8 @@ class EventMeta(msgspec.Struct, kw_only=True):
 
 class EventOut(msgspec.Struct, kw_only=True):
     event: EventMeta
+    # The schedule version (1: as imported), also in each heartbeat's answer.
+    event_version: int
     judge: Named
     criteria: list[Criterion]
     sessions: list[SessionView]
@@ -237,6 +244,42 @@ class SessionReasonIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Why a session is locked or unlocked (required)."""
 
     reason: SessionReason
+
+
+class ScheduleChangeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One day-of change typed into the draft (``POST /admin/v1/schedule/draft``): ``kind`` and the
+    fields it needs, and why. ``participants``: a walk-on's names separated by ``;`` (sealed on the
+    box, never answered back)."""
+
+    kind: Literal["scratch", "restore", "walk-on", "move", "retime"]
+    reason: SessionReason
+    entry_id: ShortText | None = None
+    session_id: ShortText | None = None
+    position: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    scheduled_at: ShortText | None = None
+    title: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
+    category: ShortText | None = None
+    division: ShortText | None = None
+    level: ShortText | None = None
+    studio: ShortText | None = None
+    participants: Annotated[str, Meta(max_length=5000)] | None = None
+
+
+class ScheduleReasonIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Why the draft is published (required)."""
+
+    reason: SessionReason
+
+
+class RollbackIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which version to copy as the next one, and why (required)."""
+
+    version: Annotated[int, Meta(ge=1, le=1_000_000)]
+    reason: SessionReason
+
+
+class DiscardOut(msgspec.Struct, kw_only=True):
+    discarded: int
 
 
 class ReopenIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from appliance.core import audit, personal, personal_fields
+from appliance.core import audit, personal, personal_fields, schedule
 from appliance.core.box import ensure_not_frozen, get_box
 from appliance.core.event_package.format import (
     ENTRIES_FILE,
@@ -148,6 +148,7 @@ def import_package(
     else:
         _merge_setup(conn, package, data_key, report)
     conn.execute("UPDATE box SET event_id = ? WHERE id = 1", (event_id,))
+    schedule.after_import(conn, event_id, actor, replaced)
     report.counts = {
         table: conn.execute(f"SELECT count(*) FROM {table} WHERE event_id = ?", (event_id,)).fetchone()[0]
         for table in ("sessions", "entries", "judges", "criteria")

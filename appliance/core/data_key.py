@@ -296,6 +296,15 @@ def _reseal(conn: sqlite3.Connection, old: bytes, new: bytes, actor: str, reques
                 entry_id,
             ),
         )
+    # A walk-on typed into the schedule draft (appliance/core/schedule.py) holds its participants
+    # sealed as its entry row will hold them: re-sealed too, so the publish stores what opens.
+    for seq, event_id, change, token in conn.execute(
+        "SELECT seq, event_id, change, sealed FROM schedule_draft WHERE sealed IS NOT NULL"
+    ).fetchall():
+        row_id = f"{event_id}/{json.loads(change)['entry_id']}"
+        conn.execute(
+            "UPDATE schedule_draft SET sealed = ? WHERE seq = ?", (again("participants", row_id, token), seq)
+        )
     new_id = key_id(new)
     conn.execute(
         "INSERT INTO data_key (id, key_id, rotated_at) VALUES (1, ?, ?)"

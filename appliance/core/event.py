@@ -10,6 +10,7 @@ from typing import Any
 from appliance.core import data_key, personal_fields
 from appliance.core.devices import Device, ensure_active
 from appliance.core.ledger import sheets_for_judge
+from appliance.core.schedule import current_version
 from appliance.core.sessions import write_barriers
 from appliance.shared.errors import NoEvent
 from appliance.shared.status import EventSummary
@@ -24,8 +25,8 @@ def judge_event(
     conn: sqlite3.Connection, device: Device, data_key_path: Path | None = None
 ) -> dict[str, Any]:
     """Event meta, criteria, all sessions (flagged on/off the judge's panel, with this judge's
-    sign-off time and the tech's lock), the entries of the judge's sessions in running order, and
-    the judge's current sheets. No personal data, except
+    sign-off time and the tech's lock), the entries of the judge's sessions in running order (the
+    scratched ones marked), the schedule version, and the judge's current sheets. No personal data, except
     each entry's ``participants`` (decrypted with the key at ``data_key_path``) when the event sets
     ``tablets_see_participants``; the other personal columns never. Re-checks the device in the
     same read, so a revoke answers 401 here at once too."""
@@ -75,6 +76,9 @@ def judge_event(
                     "division": e["division"],
                     "level": e["level"],
                     "studio": e["studio"],
+                    # Scratched on the day (appliance/core/schedule.py): listed, not removed, so a
+                    # judge's sheets for it still have their entry.
+                    "scratched": bool(e["scratched"]),
                     **(_participants(key, event_id, e) if key is not None else {}),
                 }
                 for e in conn.execute(
@@ -101,6 +105,9 @@ def judge_event(
             "timezone": event["timezone"],
             "snapshot_id": event["snapshot_id"],
         },
+        # The schedule version (1: as imported; each publish or rollback the next): it is in the
+        # body, so the ETag changes with every publish.
+        "event_version": current_version(conn) or 1,
         "judge": {"id": judge_id, "name": judge["name"] if judge else judge_id},
         "criteria": criteria,
         "sessions": sessions,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from appliance.core.devices import Device, ensure_active
+from appliance.core.schedule import current_version
 from appliance.shared.status import Presence
 from appliance.shared.times import parse_rfc3339, to_rfc3339, utcnow
 
@@ -24,7 +25,7 @@ def record_heartbeat(
     """Store the latest state of the tablet and one bounded history row; returns the box's state.
 
     Heartbeats are not competition writes: they keep working while the box is frozen, and the
-    answer is how a tablet learns about a freeze."""
+    answer is how a tablet learns about a freeze, and about a new schedule version (``event_version``)."""
     ensure_active(conn, device)
     now = utcnow()
     skew = (parse_rfc3339(sent_at) - now).total_seconds()
@@ -49,7 +50,12 @@ def record_heartbeat(
     )
     _trim_history(conn, device.device_id, history_per_device)
     box = conn.execute("SELECT frozen, freeze_reason FROM box WHERE id = 1").fetchone()
-    return {"server_time": received_at, "frozen": bool(box[0]), "freeze_reason": box[1]}
+    return {
+        "server_time": received_at,
+        "frozen": bool(box[0]),
+        "freeze_reason": box[1],
+        "event_version": current_version(conn),
+    }
 
 
 def _trim_history(conn: sqlite3.Connection, device_id: str, keep: int) -> None:

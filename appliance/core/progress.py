@@ -148,7 +148,8 @@ def panels(conn: sqlite3.Connection, event_id: str, session_id: str | None = Non
 
 
 def entry_scores(conn: sqlite3.Connection, event_id: str, session_id: str | None = None) -> list[EntryScores]:
-    """The entries (of one session, or all) in running order, each with its sheet count per judge.
+    """The entries (of one session, or all) in running order, each with its sheet count per judge;
+    scratched entries and the unscheduled pool left out.
 
     Entries come in ``entries_by_session`` order and each one's counts from the ledger's covering
     ``sheets_by_entry_judge`` index, as one JSON object per entry: one row per entry, however many
@@ -158,7 +159,7 @@ def entry_scores(conn: sqlite3.Connection, event_id: str, session_id: str | None
         " e.studio, (SELECT json_group_object(judge_id, sheets) FROM ("
         "   SELECT s.judge_id, count(*) AS sheets FROM sheets s"
         "   WHERE s.event_id = e.event_id AND s.entry_id = e.entry_id GROUP BY s.judge_id)) AS sheets"
-        " FROM entries e WHERE e.event_id = ?"
+        " FROM entries e WHERE e.event_id = ? AND e.scratched = 0 AND e.session_id IS NOT NULL"
     )
     params: tuple[str, ...] = (event_id,)
     if session_id is not None:

@@ -199,7 +199,10 @@ def load(conn: sqlite3.Connection) -> Inputs:
             "SELECT e.entry_id, e.session_id, e.running_order, e.title, e.category, e.division, e.level,"
             " e.studio, e.extra, se.position FROM entries e"
             " LEFT JOIN sessions se ON se.event_id = e.event_id AND se.session_id = e.session_id"
-            " WHERE e.event_id = ? ORDER BY se.position, e.running_order, e.entry_id",
+            # Scratched entries and walk-ons waiting in the unscheduled pool are not in results
+            # (appliance/core/schedule.py); their sheets stay in the ledger.
+            " WHERE e.event_id = ? AND e.scratched = 0 AND e.session_id IS NOT NULL"
+            " ORDER BY se.position, e.running_order, e.entry_id",
             (event_id,),
         )
     )

@@ -63,6 +63,12 @@ class SessionNotOnPanel(DomainError):
     """A judge signs off a session that is not on their panel."""
 
 
+class ScheduleConflict(DomainError):
+    """A schedule change or publish the rules refuse: a walk-on whose entry id exists, a move to a
+    session whose panel has no judge (or lacks a judge who scored the entry), a scratch of a
+    scratched entry, a publish with problems or with nothing in the draft."""
+
+
 class NotAuthenticated(DomainError):
     """Unknown, revoked or malformed device token."""
 

@@ -33,6 +33,7 @@ from appliance.core import (
     personal_fields,
     progress,
     results_out,
+    schedule,
     sessions,
     status,
     uplink_state,
@@ -63,6 +64,7 @@ from appliance.shared.admin_wire import (
 )
 from appliance.shared.errors import DomainError, UplinkNotConfigured
 from appliance.shared.results_wire import ResultsOut, SessionState
+from appliance.shared.schedule_wire import DraftView, Published, ScheduleVersion, Validation
 from appliance.shared.status import Alert, ConsoleStatus, FreezeView
 from appliance.shared.times import utcnow
 from appliance.web.body import decode
@@ -71,12 +73,16 @@ from appliance.web.responses import json_response as _json
 from edge_api.context import context_of
 from edge_api.responses import NO_STORE, problems
 from edge_api.schemas import (
+    DiscardOut,
     ExportIn,
     FreezeIn,
     PairingCodeIn,
     PersonalRevealIn,
     ReopenIn,
     RevealIn,
+    RollbackIn,
+    ScheduleChangeIn,
+    ScheduleReasonIn,
     SessionReasonIn,
     UplinkRetryIn,
 )
@@ -244,6 +250,73 @@ class AdminController(Controller):
         return _json(
             await ctx.write(
                 lambda conn: sessions.reopen(conn, session_id, body.judge_id, body.reason, "admin-api", rid)
+            )
+        )
+
+    @get("/schedule/draft", responses=problems(401, 503))
+    async def schedule_draft(self, request: Request[Any, Any, Any]) -> Response[DraftView]:
+        """The draft of day-of changes, in the order typed, and the version it would follow."""
+        return _json(await context_of(request).store.read(schedule.draft))
+
+    @post("/schedule/draft", status_code=200, responses=problems(400, 401, 404, 409, 422, 423, 503))
+    async def schedule_change(self, request: Request[Any, Any, Any]) -> Response[DraftView]:
+        """Type one change into the draft (``{"kind", "reason", ...}``), or refuse it naming the entry
+        or session: 404 unknown, 409 ``schedule-conflict``, 423 ``session-locked``; the draft unchanged."""
+        ctx = context_of(request)
+        body = decode(await request.body(), ScheduleChangeIn)
+        fields = {
+            name: getattr(body, name)
+            for name in ScheduleChangeIn.__struct_fields__
+            if name not in ("kind", "reason", "participants")
+        }
+        change = schedule.stamp(body.kind.replace("-", "_"), "admin-api", body.reason, **fields)
+        key_path = ctx.config.data_key_path
+        return _json(
+            await ctx.write(lambda conn: schedule.add_change(conn, change, body.participants, key_path))
+        )
+
+    @post("/schedule/discard", status_code=200, responses=problems(401, 503))
+    async def schedule_discard(self, request: Request[Any, Any, Any]) -> Response[DiscardOut]:
+        """Drop the draft: how many changes it held."""
+        ctx = context_of(request)
+        rid = request_id_of(request.scope)
+        dropped = await ctx.write(lambda conn: schedule.discard(conn, "admin-api", rid))
+        return _json(DiscardOut(discarded=dropped))
+
+    @get("/schedule/validate", responses=problems(401, 503))
+    async def schedule_validate(self, request: Request[Any, Any, Any]) -> Response[Validation]:
+        """Every problem of the schedule as publishing the draft would make it, at once."""
+        ctx = context_of(request)
+        key_path = ctx.config.data_key_path
+        return _json(await ctx.store.read(lambda conn: schedule.validate(conn, key_path)))
+
+    @post("/schedule/publish", status_code=200, responses=problems(400, 401, 409, 422, 423, 503))
+    async def schedule_publish(self, request: Request[Any, Any, Any]) -> Response[Published]:
+        """Apply the whole draft as the next version (``{"reason"}``), or nothing: 423 ``frozen``,
+        409 ``schedule-conflict`` (empty draft, or validate's errors)."""
+        ctx = context_of(request)
+        body = decode(await request.body(), ScheduleReasonIn)
+        rid = request_id_of(request.scope)
+        key_path = ctx.config.data_key_path
+        return _json(
+            await ctx.write(lambda conn: schedule.publish(conn, "admin-api", body.reason, key_path, rid))
+        )
+
+    @get("/schedule/versions", responses=problems(401, 503))
+    async def schedule_versions(self, request: Request[Any, Any, Any]) -> Response[list[ScheduleVersion]]:
+        """Every schedule version, 1 (the import) first: who, when, why, its changes and diff."""
+        return _json(await context_of(request).store.read(schedule.versions))
+
+    @post("/schedule/rollback", status_code=200, responses=problems(400, 401, 404, 409, 422, 423, 503))
+    async def schedule_rollback(self, request: Request[Any, Any, Any]) -> Response[Published]:
+        """Publish a copy of version ``{"version"}`` as the next one (``{"reason"}`` required)."""
+        ctx = context_of(request)
+        body = decode(await request.body(), RollbackIn)
+        rid = request_id_of(request.scope)
+        key_path = ctx.config.data_key_path
+        return _json(
+            await ctx.write(
+                lambda conn: schedule.rollback(conn, body.version, "admin-api", body.reason, key_path, rid)
             )
         )
 

@@ -320,6 +320,7 @@ class TabletController(Controller):
                 freeze_reason=state["freeze_reason"] if state["frozen"] else None,
                 next_heartbeat_s=ctx.config.heartbeat_interval_s,
                 ledger=LedgerMark(**ctx.ledger_mark()),
+                event_version=state["event_version"],
             )
         )
 

@@ -403,6 +403,66 @@ def m011_sign_offs_and_locks(db: Database) -> None:
     )
 
 
+@migrations()
+def m012_schedule_versions(db: Database) -> None:
+    # Day-of schedule changes (appliance/core/schedule.py). An entry may be scratched (soft: it keeps
+    # its row and its sheets, leaves results and "missing") and a walk-on may wait in the unscheduled
+    # pool: ``session_id`` and ``running_order`` NULL. SQLite cannot drop a NOT NULL in place, so
+    # ``entries`` is rebuilt with the same columns (nothing references it by foreign key). Changes
+    # gather in ``schedule_draft`` (the change as JSON; a walk-on's participants sealed in ``sealed``,
+    # never plaintext) until a publish makes the next row of ``schedule_versions``: its changes, its
+    # diff and the whole schedule as it then was (sessions' starts_at; each entry's session, order,
+    # scheduled_at and scratch), which a rollback copies.
+    db.executescript(
+        """
+        CREATE TABLE entries_new (
+            event_id TEXT NOT NULL,
+            entry_id TEXT NOT NULL,
+            session_id TEXT,
+            running_order INTEGER,
+            scheduled_at TEXT,
+            title TEXT NOT NULL,
+            category TEXT,
+            division TEXT,
+            level TEXT,
+            studio TEXT,
+            participants_enc TEXT,
+            extra TEXT NOT NULL DEFAULT '{}',
+            personal_enc TEXT,
+            scratched INTEGER NOT NULL DEFAULT 0 CHECK (scratched IN (0, 1)),
+            PRIMARY KEY (event_id, entry_id),
+            FOREIGN KEY (event_id, session_id) REFERENCES sessions(event_id, session_id),
+            CHECK ((session_id IS NULL) = (running_order IS NULL))
+        );
+        INSERT INTO entries_new (event_id, entry_id, session_id, running_order, scheduled_at, title,
+                                 category, division, level, studio, participants_enc, extra, personal_enc)
+            SELECT event_id, entry_id, session_id, running_order, scheduled_at, title, category, division,
+                   level, studio, participants_enc, extra, personal_enc FROM entries;
+        DROP TABLE entries;
+        ALTER TABLE entries_new RENAME TO entries;
+        CREATE INDEX entries_by_session ON entries(event_id, session_id, running_order);
+
+        CREATE TABLE schedule_draft (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            change TEXT NOT NULL,
+            sealed TEXT
+        );
+        CREATE TABLE schedule_versions (
+            event_id TEXT NOT NULL,
+            version INTEGER NOT NULL CHECK (version >= 1),
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            changes TEXT NOT NULL,
+            diff TEXT NOT NULL,
+            snapshot TEXT NOT NULL,
+            PRIMARY KEY (event_id, version)
+        );
+        """
+    )
+
+
 def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version (also stored in ``user_version``)."""
     migrations.apply(db)

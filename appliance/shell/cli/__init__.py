@@ -6,8 +6,8 @@ database exits EXIT_DATABASE_DAMAGED.
 Heavy imports live inside the commands: start-up time matters on a Pi.
 
 This module holds the root group and `main`; the commands live in one module per group (box, serve,
-demo, keys, uplink, backup, export, results, session), each listing its own in COMMANDS, and share only
-appliance/shell/cli/common.py: none of them imports this module back.
+demo, keys, uplink, backup, export, results, session, schedule), each listing its own in COMMANDS,
+and share only appliance/shell/cli/common.py: none of them imports this module back.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import click
 from appliance.core.config import ConfigError
 from appliance.shared.errors import DatabaseDamaged, DomainError
 from appliance.shared.secrets_files import InsecureSecretFile
-from appliance.shell.cli import backup, box, demo, export, keys, results, serve, session, uplink
+from appliance.shell.cli import backup, box, demo, export, keys, results, schedule, serve, session, uplink
 
 # Every command exits with this when the database file is damaged, `venuebox run` included:
 # systemd/venuebox.service lists it in RestartPreventExitStatus=, so systemd does not restart a box
@@ -74,6 +74,7 @@ for command in (
     *export.COMMANDS,
     *results.COMMANDS,
     *session.COMMANDS,
+    *schedule.COMMANDS,
 ):
     cli.add_command(command)
 
