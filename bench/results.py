@@ -204,7 +204,7 @@ def repeat(reps: int, fn: Callable[[], T]) -> tuple[T, list[float]]:
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
     from appliance.core import results
-    from appliance.core.event import current_event_id
+    from appliance.core.box import current_event_id
     from appliance.core.storage import Store
 
     filled = fill_box(workdir, args.entries, args.judges, args.corrections, args.seed)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import keys, personal
+from appliance.core.box import current_event_id
 from appliance.core.config import Config
-from appliance.core.event import current_event_id
 from appliance.core.pairing import create_code
 from appliance.core.storage import Store
 from provisioning.event_import import import_package, load_package

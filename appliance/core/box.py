@@ -6,9 +6,25 @@ import sqlite3
 from typing import Any
 
 from appliance.core import audit
-from appliance.shared.errors import Frozen, NotInitialised
+from appliance.shared.errors import Frozen, NoEvent, NotInitialised
 from appliance.shared.status import FREEZE_CATEGORIES
 from appliance.shared.times import now_rfc3339
+
+NO_EVENT = "no event imported on this box: import one with `venuebox event import PATH`"
+
+
+def current_event_id(conn: sqlite3.Connection) -> str | None:
+    """The imported event's id; None before the first import."""
+    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def require_event(conn: sqlite3.Connection, message: str = NO_EVENT) -> str:
+    """The imported event's id; ``NoEvent`` (with ``message``) before the first import."""
+    event_id = current_event_id(conn)
+    if event_id is None:
+        raise NoEvent(message)
+    return event_id
 
 
 def get_box(conn: sqlite3.Connection) -> dict[str, Any]:

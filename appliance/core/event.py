@@ -8,17 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import data_key, personal_fields
+from appliance.core.box import current_event_id
 from appliance.core.devices import Device, ensure_active
 from appliance.core.ledger import sheets_for_judge
 from appliance.core.schedule import current_version
 from appliance.core.sessions import write_barriers
 from appliance.shared.errors import NoEvent
 from appliance.shared.status import EventSummary
-
-
-def current_event_id(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
-    return row[0] if row else None
 
 
 def judge_event(

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from appliance.core import chain, outbox, sessions
-from appliance.core.box import ensure_not_frozen
+from appliance.core.box import ensure_not_frozen, require_event
 from appliance.core.devices import EXPIRED, Device
 from appliance.shared.canonical import canonical_json, content_hash
 from appliance.shared.errors import (
@@ -136,7 +136,7 @@ def submit_sheets(
     devices: concurrent single submissions share one call (see ``edge_api.context.SheetIntake``)."""
     try:
         ensure_not_frozen(conn)
-        event_id = _current_event(conn)
+        event_id = require_event(conn, "no event imported on this box")
     except DomainError as refused:  # frozen, or no event: every sheet gets that answer
         return [item if isinstance(item, DomainError) else refused for _, item in items]
     refused_devices = _refused_devices(conn, event_id, {device.device_id: device for device, _ in items})
@@ -338,13 +338,6 @@ def decide(
     view.stored[sheet.sheet_id] = row
     view.heads[(sheet.entry_id, device.judge_id)] = sheet.sheet_id
     return SheetReceipt(201, stored_sheet(row)), row
-
-
-def _current_event(conn: sqlite3.Connection) -> str:
-    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
-    if row is None or row[0] is None:
-        raise NoEvent("no event imported on this box")
-    return row[0]
 
 
 def _checked_values(

@@ -19,9 +19,10 @@ from datetime import timedelta
 from typing import Any
 
 from appliance.core import audit, devices
+from appliance.core.box import require_event
 from appliance.core.config import MAX_PAIRING_CODE_TTL_S
 from appliance.shared.admin_wire import ActiveCode
-from appliance.shared.errors import InvalidInput, NoEvent, NotFound, PairingRefused
+from appliance.shared.errors import InvalidInput, NotFound, PairingRefused
 from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339, utcnow
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I
@@ -62,10 +63,7 @@ def create_code(
             f"pairing_code_max_ttl_s), not {ttl_s} s: nothing was made; ask for a lifetime in that range"
         )
         raise InvalidInput(message, [{"field": "ttl_s", "message": f"must be between 10 and {longest}"}])
-    box = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
-    if box is None or box[0] is None:
-        raise NoEvent("no event imported yet: run `venuebox event import PACKAGE` first")
-    event_id = box[0]
+    event_id = require_event(conn, "no event imported yet: run `venuebox event import PACKAGE` first")
     judge = conn.execute(
         "SELECT judge_id, name FROM judges WHERE event_id = ? AND judge_id = ?", (event_id, judge_id)
     ).fetchone()

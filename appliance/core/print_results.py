@@ -31,7 +31,7 @@ import msgspec
 from fpdf import FPDF
 from fpdf.fonts import FontFace, TTFFont
 
-from appliance.core.event import current_event_id
+from appliance.core.box import current_event_id
 from appliance.core.event_package.format import criterion_rule_of, plain_number
 from appliance.core.results import read_sheets
 from appliance.shared.errors import FontsMissing

@@ -23,7 +23,7 @@ from typing import Literal
 
 import msgspec
 
-from appliance.core.event import current_event_id
+from appliance.core.box import current_event_id
 from appliance.shared.admin_wire import (
     ChainSheet,
     EntryChains,

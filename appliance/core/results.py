@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from appliance.core.event import current_event_id
+from appliance.core.box import current_event_id
 from appliance.core.event_package.format import (
     RESULT_FIELDS,
     TIE_CRITERION,

@@ -34,9 +34,9 @@ from typing import Any
 import msgspec
 
 from appliance.core import audit, data_key, personal, personal_fields
-from appliance.core.box import ensure_not_frozen
-from appliance.core.sessions import write_barriers
-from appliance.shared.errors import Frozen, InvalidInput, NoEvent, NotFound, ScheduleConflict, SessionLocked
+from appliance.core.box import current_event_id, ensure_not_frozen, require_event
+from appliance.core.sessions import required_reason, write_barriers
+from appliance.shared.errors import Frozen, InvalidInput, NotFound, ScheduleConflict, SessionLocked
 from appliance.shared.schedule_wire import (
     DiffLine,
     DraftView,
@@ -51,7 +51,6 @@ from appliance.shared.times import now_rfc3339, parse_rfc3339, to_rfc3339
 # The event.json setting (minutes; 0 or absent: off) under which two entries sharing a participant
 # are a warning.
 MIN_TURNAROUND = "min_turnaround_min"
-REASON_MAX_CHARS = 500
 IMPORT_REASON = "event import"
 
 
@@ -103,7 +102,7 @@ class Rules:
 
 def current_version(conn: sqlite3.Connection) -> int | None:
     """The current event's schedule version (1: as imported); None before the first import."""
-    event_id = _event_id(conn)
+    event_id = current_event_id(conn)
     if event_id is None:
         return None
     row = conn.execute(
@@ -161,13 +160,13 @@ def load_session_ids(conn: sqlite3.Connection, event_id: str) -> list[str]:
 
 def draft(conn: sqlite3.Connection) -> DraftView:
     """The draft's changes in the order typed, and the version they follow."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     return DraftView(version=current_version(conn) or 1, changes=[c for c, _ in _draft_rows(conn, event_id)])
 
 
 def versions(conn: sqlite3.Connection) -> list[ScheduleVersion]:
     """Every version of the current event's schedule, oldest first, version 1 (the import) included."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     rows = conn.execute(
         "SELECT version, at, actor, reason, changes, diff FROM schedule_versions WHERE event_id = ?"
         " ORDER BY version",
@@ -409,7 +408,7 @@ def add_change(
     """Type one change into the draft (inside the writer's transaction), or refuse it naming the
     entry or session (the draft unchanged). A walk-on's ``participants`` (names separated by ``;``)
     are sealed with the data key at ``key_path``."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     _ensure_base(conn, event_id)
     change = _checked(change)
     sealed = None
@@ -442,7 +441,7 @@ def stamp(kind: str, actor: str, reason: str, **fields: Any) -> ScheduleChange:
 
 def discard(conn: sqlite3.Connection, actor: str, request_id: str | None = None) -> int:
     """Drop the draft; the number of changes dropped (audited when there were any)."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     dropped = conn.execute("DELETE FROM schedule_draft WHERE event_id = ?", (event_id,)).rowcount
     if dropped:
         audit.record(conn, actor, "schedule.discard", {"event_id": event_id, "changes": dropped}, request_id)
@@ -451,7 +450,7 @@ def discard(conn: sqlite3.Connection, actor: str, request_id: str | None = None)
 
 def validate(conn: sqlite3.Connection, key_path: Path | None = None) -> Validation:
     """Every problem of the schedule as publishing the draft would make it, at once."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     rows = _draft_rows(conn, event_id)
     schedule, found = _replayed(conn, event_id, rows)
     found.extend(_problems(conn, event_id, schedule, rows, key_path))
@@ -472,9 +471,9 @@ def publish(
 ) -> Published:
     """Apply the whole draft as the next version, in the caller's write transaction, or refuse and
     change nothing: while frozen, with an empty draft, or when ``validate`` finds an error."""
-    reason = _reason(reason)
+    reason = required_reason(reason, "a schedule change")
     _not_frozen(conn)
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     _ensure_base(conn, event_id)
     rows = _draft_rows(conn, event_id)
     if not rows:
@@ -504,9 +503,9 @@ def rollback(
     """Publish a copy of version ``version`` as the next version, warnings and all. Refused while
     frozen, while the draft holds changes, and when it would change a locked session. Entries the
     old version did not have (later walk-ons) go to the unscheduled pool, with their sheets."""
-    reason = _reason(reason)
+    reason = required_reason(reason, "a schedule change")
     _not_frozen(conn)
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     _ensure_base(conn, event_id)
     if _draft_rows(conn, event_id):
         raise ScheduleConflict("the draft holds changes: publish or discard them before a rollback")
@@ -566,7 +565,7 @@ def _checked(change: ScheduleChange) -> ScheduleChange:
             "a retime names an entry or a session, one of the two",
             [{"field": "entry_id", "message": "an entry or a session"}],
         )
-    return msgspec.structs.replace(change, reason=_reason(change.reason))
+    return msgspec.structs.replace(change, reason=required_reason(change.reason, "a schedule change"))
 
 
 def _draft_rows(conn: sqlite3.Connection, event_id: str) -> list[tuple[ScheduleChange, str | None]]:
@@ -825,21 +824,6 @@ def _diff(before: Schedule, after: Schedule) -> list[DiffLine]:
     return lines
 
 
-def _reason(reason: str) -> str:
-    reason = reason.strip()
-    if not reason:
-        raise InvalidInput(
-            "a schedule change needs a reason (kept in the audit log)",
-            [{"field": "reason", "message": "must not be empty"}],
-        )
-    if len(reason) > REASON_MAX_CHARS:
-        raise InvalidInput(
-            f"the reason is longer than {REASON_MAX_CHARS} characters",
-            [{"field": "reason", "message": f"must have at most {REASON_MAX_CHARS} characters"}],
-        )
-    return reason
-
-
 def _not_frozen(conn: sqlite3.Connection) -> None:
     """A freeze locks the schedule: nothing is published until a tech unfreezes the box."""
     try:
@@ -848,15 +832,3 @@ def _not_frozen(conn: sqlite3.Connection) -> None:
         raise Frozen(
             f"the box is frozen ({exc.detail}): schedule publishing refused until a tech unfreezes it"
         ) from None
-
-
-def _event_id(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
-    return None if row is None or row[0] is None else str(row[0])
-
-
-def _require_event(conn: sqlite3.Connection) -> str:
-    event_id = _event_id(conn)
-    if event_id is None:
-        raise NoEvent("no event imported on this box: import one with `venuebox event import PATH`")
-    return event_id

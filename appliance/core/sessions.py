@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from appliance.core import audit
-from appliance.core.box import ensure_not_frozen
+from appliance.core.box import current_event_id, ensure_not_frozen, require_event
 from appliance.core.devices import Device, ensure_active
 from appliance.core.event_package.format import criterion_rule_of, scoring_of
 from appliance.shared.errors import (
@@ -42,7 +42,7 @@ REASON_MAX_CHARS = 500
 def session_states(conn: sqlite3.Connection) -> dict[str, SessionState]:
     """Every session of the current event (in the event's order) with its lock, its panel and the
     judges of the panel who signed it off; empty before the first import."""
-    event_id = _event_id(conn)
+    event_id = current_event_id(conn)
     if event_id is None:
         return {}
     panels: dict[str, list[str]] = {}
@@ -88,7 +88,7 @@ def is_final(state: SessionState) -> bool:
 def session_state(conn: sqlite3.Connection, session_id: str) -> SessionState:
     """One session's state; ``NoEvent`` before the first import, ``NotFound`` for a session the
     event does not have."""
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     state = session_states(conn).get(session_id)
     if state is None:
         raise NotFound(f"event {event_id!r} has no session {session_id!r}")
@@ -124,7 +124,7 @@ def sign_off(
     unscored do not stop it: the judge app lists them and asks first."""
     ensure_not_frozen(conn)
     ensure_active(conn, device)
-    event_id = _require_event(conn)
+    event_id = require_event(conn)
     if device.event_id != event_id:
         raise NotAuthenticated("this tablet was paired for another event: pair it again")
     _require_session(conn, event_id, session_id)
@@ -171,8 +171,8 @@ def reopen(
     """The tech takes back a judge's sign-off of a session (a reason is required): the judge may
     send sheets and corrections for it again (unless the session is locked). ``NotFound`` when that
     judge has no sign-off of that session."""
-    reason = _reason(reason, "reopening a sign-off")
-    event_id = _require_event(conn)
+    reason = required_reason(reason, "reopening a sign-off")
+    event_id = require_event(conn)
     _require_session(conn, event_id, session_id)
     held = _signed_off_at(conn, event_id, session_id, judge_id)
     if held is None:
@@ -207,8 +207,8 @@ def lock(
     """Lock a session (a reason is required): every sheet for it is refused until an unlock. Locking
     a locked session changes nothing and records nothing (the first reason stays). The audit record
     carries the rule set, the panel and the sign-offs at the lock, for the cloud."""
-    reason = _reason(reason, "a lock")
-    event_id = _require_event(conn)
+    reason = required_reason(reason, "a lock")
+    event_id = require_event(conn)
     state = _state_of(conn, event_id, session_id)
     if state.locked:
         return state
@@ -242,8 +242,8 @@ def unlock(
 ) -> SessionState:
     """Unlock a session (a reason is required): sheets for it are taken again (a judge's own
     sign-off still holds for them). Unlocking a session that is not locked changes nothing."""
-    reason = _reason(reason, "an unlock")
-    event_id = _require_event(conn)
+    reason = required_reason(reason, "an unlock")
+    event_id = require_event(conn)
     state = _state_of(conn, event_id, session_id)
     if not state.locked:
         return state
@@ -309,7 +309,9 @@ def _require_session(conn: sqlite3.Connection, event_id: str, session_id: str) -
         raise NotFound(f"event {event_id!r} has no session {session_id!r}")
 
 
-def _reason(reason: str, what: str) -> str:
+def required_reason(reason: str, what: str) -> str:
+    """``reason`` stripped; ``InvalidInput`` when it is empty or longer than REASON_MAX_CHARS (``what``
+    names the action: "a lock")."""
     reason = reason.strip()
     if not reason:
         raise InvalidInput(
@@ -322,15 +324,3 @@ def _reason(reason: str, what: str) -> str:
             [{"field": "reason", "message": f"must have at most {REASON_MAX_CHARS} characters"}],
         )
     return reason
-
-
-def _event_id(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT event_id FROM box WHERE id = 1").fetchone()
-    return None if row is None or row[0] is None else str(row[0])
-
-
-def _require_event(conn: sqlite3.Connection) -> str:
-    event_id = _event_id(conn)
-    if event_id is None:
-        raise NoEvent("no event imported on this box: import one with `venuebox event import PATH`")
-    return event_id

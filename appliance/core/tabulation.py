@@ -53,7 +53,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from appliance.core import results_out
-from appliance.core.event import current_event_id
+from appliance.core.box import current_event_id
 from appliance.core.event_package.format import (
     ALL_SESSIONS,
     ENTRIES_FILE,
