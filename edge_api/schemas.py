@@ -278,10 +278,6 @@ class RollbackIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: SessionReason
 
 
-class DiscardOut(msgspec.Struct, kw_only=True):
-    discarded: int
-
-
 class ReopenIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Whose sign-off of the session to take back, and why (required)."""
 

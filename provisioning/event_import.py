@@ -11,6 +11,10 @@ applies it in one transaction:
   never removes a judge who has sheets and never changes the criteria; what it kept is reported in
   ``ImportReport.refused``.
 
+Either way the imported schedule's warnings are listed in ``ImportReport.warnings``, never blocking:
+two entries sharing a participant closer than event.json's ``min_turnaround_min`` (the check
+``venuebox schedule validate`` makes, ``appliance/core/schedule.py``), participants named by initials.
+
 Participants' names are personal data, and so are the values of the entries.csv columns event.json
 lists in ``personal_columns``: they leave this module only as ``personal.encrypt`` ciphertext (one
 per field), never in extras, messages or the audit log.
@@ -76,6 +80,8 @@ class ImportReport:
     replaced: bool = False
     # Unscored entries, judges and sessions the package dropped after scoring had started.
     removed: list[str] = field(default_factory=list)
+    # The schedule's warnings (min_turnaround_min), never blocking; participants named by initials.
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +155,7 @@ def import_package(
         _merge_setup(conn, package, data_key, report)
     conn.execute("UPDATE box SET event_id = ? WHERE id = 1", (event_id,))
     schedule.after_import(conn, event_id, actor, replaced)
+    report.warnings = [p.message for p in schedule.turnaround_warnings(conn, event_id, data_key)]
     report.counts = {
         table: conn.execute(f"SELECT count(*) FROM {table} WHERE event_id = ?", (event_id,)).fetchone()[0]
         for table in ("sessions", "entries", "judges", "criteria")

@@ -32,6 +32,7 @@ from tui.screens.export import ExportDialog, Phase
 from tui.screens.overview import OverviewScreen
 from tui.screens.pairing import PairingScreen
 from tui.screens.results import ResultsScreen
+from tui.screens.schedule import ScheduleScreen
 from tui.screens.scores import ScoresScreen
 from tui.screens.tablets import TabletsScreen
 from tui.state import Link
@@ -48,6 +49,7 @@ SCREENS_BY_KEY = {
     "5": ("alerts", "Alerts"),
     "6": ("audit", "Audit"),
     "7": ("results", "Results"),
+    "8": ("schedule", "Schedule"),
 }
 
 
@@ -64,6 +66,7 @@ class ConsoleApp(App[None]):
         "alerts": AlertsScreen,
         "audit": AuditScreen,
         "results": ResultsScreen,
+        "schedule": ScheduleScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         *(

@@ -1,5 +1,6 @@
 """The console's one way to the box: an async client of the daemon's admin API, whose answers it
-decodes into the admin API's wire types (appliance/shared/admin_wire.py and status.py).
+decodes into the admin API's wire types (appliance/shared/admin_wire.py, status.py, results_wire.py
+and schedule_wire.py).
 
 The console never opens the database. Where the daemon listens comes from a locator the console's
 caller gives (the shell's: the data dir's ``daemon.json``, written by a running daemon, and its
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -39,9 +40,13 @@ from appliance.shared.admin_wire import (
 )
 from appliance.shared.netloc import host_port
 from appliance.shared.results_wire import ResultsOut, SessionState
+from appliance.shared.schedule_wire import Discarded, DraftView, Published, ScheduleVersion, Validation
 from appliance.shared.status import Alert, ConsoleStatus, FreezeCategory, FreezeView
 
 T = TypeVar("T")
+
+# The kinds of change the admin API takes into the draft (a rollback is its own call).
+ScheduleKind = Literal["scratch", "restore", "walk-on", "move", "retime"]
 
 # Loopback calls: a healthy daemon answers in milliseconds. A short read timeout keeps the
 # "unreachable" banner honest when the daemon hangs instead of refusing.
@@ -243,6 +248,42 @@ class AdminClient:
         """Take back ``judge_id``'s sign-off of a session; AdminError 404 when there is none."""
         path = f"/admin/v1/sessions/{_seg(session_id)}/reopen"
         return await self._call("POST", path, SessionState, json={"judge_id": judge_id, "reason": reason})
+
+    # Day-of schedule changes -----------------------------------------------------------------------
+    async def schedule_draft(self) -> DraftView:
+        """The draft of day-of changes, in the order typed, and the version it would follow."""
+        return await self._call("GET", "/admin/v1/schedule/draft", DraftView)
+
+    async def schedule_change(self, kind: ScheduleKind, reason: str, **fields: str | int) -> DraftView:
+        """Type one change into the draft: ``kind`` with the fields it needs (``entry_id``,
+        ``session_id``, ``position``, ``scheduled_at``; a walk-on's ``title``, ``category``, ...,
+        ``participants``); AdminError 404 (unknown entry or session), 409 or 423 (locked session)
+        names what refused it, and the draft is unchanged."""
+        body: dict[str, str | int] = {"kind": kind, "reason": reason, **fields}
+        return await self._call("POST", "/admin/v1/schedule/draft", DraftView, json=body)
+
+    async def schedule_validate(self) -> Validation:
+        """Every problem of the schedule as publishing the draft would make it (errors refuse a
+        publish, warnings are said), at once."""
+        return await self._call("GET", "/admin/v1/schedule/validate", Validation)
+
+    async def schedule_publish(self, reason: str) -> Published:
+        """Apply the whole draft as the next version; AdminError 423 while frozen, 409 for an empty
+        draft or one ``validate`` finds errors in."""
+        return await self._call("POST", "/admin/v1/schedule/publish", Published, json={"reason": reason})
+
+    async def schedule_discard(self) -> Discarded:
+        """Drop the draft; ``discarded`` says how many changes it held."""
+        return await self._call("POST", "/admin/v1/schedule/discard", Discarded, json={})
+
+    async def schedule_versions(self) -> list[ScheduleVersion]:
+        """Every published schedule version, 1 (the import) first."""
+        return await self._call("GET", "/admin/v1/schedule/versions", list[ScheduleVersion])
+
+    async def schedule_rollback(self, version: int, reason: str) -> Published:
+        """Publish a copy of ``version`` as the next one; AdminError 404 for an unknown version."""
+        body = {"version": version, "reason": reason}
+        return await self._call("POST", "/admin/v1/schedule/rollback", Published, json=body)
 
 
 def _seg(value: str) -> str:

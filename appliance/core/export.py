@@ -907,8 +907,9 @@ TO FINISH THE COMPETITION BY HAND
 {personal_text}
 OTHER FILES
   audit.jsonl          who did what on the box, one JSON object per line (freezes, pairing, ...)
-  event/               the event as it was imported (without participants' names), kept re-importable
-                       on another box, so its CSVs are always in the event package's own format
+  event/               the event as its current schedule version has it (without participants' names;
+                       scratched entries and unscheduled walk-ons left out), re-importable on
+                       another box, so its CSVs are always in the event package's own format
                        (commas, decimal points), whatever the dialect above.
                        CAUTION: they are not guarded against formulas (that would change the titles):
                        a cell beginning with =, +, - or @ may be taken by a spreadsheet for a formula

@@ -611,24 +611,36 @@ def _problems(
     minutes = _min_turnaround(conn, event_id)
     names: dict[str, list[str]] = {}
     if minutes > 0 and key_path is not None:
-        sealed = {
-            row[0]: row[1]
-            for row in conn.execute(
-                "SELECT entry_id, participants_enc FROM entries"
-                " WHERE event_id = ? AND participants_enc IS NOT NULL",
-                (event_id,),
-            )
-        }
-        sealed.update({typed.entry_id: s for typed, s in rows if typed.entry_id and s})
-
-        def read(_: sqlite3.Connection, key: bytes) -> dict[str, list[str]]:
-            return {
-                entry_id: personal_fields.participant_names(key, event_id, entry_id, token)
-                for entry_id, token in sealed.items()
-            }
-
-        names = data_key.call_with_key(conn, key_path, read)
+        names = data_key.call_with_key(conn, key_path, lambda c, key: _participants(c, event_id, key, rows))
     return problems_of(schedule, rules(conn, event_id), names, minutes)
+
+
+def turnaround_warnings(conn: sqlite3.Connection, event_id: str, key: bytes) -> list[ScheduleProblem]:
+    """The ``min_turnaround_min`` warnings of the schedule as the tables hold it, the participants
+    opened with the data ``key``: what the event import lists (the same check as ``validate``'s)."""
+    minutes = _min_turnaround(conn, event_id)
+    if minutes <= 0:
+        return []
+    return _turnaround(load(conn, event_id), _participants(conn, event_id, key, []), minutes)
+
+
+def _participants(
+    conn: sqlite3.Connection, event_id: str, key: bytes, rows: list[tuple[ScheduleChange, str | None]]
+) -> dict[str, list[str]]:
+    """Each entry's participants' names, the stored entries' and the draft's walk-ons' (``rows``)."""
+    sealed = {
+        row[0]: row[1]
+        for row in conn.execute(
+            "SELECT entry_id, participants_enc FROM entries"
+            " WHERE event_id = ? AND participants_enc IS NOT NULL",
+            (event_id,),
+        )
+    }
+    sealed.update({typed.entry_id: s for typed, s in rows if typed.entry_id and s})
+    return {
+        entry_id: personal_fields.participant_names(key, event_id, entry_id, token)
+        for entry_id, token in sealed.items()
+    }
 
 
 def _min_turnaround(conn: sqlite3.Connection, event_id: str) -> float:

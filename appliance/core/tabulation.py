@@ -1,5 +1,5 @@
-"""What the USB export writes for tabulating by hand: score tables as CSV, the event package as it
-was imported (less personal data) and the audit log as JSON lines.
+"""What the USB export writes for tabulating by hand: score tables as CSV, the event package of the
+current schedule version (less personal data) and the audit log as JSON lines.
 
 Every table function is a read of the current event over one connection (rows as
 ``sqlite3.Row``) and returns ``(header, rows)``: the header is a list, the rows a generator. One
@@ -432,6 +432,12 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
     stay encrypted on the box), and so is ``personal_columns`` itself, so the re-imported entries
     have none of them.
 
+    The schedule is the current version (appliance/core/schedule.py): sessions' and entries' times,
+    sessions and running orders as last published, walk-ons in their sessions. The format has no
+    "scratched" flag and every entry needs a session, so scratched entries and walk-ons waiting in
+    the unscheduled pool are left out: re-imported, the schedule is the one that runs, and nothing
+    left out comes back as an entry to score.
+
     Times are written in the event's timezone (the import stores them in UTC, so they read back
     the same); the CSVs have no formula guard, which would change the titles."""
     event_id = _event_id(conn)
@@ -482,12 +488,13 @@ def event_package_files(conn: sqlite3.Connection) -> dict[str, bytes]:
 
 
 def _entries_csv(conn: sqlite3.Connection, event_id: str, zone: ZoneInfo | None) -> bytes:
-    # participants_enc and personal_enc are deliberately not selected.
+    # participants_enc and personal_enc are deliberately not selected. Scratched entries and the
+    # unscheduled pool (session_id NULL) are left out (event_package_files).
     entries = conn.execute(
         "SELECT e.entry_id, e.session_id, e.running_order, e.scheduled_at, e.title, e.category,"
         " e.division, e.level, e.studio, e.extra FROM entries e"
-        " LEFT JOIN sessions se ON se.event_id = e.event_id AND se.session_id = e.session_id"
-        " WHERE e.event_id = ? ORDER BY se.position, e.running_order, e.entry_id",
+        " JOIN sessions se ON se.event_id = e.event_id AND se.session_id = e.session_id"
+        " WHERE e.event_id = ? AND NOT e.scratched ORDER BY se.position, e.running_order, e.entry_id",
         (event_id,),
     ).fetchall()
     return _package_csv(

@@ -1,6 +1,6 @@
-"""Day-of schedule changes as the admin API answers them and the CLI prints them
+"""Day-of schedule changes as the admin API answers them and the CLI and the console show them
 (appliance/core/schedule.py builds them): a change of the draft, a problem ``validate`` finds, one
-line of a version's diff, a version, and what a publish or a rollback made."""
+line of a version's diff, a version, what a publish or a rollback made, and what a discard dropped."""
 
 from __future__ import annotations
 
@@ -93,3 +93,9 @@ class Published(msgspec.Struct, kw_only=True):
     version: int
     diff: list[DiffLine]
     warnings: list[ScheduleProblem]
+
+
+class Discarded(msgspec.Struct, kw_only=True):
+    """What dropping the draft dropped: how many changes it held."""
+
+    discarded: int

@@ -64,7 +64,7 @@ from appliance.shared.admin_wire import (
 )
 from appliance.shared.errors import DomainError, UplinkNotConfigured
 from appliance.shared.results_wire import ResultsOut, SessionState
-from appliance.shared.schedule_wire import DraftView, Published, ScheduleVersion, Validation
+from appliance.shared.schedule_wire import Discarded, DraftView, Published, ScheduleVersion, Validation
 from appliance.shared.status import Alert, ConsoleStatus, FreezeView
 from appliance.shared.times import utcnow
 from appliance.web.body import decode
@@ -73,7 +73,6 @@ from appliance.web.responses import json_response as _json
 from edge_api.context import context_of
 from edge_api.responses import NO_STORE, problems
 from edge_api.schemas import (
-    DiscardOut,
     ExportIn,
     FreezeIn,
     PairingCodeIn,
@@ -276,12 +275,12 @@ class AdminController(Controller):
         )
 
     @post("/schedule/discard", status_code=200, responses=problems(401, 503))
-    async def schedule_discard(self, request: Request[Any, Any, Any]) -> Response[DiscardOut]:
+    async def schedule_discard(self, request: Request[Any, Any, Any]) -> Response[Discarded]:
         """Drop the draft: how many changes it held."""
         ctx = context_of(request)
         rid = request_id_of(request.scope)
         dropped = await ctx.write(lambda conn: schedule.discard(conn, "admin-api", rid))
-        return _json(DiscardOut(discarded=dropped))
+        return _json(Discarded(discarded=dropped))
 
     @get("/schedule/validate", responses=problems(401, 503))
     async def schedule_validate(self, request: Request[Any, Any, Any]) -> Response[Validation]:

@@ -23,7 +23,7 @@ The console shows the box's state; it never changes scores. It talks to the runn
 
 | Key | Does |
 | --- | --- |
-| `1` … `7` | Overview, Tablets, Scores, Pairing, Alerts, Audit, Results |
+| `1` … `8` | Overview, Tablets, Scores, Pairing, Alerts, Audit, Results, Schedule |
 | `f` (or `F2`) | **Freeze** scoring (asks why, then to confirm); when frozen, **unfreeze** (confirms) |
 | `u` | **Sync uplink**: the box tries to send its backlog to the cloud now (ends a backoff or a pause) |
 | `e` | **Export to USB**: choose a key the box sees (or type a folder); the box writes and checks it |
@@ -41,6 +41,10 @@ The console shows the box's state; it never changes scores. It talks to the runn
 **Results**: ranks, scores and awards per group; `[` and `]` show one session, Enter explains an entry,
 `l` locks the session (asks why; on a locked one, unlocks). A result is FINAL only when its session is
 locked and every panel judge signed off; every other one is PROVISIONAL.
+**Schedule**: the published versions (who, when, why, what each changed; the newest is what tablets
+have) and the draft of day-of changes with what validate finds (errors refuse a publish, warnings are
+said). `p` publishes the draft as the next version (asks why), `d` discards it (confirms). Changes are
+typed with `venuebox schedule ...` on the box's shell.
 
 **Uplink** (Overview): the state (paused or circuit open in red, backing off in yellow), the last
 success, what waits and for how long; when it is in trouble, the next try and the last error.

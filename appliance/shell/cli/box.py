@@ -62,6 +62,8 @@ def event_import(ctx: click.Context, package: Path, as_json: bool) -> None:
         click.echo(f"  removed: {line}")
     for line in report.refused:
         click.echo(f"  refused: {line}")
+    for line in report.warnings:
+        click.echo(f"  warning: {printable(line)}")
 
 
 @click.group(invoke_without_command=True)

@@ -6,7 +6,7 @@ import { Api } from "./api.js";
 import { kv, openDb } from "./db.js";
 import { announce, focusHeading, h, sheets } from "./dom.js";
 import { Heartbeat } from "./heartbeat.js";
-import { closedBy } from "./judging.js";
+import { closedBy, scheduleChanges, scheduleDetails, scheduleSummary } from "./judging.js";
 import { Outbox } from "./outbox.js";
 import { APP_VERSION } from "./version.js";
 import { entryView } from "./view-entry.js";
@@ -37,6 +37,9 @@ export const app = {
   onlyToScore: false, // the entry list shows only the entries still to score
   drafts: new Set(), // entries this judge has an unsent draft for (kv "draft:<judge>:<entry>")
   offlineReload: null, // why the page cannot reopen offline (no service worker), or null
+  // A new schedule version downloaded and not dismissed yet: {base, changes}, `base` the event held
+  // before the first such version (later ones are counted from it too), or null.
+  scheduleNews: null,
   view: null,
 
   judgeId() {
@@ -131,6 +134,7 @@ async function paired(body, deviceName) {
   if (!sameJudge) {
     app.event = null;
     app.eventEtag = null;
+    app.scheduleNews = null;
   }
   app.notice = `Paired as ${pairing.judge.name} for ${pairing.event.name}.`;
   startSession();
@@ -191,6 +195,7 @@ async function refreshEvent() {
     const answer = await api.event(app.pairing.token, app.event ? app.eventEtag : null);
     if (answer.ok && answer.body) {
       const first = app.event === null;
+      noteSchedule(app.event, answer.body);
       app.event = answer.body;
       app.eventEtag = answer.etag;
       await kv.set("event", { judge_id: app.pairing.judge.id, etag: answer.etag, body: answer.body });
@@ -203,6 +208,18 @@ async function refreshEvent() {
     refreshing = null;
   });
   return refreshing;
+}
+
+/**
+ * A download with another schedule version than the event held (a publish or a rollback on the box):
+ * what changed on the judge's list is counted for the banner, from the event held before the first
+ * version not yet dismissed.
+ */
+function noteSchedule(before, after) {
+  const version = (event) => (typeof event?.event_version === "number" ? event.event_version : null);
+  if (version(before) === null || version(after) === null || version(before) === version(after)) return;
+  const base = app.scheduleNews?.base ?? before;
+  app.scheduleNews = { base, changes: scheduleChanges(base, after) };
 }
 
 /** A 401: the token is unknown, revoked or expired. Sheets stay queued; pair again to send them. */
@@ -221,6 +238,10 @@ function onHeartbeat(answer) {
   outbox.nudge({ frozen: answer.frozen });
   // The box's safe watermark: kept sheets it makes safe are let go; a new epoch sends them again.
   outbox.applyMark(answer.ledger);
+  // A schedule version other than the event held: download the event again (If-None-Match).
+  if (typeof answer.event_version === "number" && answer.event_version !== app.event?.event_version) {
+    refreshEvent();
+  }
   if (wasFrozen && !answer.frozen) announce("Scoring has resumed.");
   update();
 }
@@ -324,6 +345,7 @@ function updateChrome() {
   );
   setText("link-state", offline ? "Offline" : api.reachable ? "Connected" : "Connecting…");
   setText("reload-banner", app.offlineReload);
+  updateScheduleBanner();
   document.body.classList.toggle("is-offline", offline);
   document.body.classList.toggle("is-frozen", app.freeze.frozen);
 
@@ -384,6 +406,37 @@ function updateChrome() {
       `Judge app ${APP_VERSION}${app.health ? ` · box ${app.health.name || app.health.box}` : ""}`,
     ),
     app.pairing && !app.repair && h("a", { href: "#/pair", class: "footer-link" }, "Pair this tablet again"),
+  );
+}
+
+let shownSchedule = null; // the schedule banner's text, built again only when it changes (focus stays)
+
+/** "Schedule updated: 1 scratched, 1 walked on", the entries named, until the judge dismisses it. */
+function updateScheduleBanner() {
+  const news = app.pairing && !app.repair ? app.scheduleNews : null;
+  const summary = news ? scheduleSummary(news.changes) : null;
+  const details = news ? scheduleDetails(news.changes) : "";
+  const text = summary && `${summary}. ${details}`;
+  if (text === shownSchedule) return;
+  shownSchedule = text;
+  setText(
+    "schedule-banner",
+    summary && h("strong", {}, `${summary}.`),
+    details && h("span", { class: "schedule-details" }, ` ${details}.`),
+    summary &&
+      h(
+        "button",
+        {
+          type: "button",
+          class: "banner-dismiss",
+          onclick: () => {
+            app.scheduleNews = null;
+            updateChrome();
+            focusHeading(document.getElementById("main"));
+          },
+        },
+        "OK",
+      ),
   );
 }
 

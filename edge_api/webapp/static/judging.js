@@ -104,13 +104,13 @@ export function closedBy(problem, status = problem?.status) {
 
 /**
  * The first entry after `entryId` in running order that the judge has not scored (or null), in the
- * sessions still open to them (not signed off, not locked).
+ * sessions still open to them (not signed off, not locked); scratched entries are not scored.
  */
 export function nextOpenEntry(event, outbox, judgeId, entryId = null) {
   const order = runningOrder(event);
   const start = entryId === null ? 0 : order.findIndex((place) => place.entry.entry_id === entryId) + 1;
   for (const place of [...order.slice(start), ...order.slice(0, start)]) {
-    if (sessionState(place.session).closed) continue;
+    if (sessionState(place.session).closed || place.entry.scratched) continue;
     const chain = chainFor(event, outbox, judgeId, place.entry.entry_id);
     if (entryStatus(chain) === "open") return place.entry;
   }
@@ -131,4 +131,96 @@ export function eventTime(event, iso, withDay = true) {
   } catch {
     return iso;
   }
+}
+
+/**
+ * What a new schedule version changed on this judge's list, from the event held before to the one
+ * just downloaded, as entry ids: `scratched` (newly), `restored` (scratched before, not now),
+ * `walkedOn` (new on the list), `moved` (to another session, to another time, or out of its place
+ * among the entries of its session that stayed there) and `gone` (off the list: to another panel's
+ * session, or back to the unscheduled pool by a rollback).
+ */
+export function scheduleChanges(before, after) {
+  const placesOf = (event) => new Map(runningOrder(event).map((place) => [place.entry.entry_id, place]));
+  const was = placesOf(before);
+  const now = placesOf(after);
+  const changes = { scratched: [], restored: [], walkedOn: [], moved: [], gone: [] };
+  for (const [entryId, place] of now) {
+    const old = was.get(entryId);
+    if (!old) {
+      if (!place.entry.scratched) changes.walkedOn.push(entryId);
+      continue;
+    }
+    if (place.entry.scratched && !old.entry.scratched) changes.scratched.push(entryId);
+    else if (!place.entry.scratched && old.entry.scratched) changes.restored.push(entryId);
+    if (
+      place.session.id !== old.session.id ||
+      (place.entry.scheduled_at ?? null) !== (old.entry.scheduled_at ?? null)
+    ) {
+      changes.moved.push(entryId);
+    }
+  }
+  for (const entryId of was.keys()) if (!now.has(entryId)) changes.gone.push(entryId);
+  // Within a session, a walk-on or a move renumbers the entries after it: only the entries out of
+  // their order among those that stayed (the fewest, outside a longest run kept in order) moved.
+  const moved = new Set(changes.moved);
+  for (const session of panelSessions(after)) {
+    const stayed = session.entries
+      .map((entry) => was.get(entry.entry_id))
+      .filter((old) => old && old.session.id === session.id);
+    for (const old of outOfOrder(stayed, (place) => place.entry.order)) moved.add(old.entry.entry_id);
+  }
+  changes.moved = [...now.keys()].filter((entryId) => moved.has(entryId));
+  return changes;
+}
+
+/** The items outside a longest run whose `key` increases (the fewest that must have moved). */
+function outOfOrder(items, key) {
+  const runs = items.map(() => 1);
+  const from = items.map(() => -1);
+  let best = -1;
+  items.forEach((item, i) => {
+    for (let j = 0; j < i; j += 1) {
+      if (key(items[j]) < key(item) && runs[j] + 1 > runs[i]) {
+        runs[i] = runs[j] + 1;
+        from[i] = j;
+      }
+    }
+    if (best < 0 || runs[i] > runs[best]) best = i;
+  });
+  const kept = new Set();
+  for (let i = best; i >= 0; i = from[i]) kept.add(i);
+  return items.filter((_, i) => !kept.has(i));
+}
+
+/** "Schedule updated: 142 scratched, 305 walked on" (what changed on the judge's list, counted). */
+export function scheduleSummary(changes) {
+  const parts = [
+    [changes.scratched, "scratched"],
+    [changes.restored, "restored"],
+    [changes.walkedOn, "walked on"],
+    [changes.moved, "moved"],
+    [changes.gone, "no longer on your list"],
+  ]
+    .filter(([ids]) => ids.length)
+    .map(([ids, words]) => `${ids.length} ${words}`);
+  return parts.length
+    ? `Schedule updated: ${parts.join(", ")}`
+    : "Schedule updated: nothing changed on your list";
+}
+
+/** "Scratched: 104, 107 · Walked on: 501" (at most `most` entries of each kind named). */
+export function scheduleDetails(changes, most = 8) {
+  const named = (ids) =>
+    ids.length > most ? `${ids.slice(0, most).join(", ")} and ${ids.length - most} more` : ids.join(", ");
+  return [
+    [changes.scratched, "Scratched"],
+    [changes.restored, "Restored"],
+    [changes.walkedOn, "Walked on"],
+    [changes.moved, "Moved"],
+    [changes.gone, "No longer on your list"],
+  ]
+    .filter(([ids]) => ids.length)
+    .map(([ids, words]) => `${words}: ${named(ids)}`)
+    .join(" · ");
 }

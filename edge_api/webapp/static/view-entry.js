@@ -2,7 +2,8 @@
 // aside), and the scoring form: one control per criterion, an optional comment, submit. A
 // correction is a new sheet that names the current one in `supersedes`. What is typed is kept as
 // a draft on the tablet (app.keepDraft) until the sheet is submitted, so leaving the entry or a
-// reload loses nothing.
+// reload loses nothing. An entry in a session closed to the judge (signed off, locked) or scratched
+// by the tech opens read-only: its sheets are shown, nothing is sent for it.
 
 import { announce, h } from "./dom.js";
 import { rfc3339, uuid4 } from "./ids.js";
@@ -90,6 +91,9 @@ export function entryView(app, { entryId, mode, sourceId }) {
   const { entry, session, index, count, previous, next } = place;
   // Signed off by this judge, or locked by the tech: the entry opens read-only, whatever the address.
   const closed = sessionState(session);
+  // Scratched by the tech (a schedule change): its sheets stay, but it is not scored.
+  const scratched = Boolean(entry.scratched);
+  const readOnly = closed.closed || scratched;
   const judgeId = app.judgeId();
   const criteria = event.criteria;
   const chain = () => chainFor(app.event, app.outbox, judgeId, entryId);
@@ -146,28 +150,35 @@ export function entryView(app, { entryId, mode, sourceId }) {
 
   const start = chain();
   const source = sourceId ? app.outbox.get(sourceId) : null;
-  const editing = !closed.closed && (mode === "correct" || (mode === "edit" && source) || !start.current);
+  const editing = !readOnly && (mode === "correct" || (mode === "edit" && source) || !start.current);
   // A draft names the form it was typed in: a new sheet, a correction, or an edit of a sheet set aside.
   const draftMode = mode === "view" ? "new" : mode;
   let draft = null; // the draft kept on the tablet for this entry, once read
   const form = editing ? scoreForm() : null;
 
-  const readOnly = closed.closed
+  const note = scratched
     ? h(
         "p",
         { class: "card read-only", role: "note" },
-        closed.signedOffAt
-          ? "You signed off this session; ask the tech to reopen it to change a score."
-          : `The venue tech locked this session${closed.reason ? ` (${closed.reason})` : ""}; ask the tech ` +
-              "to unlock it to change a score.",
+        "Scratched: the venue tech took this entry off the schedule, so it is not scored. Your sheets " +
+          "for it are kept; if the tech restores it, you can score it again.",
       )
-    : null;
+    : closed.closed
+      ? h(
+          "p",
+          { class: "card read-only", role: "note" },
+          closed.signedOffAt
+            ? "You signed off this session; ask the tech to reopen it to change a score."
+            : `The venue tech locked this session${closed.reason ? ` (${closed.reason})` : ""}; ask the tech ` +
+                "to unlock it to change a score.",
+        )
+      : null;
 
-  root.append(nav, header, ...(readOnly ? [readOnly] : []), status, ...(form ? [form.element] : []));
+  root.append(nav, header, ...(note ? [note] : []), status, ...(form ? [form.element] : []));
 
   /** Where the draft kept for this entry can be taken up when this view shows no form for it. */
   function draftLink() {
-    if (!draft || form || closed.closed) return null;
+    if (!draft || form || readOnly) return null;
     if (draft.mode === "edit") {
       const kept = app.outbox.get(draft.source_id);
       return kept?.state === "aside" ? `${entryHash}/edit/${draft.source_id}` : null;
@@ -176,10 +187,16 @@ export function entryView(app, { entryId, mode, sourceId }) {
   }
 
   function update() {
-    // Signed off or locked since this view was built (or opened again): it is built again, read-only
-    // or with its form.
-    const state = sessionState(findEntry(app.event, entryId)?.session);
-    if (state.closed !== closed.closed || state.signedOffAt !== closed.signedOffAt) {
+    // Signed off, locked, scratched or taken off the list since this view was built (or opened
+    // again): it is built again, read-only or with its form.
+    const placeNow = findEntry(app.event, entryId);
+    const state = sessionState(placeNow?.session);
+    if (
+      !placeNow ||
+      Boolean(placeNow.entry.scratched) !== scratched ||
+      state.closed !== closed.closed ||
+      state.signedOffAt !== closed.signedOffAt
+    ) {
       app.rebuild();
       return;
     }
@@ -210,7 +227,7 @@ export function entryView(app, { entryId, mode, sourceId }) {
           ),
           valuesList(criteria, now.current),
           !form &&
-            !closed.closed &&
+            !readOnly &&
             h("a", { class: "button primary", href: `${entryHash}/correct` }, "Correct this sheet"),
         ),
       );
@@ -229,7 +246,7 @@ export function entryView(app, { entryId, mode, sourceId }) {
           h(
             "div",
             { class: "actions" },
-            closed.closed
+            readOnly
               ? null
               : problem.status === 409
                 ? h(

@@ -1,7 +1,8 @@
 // "Finish scoring <session>": the judge signs a session off. What they have not scored in it comes
 // first (entries without a sheet, sheets set aside, drafts not submitted, sheets still waiting on
 // this tablet), then the question; only a yes sends the sign-off (POST /sessions/{id}/final), and
-// only the box can take it: offline, nothing is signed off and the page says so.
+// only the box can take it: offline, nothing is signed off and the page says so. Scratched entries
+// are not to score: they are not listed as left (a sheet of theirs still waiting is).
 
 import { h, sheets } from "./dom.js";
 import { chainFor, entryStatus, eventTime, panelSessions, sessionState } from "./judging.js";
@@ -53,6 +54,8 @@ export function finishView(app, sessionId) {
       const chain = chainFor(app.event, app.outbox, judgeId, entry.entry_id);
       const status = entryStatus(chain);
       const draft = app.drafts.has(entry.entry_id);
+      if (status === "waiting") waiting.push(entry);
+      if (entry.scratched) continue;
       if (status === "open") {
         unscored.push({ entry, words: draft ? "not scored (a draft is typed)" : "not scored" });
       } else if (status === "attention") {
@@ -60,7 +63,6 @@ export function finishView(app, sessionId) {
       } else if (draft) {
         drafts.push({ entry, words: "a correction typed and not submitted" });
       }
-      if (status === "waiting") waiting.push(entry);
     }
     return { unscored, drafts, waiting };
   }
@@ -94,15 +96,16 @@ export function finishView(app, sessionId) {
       return;
     }
     const { unscored, drafts, waiting } = whatIsLeft(current);
+    const count = current.entries.filter((entry) => !entry.scratched).length;
     const showing = JSON.stringify([
       state,
+      count,
       unscored.map(({ entry, words }) => [entry.entry_id, words]),
       drafts.map(({ entry }) => entry.entry_id),
       waiting.map((entry) => entry.entry_id),
     ]);
     if (showing === shown) return;
     shown = showing;
-    const count = current.entries.length;
     const parts = [];
     if (unscored.length) {
       parts.push(

@@ -2,7 +2,8 @@
 // on the tablet, set aside for the judge, or not scored yet (with a draft typed, or not); how many
 // are scored ("37 of 80 scored"), and a filter to show only the entries still to score. Each
 // session has "Finish scoring <session>" under its heading (the sign-off, view-finish.js), or says it is
-// finished ("Finished — signed off at 11:52") or locked by the tech.
+// finished ("Finished — signed off at 11:52") or locked by the tech. A scratched entry stays listed,
+// greyed and marked "Scratched": it opens read-only and counts neither as scored nor as to score.
 
 import { h } from "./dom.js";
 import { chainFor, entryStatus, eventTime, nextOpenEntry, panelSessions, sessionState } from "./judging.js";
@@ -13,10 +14,13 @@ const BADGES = {
   attention: "Needs attention",
   open: "Not scored",
   draft: "Draft, not submitted",
+  scratched: "Scratched",
 };
 
 /** Scored by this judge: on the box or waiting on the tablet to be sent. */
 const DONE = new Set(["scored", "waiting"]);
+/** Left out of "only the entries still to score": scored, or scratched. */
+const DONE_OR_OUT = new Set([...DONE, "scratched"]);
 
 function scoredText(done, count) {
   return `${done} of ${count} scored`;
@@ -111,13 +115,14 @@ export function sessionsView(app) {
       const statuses = new Map(
         session.entries.map((entry) => [
           entry.entry_id,
-          entryStatus(chainFor(event, app.outbox, judgeId, entry.entry_id)),
+          entry.scratched ? "scratched" : entryStatus(chainFor(event, app.outbox, judgeId, entry.entry_id)),
         ]),
       );
       const done = [...statuses.values()].filter((status) => DONE.has(status)).length;
-      return { ...session, statuses, done };
+      const count = session.entries.filter((entry) => !entry.scratched).length;
+      return { ...session, statuses, done, count };
     });
-    const count = sessions.reduce((sum, session) => sum + session.entries.length, 0);
+    const count = sessions.reduce((sum, session) => sum + session.count, 0);
     const done = sessions.reduce((sum, session) => sum + session.done, 0);
     const upcoming = nextOpenEntry(event, app.outbox, judgeId);
     next.replaceChildren(
@@ -155,20 +160,20 @@ export function sessionsView(app) {
             [
               session.stage,
               eventTime(event, session.starts_at),
-              scoredText(session.done, session.entries.length),
+              scoredText(session.done, session.count),
             ]
               .filter(Boolean)
               .join(" · "),
           ),
           closing(session),
           app.onlyToScore &&
-            session.done === session.entries.length &&
+            session.done === session.count &&
             h("p", { class: "hint" }, "Every entry of this session is scored."),
           h(
             "ol",
             { class: "entries" },
             session.entries
-              .filter((entry) => !app.onlyToScore || !DONE.has(session.statuses.get(entry.entry_id)))
+              .filter((entry) => !app.onlyToScore || !DONE_OR_OUT.has(session.statuses.get(entry.entry_id)))
               .map((entry) => {
                 const scored = session.statuses.get(entry.entry_id);
                 const status = scored === "open" && app.drafts.has(entry.entry_id) ? "draft" : scored;
@@ -178,7 +183,7 @@ export function sessionsView(app) {
                   h(
                     "a",
                     {
-                      class: `entry-link status-${status}`,
+                      class: `entry-link status-${status}${entry.scratched ? " is-scratched" : ""}`,
                       href: `#/entry/${encodeURIComponent(entry.entry_id)}`,
                       "data-key": entry.entry_id,
                     },
