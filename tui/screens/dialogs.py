@@ -1,4 +1,5 @@
-"""Modal dialogs: the freeze reason, a yes/no confirmation, one entry's sheets."""
+"""Modal dialogs: the freeze reason, a reason for a recorded action (lock, publish), a yes/no
+confirmation, one entry's sheets."""
 
 from __future__ import annotations
 
@@ -28,6 +29,62 @@ CATEGORY_LABELS: dict[FreezeCategory, str] = {
 
 CHOOSE_KIND = "Choose what kind of freeze this is (arrow keys, then Enter)."
 WRITE_REASON = "Write the reason: judges see it on their tablets."
+
+
+class ReasonDialog(ModalScreen[str | None]):
+    """An action that is audited and uplinked (a session lock, a schedule publish): what it does, and
+    why in words, which it requires. Answers the reason, or None when cancelled. ``name`` prefixes the
+    widgets' ids (``#NAME-reason``, ``#NAME-problem``, ``#NAME-detail``, ...)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(
+        self, name: str, title: str, detail: Text | str, verb: str, placeholder: str, *, max_chars: int
+    ) -> None:
+        super().__init__()
+        self.prefix = name
+        self.title_words = title
+        self.detail = detail
+        self.verb = verb
+        self.placeholder = placeholder
+        self.max_chars = max_chars
+
+    def compose(self) -> ComposeResult:
+        name = self.prefix
+        with Vertical(id=f"{name}-dialog", classes="dialog -danger"):
+            yield Label(self.title_words, classes="dialog-title")
+            with VerticalScroll(id=f"{name}-detail-box", classes="reason-detail-box"):
+                yield Static(self.detail, id=f"{name}-detail", classes="reason-detail")
+            yield Input(placeholder=self.placeholder, max_length=self.max_chars, id=f"{name}-reason")
+            yield Static("", id=f"{name}-problem", classes="problem")
+            with Horizontal(classes="buttons"):
+                yield Button(self.verb, variant="error", id=f"{name}-go")
+                yield Button("Cancel", id=f"{name}-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.prefix}-reason", Input).focus()
+
+    def on_input_submitted(self, _: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == f"{self.prefix}-go":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        reason = self.query_one(f"#{self.prefix}-reason", Input).value.strip()
+        if not reason:
+            self.query_one(f"#{self.prefix}-problem", Static).update(
+                "Write the reason: it goes in the audit log and to the cloud."
+            )
+            self.query_one(f"#{self.prefix}-reason", Input).focus()
+            return
+        self.dismiss(reason)
 
 
 class FreezeDialog(ModalScreen[tuple[FreezeCategory, str] | None]):

@@ -9,18 +9,18 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Label, Static
 
 from appliance.shared.results_wire import ResultGroup, ResultRow, ResultsOut, SessionState
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen, nav_text
+from tui.screens.dialogs import ReasonDialog
 from tui.widgets.table import Column, LinedTable
 
 # The longest reason a lock or an unlock keeps (the admin API refuses longer ones).
 LOCK_REASON_MAX_CHARS = 500
-WRITE_REASON = "Write the reason: it goes in the audit log and to the cloud."
 
 # 80 columns hold the group to the status, what a tech reads at awards time; the studio follows,
 # a scroll away on a narrow terminal.
@@ -230,57 +230,27 @@ class ResultsScreen(BoxScreen):
         await self.refresh_now()
 
 
-class LockDialog(ModalScreen[str | None]):
+class LockDialog(ReasonDialog):
     """Lock (or unlock) a session: why? A reason is required; it is audited and uplinked."""
 
-    AUTO_FOCUS = "#lock-reason"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
     def __init__(self, state: SessionState) -> None:
-        super().__init__()
-        self.state = state
-
-    def compose(self) -> ComposeResult:
-        verb = "Unlock" if self.state.locked else "Lock"
-        waiting = [judge for judge in self.state.panel if judge not in self.state.signed_off]
-        if self.state.locked:
+        verb = "Unlock" if state.locked else "Lock"
+        waiting = [judge for judge in state.panel if judge not in state.signed_off]
+        if state.locked:
             detail = "Judges can send and correct sheets for it again; its results become provisional."
         else:
             detail = "Every sheet for it is refused until it is unlocked."
             if waiting:
                 detail += f" Not signed off yet: {', '.join(waiting)} (its results stay provisional)."
-        with Vertical(id="lock-dialog", classes="dialog -danger"):
-            yield Label(f"{verb} session {self.state.session_id}: why?", classes="dialog-title")
-            yield Static(detail)
-            yield Input(
-                placeholder="Reason in a few words (kept in the audit log)",
-                max_length=LOCK_REASON_MAX_CHARS,
-                id="lock-reason",
-            )
-            yield Static("", id="lock-problem", classes="problem")
-            with Horizontal(classes="buttons"):
-                yield Button(verb, variant="error", id="lock-go")
-                yield Button("Cancel", id="lock-cancel")
-
-    def on_input_submitted(self, _: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "lock-go":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _submit(self) -> None:
-        reason = self.query_one("#lock-reason", Input).value.strip()
-        if not reason:
-            self.query_one("#lock-problem", Static).update(WRITE_REASON)
-            self.query_one("#lock-reason", Input).focus()
-            return
-        self.dismiss(reason)
+        super().__init__(
+            "lock",
+            f"{verb} session {state.session_id}: why?",
+            detail,
+            verb,
+            "Reason in a few words (kept in the audit log)",
+            max_chars=LOCK_REASON_MAX_CHARS,
+        )
+        self.state = state
 
 
 class ExplainScreen(ModalScreen[None]):

@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.containers import VerticalScroll
+from textual.widgets import Label, Static
 
 from appliance.shared.schedule_wire import (
     DiffLine,
@@ -29,12 +28,11 @@ from appliance.shared.tablet_text import printable
 from tui import format as fmt
 from tui.client import AdminError, Unreachable
 from tui.screens.base import BoxScreen, nav_text
-from tui.screens.dialogs import ConfirmScreen
+from tui.screens.dialogs import ConfirmScreen, ReasonDialog
 from tui.widgets.table import Column, LinedTable
 
 # The longest reason a publish keeps (the admin API refuses longer ones).
 PUBLISH_REASON_MAX_CHARS = 500
-WRITE_REASON = "Write the reason: it is kept with the version, in the audit log and sent to the cloud."
 # ``validate`` reads the whole schedule: asked again when the draft or the version changed, and
 # otherwise this often (a sheet for an entry the draft scratches is a new warning).
 VALIDATE_EVERY_S = 10.0
@@ -334,61 +332,28 @@ class ScheduleScreen(BoxScreen):
         await self.refresh_now()
 
 
-class PublishDialog(ModalScreen[str | None]):
+class PublishDialog(ReasonDialog):
     """Publish the draft as the next version: what it holds, the warnings it keeps, and why (required:
     kept with the version, audited and uplinked)."""
 
-    AUTO_FOCUS = "#publish-reason"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
     def __init__(self, draft: DraftView, validation: Validation | None, tz: ZoneInfo | None) -> None:
-        super().__init__()
-        self.draft = draft
-        self.validation = validation
-        self.tz = tz
-
-    def compose(self) -> ComposeResult:
-        draft = self.draft
         detail = Text(
             f"{len(draft.changes)} change(s) become version {draft.version + 1}; every tablet takes it at "
             "its next heartbeat.\n"
         )
         for change in draft.changes:
-            detail.append("  " + change_text(change, self.tz) + "\n")
-        warnings = [p for p in self.validation.problems if p.severity == "warning"] if self.validation else []
+            detail.append("  " + change_text(change, tz) + "\n")
+        warnings = [p for p in validation.problems if p.severity == "warning"] if validation else []
         for problem in warnings:
             detail.append_text(problem_text(problem))
             detail.append("\n")
-        with Vertical(id="publish-dialog", classes="dialog -danger"):
-            yield Label("Publish the schedule changes: why?", classes="dialog-title")
-            with VerticalScroll(id="publish-detail-box"):
-                yield Static(detail, id="publish-detail")
-            yield Input(
-                placeholder="Reason in a few words (kept with the version)",
-                max_length=PUBLISH_REASON_MAX_CHARS,
-                id="publish-reason",
-            )
-            yield Static("", id="publish-problem", classes="problem")
-            with Horizontal(classes="buttons"):
-                yield Button("Publish", variant="error", id="publish-go")
-                yield Button("Cancel", id="publish-cancel")
-
-    def on_input_submitted(self, _: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "publish-go":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _submit(self) -> None:
-        reason = self.query_one("#publish-reason", Input).value.strip()
-        if not reason:
-            self.query_one("#publish-problem", Static).update(WRITE_REASON)
-            self.query_one("#publish-reason", Input).focus()
-            return
-        self.dismiss(reason)
+        super().__init__(
+            "publish",
+            "Publish the schedule changes: why?",
+            detail,
+            "Publish",
+            "Reason in a few words (kept with the version)",
+            max_chars=PUBLISH_REASON_MAX_CHARS,
+        )
+        self.draft = draft
+        self.validation = validation
