@@ -67,6 +67,20 @@ class Classified:
     missing: list[MissingEntry]
 
 
+def entry_detail(row: sqlite3.Row) -> EntryDetail:
+    """An ``entries`` row (``running_order`` as ``order``) as the admin API shows it."""
+    return EntryDetail(
+        entry_id=row["entry_id"],
+        session_id=row["session_id"],
+        order=row["running_order"],
+        title=row["title"],
+        category=row["category"],
+        division=row["division"],
+        level=row["level"],
+        studio=row["studio"],
+    )
+
+
 def sheet_total(values: dict[str, float]) -> float:
     """The sum of a sheet's values, added in decimal so 9.4 + 9.1 + 8.5 is 27.0, not 26.999999999999996."""
     return float(sum((Decimal(repr(float(v))) for v in values.values()), Decimal(0)))
@@ -167,16 +181,7 @@ def entry_scores(conn: sqlite3.Connection, event_id: str, session_id: str | None
         params += (session_id,)
     return [
         EntryScores(
-            EntryDetail(
-                entry_id=row["entry_id"],
-                session_id=row["session_id"],
-                order=row["running_order"],
-                title=row["title"],
-                category=row["category"],
-                division=row["division"],
-                level=row["level"],
-                studio=row["studio"],
-            ),
+            entry_detail(row),
             msgspec.json.decode(row["sheets"]),
         )
         for row in conn.execute(sql + " ORDER BY e.session_id, e.running_order, e.entry_id", params)
@@ -405,14 +410,5 @@ def entry_chains(conn: sqlite3.Connection, entry_id: str) -> EntryChains:
         if chain:
             chain[-1].current = True
         judges.append(JudgeChain(id=judge_id, name=names.get(judge_id, judge_id), chain=chain))
-    entry = EntryDetail(
-        entry_id=row["entry_id"],
-        session_id=row["session_id"],
-        order=row["running_order"],
-        title=row["title"],
-        category=row["category"],
-        division=row["division"],
-        level=row["level"],
-        studio=row["studio"],
-    )
+    entry = entry_detail(row)
     return EntryChains(entry=entry, judges=judges)
